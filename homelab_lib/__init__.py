@@ -1,0 +1,1 @@
+"""homelab runbooks."""

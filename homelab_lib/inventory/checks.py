@@ -1,0 +1,177 @@
+"""Cross-field checks of an inventory: what pydantic's per-field types cannot see.
+
+Each check returns Problems located by the caller's ``locate(loc, message)``,
+so every message carries the file:line of the entry at fault.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from homelab_lib.errors import Problem
+from homelab_lib.inventory.model import Inventory
+
+Locate = Callable[[tuple[str | int, ...], str], Problem]
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """What the VMs of one node ask of it, against what it may give."""
+
+    node: str
+    vms: int
+    cores: int
+    cores_limit: float
+    memory_mib: int
+    memory_limit_mib: float
+    physical_cores: int
+    physical_memory_mib: int
+
+    @property
+    def over(self) -> bool:
+        return self.cores > self.cores_limit or self.memory_mib > self.memory_limit_mib
+
+
+def node_loads(inv: Inventory) -> list[NodeLoad]:
+    """Allocated vs available cores and memory for every node, in inventory order."""
+    out = []
+    for node in inv.nodes:
+        vms = [vm for vm in inv.vms if vm.node == node.name]
+        usable = (node.memory_gib - node.reserved_memory_gib) * 1024
+        out.append(
+            NodeLoad(
+                node=node.name,
+                vms=len(vms),
+                cores=sum(vm.cores for vm in vms),
+                cores_limit=node.cores * inv.overcommit.cores,
+                memory_mib=sum(vm.memory_mib for vm in vms),
+                memory_limit_mib=usable * inv.overcommit.memory,
+                physical_cores=node.cores,
+                physical_memory_mib=int(node.memory_gib * 1024),
+            )
+        )
+    return out
+
+
+def check(inv: Inventory, locate: Locate) -> list[Problem]:
+    """Every cross-field problem of inv."""
+    problems: list[Problem] = []
+
+    def unique(items: list[tuple[str, tuple[str | int, ...]]], what: str) -> None:
+        first: dict[str, tuple[str | int, ...]] = {}
+        for value, loc in items:
+            if value in first:
+                p0 = locate(first[value], "")
+                problems.append(
+                    locate(loc, f"duplicate {what} '{value}', also at {p0.file}:{p0.line}; each must be unique")
+                )
+            else:
+                first[value] = loc
+
+    unique([(n.name, ("nodes", i, "name")) for i, n in enumerate(inv.nodes)], "node name")
+    unique([(vm.name, ("vms", i, "name")) for i, vm in enumerate(inv.vms)], "VM name")
+    unique([(str(vm.vmid), ("vms", i, "vmid")) for i, vm in enumerate(inv.vms)], "vmid")
+    unique([(vm.address, ("vms", i, "ip")) for i, vm in enumerate(inv.vms)], "IP address")
+
+    nodes = {n.name for n in inv.nodes}
+    for i, vm in enumerate(inv.vms):
+        if vm.node not in nodes:
+            problems.append(
+                locate(("vms", i, "node"), f"node '{vm.node}' is not in nodes: ({', '.join(sorted(nodes))})")
+            )
+        if vm.vmid == inv.proxmox.template_vmid:
+            problems.append(locate(("vms", i, "vmid"), f"vmid {vm.vmid} is the template's (proxmox.template_vmid)"))
+        if vm.role != "docker" and vm.stacks:
+            problems.append(locate(("vms", i, "stacks"), f"only docker VMs carry stacks; {vm.name} is {vm.role}"))
+
+    placed: dict[str, list[tuple[str | int, ...]]] = defaultdict(list)
+    for i, vm in enumerate(inv.vms):
+        for stack, names in vm.stacks.items():
+            for j, svc in enumerate(names):
+                loc = ("vms", i, "stacks", stack, j)
+                placed[svc].append(loc)
+                service = inv.services.get(svc)
+                if service is None:
+                    problems.append(locate(loc, _unknown_service(svc, inv)))
+                elif "compose" not in service.platforms:
+                    problems.append(locate(loc, f"service '{svc}' cannot run on Docker Compose; place it on k3s"))
+
+    if inv.k3s:
+        try:
+            k3s_vm = inv.vm(inv.k3s.vm)
+            if k3s_vm.role != "k3s":
+                problems.append(locate(("k3s", "vm"), f"VM '{inv.k3s.vm}' has role {k3s_vm.role}; it needs role: k3s"))
+        except KeyError:
+            problems.append(locate(("k3s", "vm"), f"VM '{inv.k3s.vm}' is not in vms:"))
+        for j, svc in enumerate(inv.k3s.services):
+            loc = ("k3s", "services", j)
+            placed[svc].append(loc)
+            service = inv.services.get(svc)
+            if service is None:
+                problems.append(locate(loc, _unknown_service(svc, inv)))
+            elif "k3s" not in service.platforms:
+                problems.append(locate(loc, f"service '{svc}' cannot run on K3s; place it in a Compose stack"))
+    elif any(vm.role == "k3s" for vm in inv.vms):
+        problems.append(locate(("vms",), "a VM has role k3s but there is no k3s: section; add one"))
+
+    for svc, locs in placed.items():
+        service = inv.services.get(svc)
+        if len(locs) > 1 and service is not None and not service.per_host:
+            where = locate(locs[0], "")
+            problems.append(
+                locate(locs[1], f"service '{svc}' is placed twice (first at {where.file}:{where.line}); "
+                       "a service runs in one place (per_host services excepted)")
+            )
+
+    for i, load in enumerate(node_loads(inv)):
+        if load.cores > load.cores_limit:
+            problems.append(
+                locate(("nodes", i, "cores"),
+                       f"node {load.node} is over capacity: its VMs ask {load.cores} cores, it may give "
+                       f"{load.cores_limit:g} ({load.physical_cores} x overcommit {inv.overcommit.cores:g}); "
+                       "move a VM or lower its cores")
+            )
+        if load.memory_mib > load.memory_limit_mib:
+            problems.append(
+                locate(("nodes", i, "memory_gib"),
+                       f"node {load.node} is over capacity: its VMs ask {load.memory_mib} MiB of memory, it may "
+                       f"give {load.memory_limit_mib:.0f} MiB (after the host's reserve, overcommit "
+                       f"{inv.overcommit.memory:g}); move a VM or lower its memory_mib")
+            )
+
+    known = set(inv.services) | {vm.name for vm in inv.vms}
+    for name in inv.backups.rpo_hours:
+        if name not in known:
+            problems.append(locate(("backups", "rpo_hours", name), f"'{name}' is neither a service nor a VM"))
+
+    if inv.monitoring:
+        hosts = {vm.name for vm in inv.docker_hosts}
+        if inv.monitoring.prometheus_host not in hosts:
+            problems.append(
+                locate(("monitoring", "prometheus_host"),
+                       f"'{inv.monitoring.prometheus_host}' is not a docker VM ({', '.join(sorted(hosts))})")
+            )
+
+    if inv.profile == "lab" and inv.lab is None:
+        problems.append(locate(("profile",), "profile lab needs a lab: section (state_dir)"))
+    if inv.profile == "real" and inv.lab is not None:
+        problems.append(locate(("lab",), "a lab: section belongs to profile: lab only; remove it"))
+    if inv.proxmox.token_id and inv.proxmox.token_secret is None:
+        problems.append(locate(("proxmox", "token_id"), "token_id needs token_secret (env:NAME or file:PATH)"))
+    if not inv.proxmox.token_id and inv.proxmox.password is None:
+        problems.append(locate(("proxmox",), "give token_id + token_secret (preferred) or password"))
+    if not inv.proxmox.verify_tls and inv.profile == "real":
+        problems.append(
+            locate(("proxmox", "verify_tls"), "TLS verification is off; give ca_file for a self-signed cluster instead")
+        )
+    return problems
+
+
+def _unknown_service(name: str, inv: Inventory) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(inv.services), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else "; define it under services:"
+    return f"unknown service '{name}'{hint}"

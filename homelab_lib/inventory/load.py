@@ -1,0 +1,276 @@
+"""Load parameter files into an :class:`Inventory`, with file:line on every problem.
+
+Files are read with ruamel.yaml, which keeps the line of every key and item.
+Several files may be layered: a later file's top-level key replaces the
+earlier one's whole (a base file plus a site file, say). The built-in service
+catalog is merged field by field under the inventory's ``services:``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from homelab_lib.errors import ConfigError, Problem, SecretError
+from homelab_lib.inventory.checks import check
+from homelab_lib.inventory.model import Inventory
+from homelab_lib.secrets import UnresolvedSecret
+
+CATALOG = Path(__file__).with_name("catalog.yaml")
+PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir"}
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int
+
+
+class LineIndex:
+    """Maps a key path (as pydantic writes ``loc``) to the file and line it came from."""
+
+    def __init__(self) -> None:
+        self._at: dict[Loc, Where] = {}
+
+    def add(self, loc: Loc, where: Where) -> None:
+        self._at[loc] = where
+
+    def drop(self, prefix: Loc) -> None:
+        n = len(prefix)
+        for loc in [loc for loc in self._at if loc[:n] == prefix]:
+            del self._at[loc]
+
+    def copy_from(self, other: LineIndex, src: Loc, dst: Loc, *, overwrite: bool = True) -> None:
+        n = len(src)
+        for loc, where in other._at.items():
+            if loc[:n] == src and (overwrite or dst + loc[n:] not in self._at):
+                self._at[dst + loc[n:]] = where
+
+    def find(self, loc: Loc) -> Where:
+        """The nearest known place for loc: itself, or its closest ancestor."""
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self._at:
+                return self._at[loc[:n]]
+        return Where("?", 0)
+
+    def problem(self, loc: Loc, message: str) -> Problem:
+        w = self.find(loc)
+        return Problem(w.file, w.line, dotted(loc), message)
+
+
+def dotted(loc: Iterable[str | int]) -> str:
+    """('vms', 2, 'memory_mib') -> 'vms[2].memory_mib'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _plain(node: Any, loc: Loc, file: str, index: LineIndex) -> Any:
+    """Turn ruamel's round-trip nodes into plain dicts/lists, recording each key's line."""
+    if isinstance(node, CommentedMap):
+        out = {}
+        for k, v in node.items():
+            line, _col = node.lc.key(k)
+            key = str(k)
+            index.add((*loc, key), Where(file, line + 1))
+            out[key] = _plain(v, (*loc, key), file, index)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, v in enumerate(node):
+            line, _col = node.lc.item(i)
+            index.add((*loc, i), Where(file, line + 1))
+            items.append(_plain(v, (*loc, i), file, index))
+        return items
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
+
+
+def read_yaml(path: Path, index: LineIndex, loc: Loc = ()) -> Any:
+    """Read one YAML file into plain data, adding its lines to index.
+
+    Raises:
+        ConfigError: the file is missing or is not valid YAML (with the line of the fault).
+    """
+    shown = _shown(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError([Problem(shown, 0, "", f"cannot read the file ({e.strerror})")]) from None
+    yaml = YAML(typ="rt")
+    try:
+        data = yaml.load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 0
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise ConfigError([Problem(shown, line, "", f"YAML syntax error: {what}")]) from None
+    except YAMLError as e:
+        raise ConfigError([Problem(shown, 0, "", f"YAML error: {e}")]) from None
+    index.add(loc, Where(shown, 1))
+    return _plain(data, loc, shown, index)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _absolutize(data: Any, loc: Loc, index: LineIndex, files: dict[str, Path]) -> Any:
+    """Make relative paths (path keys and ``file:`` refs) relative to the file they were written in."""
+    if isinstance(data, dict):
+        return {k: _absolutize(v, (*loc, k), index, files) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_absolutize(v, (*loc, i), index, files) for i, v in enumerate(data)]
+    if isinstance(data, str) and loc:
+        base = files.get(index.find(loc).file)
+        if base is None:
+            return data
+        if data.startswith("file:"):
+            target = Path(data[5:].strip()).expanduser()
+            return data if target.is_absolute() else f"file:{(base.parent / target).resolve()}"
+        if loc[-1] in PATH_KEYS:
+            p = Path(data).expanduser()
+            return data if p.is_absolute() else str((base.parent / p).resolve())
+    return data
+
+
+def _message(err: dict[str, Any], model_keys: list[str]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, model_keys, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        allowed = ", ".join(model_keys)
+        return f"unknown key '{key}'{hint} (allowed here: {allowed})"
+    if kind == "missing":
+        return "required key is missing; add it"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    given = err.get("input")
+    if kind not in ("missing",) and not isinstance(given, dict | list):
+        msg += f" (got {given!r})"
+    return msg
+
+
+def _fields_at(loc: Loc) -> list[str]:
+    """Allowed keys of the model that loc's parent is (for unknown-key messages)."""
+    model: type[BaseModel] | None = Inventory
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        model = _model_of(field.annotation)
+    if model is None:
+        return []
+    return [k for k in model.model_fields if k != "source_files"]
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_of(arg)
+        if found:
+            return found
+    return None
+
+
+def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: bool = False) -> Inventory:
+    """Load and validate one or more parameter files.
+
+    Args:
+        files: a parameter file, or several layered in order.
+        check_secrets: also check that every secret reference resolves (values are not kept).
+
+    Returns:
+        The validated, frozen inventory.
+
+    Raises:
+        ConfigError: with one Problem (file:line, key path, fix) per fault; SecretError when
+            only secret references failed.
+    """
+    paths = [Path(files)] if isinstance(files, str | Path) else [Path(f) for f in files]
+    if not paths:
+        raise ConfigError([Problem("(none)", 0, "", "no parameter file given; pass one, e.g. parameters/lab.yaml")])
+    index = LineIndex()
+    merged: dict[str, Any] = {}
+    known: dict[str, Path] = {}
+    for path in paths:
+        part = LineIndex()
+        data = read_yaml(path, part)
+        known[_shown(path)] = path.resolve()
+        if not isinstance(data, dict):
+            raise ConfigError([Problem(_shown(path), 1, "", "the file must be a mapping of keys (name:, nodes:, ...)")])
+        for key, value in data.items():
+            merged[key] = value
+            index.drop((key,))
+            index.copy_from(part, (key,), (key,))
+        index.add((), Where(_shown(path), 1))
+
+    catalog_index = LineIndex()
+    catalog = read_yaml(CATALOG, catalog_index)
+    known[_shown(CATALOG)] = CATALOG
+    own = merged.get("services")
+    if own is None:
+        own = {}
+    if isinstance(own, dict):
+        services: dict[str, Any] = {}
+        for name, entry in catalog.items():
+            services[name] = dict(entry)
+            index.copy_from(catalog_index, (name,), ("services", name), overwrite=False)
+        for name, entry in own.items():
+            base = services.get(name, {})
+            services[name] = {**base, **entry} if isinstance(entry, dict) else entry
+        merged["services"] = services
+    merged = _absolutize(merged, (), index, known)
+    merged["source_files"] = tuple(p.resolve() for p in paths)
+
+    try:
+        inv = Inventory.model_validate(merged)
+    except ValidationError as e:
+        problems = [index.problem(tuple(err["loc"]), _message(err, _fields_at(tuple(err["loc"])))) for err in e.errors()]
+        raise ConfigError(_sorted(problems)) from None
+
+    problems = check(inv, index.problem)
+    if problems:
+        raise ConfigError(_sorted(problems))
+    if check_secrets:
+        secret_problems = []
+        for path, ref in inv.secrets():
+            try:
+                ref.reveal()
+            except UnresolvedSecret as e:
+                loc = tuple(int(p) if p.isdigit() else p for p in path.replace("[", ".").replace("]", "").split("."))
+                secret_problems.append(index.problem(loc, f"secret {ref} does not resolve: {e}"))
+        if secret_problems:
+            raise SecretError(_sorted(secret_problems))
+    return inv
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.file, p.line, p.path))

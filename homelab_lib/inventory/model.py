@@ -1,0 +1,284 @@
+"""The typed model of the homelab, validated by pydantic.
+
+Every model forbids unknown keys and is frozen: the inventory is loaded once
+and never changed in place. Cross-field checks (unique vmids, capacity,
+placements) live in :mod:`homelab_lib.inventory.checks`, where they can name
+the file:line of the offending entry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from homelab_lib.secrets import SecretRef
+
+NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=NAME, description="lower-case DNS label")]
+
+
+def _to_ref(value: object, info: ValidationInfo) -> SecretRef:
+    if isinstance(value, SecretRef):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("a secret reference is a string, 'env:NAME' or 'file:PATH'")
+    base = (info.context or {}).get("base_dir", Path("."))
+    return SecretRef.parse(value, base)
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_to_ref)]
+
+
+def _to_path(value: object, info: ValidationInfo) -> Path:
+    if not isinstance(value, str):
+        raise ValueError("a path is a string")
+    p = Path(value).expanduser()
+    base = (info.context or {}).get("base_dir", Path("."))
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+FilePath = Annotated[Path, BeforeValidator(_to_path)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Proxmox(Model):
+    """How to reach the Proxmox VE API.
+
+    Authenticate with an API token (``user@realm!token_id`` and ``token_secret``),
+    or with ``password`` for a ticket when no token is given.
+    """
+
+    endpoint: Annotated[str, Field(pattern=r"^https://[^/\s]+(:\d+)?/?$")]
+    user: Annotated[str, Field(pattern=r"^[^@\s!]+@[^@\s!]+$")] = "root@pam"
+    token_id: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9._-]*$")] | None = None
+    token_secret: Secret | None = None
+    password: Secret | None = None
+    verify_tls: bool = True
+    ca_file: FilePath | None = None
+    template: Name = Field(description="name of the cloud-init template VM on each node")
+    template_vmid: Annotated[int, Field(ge=100, le=999_999_999)] = 9000
+    storage: str = "local-lvm"
+    bridge: str = "vmbr0"
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class Node(Model):
+    """One Proxmox node and what it can hold."""
+
+    name: Name
+    cores: Annotated[int, Field(gt=0)]
+    memory_gib: Annotated[float, Field(gt=0)]
+    reserved_memory_gib: Annotated[float, Field(ge=0)] = 2.0
+
+
+class Overcommit(Model):
+    """How far VMs on one node may exceed it: 1.0 means not at all."""
+
+    cores: Annotated[float, Field(ge=1.0)] = 2.0
+    memory: Annotated[float, Field(ge=1.0)] = 1.0
+
+
+class Network(Model):
+    """Addressing shared by the VMs."""
+
+    gateway: ipaddress.IPv4Address | None = None
+    dns: list[ipaddress.IPv4Address] = []
+    domain: str = "home.arpa"
+
+
+class Ssh(Model):
+    """How the runbooks reach the VMs over SSH (Docker hosts, the K3s VM)."""
+
+    user: str = "root"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    private_key: Secret
+    known_hosts: FilePath
+    public_key: FilePath | None = Field(default=None, description="installed into VMs by cloud-init")
+
+
+Stacks = dict[Name, Annotated[list[Name], Field(min_length=1)]]
+
+
+class Vm(Model):
+    """A Proxmox VM of the homelab: a Docker host or the K3s server."""
+
+    name: Name
+    vmid: Annotated[int, Field(ge=100, le=999_999_999)]
+    node: Name
+    role: Literal["docker", "k3s"]
+    cores: Annotated[int, Field(gt=0, le=512)]
+    memory_mib: Annotated[int, Field(ge=512)]
+    disk_gib: Annotated[int, Field(gt=0)]
+    ip: ipaddress.IPv4Interface
+    onboot: bool = True
+    stacks: Stacks = Field(default_factory=dict, description="stack name -> services (Docker hosts only)")
+
+    @field_validator("ip", mode="before")
+    @classmethod
+    def _needs_prefix(cls, v: object) -> object:
+        if isinstance(v, str) and "/" not in v:
+            raise ValueError(f"'{v}' has no prefix length; write it as {v}/24 (or the subnet's length)")
+        return v
+
+    @property
+    def address(self) -> str:
+        """The VM's IP address without prefix."""
+        return str(self.ip.ip)
+
+
+class K3s(Model):
+    """The single-node K3s cluster and what runs on it."""
+
+    vm: Name
+    version: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+\+k3s\d+$")]
+    services: list[Name] = []
+    kubeconfig: FilePath | None = Field(default=None, description="where the fetched kubeconfig is kept")
+
+
+class Port(Model):
+    container: Annotated[int, Field(gt=0, lt=65536)]
+    host: Annotated[int, Field(gt=0, lt=65536)] | None = None
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+    @property
+    def published(self) -> int:
+        return self.host or self.container
+
+
+class Service(Model):
+    """A service of the catalog, or one the inventory defines."""
+
+    description: str = ""
+    image: str
+    platforms: list[Literal["compose", "k3s"]] = ["compose", "k3s"]
+    ports: list[Port] = []
+    health: str = Field(default="tcp", description="HTTP path on the first port, or 'tcp'")
+    volumes: dict[Name, str] = {}
+    per_host: bool = False
+
+    @field_validator("image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        tail = v.rsplit("/", 1)[-1]
+        if "@sha256:" in v:
+            return v
+        if ":" not in tail or tail.endswith(":latest"):
+            raise ValueError(f"image '{v}' is not pinned; give a version tag or digest, never latest")
+        return v
+
+    @field_validator("health")
+    @classmethod
+    def _health(cls, v: str) -> str:
+        if v != "tcp" and not v.startswith("/"):
+            raise ValueError("health is an HTTP path starting with '/', or 'tcp'")
+        return v
+
+
+class VzdumpPolicy(Model):
+    storage: str
+    schedule: str = "daily 02:00"
+    rpo_hours: Annotated[float, Field(gt=0)] = 26
+    keep_daily: Annotated[int, Field(ge=1)] = 7
+
+
+class Backups(Model):
+    """Backup approach per platform, and the RPO each target must meet."""
+
+    vzdump: VzdumpPolicy | None = None
+    restic_repository: str | None = None
+    restic_password: Secret | None = None
+    default_rpo_hours: Annotated[float, Field(gt=0)] = 24
+    rpo_hours: dict[Name, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="service or VM name -> RPO in hours"
+    )
+
+
+class Monitoring(Model):
+    """One Prometheus/Grafana view over both platforms."""
+
+    prometheus_host: Name
+    scrape_interval: Annotated[str, Field(pattern=r"^\d+[smh]$")] = "30s"
+    grafana_admin_password: Secret | None = None
+
+
+class Lab(Model):
+    """The rehearsal lab's own settings (profile ``lab`` only)."""
+
+    state_dir: FilePath
+    pve_time_scale: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Inventory(Model):
+    """The whole homelab, as the parameter files describe it."""
+
+    name: Name
+    profile: Literal["real", "lab"] = "real"
+    proxmox: Proxmox
+    overcommit: Overcommit = Overcommit()
+    network: Network = Network()
+    nodes: Annotated[list[Node], Field(min_length=1)]
+    ssh: Ssh
+    vms: list[Vm] = []
+    k3s: K3s | None = None
+    services: dict[Name, Service] = Field(default_factory=dict, description="catalog additions/overrides")
+    backups: Backups = Backups()
+    monitoring: Monitoring | None = None
+    lab: Lab | None = None
+    source_files: tuple[Path, ...] = ()
+
+    def vm(self, name: str) -> Vm:
+        """The VM with this name (KeyError if none)."""
+        for vm in self.vms:
+            if vm.name == name:
+                return vm
+        raise KeyError(name)
+
+    def node(self, name: str) -> Node:
+        """The node with this name (KeyError if none)."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    @property
+    def docker_hosts(self) -> list[Vm]:
+        return [vm for vm in self.vms if vm.role == "docker"]
+
+    def secrets(self) -> list[tuple[str, SecretRef]]:
+        """Every secret reference of the inventory, with its key path."""
+        found: list[tuple[str, SecretRef]] = []
+
+        def walk(obj: object, path: str) -> None:
+            if isinstance(obj, SecretRef):
+                found.append((path, obj))
+            elif isinstance(obj, BaseModel):
+                for name in type(obj).model_fields:
+                    walk(getattr(obj, name), f"{path}.{name}" if path else name)
+            elif isinstance(obj, dict):
+                for k, v in obj.items():
+                    walk(v, f"{path}.{k}")
+            elif isinstance(obj, list | tuple):
+                for i, v in enumerate(obj):
+                    walk(v, f"{path}[{i}]")
+
+        walk(self, "")
+        return found
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of text."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")

@@ -90,7 +90,7 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
     for i, vm in enumerate(inv.vms):
         for stack, names in vm.stacks.items():
             for j, svc in enumerate(names):
-                loc = ("vms", i, "stacks", stack, j)
+                loc: tuple[str | int, ...] = ("vms", i, "stacks", stack, j)
                 placed[svc].append(loc)
                 service = inv.services.get(svc)
                 if service is None:
@@ -106,8 +106,8 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
         except KeyError:
             problems.append(locate(("k3s", "vm"), f"VM '{inv.k3s.vm}' is not in vms:"))
         for j, svc in enumerate(inv.k3s.services):
-            loc = ("k3s", "services", j)
-            placed[svc].append(loc)
+            kloc: tuple[str | int, ...] = ("k3s", "services", j)
+            placed[svc].append(kloc)
             service = inv.services.get(svc)
             if service is None:
                 problems.append(locate(loc, _unknown_service(svc, inv)))
@@ -121,24 +121,31 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
         if len(locs) > 1 and service is not None and not service.per_host:
             where = locate(locs[0], "")
             problems.append(
-                locate(locs[1], f"service '{svc}' is placed twice (first at {where.file}:{where.line}); "
-                       "a service runs in one place (per_host services excepted)")
+                locate(
+                    locs[1],
+                    f"service '{svc}' is placed twice (first at {where.file}:{where.line}); "
+                    "a service runs in one place (per_host services excepted)",
+                )
             )
 
     for i, load in enumerate(node_loads(inv)):
         if load.cores > load.cores_limit:
             problems.append(
-                locate(("nodes", i, "cores"),
-                       f"node {load.node} is over capacity: its VMs ask {load.cores} cores, it may give "
-                       f"{load.cores_limit:g} ({load.physical_cores} x overcommit {inv.overcommit.cores:g}); "
-                       "move a VM or lower its cores")
+                locate(
+                    ("nodes", i, "cores"),
+                    f"node {load.node} is over capacity: its VMs ask {load.cores} cores, it may give "
+                    f"{load.cores_limit:g} ({load.physical_cores} x overcommit {inv.overcommit.cores:g}); "
+                    "move a VM or lower its cores",
+                )
             )
         if load.memory_mib > load.memory_limit_mib:
             problems.append(
-                locate(("nodes", i, "memory_gib"),
-                       f"node {load.node} is over capacity: its VMs ask {load.memory_mib} MiB of memory, it may "
-                       f"give {load.memory_limit_mib:.0f} MiB (after the host's reserve, overcommit "
-                       f"{inv.overcommit.memory:g}); move a VM or lower its memory_mib")
+                locate(
+                    ("nodes", i, "memory_gib"),
+                    f"node {load.node} is over capacity: its VMs ask {load.memory_mib} MiB of memory, it may "
+                    f"give {load.memory_limit_mib:.0f} MiB (after the host's reserve, overcommit "
+                    f"{inv.overcommit.memory:g}); move a VM or lower its memory_mib",
+                )
             )
 
     known = set(inv.services) | {vm.name for vm in inv.vms}
@@ -150,8 +157,10 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
         hosts = {vm.name for vm in inv.docker_hosts}
         if inv.monitoring.prometheus_host not in hosts:
             problems.append(
-                locate(("monitoring", "prometheus_host"),
-                       f"'{inv.monitoring.prometheus_host}' is not a docker VM ({', '.join(sorted(hosts))})")
+                locate(
+                    ("monitoring", "prometheus_host"),
+                    f"'{inv.monitoring.prometheus_host}' is not a docker VM ({', '.join(sorted(hosts))})",
+                )
             )
 
     if inv.profile == "lab" and inv.lab is None:
@@ -164,7 +173,10 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
         problems.append(locate(("proxmox",), "give token_id + token_secret (preferred) or password"))
     if not inv.proxmox.verify_tls and inv.profile == "real":
         problems.append(
-            locate(("proxmox", "verify_tls"), "TLS verification is off; give ca_file for a self-signed cluster instead")
+            locate(
+                ("proxmox", "verify_tls"),
+                "TLS verification is off; give ca_file for a self-signed cluster instead",
+            )
         )
     return problems
 

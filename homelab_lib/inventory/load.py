@@ -9,6 +9,7 @@ catalog is merged field by field under the inventory's ``services:``.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from homelab_lib.errors import ConfigError, Problem, SecretError
 from homelab_lib.inventory.checks import check
 from homelab_lib.inventory.model import Inventory
-from homelab_lib.secrets import UnresolvedSecret
+from homelab_lib.secrets import REF_PATTERN, SecretRef, UnresolvedSecret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir"}
@@ -145,16 +146,39 @@ def _absolutize(data: Any, loc: Loc, index: LineIndex, files: dict[str, Path]) -
         base = files.get(index.find(loc).file)
         if base is None:
             return data
-        if data.startswith("file:"):
-            target = Path(data[5:].strip()).expanduser()
-            return data if target.is_absolute() else f"file:{(base.parent / target).resolve()}"
+        if loc[-1] in _secret_keys() and REF_PATTERN.match(data.strip()):
+            try:
+                return SecretRef.parse(data, base.parent)  # relative file: refs are relative to their file
+            except ValueError:
+                return data  # pydantic reports it, with its line
         if loc[-1] in PATH_KEYS:
             p = Path(data).expanduser()
             return data if p.is_absolute() else str((base.parent / p).resolve())
     return data
 
 
-def _message(err: dict[str, Any], model_keys: list[str]) -> str:
+@functools.cache
+def _secret_keys() -> frozenset[str]:
+    """Names of the model's fields that hold secret references."""
+    found: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, field in model.model_fields.items():
+            if "SecretRef" in str(field.annotation):
+                found.add(name)
+            sub = _model_of(field.annotation)
+            if sub:
+                walk(sub)
+
+    walk(Inventory)
+    return frozenset(found)
+
+
+def _message(err: Any, model_keys: list[str]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         key = str(err["loc"][-1])
@@ -168,7 +192,8 @@ def _message(err: dict[str, Any], model_keys: list[str]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     given = err.get("input")
-    if kind not in ("missing",) and not isinstance(given, dict | list):
+    secret = bool(err["loc"]) and str(err["loc"][-1]) in _secret_keys()
+    if not secret and not isinstance(given, dict | list):
         msg += f" (got {given!r})"
     return msg
 
@@ -253,7 +278,9 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
     try:
         inv = Inventory.model_validate(merged)
     except ValidationError as e:
-        problems = [index.problem(tuple(err["loc"]), _message(err, _fields_at(tuple(err["loc"])))) for err in e.errors()]
+        problems = [
+            index.problem(tuple(err["loc"]), _message(err, _fields_at(tuple(err["loc"])))) for err in e.errors()
+        ]
         raise ConfigError(_sorted(problems)) from None
 
     problems = check(inv, index.problem)
@@ -261,11 +288,12 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
         raise ConfigError(_sorted(problems))
     if check_secrets:
         secret_problems = []
-        for path, ref in inv.secrets():
+        for key_path, ref in inv.secrets():
             try:
                 ref.reveal()
             except UnresolvedSecret as e:
-                loc = tuple(int(p) if p.isdigit() else p for p in path.replace("[", ".").replace("]", "").split("."))
+                parts = key_path.replace("[", ".").replace("]", "").split(".")
+                loc = tuple(int(p) if p.isdigit() else p for p in parts)
                 secret_problems.append(index.problem(loc, f"secret {ref} does not resolve: {e}"))
         if secret_problems:
             raise SecretError(_sorted(secret_problems))

@@ -1,0 +1,251 @@
+"""The ``homelab`` command: thin over the library.
+
+Exit codes: 0 success; 1 a run, check or audit failed; 2 bad input (parameters,
+arguments); 3 another run against the same homelab holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from homelab_lib.archive import Archive
+from homelab_lib.errors import AuditError, ConfigError, HomelabError, LockHeld, NotebookFailed
+from homelab_lib.inventory import load_inventory
+from homelab_lib.report import validate
+
+DEFAULT_LAB = Path("parameters/lab.yaml")
+DEFAULT_NOTEBOOKS = Path("notebooks")
+
+
+def _print_table(df: pd.DataFrame) -> None:
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        print(df.to_string(index=False) if not df.empty else "(none)")
+
+
+def _parse_value(text: str) -> Any:
+    """A -p value as YAML scalar (true, 3, [a, b]); plain text otherwise."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    files = args.files or sorted(Path("parameters").glob("*.yaml"))
+    if not files:
+        print("no parameter files given and none in parameters/", file=sys.stderr)
+        return 2
+    bad = 0
+    for f in files:
+        result = validate(f, check_secrets=not args.offline)
+        if result.ok:
+            print(f"{f}: valid")
+        else:
+            bad += 1
+            for p in result.problems:
+                print(str(p), file=sys.stderr)
+    return 2 if bad else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from homelab_lib.runner import run_notebook
+
+    params = {k: _parse_value(v) for k, v in args.param}
+    try:
+        result = run_notebook(
+            args.notebook,
+            param_files=args.file,
+            parameters=params,
+            archive_dir=args.archive,
+            progress_bar=not args.quiet,
+            log_output=args.log_output,
+        )
+    except NotebookFailed as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"ok: {result.record.run} archived at {result.archived}")
+    return 0
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    records = Archive(Path(args.archive)).records()
+    rows = [
+        {
+            "#": i,
+            "run": r.run,
+            "homelab": r.homelab or "-",
+            "status": r.status,
+            "start": r.start,
+            "duration s": r.duration_s,
+            "failed cell": "-" if r.failed_cell is None else r.failed_cell,
+            "error": (r.error[:60] + "...") if len(r.error) > 60 else (r.error or "-"),
+        }
+        for i, r in enumerate(records, 1)
+    ]
+    _print_table(pd.DataFrame(rows))
+    return 0
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    record = Archive(Path(args.archive)).find(args.run)
+    for key, value in vars(record).items():
+        print(f"{key:>16}: {value}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    archive = Archive(Path(args.archive))
+    problems = archive.verify()
+    if problems:
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"audit verify: FAILED ({len(problems)} problem(s); the first is the first break)", file=sys.stderr)
+        return 1
+    print(f"audit verify: ok ({len(archive.records())} runs, every notebook and record intact)")
+    return 0
+
+
+def _lab_inventory(args: argparse.Namespace) -> Any:
+    return load_inventory(args.file or [DEFAULT_LAB])
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from homelab_lib import lab
+
+    inv = _lab_inventory(args)
+    if args.action == "up":
+        parts = lab.up(inv)
+    elif args.action == "down":
+        lab.down(inv)
+        print(f"lab {inv.name} is down; its state folder is removed")
+        return 0
+    else:
+        parts = lab.status(inv)
+    _print_table(pd.DataFrame([vars(p) for p in parts]))
+    return 0 if all(p.state == "up" for p in parts) else 1
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    from homelab_lib import lab
+    from homelab_lib.rehearse import rehearse
+
+    inv = _lab_inventory(args)
+    lab.up(inv)
+    summary = rehearse(
+        Path(args.notebooks), inv.source_files, archive_dir=Path(args.archive), progress_bar=not args.quiet
+    )
+    _print_table(summary)
+    return 0 if (summary["status"] == "ok").all() else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="homelab",
+        description="Runbooks for a Proxmox homelab: Compose core on VMs, advanced services on K3s.",
+        epilog="exit codes: 0 ok, 1 failed, 2 bad input, 3 another run holds the homelab's lock",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check parameter files; print FILE:LINE: key: problem")
+    p.add_argument("files", nargs="*", type=Path, help="parameter files (default: parameters/*.yaml)")
+    p.add_argument("--offline", action="store_true", help="do not check that secret references resolve")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("run", help="run a notebook with papermill and archive it")
+    p.add_argument("notebook", type=Path)
+    p.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PARAMS",
+        help="homelab parameter file (repeat to layer); passed as params_file",
+    )
+    p.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="notebook parameter, VALUE read as YAML (-p confirm true)",
+    )
+    p.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
+    p.add_argument("--log-output", action="store_true", help="echo cell outputs (headless runs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    audit = sub.add_parser("audit", help="the run archive: list, show, verify")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    for name, func, text in (
+        ("list", cmd_audit_list, "every run as a table"),
+        ("show", cmd_audit_show, "one run's record"),
+        ("verify", cmd_audit_verify, "recompute every hash; exit 1 naming the first record or file altered"),
+    ):
+        a = audit_sub.add_parser(name, help=text)
+        a.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
+        if name == "show":
+            a.add_argument("run", help="run id, a unique prefix of it, or #N")
+        a.set_defaults(func=func)
+
+    p = sub.add_parser("lab", help="the rehearsal lab: up, down, status")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PARAMS",
+        help=f"lab parameter file (default: {DEFAULT_LAB})",
+    )
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("rehearse", help="lab up, then every runbook in order with confirm=True; a summary")
+    p.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PARAMS",
+        help=f"lab parameter file (default: {DEFAULT_LAB})",
+    )
+    p.add_argument("--notebooks", default=DEFAULT_NOTEBOOKS, type=Path, help="folder of runbooks (default: notebooks/)")
+    p.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_rehearse)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``homelab``; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as e:
+        for p in e.problems:
+            print(str(p), file=sys.stderr)
+        return 2
+    except LockHeld as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 3
+    except AuditError as e:
+        print(f"audit: {e}", file=sys.stderr)
+        return 1
+    except HomelabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

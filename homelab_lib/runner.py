@@ -1,0 +1,298 @@
+"""Run a runbook notebook with papermill and archive it as the audit log.
+
+A run: take the homelab's lock -> execute with papermill into a private
+temporary file -> scan the executed notebook for every resolved secret value ->
+write it to the archive -> append a hash-chained record to the index. A failed
+notebook is archived too (status ``failed``, with the failing cell); a notebook
+in which a secret value appears is not kept (status ``leak``) and the run fails
+loudly. Every outcome is recorded.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from filelock import FileLock, Timeout
+from papermill.exceptions import PapermillExecutionError
+
+from homelab_lib.archive import Archive, Record
+from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, RunError, SecretLeak
+from homelab_lib.inventory import load_inventory
+from homelab_lib.secrets import (
+    REF_PATTERN,
+    SECRET_NAME,
+    Redactor,
+    UnresolvedSecret,
+    find_leaks,
+    redact_params,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def default_lock_dir() -> Path:
+    """Where run locks live: one file per homelab, shared by every archive on this machine."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"homelab-locks-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run, as recorded in the index."""
+
+    record: Record
+    archived: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return self.record.status == "ok"
+
+
+def check_parameters(params: Mapping[str, Any]) -> None:
+    """Refuse notebook parameters that carry a secret value instead of a reference.
+
+    Raises:
+        RunError: a secret-looking parameter holds a literal value.
+    """
+    for key, value in params.items():
+        if SECRET_NAME.search(key) and not (isinstance(value, str) and REF_PATTERN.match(value)):
+            raise RunError(
+                f"parameter '{key}' looks like a secret and holds a value",
+                where=f"-p {key}",
+                hint="pass a reference (env:NAME or file:PATH); values never go into notebooks",
+            )
+
+
+def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
+    """Resolve every secret of the homelab now, for the leak scan; and the homelab's name."""
+    redactor = Redactor()
+    if not files:
+        return redactor, ""
+    inv = load_inventory(files)
+    for _path, ref in inv.secrets():
+        try:
+            redactor.add(ref.reveal())
+        except UnresolvedSecret:
+            continue  # what the runner cannot read, the notebook cannot leak
+    return redactor, inv.name
+
+
+def run_notebook(
+    notebook: str | Path,
+    *,
+    param_files: Sequence[str | Path] = (),
+    parameters: Mapping[str, Any] | None = None,
+    archive_dir: str | Path = "archive",
+    lock_dir: Path | None = None,
+    clock: Clock = utc_now,
+    progress_bar: bool = True,
+    log_output: bool = False,
+    kernel_name: str | None = None,
+) -> RunResult:
+    """Execute a notebook with papermill, archive it and record the run.
+
+    Args:
+        notebook: the notebook to run.
+        param_files: homelab parameter files; passed to the notebook as ``params_file``.
+        parameters: other notebook parameters (``confirm``, ...); secrets must be references.
+        archive_dir: the archive folder.
+        lock_dir: where the per-homelab locks live (default: :func:`default_lock_dir`).
+        clock: returns the current UTC time.
+        progress_bar: show papermill's progress bar.
+        log_output: echo cell outputs to the log (headless runs).
+        kernel_name: override the notebook's kernel.
+
+    Returns:
+        The run's result (status ``ok``).
+
+    Raises:
+        ConfigError: a parameter file does not load.
+        LockHeld: another run against the same homelab is under way.
+        NotebookFailed: a cell raised; the notebook is archived with status ``failed``.
+        SecretLeak: a secret value appeared in the executed notebook; it was not archived.
+    """
+    nb_path = Path(notebook).resolve()
+    if not nb_path.is_file():
+        raise RunError(f"notebook {notebook} does not exist", hint="see notebooks/ for the runbooks")
+    files = [Path(f).resolve() for f in param_files]
+    params: dict[str, Any] = dict(parameters or {})
+    check_parameters(params)
+    if files:
+        params["params_file"] = str(files[0]) if len(files) == 1 else [str(f) for f in files]
+    redactor, homelab = _secret_values(files)
+
+    lock_dir = lock_dir or default_lock_dir()
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_name = homelab or "default"
+    lock = FileLock(str(lock_dir / f"{lock_name}.lock"), timeout=0)
+    holder = lock_dir / f"{lock_name}.holder"
+    try:
+        lock.acquire()
+    except Timeout:
+        who = holder.read_text().strip() if holder.exists() else "another run"
+        raise LockHeld(
+            f"another run against homelab '{lock_name}' is under way ({who})",
+            hint="wait for it to finish; runs against one homelab never overlap",
+        ) from None
+    try:
+        holder.write_text(f"{nb_path.name}, pid {os.getpid()}, since {clock().isoformat(timespec='seconds')}")
+        return _execute(
+            nb_path,
+            files,
+            params,
+            Archive(Path(archive_dir)),
+            redactor,
+            homelab,
+            clock,
+            progress_bar,
+            log_output,
+            kernel_name,
+        )
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _execute(
+    nb_path: Path,
+    files: list[Path],
+    params: dict[str, Any],
+    archive: Archive,
+    redactor: Redactor,
+    homelab: str,
+    clock: Clock,
+    progress_bar: bool,
+    log_output: bool,
+    kernel_name: str | None,
+) -> RunResult:
+    start = clock()
+    t0 = time.monotonic()
+    failure: tuple[int | None, str, str] | None = None  # (cell, ename, evalue)
+    with tempfile.TemporaryDirectory(prefix="homelab-run-") as tmp:
+        out = Path(tmp) / nb_path.name
+        try:
+            papermill.execute_notebook(
+                str(nb_path),
+                str(out),
+                parameters=params,
+                cwd=str(nb_path.parent),
+                progress_bar=progress_bar,
+                log_output=log_output,
+                kernel_name=kernel_name,
+            )
+        except PapermillExecutionError as e:
+            failure = (e.cell_index, e.ename, e.evalue)
+        except Exception as e:  # the kernel died or would not start: record it all the same
+            failure = (None, type(e).__name__, str(e))
+        nb = nbformat.read(str(out), as_version=4) if out.exists() else None  # type: ignore[no-untyped-call]
+
+    error = redactor.redact(f"{failure[1]}: {failure[2]}") if failure else ""
+    cell = failure[0] if failure else None
+    if nb is None:
+        archive.append(_record(nb_path, files, params, homelab, start, t0, "failed", cell, error, "", ""))
+        raise RunError(f"the notebook could not be run: {error}", where=str(nb_path))
+
+    places = find_leaks(nb, redactor)
+    if places:
+        written = archive.append(
+            _record(
+                nb_path,
+                files,
+                params,
+                homelab,
+                start,
+                t0,
+                "leak",
+                cell,
+                f"secret value found in {', '.join(places)}; notebook not archived",
+                "",
+                "",
+            )
+        )
+        raise SecretLeak(
+            f"a secret value appeared in the executed notebook ({', '.join(places)}); it was NOT archived",
+            where=str(nb_path),
+            hint=f"recorded as run {written.run}; make the notebook show references, never values",
+        )
+
+    status = "failed" if failure else "ok"
+    path = archive.path_for(start.strftime("%Y%m%dT%H%M%SZ"), nb_path.stem, status)
+    nb.metadata.setdefault("papermill", {})["output_path"] = str(path)
+    data = (json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    digest = archive.write_notebook(path, data)
+    record = archive.append(
+        _record(
+            nb_path,
+            files,
+            params,
+            homelab,
+            start,
+            t0,
+            status,
+            cell,
+            error,
+            str(path.relative_to(archive.root)),
+            digest,
+        )
+    )
+    if failure:
+        evalue = redactor.redact(failure[2])
+        raise NotebookFailed(nb_path.name, cell, failure[1], evalue, str(path))
+    return RunResult(record, path)
+
+
+def _record(
+    nb_path: Path,
+    files: list[Path],
+    params: dict[str, Any],
+    homelab: str,
+    start: datetime,
+    t0: float,
+    status: str,
+    cell: int | None,
+    error: str,
+    archived: str,
+    digest: str,
+) -> Record:
+    return Record(
+        run=f"{start.strftime('%Y%m%dT%H%M%SZ')}-{nb_path.stem}",
+        notebook=_shown(nb_path),
+        homelab=homelab,
+        parameter_files=[_shown(f) for f in files],
+        parameters=redact_params(params),
+        start=start.isoformat(timespec="seconds"),
+        duration_s=round(time.monotonic() - t0, 3),
+        status=status,
+        failed_cell=cell,
+        error=error,
+        archived=archived,
+        sha256=digest,
+        user=getpass.getuser(),
+        host=socket.gethostname(),
+    )
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+__all__ = ["ConfigError", "RunResult", "check_parameters", "default_lock_dir", "run_notebook"]

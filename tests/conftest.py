@@ -1,0 +1,62 @@
+"""Shared fixtures: the repository, valid parameter files in tmp, tiny notebooks."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
+
+pytest_plugins = ["tests.lab_fixtures"] if (Path(__file__).parent / "lab_fixtures.py").exists() else []
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def make_params(tmp_path: Path) -> Callable[..., Path]:
+    """Write a valid profile-real parameter file into tmp_path, with its secrets in files there.
+
+    Keyword arguments replace top-level keys; ``edit`` is a function that changes the data in place.
+    Returns the file's path. The secret values are in ``tmp_path / 'secrets'``.
+    """
+
+    def make(filename: str = "params.yaml", edit: Callable[[dict], None] | None = None, **top: object) -> Path:
+        yaml = YAML(typ="rt")
+        data = yaml.load((REPO / "parameters" / "example.yaml").read_text())
+        secrets = tmp_path / "secrets"
+        secrets.mkdir(exist_ok=True)
+        (secrets / "pve-token").write_text("pve-token-value-1f2e3d4c\n")
+        (secrets / "grafana").write_text("grafana-admin-pw-9a8b7c\n")
+        (secrets / "restic").write_text("restic-repo-pw-5e6f7a\n")
+        (secrets / "id_ed25519").write_text("ssh-private-key-material-0x42\n")
+        data["proxmox"]["token_secret"] = "file:secrets/pve-token"
+        data["proxmox"]["ca_file"] = "secrets/ca.pem"
+        data["monitoring"]["grafana_admin_password"] = "file:secrets/grafana"
+        data["backups"]["restic_password"] = "file:secrets/restic"
+        data["ssh"]["private_key"] = "file:secrets/id_ed25519"
+        for key, value in top.items():
+            data[key] = value
+        if edit:
+            edit(data)
+        path = tmp_path / filename
+        with path.open("w") as f:
+            yaml.dump(data, f)
+        return path
+
+    return make
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset the example's secret variables so a test sees exactly what it sets."""
+    for name in list(os.environ):
+        if name.startswith(("PVE_", "GRAFANA_", "RESTIC_")):
+            monkeypatch.delenv(name)

@@ -1,0 +1,215 @@
+"""The runner and the audit archive: papermill runs, hash chain, secret scan, lock."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from homelab_lib.archive import Archive
+from homelab_lib.cli import main
+from homelab_lib.errors import LockHeld, NotebookFailed, RunError, SecretLeak
+from homelab_lib.runner import run_notebook
+
+PARAMS = 'params_file = None\nconfirm = False\nlabel = "none"'
+
+
+def write_nb(path: Path, *sources: str) -> Path:
+    cells = [new_code_cell(PARAMS, metadata={"tags": ["parameters"]})]
+    cells += [new_code_cell(s) for s in sources]
+    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                                       "display_name": "Python 3"}}), str(path))
+    return path
+
+
+def fixed_clock(when: str) -> Callable[[], datetime]:
+    return lambda: datetime.fromisoformat(when).replace(tzinfo=UTC)
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    return tmp_path / "archive"
+
+
+@pytest.fixture
+def locks(tmp_path: Path) -> Path:
+    return tmp_path / "locks"
+
+
+def test_ok_run_is_archived_and_chained(tmp_path: Path, archive: Path, locks: Path,
+                                        make_params: Callable[..., Path]) -> None:
+    nb = write_nb(tmp_path / "hello.ipynb", 'print(f"confirm={confirm} label={label}")')
+    params = make_params()
+    result = run_notebook(nb, param_files=[params], parameters={"confirm": True, "label": "x"},
+                          archive_dir=archive, lock_dir=locks, clock=fixed_clock("2026-11-25T17:42:05"),
+                          progress_bar=False)
+    assert result.ok
+    assert result.archived == archive / "2026/11/25/174205Z-hello-ok.ipynb"
+    executed = nbformat.read(str(result.archived), as_version=4)
+    assert executed.cells[-1].outputs[0].text == "confirm=True label=x\n"
+    rec = result.record
+    assert rec.run == "20261125T174205Z-hello"
+    assert rec.homelab == "dreamland"
+    assert rec.parameters == {"confirm": True, "label": "x", "params_file": str(params)}
+    assert rec.parameter_files == [str(params)]
+    assert rec.status == "ok"
+    assert rec.prev == "0" * 64
+    second = run_notebook(nb, archive_dir=archive, lock_dir=locks, clock=fixed_clock("2026-11-25T17:42:05"),
+                          progress_bar=False)
+    assert second.record.run == "20261125T174205Z-hello-2"
+    assert second.archived == archive / "2026/11/25/174205Z-hello-ok-2.ipynb"
+    assert Archive(archive).verify() == []
+    lines = (archive / "index.jsonl").read_bytes().splitlines(keepends=True)
+
+    assert json.loads(lines[1])["prev"] == hashlib.sha256(lines[0]).hexdigest()
+
+
+def test_failed_notebook_is_archived_with_its_cell(tmp_path: Path, archive: Path, locks: Path) -> None:
+    nb = write_nb(tmp_path / "broken.ipynb", "x = 1", 'raise ValueError("boom at step 2")', "print('never')")
+    with pytest.raises(NotebookFailed) as e:
+        run_notebook(nb, archive_dir=archive, lock_dir=locks, progress_bar=False)
+    assert e.value.ename == "ValueError"
+    assert "boom at step 2" in str(e.value)
+    (rec,) = Archive(archive).records()
+    assert rec.status == "failed"
+    assert rec.failed_cell == 2  # index in the executed (archived) notebook
+    assert rec.error == "ValueError: boom at step 2"
+    assert rec.archived.endswith("-broken-failed.ipynb")
+    assert (archive / rec.archived).exists()
+    assert Archive(archive).verify() == []
+
+
+def test_secret_printed_by_a_notebook_is_not_archived(tmp_path: Path, archive: Path, locks: Path,
+                                                      make_params: Callable[..., Path]) -> None:
+    nb = write_nb(
+        tmp_path / "leaky.ipynb",
+        "from homelab_lib.inventory import load_inventory\ninv = load_inventory(params_file)",
+        "print('token is', inv.proxmox.token_secret.reveal())",
+    )
+    with pytest.raises(SecretLeak) as e:
+        run_notebook(nb, param_files=[make_params()], archive_dir=archive, lock_dir=locks, progress_bar=False)
+    assert "NOT archived" in str(e.value)
+    assert "cell 3 outputs" in str(e.value)
+    assert list(archive.rglob("*.ipynb")) == []
+    (rec,) = Archive(archive).records()
+    assert rec.status == "leak"
+    assert rec.archived == ""
+    everything = b"".join(p.read_bytes() for p in archive.rglob("*") if p.is_file())
+    assert b"pve-token-value" not in everything
+    assert Archive(archive).verify() == []
+
+
+def test_secret_value_as_parameter_is_refused(tmp_path: Path, archive: Path, locks: Path) -> None:
+    nb = write_nb(tmp_path / "p.ipynb", "pass")
+    with pytest.raises(RunError) as e:
+        run_notebook(nb, parameters={"api_token": "abc123"}, archive_dir=archive, lock_dir=locks)
+    assert "abc123" not in str(e.value)
+    assert "api_token" in str(e.value)
+    run_notebook(nb, parameters={"api_token": "env:SOME_TOKEN"}, archive_dir=archive, lock_dir=locks,
+                 progress_bar=False)
+
+
+def test_tampering_is_detected(tmp_path: Path, archive: Path, locks: Path) -> None:
+    nb = write_nb(tmp_path / "t.ipynb", "print(1)")
+    runs = [run_notebook(nb, archive_dir=archive, lock_dir=locks, progress_bar=False) for _ in range(3)]
+    arch = Archive(archive)
+    assert arch.verify() == []
+
+    target = runs[1].archived
+    assert target is not None
+    original = target.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    target.write_bytes(bytes(flipped))
+    problems = arch.verify()
+    assert len(problems) == 1
+    assert str(target) in problems[0]
+    assert "record 2" in problems[0]
+    assert "altered" in problems[0]
+    target.write_bytes(original)
+
+    index = archive / "index.jsonl"
+    lines = index.read_bytes().splitlines(keepends=True)
+    index.write_bytes(lines[0] + lines[2])  # remove the middle record
+    problems = arch.verify()
+    assert "record 2" in problems[0]
+    assert "does not chain" in problems[0]
+    assert any("no record lists" in p for p in problems)
+
+    index.write_bytes(b"".join(lines[:2]))  # cut the last record
+    assert any("records were removed from or altered at its end" in p for p in arch.verify())
+
+    edited = json.loads(lines[0])
+    edited["status"] = "ok-but-edited"
+    index.write_bytes(json.dumps(edited).encode() + b"\n" + b"".join(lines[1:]))
+    assert "record 2" in arch.verify()[0]  # record 1 changed, so record 2 no longer chains to it
+
+    index.write_bytes(b"".join(lines))
+    runs[2].archived.unlink()  # type: ignore[union-attr]
+    problems = arch.verify()
+    assert problems == [f"{runs[2].archived}: archived notebook of run {runs[2].record.run} (record 3) was removed"]
+
+
+def test_second_run_against_the_same_homelab_is_refused(tmp_path: Path, archive: Path, locks: Path,
+                                                        make_params: Callable[..., Path]) -> None:
+    params = make_params()
+    slow = write_nb(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
+    env_lock = {"XDG_RUNTIME_DIR": str(tmp_path / "rt")}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "homelab_lib.cli", "run", str(slow), "-f", str(params), "--archive", str(archive), "-q"],
+        env={**os.environ, **env_lock},
+    )
+    holder = tmp_path / "rt" / f"homelab-locks-{os.getuid()}" / "dreamland.holder"
+    try:
+        deadline = time.monotonic() + 60
+        while not holder.exists():
+            assert first.poll() is None, "the first run ended early"
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with pytest.raises(LockHeld) as e:
+            run_notebook(write_nb(tmp_path / "quick.ipynb", "pass"), param_files=[params], archive_dir=archive,
+                         lock_dir=holder.parent)
+        assert "another run against homelab 'dreamland' is under way (slow.ipynb, pid" in str(e.value)
+        other = make_params("other.yaml", name="otherlab")
+        run_notebook(write_nb(tmp_path / "quick2.ipynb", "pass"), param_files=[other], archive_dir=archive,
+                     lock_dir=holder.parent, progress_bar=False)  # another homelab is not blocked
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_cli_run_audit_list_show_verify(tmp_path: Path, archive: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "rt"))
+    ok = write_nb(tmp_path / "fine.ipynb", "print('fine')")
+    bad = write_nb(tmp_path / "bad.ipynb", "1/0")
+    assert main(["run", str(ok), "--archive", str(archive), "-q", "-p", "confirm", "true"]) == 0
+    assert main(["run", str(bad), "--archive", str(archive), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "ZeroDivisionError" in err
+    assert main(["audit", "list", "--archive", str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "fine" in out
+    assert "failed" in out
+    assert main(["audit", "show", "#2", "--archive", str(archive)]) == 0
+    out = capsys.readouterr().out
+    assert "ZeroDivisionError" in out
+    assert "failed_cell: 1" in out
+    assert main(["audit", "verify", "--archive", str(archive)]) == 0
+    (victim,) = list(archive.rglob("*-fine-ok.ipynb"))
+    data = bytearray(victim.read_bytes())
+    data[100] = ord("X") if data[100] != ord("X") else ord("Y")
+    victim.write_bytes(bytes(data))
+    assert main(["audit", "verify", "--archive", str(archive)]) == 1
+    assert f"{victim}: archived notebook of run" in capsys.readouterr().err
+    assert main(["audit", "show", "nope", "--archive", str(archive)]) == 1

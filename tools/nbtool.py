@@ -1,0 +1,58 @@
+"""Keep committed notebooks clean and their outputs current.
+
+    python tools/nbtool.py refresh notebooks/00_inventory.ipynb   # re-execute against the lab, store outputs
+    python tools/nbtool.py clean notebooks/*.ipynb                # drop volatile metadata only
+
+Refreshed notebooks keep outputs (nbval compares them) but no execution
+timestamps, papermill metadata or kernel-specific noise, so diffs stay small.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+
+def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"
+        keep = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
+        cell.metadata = keep
+        if cell.cell_type == "code":
+            cell.execution_count = None
+            for out in cell.get("outputs", []):
+                if "execution_count" in out:
+                    out.execution_count = None
+                out.pop("metadata", None) if out.get("output_type") == "stream" else None
+    return nb
+
+
+def refresh(path: Path) -> None:
+    nb = nbformat.read(str(path), as_version=4)
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    nbformat.write(clean(nb), str(path))
+
+
+def main(argv: list[str]) -> int:
+    cmd, *paths = argv
+    for p in map(Path, paths):
+        if cmd == "refresh":
+            refresh(p)
+        elif cmd == "clean":
+            nbformat.write(clean(nbformat.read(str(p), as_version=4)), str(p))
+        else:
+            print(__doc__)
+            return 2
+        print(f"{cmd}: {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -192,8 +192,11 @@ def test_k3s_only_service_in_compose_is_refused(make_params: Callable[..., Path]
 def test_user_defined_service_and_catalog_override(make_params: Callable[..., Path]) -> None:
     def edit(d: dict) -> None:
         d["services"] = {
-            "mealie": {"image": "ghcr.io/mealie-recipes/mealie:v2.4.1", "ports": [{"container": 9000}],
-                       "health": "/api/app/about"},
+            "mealie": {
+                "image": "ghcr.io/mealie-recipes/mealie:v2.4.1",
+                "ports": [{"container": 9000}],
+                "health": "/api/app/about",
+            },
             "plex": {"image": "lscr.io/linuxserver/plex:1.41.4"},
         }
         d["vms"][0]["stacks"]["media"].append("mealie")

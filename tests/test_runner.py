@@ -27,8 +27,12 @@ PARAMS = 'params_file = None\nconfirm = False\nlabel = "none"'
 def write_nb(path: Path, *sources: str) -> Path:
     cells = [new_code_cell(PARAMS, metadata={"tags": ["parameters"]})]
     cells += [new_code_cell(s) for s in sources]
-    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "language": "python",
-                                                                       "display_name": "Python 3"}}), str(path))
+    nbformat.write(
+        new_notebook(
+            cells=cells, metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+        ),
+        str(path),
+    )
     return path
 
 
@@ -46,13 +50,20 @@ def locks(tmp_path: Path) -> Path:
     return tmp_path / "locks"
 
 
-def test_ok_run_is_archived_and_chained(tmp_path: Path, archive: Path, locks: Path,
-                                        make_params: Callable[..., Path]) -> None:
+def test_ok_run_is_archived_and_chained(
+    tmp_path: Path, archive: Path, locks: Path, make_params: Callable[..., Path]
+) -> None:
     nb = write_nb(tmp_path / "hello.ipynb", 'print(f"confirm={confirm} label={label}")')
     params = make_params()
-    result = run_notebook(nb, param_files=[params], parameters={"confirm": True, "label": "x"},
-                          archive_dir=archive, lock_dir=locks, clock=fixed_clock("2026-11-25T17:42:05"),
-                          progress_bar=False)
+    result = run_notebook(
+        nb,
+        param_files=[params],
+        parameters={"confirm": True, "label": "x"},
+        archive_dir=archive,
+        lock_dir=locks,
+        clock=fixed_clock("2026-11-25T17:42:05"),
+        progress_bar=False,
+    )
     assert result.ok
     assert result.archived == archive / "2026/11/25/174205Z-hello-ok.ipynb"
     executed = nbformat.read(str(result.archived), as_version=4)
@@ -64,8 +75,9 @@ def test_ok_run_is_archived_and_chained(tmp_path: Path, archive: Path, locks: Pa
     assert rec.parameter_files == [str(params)]
     assert rec.status == "ok"
     assert rec.prev == "0" * 64
-    second = run_notebook(nb, archive_dir=archive, lock_dir=locks, clock=fixed_clock("2026-11-25T17:42:05"),
-                          progress_bar=False)
+    second = run_notebook(
+        nb, archive_dir=archive, lock_dir=locks, clock=fixed_clock("2026-11-25T17:42:05"), progress_bar=False
+    )
     assert second.record.run == "20261125T174205Z-hello-2"
     assert second.archived == archive / "2026/11/25/174205Z-hello-ok-2.ipynb"
     assert Archive(archive).verify() == []
@@ -89,8 +101,9 @@ def test_failed_notebook_is_archived_with_its_cell(tmp_path: Path, archive: Path
     assert Archive(archive).verify() == []
 
 
-def test_secret_printed_by_a_notebook_is_not_archived(tmp_path: Path, archive: Path, locks: Path,
-                                                      make_params: Callable[..., Path]) -> None:
+def test_secret_printed_by_a_notebook_is_not_archived(
+    tmp_path: Path, archive: Path, locks: Path, make_params: Callable[..., Path]
+) -> None:
     nb = write_nb(
         tmp_path / "leaky.ipynb",
         "from homelab_lib.inventory import load_inventory\ninv = load_inventory(params_file)",
@@ -115,8 +128,9 @@ def test_secret_value_as_parameter_is_refused(tmp_path: Path, archive: Path, loc
         run_notebook(nb, parameters={"api_token": "abc123"}, archive_dir=archive, lock_dir=locks)
     assert "abc123" not in str(e.value)
     assert "api_token" in str(e.value)
-    run_notebook(nb, parameters={"api_token": "env:SOME_TOKEN"}, archive_dir=archive, lock_dir=locks,
-                 progress_bar=False)
+    run_notebook(
+        nb, parameters={"api_token": "env:SOME_TOKEN"}, archive_dir=archive, lock_dir=locks, progress_bar=False
+    )
 
 
 def test_tampering_is_detected(tmp_path: Path, archive: Path, locks: Path) -> None:
@@ -160,8 +174,9 @@ def test_tampering_is_detected(tmp_path: Path, archive: Path, locks: Path) -> No
     assert problems == [f"{runs[2].archived}: archived notebook of run {runs[2].record.run} (record 3) was removed"]
 
 
-def test_second_run_against_the_same_homelab_is_refused(tmp_path: Path, archive: Path, locks: Path,
-                                                        make_params: Callable[..., Path]) -> None:
+def test_second_run_against_the_same_homelab_is_refused(
+    tmp_path: Path, archive: Path, locks: Path, make_params: Callable[..., Path]
+) -> None:
     params = make_params()
     slow = write_nb(tmp_path / "slow.ipynb", "import time\ntime.sleep(60)")
     env_lock = {"XDG_RUNTIME_DIR": str(tmp_path / "rt")}
@@ -177,19 +192,29 @@ def test_second_run_against_the_same_homelab_is_refused(tmp_path: Path, archive:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         with pytest.raises(LockHeld) as e:
-            run_notebook(write_nb(tmp_path / "quick.ipynb", "pass"), param_files=[params], archive_dir=archive,
-                         lock_dir=holder.parent)
+            run_notebook(
+                write_nb(tmp_path / "quick.ipynb", "pass"),
+                param_files=[params],
+                archive_dir=archive,
+                lock_dir=holder.parent,
+            )
         assert "another run against homelab 'dreamland' is under way (slow.ipynb, pid" in str(e.value)
         other = make_params("other.yaml", name="otherlab")
-        run_notebook(write_nb(tmp_path / "quick2.ipynb", "pass"), param_files=[other], archive_dir=archive,
-                     lock_dir=holder.parent, progress_bar=False)  # another homelab is not blocked
+        run_notebook(
+            write_nb(tmp_path / "quick2.ipynb", "pass"),
+            param_files=[other],
+            archive_dir=archive,
+            lock_dir=holder.parent,
+            progress_bar=False,
+        )  # another homelab is not blocked
     finally:
         first.kill()
         first.wait()
 
 
-def test_cli_run_audit_list_show_verify(tmp_path: Path, archive: Path, capsys: pytest.CaptureFixture[str],
-                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_run_audit_list_show_verify(
+    tmp_path: Path, archive: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "rt"))
     ok = write_nb(tmp_path / "fine.ipynb", "print('fine')")
     bad = write_nb(tmp_path / "bad.ipynb", "1/0")

@@ -181,6 +181,7 @@ def _execute(
     log_output: bool,
     kernel_name: str | None,
 ) -> RunResult:
+    os.environ["HOMELAB_HEADLESS"] = "1"  # the kernel inherits it: progress as lines, not widgets
     start = clock()
     t0 = time.monotonic()
     failure: tuple[int | None, str, str] | None = None  # (cell, ename, evalue)

@@ -21,16 +21,17 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
         "language_info": {"name": "python"},
     }
+    count = 0
     for i, cell in enumerate(nb.cells):
         cell.id = f"cell-{i:02d}"
-        keep = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
-        cell.metadata = keep
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
         if cell.cell_type == "code":
-            cell.execution_count = None
+            # nbval wants an execution count on every cell that has outputs: number them in order.
+            count += 1
+            cell.execution_count = count if cell.get("outputs") else None
             for out in cell.get("outputs", []):
                 if "execution_count" in out:
-                    out.execution_count = None
-                out.pop("metadata", None) if out.get("output_type") == "stream" else None
+                    out.execution_count = count
     return nb
 
 

@@ -161,11 +161,18 @@ def cmdline(pid: int) -> list[str] | None:
 
 
 def is_running(proc: Proc | None) -> bool:
-    """True if the recorded process is alive and still runs the recorded argv."""
+    """True if the recorded process is alive and still runs the recorded argv.
+
+    A process may rewrite its title (sshd shows ``sshd: /usr/sbin/sshd -D ... [listener] ...``),
+    so the argv, joined by spaces, may also appear inside the title.
+    """
     if proc is None:
         return False
     _reap(proc.pid)
-    return cmdline(proc.pid) == proc.argv
+    seen = cmdline(proc.pid)
+    if seen is None:
+        return False
+    return seen == proc.argv or " ".join(proc.argv) in " ".join(seen)
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
@@ -189,7 +196,7 @@ def stop(proc: Proc | None, timeout: float = 5.0) -> bool:
     """Stop a recorded process if it still runs its argv: SIGTERM, then SIGKILL after timeout.
 
     Returns:
-        True if a process was stopped, False if there was none to stop.
+        True if a process was stopped (or died meanwhile), False if none ran the argv.
     """
     if proc is None or not is_running(proc):
         return False
@@ -203,7 +210,7 @@ def stop(proc: Proc | None, timeout: float = 5.0) -> bool:
             if not is_running(proc):
                 return True
             time.sleep(0.05)
-    return not is_running(proc)
+    return True
 
 
 def _reap(pid: int) -> None:
@@ -213,7 +220,14 @@ def _reap(pid: int) -> None:
         del _children[pid]
 
 
-def wait_until(what: str, check: Callable[[], str | None], timeout: float, where: str, log: Path | None = None) -> None:
+def wait_until(
+    what: str,
+    check: Callable[[], str | None],
+    timeout: float,
+    where: str,
+    log: Path | None = None,
+    redact: Callable[[str], str] = str,
+) -> None:
     """Call check until it returns None (ready), or raise LabError with its last answer and the log tail.
 
     Args:
@@ -222,20 +236,16 @@ def wait_until(what: str, check: Callable[[], str | None], timeout: float, where
         timeout: seconds to wait.
         where: the part, for the error.
         log: the process's log, whose tail the error shows.
+        redact: applied to the log tail (to mask a secret the process knows).
     """
     deadline = time.monotonic() + timeout
     delay = 0.05
-    reason = "not tried"
-    while True:
-        reason_or_none = check()
-        if reason_or_none is None:
-            return
-        reason = reason_or_none
-        if time.monotonic() >= deadline:
-            break
+    while (reason := check()) is not None and time.monotonic() < deadline:
         time.sleep(delay)
         delay = min(delay * 2, 0.5)
-    tail = log_tail(log) if log else ""
+    if reason is None:
+        return
+    tail = redact(log_tail(log)) if log else ""
     raise LabError(
         f"timed out after {timeout:g}s waiting for {what}: {reason}"
         + (f"\n--- {log} (tail) ---\n{tail}" if tail else ""),

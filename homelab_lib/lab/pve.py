@@ -251,13 +251,14 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> bool:
     secret = password(inv)
     argv = _argv(inv)
     body = json.dumps(guests(inv), indent=2, sort_keys=True) + "\n"
-    inputs = common.digest(*argv, body, inv.proxmox.user)
+    # Not the interpreter's path: `python` and `python3` of one venv start the same fakepve.
+    inputs = common.digest(*argv[1:], body, inv.proxmox.user)
     old = common.load_state(state_dir).get(KEY)
     if old is not None and old.inputs == inputs and common.is_running(old) and _ticket(inv, secret) is None:
         progress(f"proxmox: fakepve already answering at https://{host}:{port} (pid {old.pid})")
         return False
-    if common.stop(old):
-        progress(f"proxmox: stopped the previous fakepve (pid {old.pid if old else '?'})")
+    if old is not None and common.stop(old):
+        progress(f"proxmox: stopped the previous fakepve (pid {old.pid}): it did not answer, or its inputs changed")
     _ensure_ca(folder)
     _issue_server_cert(folder, host)
     (folder / "guests.json").write_text(body)
@@ -275,19 +276,19 @@ def wait(inv: Inventory, timeout: float = START_TIMEOUT_S) -> None:
     secret = password(inv)
     log = pve_dir(inv) / "log"
     where = f"proxmox {inv.proxmox.endpoint}"
+    redactor = Redactor([secret])
 
     def ready() -> str | None:
         if not common.is_running(proc):
             raise LabError(
-                "fakepve exited while starting"
-                + f"\n--- {log} (tail) ---\n{Redactor([secret]).redact(common.log_tail(log))}",
+                f"fakepve exited while starting\n--- {log} (tail) ---\n{redactor.redact(common.log_tail(log))}",
                 where=where,
                 hint="is the address and port free (another lab, a real service)? is fakepve installed "
                 "(pip install '.[lab]')?",
             )
         return _ticket(inv, secret)
 
-    common.wait_until("fakepve to issue a ticket", ready, timeout, where, log=None)
+    common.wait_until("fakepve to issue a ticket", ready, timeout, where, log=log, redact=redactor.redact)
     _check_storage(inv, secret)
 
 
@@ -312,12 +313,13 @@ def _check_storage(inv: Inventory, secret: str) -> None:
     """The template's storage must exist and hold disk images, or clones will fail later."""
     host, port = endpoint(inv)
     base = f"https://{host}:{port}/api2/json"
+    ca = str(ca_path(inv))  # per request: a Session's verify loses to REQUESTS_CA_BUNDLE
     try:
         with requests.Session() as s:
-            s.verify = str(ca_path(inv))
-            login = s.post(f"{base}/access/ticket", data={"username": inv.proxmox.user, "password": secret}, timeout=5)
+            creds = {"username": inv.proxmox.user, "password": secret}
+            login = s.post(f"{base}/access/ticket", data=creds, verify=ca, timeout=5)
             s.cookies.set("PVEAuthCookie", login.json()["data"]["ticket"])
-            stores = s.get(f"{base}/storage", timeout=5).json()["data"]
+            stores = s.get(f"{base}/storage", verify=ca, timeout=5).json()["data"]
     except (requests.RequestException, ValueError, KeyError, TypeError) as e:
         raise LabError(f"cannot list the storages: {type(e).__name__}: {e}", where=f"proxmox {base}") from None
     usable = sorted(st["storage"] for st in stores if "images" in str(st.get("content", "")).split(","))
@@ -352,5 +354,5 @@ def stop(inv: Inventory, progress: Callable[[str], None]) -> None:
     """Stop the fakepve this lab started (if its pid still runs the recorded command)."""
     state_dir = common.lab_settings(inv).state_dir
     proc = common.load_state(state_dir).get(KEY)
-    if common.stop(proc) and proc is not None:
+    if proc is not None and common.stop(proc):
         progress(f"proxmox: stopped fakepve (pid {proc.pid})")

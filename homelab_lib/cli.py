@@ -10,21 +10,26 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from homelab_lib.archive import Archive
 from homelab_lib.errors import AuditError, ConfigError, HomelabError, LockHeld, NotebookFailed
-from homelab_lib.inventory import load_inventory
-from homelab_lib.report import validate
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas, matplotlib and papermill are imported by the commands that need them, so that
+# `homelab run` costs no more start-up than papermill itself (benchmarks/runner_overhead.py).
 
 DEFAULT_LAB = Path("parameters/lab.yaml")
 DEFAULT_NOTEBOOKS = Path("notebooks")
 
 
 def _print_table(df: pd.DataFrame) -> None:
+    import pandas as pd
+
     with pd.option_context("display.max_colwidth", 80, "display.width", 200):
         print(df.to_string(index=False) if not df.empty else "(none)")
 
@@ -38,6 +43,8 @@ def _parse_value(text: str) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from homelab_lib.report import validate
+
     files = args.files or sorted(Path("parameters").glob("*.yaml"))
     if not files:
         print("no parameter files given and none in parameters/", file=sys.stderr)
@@ -75,6 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_list(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     records = Archive(Path(args.archive)).records()
     rows = [
         {
@@ -113,10 +122,14 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _lab_inventory(args: argparse.Namespace) -> Any:
+    from homelab_lib.inventory import load_inventory
+
     return load_inventory(args.file or [DEFAULT_LAB])
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from homelab_lib import lab
 
     inv = _lab_inventory(args)

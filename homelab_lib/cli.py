@@ -7,6 +7,7 @@ arguments); 3 another run against the same homelab holds the lock.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -258,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HomelabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `homelab audit list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -249,3 +249,12 @@ def test_nodes_table_and_capacity_figure(repo: Path) -> None:
     fig = capacity_figure(inv, figsize=(6, 3))
     assert [ax.get_title() for ax in fig.axes] == ["Memory per node (GiB)", "Cores per node (overcommit 2x)"]
     assert fig.get_size_inches().tolist() == [6.0, 3.0]
+
+
+def test_lab_ssh_user_defaults_to_whoever_runs_the_lab(repo: Path) -> None:
+    import getpass
+
+    inv = load_inventory(repo / "parameters" / "lab.yaml")
+    assert inv.ssh.user == getpass.getuser()
+    real = load_inventory(repo / "parameters" / "example.yaml")
+    assert real.ssh.user == "debian"

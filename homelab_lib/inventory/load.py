@@ -9,6 +9,7 @@ catalog is merged field by field under the inventory's ``services:``.
 from __future__ import annotations
 
 import difflib
+import getpass
 import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -272,6 +273,9 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
             base = services.get(name, {})
             services[name] = {**base, **entry} if isinstance(entry, dict) else entry
         merged["services"] = services
+    ssh = merged.get("ssh")
+    if merged.get("profile") == "lab" and isinstance(ssh, dict) and "user" not in ssh:
+        ssh["user"] = getpass.getuser()  # the lab's sshd logs in whoever runs it (root in CI, you on a laptop)
     merged = _absolutize(merged, (), index, known)
     merged["source_files"] = tuple(p.resolve() for p in paths)
 

@@ -17,6 +17,7 @@ need openssh-server test -x /usr/sbin/sshd
 need openssh-client sh -c 'command -v ssh-keygen'
 need busybox-static is_static /bin/busybox
 need binutils sh -c 'command -v readelf'
+need cloud-init sh -c 'command -v cloud-init'   # its schema validator checks the generated user-data
 
 [ -z "$missing" ] && exit 0
 

@@ -14,6 +14,26 @@ are translated at the adapter boundary with ``raise ... from e``.
     ├── AuditError                  the audit archive: a record or file altered or removed
     ├── LabError                    the rehearsal lab could not start, stop or be reached
     └── AdapterError                an outside system answered with an error
+        ├── SshError                SSH to a VM failed: refused, timed out, login refused
+        │   └── HostKeyRejected     the VM's host key is not the one known_hosts names (or none is)
+        ├── ComposeError            a Compose stack could not be rendered, validated, deployed or verified
+        │   ├── ComposeInvalid      `docker compose config` or the schema check rejected a rendered file
+        │   ├── EngineUnreachable   the Docker Engine on a host does not answer
+        │   ├── ComposeMissing      neither `docker compose` (v2) nor `docker-compose` (v1) on a host
+        │   └── DeployFailed        a stack did not come up; carries each service's state
+        │       ├── ImagePullFailed an image is not on the host and cannot be pulled
+        │       ├── PortTaken       a published port is already in use on the host
+        │       └── Unhealthy       a container never became healthy before the timeout
+        └── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
+            ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
+            ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
+            ├── NodeUnreachable     a node is offline or unreachable (595) or the API cannot be reached
+            ├── QuorumLost          the cluster has no quorum: /etc/pve is read-only
+            ├── TaskFailed          a task ended in TASK ERROR; carries the task log's last lines
+            ├── TaskTimeout         a task did not end in time (it may still be running)
+            ├── AgentTimeout        a VM's QEMU guest agent never reported
+            ├── ProvisionConflict   the plan has conflicts; nothing was changed
+            └── ProvisionFailed     apply stopped; carries each failure and what was done
 """
 
 from __future__ import annotations
@@ -124,3 +144,204 @@ class LabError(HomelabError):
 
 class AdapterError(HomelabError):
     """An outside system (Proxmox, Docker, Kubernetes, SSH) answered with an error."""
+
+
+class ProxmoxError(AdapterError):
+    """The Proxmox VE API refused a request or failed.
+
+    Attributes:
+        node: the node the request was about ('' when none).
+        vmid: the VM id (None when none).
+        vm: the VM's name ('' when unknown).
+        status: the HTTP status (0 when there was no answer).
+        pve_message: PVE's own message, as it answered.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str = "",
+        vmid: int | None = None,
+        vm: str = "",
+        status: int = 0,
+        pve_message: str = "",
+        hint: str = "",
+    ) -> None:
+        self.node = node
+        self.vmid = vmid
+        self.vm = vm
+        self.status = status
+        self.pve_message = pve_message
+        parts = []
+        if vm or vmid is not None:
+            parts.append(f"VM {vm} ({vmid})" if vm and vmid is not None else f"VM {vm or vmid}")
+        if node:
+            parts.append(f"node {node}")
+        super().__init__(message, where=", ".join(parts) or "proxmox", hint=hint)
+
+
+class ProxmoxAuthError(ProxmoxError):
+    """The API token or password was rejected, or the server's certificate did not verify."""
+
+
+class PermissionDenied(ProxmoxError):
+    """HTTP 403: the user or API token lacks a privilege on a path."""
+
+
+class NodeUnreachable(ProxmoxError):
+    """A node is offline or unreachable (HTTP 595), or the API endpoint cannot be reached."""
+
+
+class QuorumLost(ProxmoxError):
+    """The cluster has no quorum: configuration is read-only, nothing can be created or changed."""
+
+
+class TaskFailed(ProxmoxError):
+    """A Proxmox task ended in ``TASK ERROR``.
+
+    Attributes:
+        upid: the task's id.
+        log_tail: the last lines of the task log.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upid: str,
+        log_tail: tuple[str, ...] = (),
+        node: str = "",
+        vmid: int | None = None,
+        vm: str = "",
+        pve_message: str = "",
+        hint: str = "",
+    ) -> None:
+        self.upid = upid
+        self.log_tail = log_tail
+        super().__init__(message, node=node, vmid=vmid, vm=vm, pve_message=pve_message, hint=hint)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.log_tail:
+            text += "\n  task log (last lines):\n    " + "\n    ".join(self.log_tail)
+        return text
+
+
+class TaskTimeout(ProxmoxError):
+    """A Proxmox task did not end within the timeout; it may still be running.
+
+    Attributes:
+        upid: the task's id.
+    """
+
+    def __init__(
+        self, message: str, *, upid: str, node: str = "", vmid: int | None = None, vm: str = "", hint: str = ""
+    ) -> None:
+        self.upid = upid
+        super().__init__(message, node=node, vmid=vmid, vm=vm, hint=hint)
+
+
+class AgentTimeout(ProxmoxError):
+    """A VM's QEMU guest agent did not report its network interfaces in time."""
+
+
+class ProvisionConflict(ProxmoxError):
+    """The plan has conflicts (vmid clash, disk shrink, node change, capacity...); nothing was changed.
+
+    Attributes:
+        conflicts: one line per conflict.
+    """
+
+    def __init__(self, conflicts: list[str]) -> None:
+        self.conflicts = conflicts
+        lines = "\n  ".join(conflicts)
+        super().__init__(
+            f"{len(conflicts)} conflict(s) in the plan; nothing was changed:\n  {lines}",
+            hint="resolve each one (change the inventory or the cluster), then run again",
+        )
+
+
+class ProvisionFailed(ProxmoxError):
+    """Apply stopped on one or more VMs; what was done is in ``done``, the failures in ``failures``.
+
+    Attributes:
+        failures: the error of each VM that failed.
+        done: one line per step that completed.
+        skipped: the VMs not started because of the failure.
+    """
+
+    def __init__(self, failures: list[ProxmoxError], done: list[str], skipped: list[str] | None = None) -> None:
+        self.failures = failures
+        self.done = done
+        self.skipped = skipped or []
+        lines = "\n  ".join(str(f) for f in failures)
+        later = f"\n  not started, after the failure: {', '.join(self.skipped)}" if self.skipped else ""
+        super().__init__(
+            f"{len(failures)} VM(s) failed; {len(done)} step(s) were done:\n  {lines}{later}",
+            hint="fix the cause, then run again: the next plan shows exactly what is left",
+        )
+
+
+class SshError(AdapterError):
+    """SSH to a VM failed: connection refused or timed out, login refused, a command's channel broke."""
+
+
+class HostKeyRejected(SshError):
+    """The VM's host key does not match the known_hosts the inventory names, or is not in it: refused."""
+
+
+class ComposeError(AdapterError):
+    """A Compose stack could not be rendered, validated, deployed or verified."""
+
+
+class ComposeInvalid(ComposeError):
+    """A rendered compose file was rejected by ``docker compose config`` or by the Compose schema."""
+
+
+class EngineUnreachable(ComposeError):
+    """The Docker Engine of a host does not answer (the daemon is stopped, or the user may not use it)."""
+
+
+class ComposeMissing(ComposeError):
+    """A host has neither Compose v2 (``docker compose``) nor v1 (``docker-compose``)."""
+
+
+class DeployFailed(ComposeError):
+    """A stack did not come up healthy.
+
+    Attributes:
+        states: ``(host, stack, service) -> state`` for every service of every stack the deploy
+            touched or meant to touch (``running (healthy)``, ``created``, ``not deployed``...),
+            so nothing is left half-done unrecorded.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        where: str = "",
+        hint: str = "",
+        states: dict[tuple[str, str, str], str] | None = None,
+    ) -> None:
+        self.states = dict(states or {})
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.states:
+            lines = [f"  {h} {st}/{sv}: {state}" for (h, st, sv), state in sorted(self.states.items())]
+            text += "\nstate of each service:\n" + "\n".join(lines)
+        return text
+
+
+class ImagePullFailed(DeployFailed):
+    """An image is not on the host and could not be pulled; the stack's containers were left as they were."""
+
+
+class PortTaken(DeployFailed):
+    """A published port is already in use on the host."""
+
+
+class Unhealthy(DeployFailed):
+    """A container did not become healthy (or stopped) before the timeout."""

@@ -7,9 +7,11 @@ inventory order so that outputs are deterministic for nbval.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -17,6 +19,10 @@ from matplotlib.figure import Figure
 from homelab_lib.errors import ConfigError, Problem, SecretError
 from homelab_lib.inventory import Inventory, load_inventory, node_loads
 from homelab_lib.secrets import UnresolvedSecret
+
+if TYPE_CHECKING:
+    from homelab_lib.compose import HostState, ProbeResult, Project, ServiceStatus
+    from homelab_lib.proxmox import Desired, VmReport
 
 
 @dataclass(frozen=True)
@@ -186,3 +192,206 @@ def capacity_figure(inv: Inventory, figsize: tuple[float, float] = (10.0, 3.6)) 
         ax.set_xticks(x, names)
         ax.legend(fontsize="small")
     return fig
+
+
+# ---------------------------------------------------------------- Compose (runbook 02)
+
+
+def compose_projects_table(projects: Sequence[Project]) -> pd.DataFrame:
+    """Each rendered Compose project: host, stack, project name, services, published ports, secrets by reference."""
+    return pd.DataFrame(
+        [
+            {
+                "host": p.host,
+                "stack": p.stack,
+                "project": p.name,
+                "services": ", ".join(s.name for s in p.services),
+                "ports": ", ".join(f"{port.address}:{port.published}" for s in p.services for port in s.ports) or "-",
+                "secrets": ", ".join(f"{f.name} <- {f.ref}" for f in p.secrets) or "-",
+                "sha256": p.digest[:12],
+            }
+            for p in projects
+        ],
+        columns=["host", "stack", "project", "services", "ports", "secrets", "sha256"],
+    )
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def compose_status_table(
+    rows: Sequence[ServiceStatus], probes: Sequence[ProbeResult] = (), host: str | None = None
+) -> pd.DataFrame:
+    """The verify table: one row per service (of one host, or all): image, state, health, ports, uptime,
+    restarts, and the answer of its health endpoint through the published port."""
+    answers = {(p.host, p.stack, p.service): p for p in probes}
+    out = []
+    for r in rows:
+        if host is not None and r.host != host:
+            continue
+        answer = answers.get((r.host, r.stack, r.service))
+        out.append(
+            {
+                "host": r.host,
+                "stack": r.stack,
+                "service": r.service,
+                "image": r.image,
+                "state": r.state,
+                "health": r.health,
+                "ports": ", ".join(r.ports) or "-",
+                "uptime": _uptime(r.uptime_s),
+                "restarts": r.restarts,
+                "probe": f"{'ok' if answer.ok else 'FAIL'} {answer.detail}" if answer else "-",
+            }
+        )
+    columns = ["host", "stack", "service", "image", "state", "health", "ports", "uptime", "restarts", "probe"]
+    return pd.DataFrame(out, columns=columns)
+
+
+def compose_health_figure(
+    rows: Sequence[ServiceStatus], probes: Sequence[ProbeResult] = (), figsize: tuple[float, float] = (10.0, 3.6)
+) -> Figure:
+    """Per host: services healthy / not healthy / missing (and probes failed), and container restarts.
+
+    Returns:
+        The Figure; the caller displays and closes it.
+    """
+    hosts = list(dict.fromkeys(r.host for r in rows))
+    x = list(range(len(hosts)))
+    failed_probe = {(p.host, p.stack, p.service) for p in probes if not p.ok}
+    healthy = [
+        sum(1 for r in rows if r.host == h and r.ok and (r.host, r.stack, r.service) not in failed_probe) for h in hosts
+    ]
+    missing = [sum(1 for r in rows if r.host == h and r.state == "missing") for h in hosts]
+    bad = [sum(1 for r in rows if r.host == h) - ok - gone for h, ok, gone in zip(hosts, healthy, missing, strict=True)]
+    restarts = [sum(r.restarts for r in rows if r.host == h) for h in hosts]
+    fig = Figure(figsize=figsize, layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.bar(x, healthy, color="tab:green", label="healthy")
+    left.bar(x, bad, bottom=healthy, color="tab:red", label="unhealthy / stopped / probe failed")
+    left.bar(x, missing, bottom=[a + b for a, b in zip(healthy, bad, strict=True)], color="tab:gray", label="missing")
+    left.set_title("Services per host")
+    left.set_ylabel("services")
+    right.bar(x, restarts, color=["tab:orange" if n else "tab:green" for n in restarts])
+    right.set_title("Container restarts per host")
+    right.set_ylabel("restarts")
+    for ax in (left, right):
+        ax.set_xticks(x, hosts)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+    left.legend(fontsize="small")
+    return fig
+
+
+# ---------------------------------------------------------------- Proxmox (runbook 01)
+
+
+def proxmox_desired_table(desired: Desired) -> pd.DataFrame:
+    """What each VM should be in Proxmox: where, size, tags and its cloud-init settings (no key material)."""
+    return pd.DataFrame(
+        [
+            {
+                "vm": vm.name,
+                "node": vm.node,
+                "vmid": vm.vmid,
+                "cores": vm.cores,
+                "memory MiB": vm.memory,
+                "disk GiB": vm.disk_gib,
+                "tags": ", ".join(vm.tags),
+                "cloud-init ip": vm.ipconfig0,
+                "dns": f"{vm.nameserver or '-'} ({vm.searchdomain})",
+                "ssh keys": len(vm.sshkeys.splitlines()),
+                "role user-data": f"snippet {vm.cicustom.split('/')[-1]}" if vm.cicustom else "not delivered",
+            }
+            for vm in desired.vms
+        ]
+    )
+
+
+def proxmox_vms_table(vms: Sequence[VmReport]) -> pd.DataFrame:
+    """Each inventory VM as the cluster has it: node, vmid, status, IP (and where it comes from), size."""
+    return pd.DataFrame(
+        [
+            {
+                "vm": r.name,
+                "node": r.node or "-",
+                "vmid": r.vmid,
+                "status": r.status,
+                "ip": r.ip,
+                "ip from": r.ip_source,
+                "cores": r.cores,
+                "memory MiB": r.memory_mib,
+                "disk GiB": r.disk_gib,
+                "pending reboot": ", ".join(r.pending) or "-",
+            }
+            for r in vms
+        ],
+        columns=["vm", "node", "vmid", "status", "ip", "ip from", "cores", "memory MiB", "disk GiB", "pending reboot"],
+    )
+
+
+def allocation_figure(inv: Inventory, vms: Sequence[VmReport], figsize: tuple[float, float] = (10.0, 3.6)) -> Figure:
+    """Per node: the memory and cores its VMs have now (one stacked segment per VM), against its limit.
+
+    Args:
+        inv: the inventory (nodes, their capacity and overcommit).
+        vms: the VMs as the cluster has them (:func:`homelab_lib.proxmox.vm_status`).
+        figsize: the figure's size in inches.
+
+    Returns:
+        The Figure; the caller displays and closes it.
+    """
+    loads = node_loads(inv)
+    names = [load.node for load in loads]
+    x = list(range(len(names)))
+    fig = Figure(figsize=figsize, layout="constrained")
+    mem, cpu = fig.subplots(1, 2)
+    base_mem = [0.0] * len(names)
+    base_cpu = [0.0] * len(names)
+    colours = {"running": "tab:green", "stopped": "tab:orange"}
+    for r in vms:
+        if r.node not in names:
+            continue
+        i = names.index(r.node)
+        colour = colours.get(r.status, "tab:gray")
+        mem.bar(i, r.memory_mib / 1024, 0.6, bottom=base_mem[i], color=colour, edgecolor="white")
+        cpu.bar(i, r.cores, 0.6, bottom=base_cpu[i], color=colour, edgecolor="white")
+        mem.text(i, base_mem[i] + r.memory_mib / 2048, r.name, ha="center", va="center", fontsize="x-small")
+        base_mem[i] += r.memory_mib / 1024
+        base_cpu[i] += r.cores
+    mem.scatter(x, [load.memory_limit_mib / 1024 for load in loads], marker="_", s=600, color="k", label="limit")
+    cpu.scatter(x, [load.cores_limit for load in loads], marker="_", s=600, color="k", label="limit")
+    mem.set_title("Memory of the VMs per node (GiB)")
+    cpu.set_title(f"vCPUs per node (limit: cores x {inv.overcommit.cores:g})")
+    for ax in (mem, cpu):
+        ax.set_xticks(x, names)
+        ax.legend(fontsize="small", loc="upper left")
+    return fig
+
+
+def compose_engines_table(observed: Mapping[str, HostState], homelab: str) -> pd.DataFrame:
+    """Each Docker VM's engine: version, whether other VMs share it, this homelab's containers on it, others."""
+    counts = Counter(state.engine_id for state in observed.values())
+    return pd.DataFrame(
+        [
+            {
+                "host": host,
+                "engine": state.engine_version,
+                "shared with other VMs": "yes" if counts[state.engine_id] > 1 else "no",
+                "this homelab's containers": len(state.of(homelab)),
+                "stacks": ", ".join(sorted({c.stack for c in state.of(homelab)})) or "-",
+                "other containers": len(state.containers) - len(state.of(homelab)),
+            }
+            for host, state in observed.items()
+        ],
+        columns=["host", "engine", "shared with other VMs", "this homelab's containers", "stacks", "other containers"],
+    )

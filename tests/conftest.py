@@ -37,11 +37,13 @@ def make_params(tmp_path: Path) -> Callable[..., Path]:
         (secrets / "grafana").write_text("grafana-admin-pw-9a8b7c\n")
         (secrets / "restic").write_text("restic-repo-pw-5e6f7a\n")
         (secrets / "id_ed25519").write_text("ssh-private-key-material-0x42\n")
+        (secrets / "postgres-password").write_text("postgres-pw-77aa88bb\n")
         data["proxmox"]["token_secret"] = "file:secrets/pve-token"
         data["proxmox"]["ca_file"] = "secrets/ca.pem"
         data["monitoring"]["grafana_admin_password"] = "file:secrets/grafana"
         data["backups"]["restic_password"] = "file:secrets/restic"
         data["ssh"]["private_key"] = "file:secrets/id_ed25519"
+        data["services"]["postgres"]["secrets"]["postgres_password"]["ref"] = "file:secrets/postgres-password"
         for key, value in top.items():
             data[key] = value
         if edit:
@@ -58,5 +60,5 @@ def make_params(tmp_path: Path) -> Callable[..., Path]:
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Unset the example's secret variables so a test sees exactly what it sets."""
     for name in list(os.environ):
-        if name.startswith(("PVE_", "GRAFANA_", "RESTIC_")):
+        if name.startswith(("PVE_", "GRAFANA_", "RESTIC_", "POSTGRES_")):
             monkeypatch.delenv(name)

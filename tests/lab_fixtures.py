@@ -10,7 +10,6 @@ it: a developer's running lab (its processes up before the session) survives.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,9 +46,9 @@ _session = _LabSession()
 
 
 @pytest.fixture(scope="session")
-def lab() -> Iterator[Inventory]:
-    """The rehearsal lab's inventory, with the lab up for the whole session."""
-    yield _session.ensure()
+def lab() -> Inventory:
+    """The rehearsal lab's inventory, with the lab up for the whole session (down at session end)."""
+    return _session.ensure()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

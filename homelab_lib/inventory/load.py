@@ -9,8 +9,8 @@ catalog is merged field by field under the inventory's ``services:``.
 from __future__ import annotations
 
 import difflib
-import getpass
 import functools
+import getpass
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path

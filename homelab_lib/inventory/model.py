@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
 )
 
-from homelab_lib.secrets import SecretRef
+from homelab_lib.secrets import SECRET_NAME, SecretRef
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME, description="lower-case DNS label")]
@@ -55,8 +55,34 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+Tag = Annotated[str, Field(pattern=r"^[a-z0-9_][a-z0-9_+.-]*$", description="a Proxmox tag (pve-tag)")]
+
+
+class Snippets(Model):
+    """Where role user-data goes: a Proxmox storage with content ``snippets``, and how files reach it.
+
+    The Proxmox API cannot upload snippets (its upload endpoint takes iso, vztmpl and
+    import only), so the files are written over SSH (SFTP) to each node, or into a
+    folder of this machine where a shared storage is mounted.
+    """
+
+    storage: str = Field(default="local", description="a storage whose content includes snippets")
+    dir: str = Field(default="/var/lib/vz/snippets", description="the storage's snippets folder, as written to")
+    write: Literal["ssh", "local"] = Field(default="ssh", description="ssh: SFTP to each node; local: this machine")
+    ssh_user: str = "root"
+    ssh_port: Annotated[int, Field(gt=0, lt=65536)] = 22
+    hosts: dict[Name, str] = Field(default_factory=dict, description="node -> SSH address (default: the node's name)")
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"'{v}' is not an absolute path; give the snippets folder from /")
+        return v.rstrip("/") or "/"
+
+
 class Proxmox(Model):
-    """How to reach the Proxmox VE API.
+    """How to reach the Proxmox VE API, and how VMs are made from the template.
 
     Authenticate with an API token (``user@realm!token_id`` and ``token_secret``),
     or with ``password`` for a ticket when no token is given.
@@ -73,7 +99,18 @@ class Proxmox(Model):
     template_vmid: Annotated[int, Field(ge=100, le=999_999_999)] = 9000
     storage: str = "local-lvm"
     bridge: str = "vmbr0"
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    timeout_s: Annotated[float, Field(gt=0)] = Field(default=30.0, description="per API request")
+    clone: Literal["full", "linked"] = Field(default="full", description="linked clones share the template's disk")
+    managed_tag: Tag = Field(default="homelab-managed", description="marks the VMs the runbooks may change")
+    task_timeout_s: Annotated[float, Field(gt=0)] = Field(default=900.0, description="per Proxmox task")
+    agent_timeout_s: Annotated[float, Field(gt=0)] = Field(default=300.0, description="for a VM's guest agent")
+    guest_agent: Literal["required", "skip"] | None = Field(
+        default=None,
+        description="wait for each started VM's QEMU guest agent and report its IP (default: required; "
+        "skip in profile lab, whose fake Proxmox runs no agent in clones)",
+    )
+    max_parallel: Annotated[int, Field(ge=1, le=64)] = Field(default=4, description="nodes worked on at once")
+    snippets: Snippets | None = Field(default=None, description="where role user-data goes; none: ci* only")
 
 
 class Node(Model):
@@ -126,6 +163,11 @@ class Vm(Model):
     ip: ipaddress.IPv4Interface
     onboot: bool = True
     stacks: Stacks = Field(default_factory=dict, description="stack name -> services (Docker hosts only)")
+    tags: list[Tag] = Field(default_factory=list, description="Proxmox tags besides the managed and role tags")
+    description: str = Field(default="", description="the VM's notes in Proxmox")
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.-]*$")]] = Field(
+        default_factory=list, description="extra Debian packages for the role user-data"
+    )
 
     @field_validator("ip", mode="before")
     @classmethod
@@ -150,13 +192,67 @@ class K3s(Model):
 
 
 class Port(Model):
+    """A container port, published on the host (on the VM's own address) as ``host`` or the same number."""
+
     container: Annotated[int, Field(gt=0, lt=65536)]
     host: Annotated[int, Field(gt=0, lt=65536)] | None = None
     protocol: Literal["tcp", "udp"] = "tcp"
+    publish: bool = Field(default=True, description="false: reachable from the stack's network only")
 
     @property
     def published(self) -> int:
         return self.host or self.container
+
+
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Healthcheck(Model):
+    """How the container checks itself (Compose ``healthcheck:``); ``test`` runs inside the container."""
+
+    test: Annotated[list[str], Field(min_length=1)] = Field(
+        description='e.g. ["CMD", "curl", "-fsS", "http://localhost:8989/ping"]'
+    )
+    interval_s: Annotated[float, Field(gt=0)] = 30.0
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    retries: Annotated[int, Field(ge=1)] = 3
+    start_period_s: Annotated[float, Field(ge=0)] = 30.0
+
+    @field_validator("test")
+    @classmethod
+    def _form(cls, v: list[str]) -> list[str]:
+        if v[0] not in ("CMD", "CMD-SHELL", "NONE"):
+            raise ValueError("a healthcheck test starts with CMD, CMD-SHELL or NONE")
+        return v
+
+
+class Resources(Model):
+    """Limits for one container (Compose ``deploy.resources.limits``)."""
+
+    memory_mib: Annotated[int, Field(ge=6)] | None = None
+    cpus: Annotated[float, Field(gt=0, le=512)] | None = None
+
+
+class BindMount(Model):
+    """A folder of the Docker host mounted into the container (media, downloads)."""
+
+    host: Annotated[str, Field(pattern=r"^/")] = Field(description="absolute path on the Docker host")
+    container: Annotated[str, Field(pattern=r"^/")]
+    read_only: bool = False
+
+
+class ServiceSecret(Model):
+    """A secret a service needs: Compose ``secrets:``, mounted at /run/secrets/<name>, never a literal.
+
+    ``ref`` says where the value lives on the machine that runs the runbooks; the value is
+    written to a file on the Docker host (in a mode 700 folder), never into the rendered project.
+    """
+
+    ref: Secret | None = Field(default=None, description="env:NAME or file:PATH; required ones must be given")
+    env: Annotated[str, Field(pattern=ENV_NAME)] | None = Field(
+        default=None, description="variable that gets the secret's path (default: <NAME>_FILE, upper case)"
+    )
+    required: bool = True
 
 
 class Service(Model):
@@ -169,6 +265,22 @@ class Service(Model):
     health: str = Field(default="tcp", description="HTTP path on the first port, or 'tcp'")
     volumes: dict[Name, str] = {}
     per_host: bool = False
+    environment: dict[Annotated[str, Field(pattern=ENV_NAME)], str] = Field(
+        default_factory=dict, description="plain settings (PUID, PGID, TZ...); secrets go under secrets:"
+    )
+    secrets: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_]*$")], ServiceSecret] = Field(default_factory=dict)
+    healthcheck: Healthcheck | None = None
+    restart: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
+    resources: Resources = Resources()
+    devices: list[Annotated[str, Field(pattern=r"^/dev/\S+$")]] = Field(
+        default_factory=list, description="host devices, e.g. /dev/dri for hardware transcoding"
+    )
+    network_mode: Literal["bridge", "host"] = "bridge"
+    binds: list[BindMount] = Field(default_factory=list, description="host folders (media paths)")
+    labels: dict[str, str] = Field(default_factory=dict)
+    proxy: Annotated[str, Field(pattern=NAME)] | None = Field(
+        default=None, description="sub-domain the reverse proxy routes to the first port (<proxy>.<network.domain>)"
+    )
 
     @field_validator("image")
     @classmethod
@@ -185,6 +297,17 @@ class Service(Model):
     def _health(cls, v: str) -> str:
         if v != "tcp" and not v.startswith("/"):
             raise ValueError("health is an HTTP path starting with '/', or 'tcp'")
+        return v
+
+    @field_validator("environment")
+    @classmethod
+    def _no_literal_secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if SECRET_NAME.search(key) and not key.endswith("_FILE"):
+                raise ValueError(
+                    f"environment variable {key} looks like a secret; give it under secrets: "
+                    "(a reference, env:NAME or file:PATH) with env: set to the variable the image reads"
+                )
         return v
 
 

@@ -150,7 +150,14 @@ def down(inv: Inventory, progress: Callable[[str], None] = print) -> None:
     except LabError as e:
         progress(f"docker: {e.message}; containers and images left in place")
     else:
+        from homelab_lib.compose import remove_projects  # compose uses the lab's image map: import late
+
         try:
+            removed = remove_projects(client, inv)
+            progress(
+                f"compose: removed {removed.containers} containers, {removed.networks} networks and "
+                f"{removed.volumes} volumes of the lab's stacks"
+            )
             images.remove(inv, client, progress)
         finally:
             client.close()

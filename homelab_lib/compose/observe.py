@@ -1,0 +1,246 @@
+"""What runs on a Docker host, read with the docker SDK into small frozen records.
+
+Nothing here changes anything. One :func:`observe` per host lists its containers
+(one API call), inspects those that carry this homelab's labels for this host
+(restart count, health and its log), and lists the images (to see whether an
+image tag now points at another image than the container runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import docker
+import paramiko
+import requests
+
+from homelab_lib.compose.render import HASH_LABEL, LABEL, Project
+from homelab_lib.compose.transport import DockerClient, DockerHost
+from homelab_lib.errors import EngineUnreachable
+
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_SERVICE = "com.docker.compose.service"
+
+
+@dataclass(frozen=True)
+class Container:
+    """One container as the engine reports it.
+
+    Attributes:
+        id: full container id.
+        name: container name.
+        homelab, host, stack, service: its ``homelab.*`` labels ("" when absent).
+        project: its Compose project label ("" when not made by Compose).
+        config_hash: its ``homelab.config-hash`` label.
+        image: the image reference it was created from.
+        image_id: the image it runs.
+        state: ``running``, ``exited``, ``created``, ``restarting``...
+        health: ``healthy``, ``unhealthy``, ``starting``, or ``none`` (no healthcheck).
+        restarts: the engine's restart count (inspected containers only; else 0).
+        started_at: when it last started (inspected containers only).
+        ports: published ports, ``addr:port->port/proto``.
+        env: its environment (inspected containers only; values never secrets by construction).
+        health_log: the last health probe outputs (inspected containers only).
+        exit_code: its last exit code.
+    """
+
+    id: str
+    name: str
+    homelab: str
+    host: str
+    stack: str
+    service: str
+    project: str
+    config_hash: str
+    image: str
+    image_id: str
+    state: str
+    health: str
+    restarts: int = 0
+    started_at: datetime | None = None
+    ports: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    health_log: tuple[str, ...] = ()
+    exit_code: int = 0
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @property
+    def up(self) -> bool:
+        """Running, and healthy if it has a healthcheck."""
+        return self.state == "running" and self.health in ("healthy", "none")
+
+
+@dataclass(frozen=True)
+class HostState:
+    """What runs on one Docker host.
+
+    Attributes:
+        host: the VM's name.
+        engine_id: the engine's ID (hosts sharing one engine, as in the lab, report the same).
+        engine_version: the engine's version.
+        containers: every container on the engine (inspected in detail where they are this host's).
+        images: image reference -> image id, for the images present.
+    """
+
+    host: str
+    engine_id: str
+    engine_version: str
+    containers: tuple[Container, ...]
+    images: Mapping[str, str]
+
+    def of(self, homelab: str) -> list[Container]:
+        """The containers labelled as this homelab's, on this host."""
+        return [c for c in self.containers if c.homelab == homelab and c.host == self.host]
+
+
+def _health(attrs: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    health = attrs.get("State", {}).get("Health") or {}
+    status = str(health.get("Status") or "none")
+    log = tuple(
+        f"exit {entry.get('ExitCode')}: {str(entry.get('Output', '')).strip()}"
+        for entry in (health.get("Log") or [])[-3:]
+    )
+    return status, log
+
+
+def _summary_health(status: str) -> str:
+    for word in ("unhealthy", "healthy", "health: starting"):
+        if f"({word})" in status:
+            return "starting" if word == "health: starting" else word
+    return "none"
+
+
+def _ports(ports: Any) -> tuple[str, ...]:
+    out = set()
+    if isinstance(ports, list):  # summary form
+        for p in ports:
+            if p.get("PublicPort"):
+                out.add(f"{p.get('IP', '')}:{p['PublicPort']}->{p['PrivatePort']}/{p.get('Type', 'tcp')}")
+    elif isinstance(ports, dict):  # inspect form: NetworkSettings.Ports
+        for spec, binds in ports.items():
+            for b in binds or []:
+                out.add(f"{b.get('HostIp', '')}:{b.get('HostPort')}->{spec}")
+    return tuple(sorted(out))
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text or text.startswith("0001-"):
+        return None
+    main, _, rest = text.partition(".")
+    frac = rest.rstrip("Z")[:6]
+    zone = "+00:00" if text.endswith("Z") else ""
+    try:
+        return datetime.fromisoformat(f"{main}.{frac or '0'}{zone}" if frac else f"{main}{zone}")
+    except ValueError:
+        return None
+
+
+def _container(summary: Mapping[str, Any], attrs: Mapping[str, Any] | None) -> Container:
+    labels = summary.get("Labels") or {}
+    names = summary.get("Names") or ["?"]
+    base = dict(
+        id=str(summary["Id"]),
+        name=str(names[0]).lstrip("/"),
+        homelab=labels.get(f"{LABEL}.homelab", ""),
+        host=labels.get(f"{LABEL}.host", ""),
+        stack=labels.get(f"{LABEL}.stack", ""),
+        service=labels.get(f"{LABEL}.service", ""),
+        project=labels.get(COMPOSE_PROJECT, ""),
+        config_hash=labels.get(HASH_LABEL, ""),
+        image=str(summary.get("Image", "")),
+        image_id=str(summary.get("ImageID", "")),
+        state=str(summary.get("State", "")),
+        health=_summary_health(str(summary.get("Status", ""))),
+        ports=_ports(summary.get("Ports")),
+    )
+    if attrs is None:
+        return Container(**base)
+    state = attrs.get("State", {})
+    health, log = _health(attrs)
+    env = {}
+    for item in attrs.get("Config", {}).get("Env") or []:
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    base.update(
+        image=str(attrs.get("Config", {}).get("Image", base["image"])),
+        image_id=str(attrs.get("Image", base["image_id"])),
+        state=str(state.get("Status", base["state"])),
+        health=health,
+        ports=_ports(attrs.get("NetworkSettings", {}).get("Ports") or {}) or base["ports"],
+    )
+    return Container(
+        **base,
+        restarts=int(attrs.get("RestartCount", 0)),
+        started_at=_parse_time(state.get("StartedAt")),
+        env=env,
+        health_log=log,
+        exit_code=int(state.get("ExitCode", 0) or 0),
+    )
+
+
+def observe_client(host: str, client: DockerClient, homelab: str) -> HostState:
+    """Read what runs, with a docker SDK client (see :func:`observe`)."""
+    api = client.api
+    info = api.info()
+    summaries = api.containers(all=True)
+    containers = []
+    for s in summaries:
+        labels = s.get("Labels") or {}
+        mine = labels.get(f"{LABEL}.homelab") == homelab and labels.get(f"{LABEL}.host") == host
+        attrs = None
+        if mine:
+            try:
+                attrs = api.inspect_container(s["Id"])
+            except docker.errors.NotFound:
+                continue  # removed between list and inspect
+        containers.append(_container(s, attrs))
+    images: dict[str, str] = {}
+    for image in api.images():
+        for tag in image.get("RepoTags") or []:
+            images[tag] = str(image["Id"])
+    return HostState(
+        host=host,
+        engine_id=str(info.get("ID", "")),
+        engine_version=str(info.get("ServerVersion", "")),
+        containers=tuple(sorted(containers, key=lambda c: c.name)),
+        images=images,
+    )
+
+
+def observe(host: DockerHost, homelab: str) -> HostState:
+    """What runs on one Docker host (over its SSH connection).
+
+    Raises:
+        EngineUnreachable: the engine does not answer.
+    """
+    client = host.docker()
+    try:
+        return observe_client(host.name, client, homelab)
+    except (docker.errors.DockerException, requests.RequestException, paramiko.SSHException, OSError) as e:
+        raise host.engine_error(e) from e
+
+
+def observe_all(hosts: Mapping[str, DockerHost], homelab: str) -> dict[str, HostState]:
+    """:func:`observe` every host, in parallel; by host name."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        futures = {name: pool.submit(observe, h, homelab) for name, h in hosts.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+def hosts_of(projects: Sequence[Project]) -> list[str]:
+    """The hosts the projects go to, in order."""
+    seen: dict[str, None] = {}
+    for p in projects:
+        seen.setdefault(p.host)
+    return list(seen)
+
+
+__all__ = ["Container", "EngineUnreachable", "HostState", "hosts_of", "observe", "observe_all", "observe_client"]

@@ -1,0 +1,401 @@
+"""SSH to a Docker host: commands, file copies and the docker SDK, over one paramiko connection.
+
+Why paramiko, with the docker SDK riding on it, rather than the SDK's own ``ssh://``:
+docker-py's ``SSHHTTPAdapter`` (``docker/transport/sshconn.py``) builds its own
+``paramiko.SSHClient`` that calls ``load_system_host_keys()`` (``~/.ssh/known_hosts``
+only) with ``RejectPolicy``, and takes its key and port only from ``~/.ssh/config``;
+its ``use_ssh_client=True`` mode shells out to ``ssh`` with the same files. Neither
+can be handed the known_hosts file and key that the inventory names, short of
+writing into the operator's ``~/.ssh``. So this module opens the connection itself
+(host key checked against ``inventory.ssh.known_hosts`` with ``RejectPolicy``, key
+from ``inventory.ssh.private_key``, no agent, no key search), and gives the docker
+SDK the same authenticated transport: every SDK request travels over a channel
+running ``docker system dial-stdio`` on the host, exactly as docker-py's paramiko
+mode does (its ``SSHConnectionPool``), just with our checked client.
+
+One :class:`DockerHost` per host carries Compose commands (exec), the project
+folder (SFTP) and the docker SDK (dial-stdio channels).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shlex
+import socket
+import stat
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import paramiko
+import requests
+from docker.transport.basehttpadapter import BaseHTTPAdapter
+from docker.transport.sshconn import SSHHTTPAdapter
+
+from homelab_lib.errors import EngineUnreachable, HostKeyRejected, SshError
+from homelab_lib.secrets import SecretRef
+
+COMMAND_TIMEOUT_S = 300.0
+DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one VM over SSH; the key is a reference, read at connect time.
+
+    Attributes:
+        host: the VM's name (for messages).
+        address: its address.
+        port: the SSH port.
+        user: the login.
+        key: the private key's reference (``file:`` or ``env:``).
+        known_hosts: the known_hosts file the host key is checked against.
+        timeout: seconds for connect, banner and login.
+    """
+
+    host: str
+    address: str
+    port: int
+    user: str
+    key: SecretRef
+    known_hosts: Path
+    timeout: float = 15.0
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.user}@{self.address}:{self.port}"
+
+    @property
+    def pattern(self) -> str:
+        """How known_hosts names this endpoint."""
+        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The outcome of one remote command."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+def _load_key(ref: SecretRef) -> dict[str, Any]:
+    """paramiko connect() arguments for the key: a file path, or a key object for an env: reference."""
+    if ref.kind == "file":
+        return {"key_filename": str(ref.path)}
+    text = ref.reveal()
+    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return {"pkey": cls.from_private_key(io.StringIO(text))}
+        except paramiko.SSHException:
+            continue
+    raise SshError(f"the private key in {ref} is not an ed25519, ECDSA or RSA key", where="ssh.private_key")
+
+
+def connect(target: SshTarget) -> paramiko.SSHClient:
+    """Open an SSH connection; the host key must be the one known_hosts names.
+
+    Raises:
+        HostKeyRejected: the host offers another key than known_hosts has, or known_hosts has none.
+        SshError: the connection is refused or times out, or the login is refused.
+    """
+    where = f"VM {target.host} (ssh {target.endpoint})"
+    client = paramiko.SSHClient()
+    try:
+        client.get_host_keys().load(str(target.known_hosts))
+    except OSError as e:
+        raise HostKeyRejected(
+            f"known_hosts file {target.known_hosts} cannot be read ({e.strerror}); refusing to connect unchecked",
+            where=where,
+            hint="fix ssh.known_hosts in the parameters (in the lab, `homelab lab up` writes it)",
+        ) from e
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            target.address,
+            port=target.port,
+            username=target.user,
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=target.timeout,
+            banner_timeout=target.timeout,
+            auth_timeout=target.timeout,
+            **_load_key(target.key),
+        )
+    except paramiko.BadHostKeyException as e:
+        client.close()
+        raise HostKeyRejected(
+            f"host key mismatch: the host offers {_fingerprint(e.key)}, but {target.known_hosts} "
+            f"has {_fingerprint(e.expected_key)} for {target.pattern}; refused",
+            where=where,
+            hint="if the VM was rebuilt, check its new key out of band, then replace its line "
+            f"(ssh-keygen -R '{target.pattern}' -f {target.known_hosts}); otherwise do not connect",
+        ) from e
+    except paramiko.AuthenticationException as e:
+        client.close()
+        raise SshError(
+            f"login as {target.user} refused ({e})",
+            where=where,
+            hint="is the public key of ssh.private_key in the VM's authorized_keys (cloud-init installs it)?",
+        ) from e
+    except paramiko.SSHException as e:
+        client.close()
+        if "known_hosts" in str(e):
+            raise HostKeyRejected(
+                f"the host is not in {target.known_hosts}; refused (no host key is ever accepted unchecked)",
+                where=where,
+                hint=f"add its key after checking it out of band: ssh-keyscan -p {target.port} {target.address}",
+            ) from e
+        raise SshError(f"SSH handshake failed: {e}", where=where, hint="is sshd running on the VM?") from e
+    except (OSError, EOFError) as e:
+        client.close()
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
+        raise SshError(
+            f"cannot connect: {reason}",
+            where=where,
+            hint="is the VM up and its address and ssh.port right? (in the lab: `homelab lab up`)",
+        ) from e
+    return client
+
+
+class _ChannelAdapter(SSHHTTPAdapter):  # type: ignore[misc]
+    """docker-py's SSH adapter, made to use an already authenticated (and host-key-checked) client."""
+
+    def __init__(self, client: paramiko.SSHClient, timeout: float, max_pool_size: int) -> None:
+        super().__init__("ssh://homelab", timeout=timeout, max_pool_size=max_pool_size, shell_out=True)
+        self.ssh_client = client  # get_connection() then opens dial-stdio channels on its transport
+
+    def get_connection(self, url: Any, proxies: Any = None) -> Any:
+        # docker-py keys its pools by the full request URL, so every new API path would open
+        # a new channel (and start another `docker system dial-stdio` on the host); one pool
+        # for the host keeps the channels alive across requests.
+        return super().get_connection("http+docker://ssh", proxies)
+
+    def _connect(self) -> None:
+        raise requests.ConnectionError("the SSH connection to the Docker host was closed")
+
+    def close(self) -> None:
+        BaseHTTPAdapter.close(self)  # the SSH client belongs to DockerHost, which closes it
+
+
+class DockerHost:
+    """One Docker host reached over SSH: run commands, copy files, and use the docker SDK.
+
+    Args:
+        target: how to reach it.
+        client: a connected paramiko client (see :func:`connect`).
+    """
+
+    def __init__(self, target: SshTarget, client: paramiko.SSHClient) -> None:
+        self.target = target
+        self._ssh = client
+        self._docker: DockerClient | None = None
+        self._lock = threading.Lock()
+        self._compose: tuple[str, ...] | None = None
+
+    @classmethod
+    def open(cls, target: SshTarget) -> DockerHost:
+        """Connect (host key checked) and return the host."""
+        return cls(target, connect(target))
+
+    @property
+    def name(self) -> str:
+        return self.target.host
+
+    @property
+    def where(self) -> str:
+        return f"VM {self.target.host} (ssh {self.target.endpoint})"
+
+    def run(self, command: str, timeout: float = COMMAND_TIMEOUT_S) -> CommandResult:
+        """Run a shell command on the host; its exit code and output (never raises for a non-zero exit).
+
+        Raises:
+            SshError: the channel could not be opened or broke, or the command ran past timeout.
+        """
+        try:
+            _, out, err = self._ssh.exec_command(command, timeout=timeout)
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
+            code = out.channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            what = "timed out" if isinstance(e, socket.timeout | TimeoutError) else f"failed ({e})"
+            raise SshError(
+                f"command {command.split()[0]!r} {what}",
+                where=self.where,
+                hint=f"the limit is {timeout:g}s; is the host overloaded or the network down?",
+            ) from e
+        return CommandResult(command, code, stdout, stderr)
+
+    def put_files(
+        self, folder: str, files: Mapping[str, tuple[bytes, int]], *, private_dirs: tuple[str, ...] = ()
+    ) -> int:
+        """Write files under folder on the host, each only if its content differs; atomically (temp + rename).
+
+        Args:
+            folder: the project folder (absolute, or relative to the user's home).
+            files: relative path -> (content, mode).
+            private_dirs: sub-folders made mode 700 (secrets).
+
+        Returns:
+            How many files were written (0 when all were current).
+        """
+        written = 0
+        try:
+            sftp = self._ssh.open_sftp()
+        except (paramiko.SSHException, OSError) as e:
+            raise SshError(
+                f"SFTP is not available ({e})", where=self.where, hint="enable the sftp subsystem in sshd_config"
+            ) from e
+        try:
+            self._mkdirs(sftp, folder, 0o755)
+            for sub in private_dirs:
+                self._mkdirs(sftp, f"{folder}/{sub}", 0o700)
+                sftp.chmod(f"{folder}/{sub}", 0o700)
+            for rel, (data, mode) in sorted(files.items()):
+                path = f"{folder}/{rel}"
+                self._mkdirs(sftp, path.rsplit("/", 1)[0], 0o755)
+                try:
+                    with sftp.open(path, "rb") as f:
+                        if f.read() == data:
+                            continue
+                except OSError:
+                    pass
+                tmp = f"{path}.homelab-tmp"
+                with sftp.open(tmp, "wb") as f:
+                    f.write(data)
+                sftp.chmod(tmp, mode)
+                sftp.posix_rename(tmp, path)
+                written += 1
+        except OSError as e:
+            raise SshError(
+                f"copying the project to {folder} failed ({e})",
+                where=self.where,
+                hint="may the SSH user write there, and is the disk full?",
+            ) from e
+        finally:
+            sftp.close()
+        return written
+
+    @staticmethod
+    def _mkdirs(sftp: paramiko.SFTPClient, folder: str, mode: int) -> None:
+        parts = folder.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if not sub:
+                continue
+            try:
+                if stat.S_ISDIR(sftp.stat(sub).st_mode or 0):
+                    continue
+            except OSError:
+                sftp.mkdir(sub, mode)
+
+    def remove_folder(self, folder: str) -> None:
+        """Remove a project folder on the host (after its stack is taken down)."""
+        self.run(f"rm -rf -- {shlex.quote(folder)}", timeout=60)
+
+    def compose(self) -> tuple[str, ...]:
+        """How Compose is run on this host: ``docker compose`` (v2), or ``docker-compose`` (v1) where v2 is absent.
+
+        Raises:
+            ComposeMissing: neither is installed.
+        """
+        with self._lock:
+            if self._compose is None:
+                from homelab_lib.compose.deploy import compose_command
+
+                v2 = self.run("docker compose version --short", timeout=60)
+                v1 = None if v2.ok else self.run("docker-compose version --short", timeout=60)
+                self._compose = compose_command(self.name, v2, v1)
+            return self._compose
+
+    def docker(self) -> DockerClient:
+        """The docker SDK client of this host, over ``docker system dial-stdio`` channels of this connection.
+
+        Raises:
+            EngineUnreachable: the Docker Engine does not answer (with the host's own message).
+        """
+        with self._lock:
+            if self._docker is None:
+                self._docker = self._make_docker()
+            return self._docker
+
+    def _make_docker(self) -> DockerClient:
+        base = f"ssh://{self.target.user}@{self.target.address}:{self.target.port}"
+        adapter = _ChannelAdapter(self._ssh, timeout=60, max_pool_size=8)
+        try:
+            probe = docker.APIClient(
+                base_url=base, version=docker.constants.MINIMUM_DOCKER_API_VERSION, use_ssh_client=True, timeout=60
+            )
+            probe.mount("http+docker://ssh", adapter)
+            server = str(probe.version(api_version=False)["ApiVersion"])
+        except (docker.errors.DockerException, requests.RequestException, paramiko.SSHException, OSError) as e:
+            raise self.engine_error(e) from e
+        default = docker.constants.DEFAULT_DOCKER_API_VERSION
+        version = server if docker.utils.version_lt(server, default) else default
+        client = docker.DockerClient(base_url=base, version=version, use_ssh_client=True, timeout=60)
+        client.api.mount("http+docker://ssh", adapter)
+        client.api._custom_adapter = adapter
+        return client
+
+    def engine_error(self, cause: BaseException) -> EngineUnreachable:
+        """Why the engine does not answer, in the host's own words (``docker version`` run there)."""
+        detail = str(cause)
+        try:
+            check = self.run("docker version --format '{{.Server.Version}}'", timeout=30)
+            if not check.ok:
+                detail = (
+                    (check.stderr.strip() or check.stdout.strip()).splitlines()[-1]
+                    if (check.stderr or check.stdout)
+                    else detail
+                )
+        except SshError:
+            pass
+        return EngineUnreachable(
+            f"the Docker Engine does not answer: {detail}",
+            where=self.where,
+            hint="start it on the VM (`sudo systemctl start docker`) and check that the SSH user may use it "
+            "(member of the docker group)",
+        )
+
+    def close(self) -> None:
+        """Close the SDK's channels and the SSH connection."""
+        if self._docker is not None:
+            with contextlib.suppress(Exception):  # best effort; the SSH connection goes below anyway
+                self._docker.close()
+            self._docker = None
+        self._ssh.close()
+
+    def __enter__(self) -> DockerHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class HostPool(dict[str, DockerHost]):
+    """Open Docker hosts by name; closing the pool closes every connection."""
+
+    def close(self) -> None:
+        for host in self.values():
+            host.close()
+        self.clear()
+
+    def __enter__(self) -> HostPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,185 @@
+"""Verify what runs: a row per service from the docker SDK, and a probe of its health endpoint.
+
+The probe goes where a user goes: to the published port on the VM's address,
+over HTTP for a health path (a 2xx or 3xx answer passes) or as a TCP connect
+for services whose health is ``tcp``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+
+import requests
+
+from homelab_lib.compose.observe import Container, HostState
+from homelab_lib.compose.render import DesiredService, Project
+from homelab_lib.errors import ComposeError
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service as it runs (or does not).
+
+    Attributes:
+        host, stack, service: which one.
+        image: the image its container runs (the desired one when nothing runs).
+        state: ``running``, ``exited``... or ``missing``.
+        health: ``healthy``, ``unhealthy``, ``starting``, ``none`` or ``-``.
+        ports: its published ports.
+        uptime_s: seconds since it started (None when not running).
+        restarts: the engine's restart count.
+        container: its short id ("" when missing).
+        current: its config hash is the rendered one.
+    """
+
+    host: str
+    stack: str
+    service: str
+    image: str
+    state: str
+    health: str
+    ports: tuple[str, ...]
+    uptime_s: float | None
+    restarts: int
+    container: str
+    current: bool
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "running" and self.health in ("healthy", "none") and self.current
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The answer of a service's health endpoint through its published port."""
+
+    host: str
+    stack: str
+    service: str
+    url: str
+    ok: bool
+    detail: str
+    ms: float
+
+
+def status(projects: Sequence[Project], observed: Mapping[str, HostState], now: datetime) -> list[ServiceStatus]:
+    """A status per desired service, in inventory order.
+
+    Args:
+        projects: the rendered projects.
+        observed: what runs, by host.
+        now: the current time (aware, UTC), for uptimes.
+    """
+    rows = []
+    for project in projects:
+        state = observed[project.host]
+        mine: dict[str, Container] = {}
+        for seen in state.of(project.homelab):
+            if seen.stack == project.stack and (seen.service not in mine or seen.state == "running"):
+                mine[seen.service] = seen
+        for svc in project.services:
+            c = mine.get(svc.name)
+            if c is None:
+                rows.append(
+                    ServiceStatus(
+                        project.host, project.stack, svc.name, svc.image, "missing", "-", (), None, 0, "", False
+                    )
+                )
+                continue
+            uptime = (now - c.started_at).total_seconds() if c.started_at and c.state == "running" else None
+            rows.append(
+                ServiceStatus(
+                    project.host,
+                    project.stack,
+                    svc.name,
+                    c.image,
+                    c.state,
+                    c.health,
+                    c.ports,
+                    uptime,
+                    c.restarts,
+                    c.short_id,
+                    c.config_hash == svc.config_hash,
+                )
+            )
+    return rows
+
+
+def _probe_one(
+    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Callable[[], float]
+) -> ProbeResult | None:
+    tcp = [p for p in svc.ports if p.protocol == "tcp"]
+    if not tcp:
+        return None
+    port = tcp[0]
+    t0 = clock()
+    if svc.health == "tcp":
+        url = f"tcp://{port.address}:{port.published}"
+        try:
+            with socket.create_connection((port.address, port.published), timeout=timeout):
+                ok, detail = True, "connected"
+        except OSError as e:
+            ok, detail = False, f"connect failed: {e.strerror or e}"
+    else:
+        url = f"http://{port.address}:{port.published}{svc.health}"
+        try:
+            response = session.get(url, timeout=timeout, allow_redirects=False)
+            ok, detail = response.status_code < 400, f"HTTP {response.status_code}"
+        except requests.RequestException as e:
+            ok, detail = False, f"no answer: {type(e).__name__}"
+    return ProbeResult(project.host, project.stack, svc.name, url, ok, detail, round((clock() - t0) * 1000, 1))
+
+
+def probe(
+    projects: Sequence[Project],
+    *,
+    timeout: float = PROBE_TIMEOUT_S,
+    clock: Callable[[], float] = time.monotonic,
+    session: requests.Session | None = None,
+) -> list[ProbeResult]:
+    """Probe each service's health endpoint through its first published TCP port (in parallel).
+
+    Args:
+        projects: the rendered projects (they know each port's address).
+        timeout: seconds per probe.
+        clock: monotonic seconds, for the probe's duration.
+        session: the HTTP session (default: a new one that ignores proxy variables).
+    """
+    own = session is None
+    http = session or requests.Session()
+    if own:
+        http.trust_env = False  # a probe of a VM's address never goes through a proxy
+    try:
+        jobs = [(p, s) for p in projects for s in p.services]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = list(pool.map(lambda job: _probe_one(job[0], job[1], http, timeout, clock), jobs))
+    finally:
+        if own:
+            http.close()
+    return [r for r in found if r is not None]
+
+
+def verdict(rows: Sequence[ServiceStatus], probes: Sequence[ProbeResult], *, confirmed: bool) -> str:
+    """One line on the verification; after a confirmed deploy, anything not healthy is an error.
+
+    Raises:
+        ComposeError: confirmed, and a service is not running healthy as rendered, or its probe failed.
+    """
+    bad = [f"{r.host}/{r.stack}/{r.service}: {r.state} ({r.health})" for r in rows if not r.ok]
+    bad += [f"{p.host}/{p.stack}/{p.service}: {p.url} {p.detail}" for p in probes if not p.ok]
+    if not bad:
+        return f"all {len(rows)} service(s) run healthy as rendered; {len(probes)} health endpoint(s) answer"
+    if confirmed:
+        raise ComposeError(
+            f"{len(bad)} problem(s) after the deploy:\n  " + "\n  ".join(bad),
+            where=", ".join(sorted({b.split("/", 1)[0] for b in bad})),
+            hint="see the verify table above; run again to retry (the plan shows what is left)",
+        )
+    return f"dry run: {len(bad)} problem(s) now ({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})"

@@ -1,0 +1,466 @@
+"""Runbook 02 against the rehearsal lab: a real Docker Engine behind real OpenSSH, the real Compose v2.
+
+Nothing is mocked. The lab's stacks are deployed once for the module; fault tests
+build an inventory variant in tmp (a copy of lab.yaml with another stack, another
+known_hosts, or an extra VM served by an sshd started here) and clean up every
+container, network, volume and project folder they make.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import nbformat
+import pytest
+from ruamel.yaml import YAML
+
+from homelab_lib import clients, compose
+from homelab_lib.errors import (
+    ComposeMissing,
+    EngineUnreachable,
+    HostKeyRejected,
+    ImagePullFailed,
+    PortTaken,
+    Unhealthy,
+)
+from homelab_lib.inventory import Inventory, load_inventory
+from homelab_lib.plan import Action
+from homelab_lib.runner import run_notebook
+
+pytestmark = pytest.mark.lab
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_FILE = REPO / "parameters" / "lab.yaml"
+FAULTS = "faults"  # the fault tests' own stack, on docker-drowzee
+BROKEN_ADDRESS = "127.0.0.61"
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def absolute(data: Any, base: Path) -> Any:
+    """lab.yaml's relative paths (``../.lab/...``, ``file:../.lab/...``) made absolute, for a copy in tmp."""
+    if isinstance(data, dict):
+        return {k: absolute(v, base) for k, v in data.items()}
+    if isinstance(data, list):
+        return [absolute(v, base) for v in data]
+    if isinstance(data, str):
+        if data.startswith("file:../"):
+            return "file:" + str((base / data[5:]).resolve())
+        if data.startswith("../"):
+            return str((base / data).resolve())
+    return data
+
+
+def make_variant(tmp: Path, edit: Callable[[dict[str, Any]], None], name: str = "variant.yaml") -> Inventory:
+    """A copy of lab.yaml in tmp, changed by edit; same homelab name, so it uses the lab's stand-ins."""
+    data = absolute(YAML(typ="safe").load(LAB_FILE.read_text()), LAB_FILE.parent)
+    edit(data)
+    path = tmp / name
+    with path.open("w") as f:
+        YAML(typ="safe").dump(data, f)
+    return load_inventory(path)
+
+
+def faults_variant(tmp: Path, services: dict[str, Any], stack: list[str], name: str = "variant.yaml") -> Inventory:
+    """Only docker-drowzee carries a stack, FAULTS, of the given services."""
+
+    def edit(d: dict[str, Any]) -> None:
+        for vm in d["vms"]:
+            if vm["role"] == "docker":
+                vm["stacks"] = {FAULTS: stack} if vm["name"] == "docker-drowzee" else {}
+        d["services"] = services
+
+    return make_variant(tmp, edit, name)
+
+
+def ids(hosts: compose.HostPool, inv: Inventory) -> dict[tuple[str, str, str], str]:
+    """(host, stack, service) -> container id, for this homelab's containers."""
+    observed = compose.observe_all(hosts, inv.name)
+    return {(c.host, c.stack, c.service): c.id for s in observed.values() for c in s.of(inv.name)}
+
+
+def run_02(
+    inv: Inventory, hosts: compose.HostPool, *, confirm: bool = True, stacks: list[str] | None = None, **kw: Any
+) -> tuple[compose.Plan, compose.DeployResult]:
+    """What the notebook does: render, validate, observe, plan, deploy."""
+    projects = compose.render(inv, stacks or [])
+    compose.validate(projects, clients.local_compose())
+    plan = compose.plan(projects, compose.observe_all(hosts, inv.name), homelab=inv.name, stacks=stacks or [])
+    result = compose.deploy(plan, projects, hosts, profile=compose.profile_for(inv), confirm=confirm, **kw)
+    return plan, result
+
+
+def down(host: compose.DockerHost, project: compose.Project | str, folder: str = "") -> None:
+    name = project if isinstance(project, str) else project.name
+    host.run(f"docker compose -p {shlex.quote(name)} down -v --remove-orphans", timeout=120)
+    if isinstance(project, compose.Project):
+        host.remove_folder(project.remote_dir)
+    elif folder:
+        host.remove_folder(folder)
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def hosts(lab: Inventory) -> Iterator[compose.HostPool]:
+    with clients.docker_hosts(lab) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def deployed(lab: Inventory, hosts: compose.HostPool) -> Iterator[list[compose.Project]]:
+    """Every stack of the lab deployed (taken down afterwards unless it ran before the module)."""
+    projects = compose.render(lab)
+    before = compose.plan(projects, compose.observe_all(hosts, lab.name), homelab=lab.name)
+    already = {(c.where, c.target.split("/")[0]) for c in before.changes if c.action != Action.CREATE}
+    run_02(lab, hosts, health_timeout_s=120)
+    yield projects
+    for p in projects:
+        if (p.host, p.stack) not in already:
+            down(hosts[p.host], p)
+
+
+@pytest.fixture
+def faults(lab: Inventory, hosts: compose.HostPool) -> Iterator[None]:
+    """Takes down the FAULTS stack after the test, whatever it left."""
+    yield
+    profile = compose.profile_for(lab)
+    name = compose.project_name("docker-drowzee", FAULTS)
+    down(hosts["docker-drowzee"], name, profile.remote_dir("docker-drowzee", name))
+
+
+# ---------------------------------------------------------------- deploy, idempotence, one-service change
+
+
+def test_every_stack_deploys_healthy_and_answers(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project]
+) -> None:
+    rows = compose.status(deployed, compose.observe_all(hosts, lab.name), datetime.now(UTC))
+    assert len(rows) == sum(len(p.services) for p in deployed) == 8
+    assert [(r.host, r.service) for r in rows if not r.ok] == []
+    for r in rows:
+        vm = lab.vm(r.host)
+        assert r.ports, r
+        assert all(p.startswith(f"{vm.address}:") for p in r.ports), r
+        assert r.image.startswith("homelab-lab/")
+    probes = compose.probe(deployed)
+    assert len(probes) == 8
+    assert [(p.service, p.detail) for p in probes if not p.ok] == []
+    assert {p.detail for p in probes} == {"HTTP 200", "connected"}
+
+
+def test_second_run_recreates_nothing_and_its_plan_is_empty(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project]
+) -> None:
+    before = ids(hosts, lab)
+    assert [p.text for p in compose.render(lab)] == [p.text for p in deployed]  # byte-identical re-render
+    plan, result = run_02(lab, hosts)
+    assert plan.empty, plan.table()
+    assert result.outcomes == ()
+    # Compose itself, handed the same files again, keeps every container
+    for p in deployed[:2]:
+        done = hosts[p.host].run(f"cd {shlex.quote(p.remote_dir)} && docker compose -p {p.name} up -d --remove-orphans")
+        assert done.ok, done.stderr
+    assert ids(hosts, lab) == before
+
+
+def env_change(tmp: Path) -> Inventory:
+    def edit(d: dict[str, Any]) -> None:
+        d["services"] = {"sonarr": {"environment": {"PUID": "1000", "PGID": "1000", "TZ": "Europe/Berlin"}}}
+
+    return make_variant(tmp, edit)
+
+
+def test_dry_run_shows_the_plan_and_changes_nothing(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path
+) -> None:
+    before = ids(hosts, lab)
+    plan, result = run_02(env_change(tmp_path), hosts, confirm=False)
+    assert [(c.action, c.target) for c in plan.applicable()] == [(Action.UPDATE, "arr/sonarr")]
+    assert [(o.stack, o.result) for o in result.outcomes] == [("arr", "would deploy")]
+    assert ids(hosts, lab) == before
+
+
+def test_changing_one_services_environment_recreates_only_it(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path
+) -> None:
+    before = ids(hosts, lab)
+    plan, result = run_02(env_change(tmp_path), hosts)
+    (update,) = plan.applicable()
+    assert update.target == "arr/sonarr"
+    assert ("environment.TZ", "Etc/UTC", "Europe/Berlin") in [(f.name, f.old, f.new) for f in update.fields]
+    assert [(o.host, o.stack, o.result) for o in result.outcomes] == [("docker-sleepy", "arr", "deployed")]
+    after = ids(hosts, lab)
+    changed = {key for key in before if after.get(key) != before[key]}
+    assert changed == {("docker-sleepy", "arr", "sonarr")}
+    # and back: the inventory as it was recreates sonarr once more, nothing else
+    plan, _ = run_02(lab, hosts)
+    assert [c.target for c in plan.applicable()] == ["arr/sonarr"]
+    final = ids(hosts, lab)
+    assert {key for key in after if final.get(key) != after[key]} == {("docker-sleepy", "arr", "sonarr")}
+
+
+def test_drift_is_scoped_to_each_host(lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project]) -> None:
+    engine = docker.from_env()
+    image = compose.profile_for(lab).images[lab.services["redis"].image]
+    labels = {"homelab.homelab": lab.name, "homelab.host": "docker-drowzee", "homelab.stack": "handmade"}
+    made = [
+        engine.containers.run(
+            image, detach=True, labels={**labels, "homelab.service": "redis"}, name="hl-test-handmade"
+        ),
+        engine.containers.run(image, detach=True, name="hl-test-unlabelled"),
+    ]
+    try:
+        plan = compose.plan(deployed, compose.observe_all(hosts, lab.name), homelab=lab.name)
+        assert compose.shared_engines(compose.observe_all(hosts, lab.name)) == set(hosts)
+        (delete,) = plan.of_action(Action.DELETE)
+        assert (delete.kind, delete.target, delete.where) == ("stack", "handmade", "docker-drowzee")
+        assert plan.conflicts == []  # the unlabelled one may be anyone's: the lab's engine is shared
+        assert len(plan.of_action(Action.NOOP)) == 8
+    finally:
+        for c in made:
+            c.remove(force=True, v=True)
+        engine.close()
+
+
+# ---------------------------------------------------------------- faults and bad input
+
+
+def test_host_key_mismatch_is_refused(lab: Inventory, tmp_path: Path) -> None:
+    wrong = tmp_path / "known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()[:2]
+    wrong.write_text(f"[127.0.0.11]:{lab.ssh.port} {' '.join(other)}\n")
+    inv = make_variant(tmp_path, lambda d: d["ssh"].__setitem__("known_hosts", str(wrong)))
+    with pytest.raises(HostKeyRejected) as e:
+        clients.docker_hosts(inv, ["docker-drowzee"])
+    msg = str(e.value)
+    assert "host key mismatch" in msg
+    assert "refused" in msg
+    assert "VM docker-drowzee" in msg
+    assert str(wrong) in msg
+    assert "ssh-keygen -R" in msg
+    # a host known_hosts does not list is refused too: no key is ever accepted unchecked
+    with pytest.raises(HostKeyRejected, match="is not in"):
+        clients.docker_hosts(inv, ["docker-sleepy"])
+
+
+@pytest.fixture(scope="module")
+def broken_vm(lab: Inventory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inventory]:
+    """A VM whose sshd answers but whose Docker Engine does not (and that has no Compose plugin)."""
+    folder = tmp_path_factory.mktemp("broken-vm")
+    key = folder / "host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert lab.ssh.public_key is not None
+    (folder / "authorized_keys").write_text(lab.ssh.public_key.read_text())
+    (folder / "sshd_config").write_text(
+        "\n".join(
+            [
+                f"ListenAddress {BROKEN_ADDRESS}:{lab.ssh.port}",
+                f"HostKey {key}",
+                f"PidFile {folder / 'sshd.pid'}",
+                f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "PermitRootLogin prohibit-password",
+                "UseDNS no",
+                # the VM's engine is stopped: its socket is not there; and its CLI has no plugins
+                "SetEnv DOCKER_HOST=unix:///nonexistent/docker.sock DOCKER_CONFIG=/nonexistent/docker-config",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
+    )
+    sshd = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "sshd_config")], stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection((BROKEN_ADDRESS, lab.ssh.port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the test sshd did not start"
+            time.sleep(0.1)
+    known = folder / "known_hosts"
+    known.write_text(f"[{BROKEN_ADDRESS}]:{lab.ssh.port} {' '.join(key.with_suffix('.pub').read_text().split()[:2])}\n")
+
+    def edit(d: dict[str, Any]) -> None:
+        d["ssh"]["known_hosts"] = str(known)
+        for vm in d["vms"]:
+            vm["stacks"] = {} if vm["role"] == "docker" else vm.get("stacks", {})
+        d["vms"].append(
+            {
+                "name": "docker-broken",
+                "vmid": 150,
+                "node": "nappy",
+                "role": "docker",
+                "cores": 1,
+                "memory_mib": 1024,
+                "disk_gib": 8,
+                "ip": f"{BROKEN_ADDRESS}/8",
+                "stacks": {"cache": ["redis"]},
+            }
+        )
+
+    try:
+        yield make_variant(folder, edit)
+    finally:
+        sshd.terminate()
+        sshd.wait(timeout=10)
+
+
+def test_engine_not_reachable_on_a_host(broken_vm: Inventory) -> None:
+    with clients.docker_hosts(broken_vm, ["docker-broken"]) as pool, pytest.raises(EngineUnreachable) as e:
+        compose.observe_all(pool, broken_vm.name)
+    msg = str(e.value)
+    assert "VM docker-broken" in msg
+    assert "Cannot connect to the Docker daemon" in msg
+    assert "systemctl start docker" in msg
+
+
+def test_no_compose_on_a_host(broken_vm: Inventory) -> None:
+    with (
+        clients.docker_hosts(broken_vm, ["docker-broken"]) as pool,
+        pytest.raises(ComposeMissing, match="docker-broken"),
+    ):
+        pool["docker-broken"].compose()
+
+
+RADARR = {"radarr": {"ports": [{"container": 7878, "host": 17878}]}}
+
+
+def test_a_port_already_taken(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
+) -> None:
+    before = ids(hosts, lab)
+    inv = faults_variant(tmp_path, RADARR, ["radarr"])
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.11", 17878))
+    holder.listen()
+    try:
+        with pytest.raises(PortTaken) as e:
+            run_02(inv, hosts, stacks=[FAULTS], health_timeout_s=30)
+    finally:
+        holder.close()
+    msg = str(e.value)
+    assert "docker-drowzee/faults" in msg
+    assert "127.0.0.11:17878" in msg
+    assert "already in use" in msg
+    assert e.value.states[("docker-drowzee", FAULTS, "radarr")] != "running (healthy)"
+    assert "state of each service" in msg
+    assert ids(hosts, lab).items() >= before.items()  # the other stacks are untouched
+
+
+def test_an_image_that_does_not_exist_leaves_the_stack_as_it_was(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
+) -> None:
+    run_02(faults_variant(tmp_path, RADARR, ["radarr"]), hosts, stacks=[FAULTS], health_timeout_s=60)
+    before = ids(hosts, lab)
+    ghost = {"image": "registry.invalid/homelab/ghost:1.0", "ports": [{"container": 8080, "host": 18080}]}
+    inv = faults_variant(tmp_path, {**RADARR, "ghost": ghost}, ["radarr", "ghost"], "ghost.yaml")
+    with pytest.raises(ImagePullFailed) as e:
+        run_02(inv, hosts, stacks=[FAULTS])
+    msg = str(e.value)
+    assert "service ghost: image " in msg
+    assert "registry.invalid/homelab/ghost:1.0" in msg
+    assert "cannot be pulled" in msg
+    assert e.value.states[("docker-drowzee", FAULTS, "radarr")] == "previous container kept: running (healthy)"
+    assert e.value.states[("docker-drowzee", FAULTS, "ghost")] == "not deployed"
+    assert ids(hosts, lab) == before  # radarr kept its container; every other stack untouched
+
+
+def test_a_container_that_never_gets_healthy(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
+) -> None:
+    sick = {"prowlarr": {"ports": [{"container": 9696, "host": 19696}], "health": "/never-there"}}
+    inv = faults_variant(tmp_path, sick, ["prowlarr"])
+    t0 = time.monotonic()
+    with pytest.raises(Unhealthy) as e:
+        run_02(inv, hosts, stacks=[FAULTS], health_timeout_s=5)
+    assert time.monotonic() - t0 < 40
+    msg = str(e.value)
+    assert "container docker-drowzee-faults-prowlarr-1 of service prowlarr is not healthy after 5s" in msg
+    assert "--- health log (last probes) ---" in msg
+    assert "404" in msg
+    assert "--- container log" in msg
+    assert "stand-in for prowlarr" in msg
+    assert e.value.states[("docker-drowzee", FAULTS, "prowlarr")].startswith("running (")
+
+
+def test_a_removed_stack_goes_only_with_allow_delete(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
+) -> None:
+    run_02(faults_variant(tmp_path, RADARR, ["radarr"]), hosts, stacks=[FAULTS], health_timeout_s=60)
+    gone = make_variant(tmp_path, lambda d: None, "gone.yaml")  # the lab as it is: no FAULTS stack
+    plan, result = run_02(gone, hosts, stacks=[FAULTS])
+    assert [(c.kind, c.target, c.action) for c in plan.changes] == [("stack", FAULTS, Action.DELETE)]
+    assert [o.result for o in result.outcomes] == ["delete not allowed"]
+    assert ("docker-drowzee", FAULTS, "radarr") in ids(hosts, lab)
+    _, result = run_02(gone, hosts, stacks=[FAULTS], allow_delete=True)
+    assert [o.result for o in result.outcomes] == ["removed"]
+    assert ("docker-drowzee", FAULTS, "radarr") not in ids(hosts, lab)
+    folder = compose.profile_for(lab).remote_dir("docker-drowzee", compose.project_name("docker-drowzee", FAULTS))
+    assert not Path(folder).exists()
+
+
+def test_the_labs_teardown_removes_exactly_its_projects(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
+) -> None:
+    inv = faults_variant(tmp_path, RADARR, ["radarr"])
+    run_02(inv, hosts, stacks=[FAULTS], health_timeout_s=60)
+    before = ids(hosts, lab)
+    engine = docker.from_env()
+    try:
+        removed = compose.remove_projects(engine, inv)  # the variant's only stack is FAULTS
+        assert removed == compose.Removed(containers=1, networks=1, volumes=1)
+        selector = {"label": "com.docker.compose.project=docker-drowzee-faults"}
+        assert engine.volumes.list(filters=selector) == []
+        assert engine.networks.list(filters=selector) == []
+    finally:
+        engine.close()
+    del before[("docker-drowzee", FAULTS, "radarr")]
+    assert ids(hosts, lab) == before  # the lab's own stacks still run
+
+
+def test_the_notebook_deploys_and_its_second_run_changes_nothing(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path
+) -> None:
+    def run() -> str:
+        result = run_notebook(
+            REPO / "notebooks" / "02_deploy_compose_core.ipynb",
+            param_files=[LAB_FILE],
+            parameters={"confirm": True},
+            archive_dir=tmp_path / "archive",
+            lock_dir=tmp_path / "locks",
+            progress_bar=False,
+        )
+        assert result.ok
+        assert result.archived is not None
+        nb = nbformat.read(str(result.archived), as_version=4)
+        return "\n".join(
+            str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+            for c in nb.cells
+            for o in c.get("outputs", [])
+        )
+
+    before = ids(hosts, lab)
+    first = run()
+    assert "all 8 service(s) run healthy as rendered; 8 health endpoint(s) answer" in first
+    second = run()
+    assert "8 no-op" in second
+    assert "nothing to change: every stack runs as rendered" in second
+    assert ids(hosts, lab) == before

@@ -104,10 +104,10 @@ class Proxmox(Model):
     managed_tag: Tag = Field(default="homelab-managed", description="marks the VMs the runbooks may change")
     task_timeout_s: Annotated[float, Field(gt=0)] = Field(default=900.0, description="per Proxmox task")
     agent_timeout_s: Annotated[float, Field(gt=0)] = Field(default=300.0, description="for a VM's guest agent")
-    guest_agent: Literal["required", "skip"] | None = Field(
-        default=None,
-        description="wait for each started VM's QEMU guest agent and report its IP (default: required; "
-        "skip in profile lab, whose fake Proxmox runs no agent in clones)",
+    guest_agent: Literal["required", "skip"] = Field(
+        default="required",
+        description="wait for each started VM's QEMU guest agent and report its IP; skip: take the IP from "
+        "ipconfig0 (the lab: its fake Proxmox runs no agent in clones)",
     )
     max_parallel: Annotated[int, Field(ge=1, le=64)] = Field(default=4, description="nodes worked on at once")
     snippets: Snippets | None = Field(default=None, description="where role user-data goes; none: ci* only")

@@ -12,10 +12,8 @@ from homelab_lib.proxmox.state import MARKER, Desired, DesiredVm, NodeLimit, Set
 
 
 def wait_for_agent(inv: Inventory) -> bool:
-    """Whether apply waits for each started VM's guest agent: ``proxmox.guest_agent``, by default
-    ``required``, except in profile lab, whose fakepve runs no guest agent in clones."""
-    mode = inv.proxmox.guest_agent or ("skip" if inv.profile == "lab" else "required")
-    return mode == "required"
+    """Whether apply waits for each started VM's guest agent (``proxmox.guest_agent``, default ``required``)."""
+    return inv.proxmox.guest_agent == "required"
 
 
 def ssh_keys(inv: Inventory) -> list[str]:

@@ -19,7 +19,7 @@ help:
 sysdeps:
 	@.ci/sysdeps.sh
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[lab,dev]'

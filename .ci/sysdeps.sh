@@ -9,14 +9,28 @@ need() { # need PACKAGE CHECK...
     pkg=$1; shift
     if ! "$@" >/dev/null 2>&1; then missing="$missing $pkg"; fi
 }
-is_static() { [ -x "$1" ] && ! (LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter'); }
+# A static ELF has no PT_INTERP (type 3) program header; python3 reads the headers (no binutils needed).
+is_static() {
+    python3 - "$1" <<'PY'
+import struct, sys
+try:
+    data = open(sys.argv[1], "rb").read()
+except OSError:
+    sys.exit(1)
+if data[:4] != b"\x7fELF" or data[4] != 2:
+    sys.exit(1)
+phoff, = struct.unpack_from("<Q", data, 0x20)
+phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+types = [struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)]
+sys.exit(1 if 3 in types else 0)
+PY
+}
 
 need python3-venv python3 -c 'import ensurepip, venv'
 need docker.io sh -c 'command -v dockerd && command -v docker'
 need openssh-server test -x /usr/sbin/sshd
 need openssh-client sh -c 'command -v ssh-keygen'
 need busybox-static is_static /bin/busybox
-need binutils sh -c 'command -v readelf'
 need cloud-init sh -c 'command -v cloud-init'   # its schema validator checks the generated user-data
 
 [ -z "$missing" ] && exit 0

@@ -19,11 +19,11 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from homelab_lib.errors import AuditError
 
@@ -64,6 +64,7 @@ class Record:
         user: who ran it.
         host: where it ran.
         prev: sha256 of the previous record's line (GENESIS for the first).
+        seal: sha256 of this record's own fields (with seal empty), so an edited record is named itself.
     """
 
     run: str
@@ -81,10 +82,27 @@ class Record:
     user: str
     host: str
     prev: str = field(default=GENESIS)
+    seal: str = ""
+
+    def expected_seal(self) -> str:
+        """The seal this record's fields call for."""
+        return sha256_bytes(json.dumps({**asdict(self), "seal": ""}, ensure_ascii=False).encode())
+
+    def sealed(self) -> Record:
+        return replace(self, seal=self.expected_seal())
 
     def line(self) -> bytes:
         """The record as written in the index (one JSON line, keys in field order)."""
         return (json.dumps(asdict(self), ensure_ascii=False) + "\n").encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 class Archive:
@@ -95,9 +113,22 @@ class Archive:
         self.index = self.root / INDEX
         self.head = self.root / HEAD
 
-    def _lock(self) -> FileLock:
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        return FileLock(str(self.root / ".index.lock"), timeout=30)
+        lock = FileLock(str(self.root / ".index.lock"), timeout=60)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise AuditError(
+                "the archive's index is locked by another run for over a minute",
+                where=str(self.root),
+                hint="wait for the other run; if none runs, remove .index.lock",
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
 
     def path_for(self, start_utc: str, notebook: str, status: str) -> Path:
         """A new, unused path for an executed notebook.
@@ -116,24 +147,24 @@ class Archive:
             n += 1
         return candidate
 
-    def write_notebook(self, path: Path, data: bytes) -> str:
-        """Write an executed notebook atomically; returns its sha256."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".ipynb.partial")
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return sha256_bytes(data)
+    def commit(self, record: Record, notebook: bytes | None, start_utc: str, stem: str) -> Record:
+        """Archive an executed notebook (if any) and append its record, all under the index lock.
 
-    def append(self, record: Record) -> Record:
-        """Chain record to the last one and append it to the index (under a lock).
+        Args:
+            record: the run's record; ``archived``, ``sha256``, ``prev`` and ``seal`` are filled in here.
+            notebook: the executed notebook's bytes, or None when it is not kept (a leak, a crash).
+            start_utc: compact UTC start, ``YYYYMMDDTHHMMSSZ`` (names the file).
+            stem: the notebook's stem.
 
         Returns:
-            The record as written, with ``prev`` set and a run id unique in the archive.
+            The record as written: chained, sealed, with a run id unique in the archive.
         """
         with self._lock():
+            if notebook is not None:
+                path = self.path_for(start_utc, stem, record.status)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(path, notebook)
+                record = replace(record, archived=str(path.relative_to(self.root)), sha256=sha256_bytes(notebook))
             last = GENESIS
             count = 0
             runs = set()
@@ -147,13 +178,13 @@ class Archive:
             while run in runs:
                 run = f"{record.run}-{n}"
                 n += 1
-            chained = Record(**{**asdict(record), "run": run, "prev": last})
+            chained = replace(record, run=run, prev=last).sealed()
             line = chained.line()
             with self.index.open("ab") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-            self.head.write_text(f"{sha256_bytes(line)} {count + 1}\n")
+            _write_atomic(self.head, f"{sha256_bytes(line)} {count + 1}\n".encode())
             return chained
 
     def _lines(self) -> Iterator[bytes]:
@@ -203,11 +234,15 @@ class Archive:
         raise AuditError(f"'{run}' matches {len(matches)} runs ({names}...)", hint="give more of the run id")
 
     def verify(self) -> list[str]:
-        """Recompute the chain and every notebook's hash.
+        """Recompute every record's seal, the chain, every notebook's hash and HEAD (under the index lock).
 
         Returns:
             Problems in archive order (empty when all is intact); the first is the first break.
         """
+        with self._lock():
+            return self._verify()
+
+    def _verify(self) -> list[str]:
         problems: list[str] = []
         prev = GENESIS
         count = 0
@@ -221,10 +256,12 @@ class Archive:
                 problems.append(f"{where}: record {i} is not a valid record: the index was altered")
                 prev = sha256_bytes(raw)
                 continue
-            if rec.prev != prev:
+            if rec.seal != rec.expected_seal():
+                problems.append(f"{where}: record {i} (run {rec.run}) was altered: its seal does not match")
+            elif rec.prev != prev:
                 problems.append(
                     f"{where}: record {i} (run {rec.run}) does not chain to the record before it: "
-                    "a record before it was altered or removed, or this one was"
+                    "a record before it was removed or altered"
                 )
             prev = sha256_bytes(raw)
             if not rec.archived:
@@ -238,10 +275,11 @@ class Archive:
         if count or self.head.exists():
             try:
                 head_hash, head_count = self.head.read_text().split()
+                expected = int(head_count)
             except (OSError, ValueError):
                 problems.append(f"{self.head}: missing or unreadable; the index's end cannot be checked")
             else:
-                if int(head_count) != count or head_hash != prev:
+                if expected != count or head_hash != prev:
                     problems.append(
                         f"{self.index}: the index ends at record {count} but HEAD says {head_count}: "
                         "records were removed from or altered at its end"

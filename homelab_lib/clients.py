@@ -25,7 +25,8 @@ from homelab_lib.proxmox.snippets import LocalSnippets, SnippetStore, SshSnippet
 from homelab_lib.secrets import SecretRef, UnresolvedSecret
 
 if TYPE_CHECKING:  # the Compose package is imported by the functions that need it (01 need not pay for it)
-    from homelab_lib.compose.transport import HostPool, SshTarget
+    from homelab_lib.compose.transport import HostPool
+    from homelab_lib.ssh import SshTarget
 
 
 def proxmox_client(inv: Inventory) -> ProxmoxClient:
@@ -113,7 +114,7 @@ def proxmox_snippets(inv: Inventory) -> SnippetStore | None:
 
 def ssh_target(inv: Inventory, vm_name: str, timeout: float = 15.0) -> SshTarget:
     """How to reach a VM over SSH: its address, ``ssh.port``/``user``, the key and known_hosts the inventory names."""
-    from homelab_lib.compose.transport import SshTarget
+    from homelab_lib.ssh import SshTarget
 
     vm = inv.vm(vm_name)
     return SshTarget(

@@ -271,7 +271,7 @@ class ProvisionFailed(ProxmoxError):
         skipped: the VMs not started because of the failure.
     """
 
-    def __init__(self, failures: list[ProxmoxError], done: list[str], skipped: list[str] | None = None) -> None:
+    def __init__(self, failures: list[HomelabError], done: list[str], skipped: list[str] | None = None) -> None:
         self.failures = failures
         self.done = done
         self.skipped = skipped or []

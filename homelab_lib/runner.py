@@ -10,8 +10,10 @@ loudly. Every outcome is recorded.
 
 from __future__ import annotations
 
+import ast
 import getpass
 import json
+import logging
 import os
 import socket
 import tempfile
@@ -28,16 +30,9 @@ from filelock import FileLock, Timeout
 from papermill.exceptions import PapermillExecutionError
 
 from homelab_lib.archive import Archive, Record
-from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, RunError, SecretLeak
+from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, Problem, RunError, SecretLeak
 from homelab_lib.inventory import load_inventory
-from homelab_lib.secrets import (
-    REF_PATTERN,
-    SECRET_NAME,
-    Redactor,
-    UnresolvedSecret,
-    find_leaks,
-    redact_params,
-)
+from homelab_lib.secrets import Redactor, UnresolvedSecret, find_leaks, literal_secrets, redact_params
 
 Clock = Callable[[], datetime]
 
@@ -68,19 +63,43 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     """Refuse notebook parameters that carry a secret value instead of a reference.
 
     Raises:
-        RunError: a secret-looking parameter holds a literal value.
+        ConfigError: a secret-looking parameter holds a literal value (the value is not shown).
     """
-    for key, value in params.items():
-        if SECRET_NAME.search(key) and not (isinstance(value, str) and REF_PATTERN.match(value)):
-            raise RunError(
-                f"parameter '{key}' looks like a secret and holds a value",
-                where=f"-p {key}",
-                hint="pass a reference (env:NAME or file:PATH); values never go into notebooks",
-            )
+    for key in literal_secrets(params):
+        raise ConfigError(
+            [
+                Problem(
+                    f"-p {key}",
+                    0,
+                    key,
+                    "looks like a secret and holds a value; pass a reference (env:NAME or file:PATH): "
+                    "values never go into notebooks",
+                )
+            ]
+        )
+
+
+def _params_files(nb_path: Path, params: Mapping[str, Any]) -> list[Path]:
+    """The homelab parameter files a run will use: ``params_file`` from -p, else the notebook's default.
+
+    Relative paths are taken as the notebook takes them: from its own folder.
+    """
+    value = params.get("params_file")
+    if value is None:
+        try:
+            declared = papermill.inspect_notebook(str(nb_path)).get("params_file")
+            value = ast.literal_eval(declared["default"]) if declared else None
+        except (ValueError, SyntaxError, KeyError):
+            value = None
+    names = [value] if isinstance(value, str) else list(value) if isinstance(value, list | tuple) else []
+    return [(nb_path.parent / str(v)).resolve() for v in names]
 
 
 def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
-    """Resolve every secret of the homelab now, for the leak scan; and the homelab's name."""
+    """Resolve every secret of the homelab now, for the leak scan; and the homelab's name.
+
+    In the lab, the secrets the lab generated for services (``state_dir/secrets/``) are scanned for too.
+    """
     redactor = Redactor()
     if not files:
         return redactor, ""
@@ -90,7 +109,24 @@ def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
             redactor.add(ref.reveal())
         except UnresolvedSecret:
             continue  # what the runner cannot read, the notebook cannot leak
+    if inv.lab is not None and (inv.lab.state_dir / "secrets").is_dir():
+        for path in sorted((inv.lab.state_dir / "secrets").iterdir()):
+            if path.is_file():
+                redactor.add(path.read_text().rstrip("\r\n"))
     return redactor, inv.name
+
+
+class _RedactingFilter(logging.Filter):
+    """Masks secret values in papermill's log lines (``--log-output`` echoes cell outputs)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()
+        self.redactor = redactor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redactor.redact(record.getMessage())
+        record.args = ()
+        return True
 
 
 def run_notebook(
@@ -129,12 +165,14 @@ def run_notebook(
     """
     nb_path = Path(notebook).resolve()
     if not nb_path.is_file():
-        raise RunError(f"notebook {notebook} does not exist", hint="see notebooks/ for the runbooks")
-    files = [Path(f).resolve() for f in param_files]
+        raise ConfigError([Problem(str(notebook), 0, "", "no such notebook; the runbooks are in notebooks/")])
     params: dict[str, Any] = dict(parameters or {})
     check_parameters(params)
+    files = [Path(f).resolve() for f in param_files]
     if files:
         params["params_file"] = str(files[0]) if len(files) == 1 else [str(f) for f in files]
+    else:
+        files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
     redactor, homelab = _secret_values(files)
 
     lock_dir = lock_dir or default_lock_dir()
@@ -183,49 +221,46 @@ def _execute(
 ) -> RunResult:
     os.environ["HOMELAB_HEADLESS"] = "1"  # the kernel inherits it: progress as lines, not widgets
     start = clock()
+    stamp = start.strftime("%Y%m%dT%H%M%SZ")
     t0 = time.monotonic()
     failure: tuple[int | None, str, str] | None = None  # (cell, ename, evalue)
-    with tempfile.TemporaryDirectory(prefix="homelab-run-") as tmp:
-        out = Path(tmp) / nb_path.name
-        try:
-            papermill.execute_notebook(
-                str(nb_path),
-                str(out),
-                parameters=params,
-                cwd=str(nb_path.parent),
-                progress_bar=progress_bar,
-                log_output=log_output,
-                kernel_name=kernel_name,
-            )
-        except PapermillExecutionError as e:
-            failure = (e.cell_index, e.ename, e.evalue)
-        except Exception as e:  # the kernel died or would not start: record it all the same
-            failure = (None, type(e).__name__, str(e))
-        nb = nbformat.read(str(out), as_version=4) if out.exists() else None  # type: ignore[no-untyped-call]
+    log_filter = _RedactingFilter(redactor)
+    papermill_log = logging.getLogger("papermill")
+    papermill_log.addFilter(log_filter)
+    try:
+        with tempfile.TemporaryDirectory(prefix="homelab-run-") as tmp:
+            out = Path(tmp) / nb_path.name
+            try:
+                papermill.execute_notebook(
+                    str(nb_path),
+                    str(out),
+                    parameters=params,
+                    cwd=str(nb_path.parent),
+                    progress_bar=progress_bar,
+                    log_output=log_output,
+                    kernel_name=kernel_name,
+                )
+            except PapermillExecutionError as e:
+                failure = (e.cell_index, e.ename, e.evalue)
+            except Exception as e:  # the kernel died or would not start: record it all the same
+                failure = (None, type(e).__name__, str(e))
+            nb = nbformat.read(str(out), as_version=4) if out.exists() else None  # type: ignore[no-untyped-call]
+    finally:
+        papermill_log.removeFilter(log_filter)
+
+    def record(status: str, error: str) -> Record:
+        return _record(nb_path, files, params, homelab, start, t0, status, cell, error)
 
     error = redactor.redact(f"{failure[1]}: {failure[2]}") if failure else ""
     cell = failure[0] if failure else None
     if nb is None:
-        archive.append(_record(nb_path, files, params, homelab, start, t0, "failed", cell, error, "", ""))
+        archive.commit(record("failed", error), None, stamp, nb_path.stem)
         raise RunError(f"the notebook could not be run: {error}", where=str(nb_path))
 
     places = find_leaks(nb, redactor)
     if places:
-        written = archive.append(
-            _record(
-                nb_path,
-                files,
-                params,
-                homelab,
-                start,
-                t0,
-                "leak",
-                cell,
-                f"secret value found in {', '.join(places)}; notebook not archived",
-                "",
-                "",
-            )
-        )
+        note = f"secret value found in {', '.join(places)}; notebook not archived"
+        written = archive.commit(record("leak", note), None, stamp, nb_path.stem)
         raise SecretLeak(
             f"a secret value appeared in the executed notebook ({', '.join(places)}); it was NOT archived",
             where=str(nb_path),
@@ -233,29 +268,12 @@ def _execute(
         )
 
     status = "failed" if failure else "ok"
-    path = archive.path_for(start.strftime("%Y%m%dT%H%M%SZ"), nb_path.stem, status)
-    nb.metadata.setdefault("papermill", {})["output_path"] = str(path)
     data = (json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
-    digest = archive.write_notebook(path, data)
-    record = archive.append(
-        _record(
-            nb_path,
-            files,
-            params,
-            homelab,
-            start,
-            t0,
-            status,
-            cell,
-            error,
-            str(path.relative_to(archive.root)),
-            digest,
-        )
-    )
+    written = archive.commit(record(status, error), data, stamp, nb_path.stem)
+    path = archive.root / written.archived
     if failure:
-        evalue = redactor.redact(failure[2])
-        raise NotebookFailed(nb_path.name, cell, failure[1], evalue, str(path))
-    return RunResult(record, path)
+        raise NotebookFailed(nb_path.name, cell, failure[1], redactor.redact(failure[2]), str(path))
+    return RunResult(written, path)
 
 
 def _record(
@@ -268,8 +286,6 @@ def _record(
     status: str,
     cell: int | None,
     error: str,
-    archived: str,
-    digest: str,
 ) -> Record:
     return Record(
         run=f"{start.strftime('%Y%m%dT%H%M%SZ')}-{nb_path.stem}",
@@ -282,8 +298,8 @@ def _record(
         status=status,
         failed_cell=cell,
         error=error,
-        archived=archived,
-        sha256=digest,
+        archived="",
+        sha256="",
         user=getpass.getuser(),
         host=socket.gethostname(),
     )

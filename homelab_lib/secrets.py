@@ -149,12 +149,12 @@ def find_leaks(notebook: Mapping[str, object], redactor: Redactor) -> list[str]:
     return places
 
 
+def literal_secrets(params: Mapping[str, object]) -> list[str]:
+    """Names of parameters that look like secrets (by name) and hold a value, not a reference."""
+    return [k for k, v in params.items() if SECRET_NAME.search(k) and not (isinstance(v, str) and REF_PATTERN.match(v))]
+
+
 def redact_params(params: Mapping[str, object]) -> dict[str, object]:
     """Notebook parameters for the audit record: secret-looking names that hold a literal are masked."""
-    out: dict[str, object] = {}
-    for k, v in params.items():
-        if SECRET_NAME.search(k) and not (isinstance(v, str) and REF_PATTERN.match(v)):
-            out[k] = MASK
-        else:
-            out[k] = v
-    return out
+    hidden = set(literal_secrets(params))
+    return {k: MASK if k in hidden else v for k, v in params.items()}

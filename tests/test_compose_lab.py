@@ -388,10 +388,8 @@ def test_a_container_that_never_gets_healthy(
 ) -> None:
     sick = {"prowlarr": {"ports": [{"container": 9696, "host": 19696}], "health": "/never-there"}}
     inv = faults_variant(tmp_path, sick, ["prowlarr"])
-    t0 = time.monotonic()
     with pytest.raises(Unhealthy) as e:
         run_02(inv, hosts, stacks=[FAULTS], health_timeout_s=5)
-    assert time.monotonic() - t0 < 40
     msg = str(e.value)
     assert "container docker-drowzee-faults-prowlarr-1 of service prowlarr is not healthy after 5s" in msg
     assert "--- health log (last probes) ---" in msg

@@ -258,3 +258,20 @@ def test_lab_ssh_user_defaults_to_whoever_runs_the_lab(repo: Path) -> None:
     assert inv.ssh.user == getpass.getuser()
     real = load_inventory(repo / "parameters" / "example.yaml")
     assert real.ssh.user == "debian"
+
+
+def test_unknown_k3s_service_is_located_at_its_line(make_params: Callable[..., Path]) -> None:
+    path = make_params(edit=lambda d: d["k3s"]["services"].__setitem__(1, "harbr"))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:")
+    assert "k3s.services[1]: unknown service 'harbr'; did you mean 'harbor'?" in msg
+
+
+def test_compose_only_service_on_k3s_without_any_stacks(make_params: Callable[..., Path]) -> None:
+    def edit(d: dict) -> None:
+        for vm in d["vms"]:
+            vm.pop("stacks", None)
+        d["k3s"]["services"].append("plex")
+
+    msg = only_problem(make_params(edit=edit))
+    assert "k3s.services[3]: service 'plex' cannot run on K3s" in msg

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from homelab_lib import clients, proxmox
-from homelab_lib.errors import ProvisionFailed, ProxmoxAuthError
+from homelab_lib.errors import HostKeyRejected, ProvisionFailed
 from homelab_lib.inventory import Inventory
 from homelab_lib.proxmox import ProxmoxClient, SshSnippets
 from tests.test_proxmox_fixtures import Hook, actions
@@ -139,5 +139,5 @@ def test_snippets_over_ssh_to_a_lab_endpoint(lab: Inventory, tmp_path: Path) -> 
         private_key=lab.ssh.private_key,
         known_hosts=tmp_path / "empty_known_hosts",
     )
-    with pytest.raises(ProxmoxAuthError, match=rf"node {vm.node}: SSH to .*@{vm.address}:{lab.ssh.port} failed"):
+    with pytest.raises(HostKeyRejected, match=rf"node {vm.node} \(ssh .*@{vm.address}:{lab.ssh.port}\)"):
         stranger.put(vm.node, "x.yaml", document)

@@ -18,7 +18,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from homelab_lib.archive import Archive
 from homelab_lib.cli import main
-from homelab_lib.errors import LockHeld, NotebookFailed, RunError, SecretLeak
+from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, SecretLeak
 from homelab_lib.runner import run_notebook
 
 PARAMS = 'params_file = None\nconfirm = False\nlabel = "none"'
@@ -124,7 +124,7 @@ def test_secret_printed_by_a_notebook_is_not_archived(
 
 def test_secret_value_as_parameter_is_refused(tmp_path: Path, archive: Path, locks: Path) -> None:
     nb = write_nb(tmp_path / "p.ipynb", "pass")
-    with pytest.raises(RunError) as e:
+    with pytest.raises(ConfigError) as e:
         run_notebook(nb, parameters={"api_token": "abc123"}, archive_dir=archive, lock_dir=locks)
     assert "abc123" not in str(e.value)
     assert "api_token" in str(e.value)
@@ -166,7 +166,7 @@ def test_tampering_is_detected(tmp_path: Path, archive: Path, locks: Path) -> No
     edited = json.loads(lines[0])
     edited["status"] = "ok-but-edited"
     index.write_bytes(json.dumps(edited).encode() + b"\n" + b"".join(lines[1:]))
-    assert "record 2" in arch.verify()[0]  # record 1 changed, so record 2 no longer chains to it
+    assert arch.verify()[0].startswith(f"{index}:1: record 1 (run {runs[0].record.run}) was altered")
 
     index.write_bytes(b"".join(lines))
     runs[2].archived.unlink()  # type: ignore[union-attr]
@@ -238,3 +238,47 @@ def test_cli_run_audit_list_show_verify(
     assert main(["audit", "verify", "--archive", str(archive)]) == 1
     assert f"{victim}: archived notebook of run" in capsys.readouterr().err
     assert main(["audit", "show", "nope", "--archive", str(archive)]) == 1
+
+
+def test_without_f_the_notebooks_own_params_file_is_locked_and_scanned(
+    tmp_path: Path, archive: Path, locks: Path, make_params: Callable[..., Path]
+) -> None:
+    params = make_params()
+    nb = tmp_path / "default.ipynb"
+    write_nb(
+        nb,
+        "from homelab_lib.inventory import load_inventory\ninv = load_inventory(params_file)",
+        "print(inv.proxmox.token_secret.reveal())",
+    )
+    text = nb.read_text().replace("params_file = None", f"params_file = '{params.name}'")
+    nb.write_text(text)
+    with pytest.raises(SecretLeak):
+        run_notebook(nb, archive_dir=archive, lock_dir=locks, progress_bar=False)
+    (rec,) = Archive(archive).records()
+    assert rec.homelab == "dreamland"
+    assert rec.parameter_files == [str(params)]
+
+
+def test_log_output_is_redacted(
+    tmp_path: Path, archive: Path, locks: Path, make_params: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    nb = write_nb(
+        tmp_path / "loud.ipynb",
+        "from homelab_lib.inventory import load_inventory\n"
+        "print(load_inventory(params_file).proxmox.token_secret.reveal())",
+    )
+    caplog.set_level("INFO", logger="papermill")
+    with pytest.raises(SecretLeak):
+        run_notebook(
+            nb, param_files=[make_params()], archive_dir=archive, lock_dir=locks, progress_bar=False, log_output=True
+        )
+    assert "pve-token-value" not in caplog.text
+    assert "********" in caplog.text
+
+
+def test_malformed_head_is_a_problem_not_a_crash(tmp_path: Path, archive: Path, locks: Path) -> None:
+    run_notebook(write_nb(tmp_path / "h.ipynb", "pass"), archive_dir=archive, lock_dir=locks, progress_bar=False)
+    (archive / "HEAD").write_text("abc def\n")
+    assert Archive(archive).verify() == [
+        f"{archive / 'HEAD'}: missing or unreadable; the index's end cannot be checked"
+    ]

@@ -30,9 +30,10 @@ from homelab_lib.compose.render import (
     render,
     write,
 )
-from homelab_lib.compose.transport import CommandResult, DockerHost, HostPool, SshTarget
+from homelab_lib.compose.transport import CommandResult, DockerHost, HostPool
 from homelab_lib.compose.validate import schema_problems, validate
 from homelab_lib.compose.verify import ProbeResult, ServiceStatus, probe, status, verdict
+from homelab_lib.ssh import SshTarget
 
 __all__ = [
     "CommandResult",

@@ -20,14 +20,11 @@ folder (SFTP) and the docker SDK (dial-stdio channels).
 from __future__ import annotations
 
 import contextlib
-import io
 import shlex
 import socket
-import stat
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -36,43 +33,11 @@ import requests
 from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from homelab_lib.errors import EngineUnreachable, HostKeyRejected, SshError
-from homelab_lib.secrets import SecretRef
+from homelab_lib.errors import EngineUnreachable, SshError
+from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
 
 COMMAND_TIMEOUT_S = 300.0
 DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
-
-
-@dataclass(frozen=True)
-class SshTarget:
-    """How to reach one VM over SSH; the key is a reference, read at connect time.
-
-    Attributes:
-        host: the VM's name (for messages).
-        address: its address.
-        port: the SSH port.
-        user: the login.
-        key: the private key's reference (``file:`` or ``env:``).
-        known_hosts: the known_hosts file the host key is checked against.
-        timeout: seconds for connect, banner and login.
-    """
-
-    host: str
-    address: str
-    port: int
-    user: str
-    key: SecretRef
-    known_hosts: Path
-    timeout: float = 15.0
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.user}@{self.address}:{self.port}"
-
-    @property
-    def pattern(self) -> str:
-        """How known_hosts names this endpoint."""
-        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -87,89 +52,6 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    return f"{key.get_name()} {key.fingerprint}"
-
-
-def _load_key(ref: SecretRef) -> dict[str, Any]:
-    """paramiko connect() arguments for the key: a file path, or a key object for an env: reference."""
-    if ref.kind == "file":
-        return {"key_filename": str(ref.path)}
-    text = ref.reveal()
-    for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-        try:
-            return {"pkey": cls.from_private_key(io.StringIO(text))}
-        except paramiko.SSHException:
-            continue
-    raise SshError(f"the private key in {ref} is not an ed25519, ECDSA or RSA key", where="ssh.private_key")
-
-
-def connect(target: SshTarget) -> paramiko.SSHClient:
-    """Open an SSH connection; the host key must be the one known_hosts names.
-
-    Raises:
-        HostKeyRejected: the host offers another key than known_hosts has, or known_hosts has none.
-        SshError: the connection is refused or times out, or the login is refused.
-    """
-    where = f"VM {target.host} (ssh {target.endpoint})"
-    client = paramiko.SSHClient()
-    try:
-        client.get_host_keys().load(str(target.known_hosts))
-    except OSError as e:
-        raise HostKeyRejected(
-            f"known_hosts file {target.known_hosts} cannot be read ({e.strerror}); refusing to connect unchecked",
-            where=where,
-            hint="fix ssh.known_hosts in the parameters (in the lab, `homelab lab up` writes it)",
-        ) from e
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    try:
-        client.connect(
-            target.address,
-            port=target.port,
-            username=target.user,
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=target.timeout,
-            banner_timeout=target.timeout,
-            auth_timeout=target.timeout,
-            **_load_key(target.key),
-        )
-    except paramiko.BadHostKeyException as e:
-        client.close()
-        raise HostKeyRejected(
-            f"host key mismatch: the host offers {_fingerprint(e.key)}, but {target.known_hosts} "
-            f"has {_fingerprint(e.expected_key)} for {target.pattern}; refused",
-            where=where,
-            hint="if the VM was rebuilt, check its new key out of band, then replace its line "
-            f"(ssh-keygen -R '{target.pattern}' -f {target.known_hosts}); otherwise do not connect",
-        ) from e
-    except paramiko.AuthenticationException as e:
-        client.close()
-        raise SshError(
-            f"login as {target.user} refused ({e})",
-            where=where,
-            hint="is the public key of ssh.private_key in the VM's authorized_keys (cloud-init installs it)?",
-        ) from e
-    except paramiko.SSHException as e:
-        client.close()
-        if "known_hosts" in str(e):
-            raise HostKeyRejected(
-                f"the host is not in {target.known_hosts}; refused (no host key is ever accepted unchecked)",
-                where=where,
-                hint=f"add its key after checking it out of band: ssh-keyscan -p {target.port} {target.address}",
-            ) from e
-        raise SshError(f"SSH handshake failed: {e}", where=where, hint="is sshd running on the VM?") from e
-    except (OSError, EOFError) as e:
-        client.close()
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e) or type(e).__name__
-        raise SshError(
-            f"cannot connect: {reason}",
-            where=where,
-            hint="is the VM up and its address and ssh.port right? (in the lab: `homelab lab up`)",
-        ) from e
-    return client
 
 
 class _ChannelAdapter(SSHHTTPAdapter):  # type: ignore[misc]
@@ -261,13 +143,13 @@ class DockerHost:
                 f"SFTP is not available ({e})", where=self.where, hint="enable the sftp subsystem in sshd_config"
             ) from e
         try:
-            self._mkdirs(sftp, folder, 0o755)
+            sftp_makedirs(sftp, folder, 0o755)
             for sub in private_dirs:
-                self._mkdirs(sftp, f"{folder}/{sub}", 0o700)
+                sftp_makedirs(sftp, f"{folder}/{sub}", 0o700)
                 sftp.chmod(f"{folder}/{sub}", 0o700)
             for rel, (data, mode) in sorted(files.items()):
                 path = f"{folder}/{rel}"
-                self._mkdirs(sftp, path.rsplit("/", 1)[0], 0o755)
+                sftp_makedirs(sftp, path.rsplit("/", 1)[0], 0o755)
                 try:
                     with sftp.open(path, "rb") as f:
                         if f.read() == data:
@@ -280,7 +162,7 @@ class DockerHost:
                 sftp.chmod(tmp, mode)
                 sftp.posix_rename(tmp, path)
                 written += 1
-        except OSError as e:
+        except (OSError, paramiko.SSHException) as e:
             raise SshError(
                 f"copying the project to {folder} failed ({e})",
                 where=self.where,
@@ -289,19 +171,6 @@ class DockerHost:
         finally:
             sftp.close()
         return written
-
-    @staticmethod
-    def _mkdirs(sftp: paramiko.SFTPClient, folder: str, mode: int) -> None:
-        parts = folder.split("/")
-        for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if not sub:
-                continue
-            try:
-                if stat.S_ISDIR(sftp.stat(sub).st_mode or 0):
-                    continue
-            except OSError:
-                sftp.mkdir(sub, mode)
 
     def remove_folder(self, folder: str) -> None:
         """Remove a project folder on the host (after its stack is taken down)."""

@@ -110,9 +110,9 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
             placed[svc].append(kloc)
             service = inv.services.get(svc)
             if service is None:
-                problems.append(locate(loc, _unknown_service(svc, inv)))
+                problems.append(locate(kloc, _unknown_service(svc, inv)))
             elif "k3s" not in service.platforms:
-                problems.append(locate(loc, f"service '{svc}' cannot run on K3s; place it in a Compose stack"))
+                problems.append(locate(kloc, f"service '{svc}' cannot run on K3s; place it in a Compose stack"))
     elif any(vm.role == "k3s" for vm in inv.vms):
         problems.append(locate(("vms",), "a VM has role k3s but there is no k3s: section; add one"))
 

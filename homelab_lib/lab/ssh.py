@@ -25,10 +25,11 @@ from pathlib import Path
 
 import paramiko
 
-from homelab_lib.errors import LabError
+from homelab_lib.errors import HomelabError, LabError
 from homelab_lib.inventory.model import Inventory, Vm
 from homelab_lib.lab import common
 from homelab_lib.lab.common import PartStatus, Proc
+from homelab_lib.ssh import SshTarget, connect
 
 SSHD = "/usr/sbin/sshd"
 KEY_PREFIX = "sshd/"
@@ -201,25 +202,21 @@ def probe(inv: Inventory, vm: Vm, timeout: float = 10.0) -> str:
         The Docker Engine's version as the VM sees it.
 
     Raises:
-        paramiko.SSHException, OSError: the handshake or login failed.
+        HostKeyRejected, SshError: the handshake or login failed.
         LabError: docker failed on the VM.
     """
-    private, _ = key_paths(inv)
-    client = paramiko.SSHClient()
-    try:
-        client.load_host_keys(str(inv.ssh.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(
-            vm.address,
+    client = connect(
+        SshTarget(
+            host=vm.name,
+            address=vm.address,
             port=inv.ssh.port,
-            username=inv.ssh.user,
-            key_filename=str(private),
-            look_for_keys=False,
-            allow_agent=False,
+            user=inv.ssh.user,
+            key=inv.ssh.private_key,
+            known_hosts=inv.ssh.known_hosts,
             timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
         )
+    )
+    try:
         _, out, err = client.exec_command(DOCKER_VERSION, timeout=timeout)
         version = out.read().decode().strip()
         code = out.channel.recv_exit_status()
@@ -238,7 +235,7 @@ def _try(inv: Inventory, vm: Vm) -> str | None:
     """None if the endpoint answers (probe succeeds), else why not."""
     try:
         probe(inv, vm, timeout=5.0)
-    except (paramiko.SSHException, OSError, EOFError, LabError) as e:
+    except (HomelabError, paramiko.SSHException, OSError, EOFError) as e:
         return f"{type(e).__name__}: {e}"
     return None
 
@@ -278,7 +275,7 @@ def status(inv: Inventory) -> list[PartStatus]:
         else:
             try:
                 version = probe(inv, vm, timeout=5.0)
-            except (paramiko.SSHException, OSError, EOFError, LabError) as e:
+            except (HomelabError, paramiko.SSHException, OSError, EOFError) as e:
                 out.append(PartStatus("ssh", vm.name, address, "down", f"pid {proc.pid}: {type(e).__name__}: {e}"))
             else:
                 out.append(PartStatus("ssh", vm.name, address, "up", f"pid {proc.pid}, docker {version}"))

@@ -5,7 +5,8 @@ It goes through proxmoxer's https backend (:mod:`.client`), waits for tasks
 inventory (:mod:`.desired`, :mod:`.plan`) and carries out the plan
 (:mod:`.apply`); cloud-init user-data is rendered by :mod:`.cloudinit` and
 written as snippets by :mod:`.snippets`. Everything it returns is a small
-frozen dataclass; every failure is a :class:`~homelab_lib.errors.ProxmoxError`.
+frozen dataclass; every failure is a :class:`~homelab_lib.errors.ProxmoxError`, or an
+:class:`~homelab_lib.errors.SshError` from writing snippets over SSH.
 
 A runbook::
 

@@ -35,6 +35,7 @@ from urllib.parse import quote
 from homelab_lib import progress as progress_mod
 from homelab_lib.errors import (
     AgentTimeout,
+    HomelabError,
     ProvisionConflict,
     ProvisionFailed,
     ProxmoxError,
@@ -177,7 +178,7 @@ class _Run:
     snippets: SnippetStore | None
     tasks: dict[str, Task] = field(default_factory=dict)
     steps: list[str] = field(default_factory=list)
-    failures: list[ProxmoxError] = field(default_factory=list)
+    failures: list[HomelabError] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     ips: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -199,12 +200,12 @@ class _Run:
                     self.update(self.desired.vm(change.target), change)
                 elif change.action == Action.DELETE:
                     self.delete(change)
-            except ProxmoxError as e:
+            except HomelabError as e:  # ProxmoxError, and SshError/HostKeyRejected from writing a snippet
                 self.fail(e)
             except Exception as e:  # recorded: the run ends with every failure listed
                 self.fail(ProxmoxError(f"unexpected {type(e).__name__}: {e}", node=change.where, vm=change.target))
 
-    def fail(self, error: ProxmoxError) -> None:
+    def fail(self, error: HomelabError) -> None:
         with self.lock:
             self.failures.append(error)
         self.stop.set()

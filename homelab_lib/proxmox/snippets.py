@@ -16,20 +16,19 @@ the same name is replaced by the same content.
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from homelab_lib.errors import NodeUnreachable, ProxmoxAuthError, ProxmoxError
-from homelab_lib.secrets import SecretRef, UnresolvedSecret
+from homelab_lib.errors import NodeUnreachable, ProxmoxError
+from homelab_lib.secrets import SecretRef
 
 if TYPE_CHECKING:
-    import paramiko
+    pass
 
 
 class SnippetStore(Protocol):
@@ -101,60 +100,41 @@ class SshSnippets:
     private_key: SecretRef
     known_hosts: Path
     timeout_s: float = 15.0
-    _loaded: dict[str, paramiko.PKey] = field(default_factory=dict, repr=False, compare=False)
 
     def put(self, node: str, filename: str, text: str) -> None:
         """Write the file on node, atomically.
 
         Raises:
-            NodeUnreachable: the node's SSH cannot be reached.
-            ProxmoxAuthError: the host key is unknown or the login is refused.
-            ProxmoxError: the file cannot be written.
+            HostKeyRejected: the node's host key is not the one ssh.known_hosts has.
+            SshError: the node's SSH cannot be reached, or the login is refused.
+            NodeUnreachable: the file cannot be written.
         """
         import paramiko  # here: runbooks that write no snippet do not pay for its import
 
+        from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
+
         host = self.hosts.get(node, node)
-        client = paramiko.SSHClient()
+        target = SshTarget(
+            host=node,
+            address=host,
+            port=self.port,
+            user=self.user,
+            key=self.private_key,
+            known_hosts=self.known_hosts,
+            timeout=self.timeout_s,
+            role="node",
+        )
+        client = connect(target)
         try:
-            client.load_host_keys(str(self.known_hosts))
-        except OSError as e:
-            raise ProxmoxAuthError(
-                f"cannot read known_hosts {self.known_hosts}: {e.strerror}",
-                node=node,
-                hint="add the nodes' host keys to ssh.known_hosts (ssh-keyscan NODE >> FILE, then check them)",
-            ) from e
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        try:
-            client.connect(
-                host,
-                port=self.port,
-                username=self.user,
-                pkey=self._key(),
-                timeout=self.timeout_s,
-                allow_agent=False,
-                look_for_keys=False,
-            )
             with client.open_sftp() as sftp:
-                _makedirs(sftp, self.folder)
+                sftp_makedirs(sftp, self.folder)
                 final = posixpath.join(self.folder, filename)
                 tmp = posixpath.join(self.folder, f".{filename}.tmp")
                 with sftp.open(tmp, "w") as f:
                     f.write(text.encode())
                 sftp.chmod(tmp, 0o644)
                 sftp.posix_rename(tmp, final)
-        except paramiko.BadHostKeyException as e:
-            raise ProxmoxAuthError(
-                f"the SSH host key of {host} does not match known_hosts",
-                node=node,
-                hint=f"check the node's key and fix {self.known_hosts}",
-            ) from e
-        except paramiko.SSHException as e:
-            raise ProxmoxAuthError(
-                f"SSH to {self.user}@{host}:{self.port} failed: {e}",
-                node=node,
-                hint="is the node's host key in ssh.known_hosts and ssh.private_key authorised for that user?",
-            ) from e
-        except OSError as e:
+        except (OSError, paramiko.SSHException) as e:
             raise NodeUnreachable(
                 f"cannot write snippet {filename} to {host}:{self.folder}: {e}",
                 node=node,
@@ -162,35 +142,3 @@ class SshSnippets:
             ) from e
         finally:
             client.close()
-
-    def _key(self) -> paramiko.PKey:
-        import paramiko
-
-        cached = self._loaded.get("key")
-        if cached is not None:
-            return cached
-        try:
-            text = self.private_key.reveal()
-        except UnresolvedSecret as e:
-            raise ProxmoxAuthError(e.message, hint=e.hint) from None
-        for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
-            try:
-                key: paramiko.PKey = kind.from_private_key(io.StringIO(text + "\n"))
-            except (paramiko.SSHException, ValueError):
-                continue
-            self._loaded["key"] = key
-            return key
-        raise ProxmoxAuthError(
-            f"the SSH key {self.private_key} is not an unencrypted ed25519, ECDSA or RSA private key",
-            hint="give ssh.private_key a key without a passphrase",
-        )
-
-
-def _makedirs(sftp: paramiko.SFTPClient, folder: str) -> None:
-    path = ""
-    for part in folder.strip("/").split("/"):
-        path += "/" + part
-        try:
-            sftp.stat(path)
-        except OSError:
-            sftp.mkdir(path)

@@ -151,12 +151,8 @@ def _state_text(c: Container | None) -> str:
 
 
 def _current(project: Project, state: HostState) -> dict[str, Container]:
-    found: dict[str, Container] = {}
-    for c in state.of(project.homelab):
-        wanted = c.stack == project.stack and c.service in {s.name for s in project.services}
-        if wanted and (c.service not in found or (c.state == "running" and found[c.service].state != "running")):
-            found[c.service] = c
-    return found
+    names = {s.name for s in project.services}
+    return {k: c for k, c in state.services(project.homelab, project.stack).items() if k in names}
 
 
 def _states(project: Project, state: HostState, *, kept: bool = False) -> States:

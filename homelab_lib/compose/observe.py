@@ -98,6 +98,14 @@ class HostState:
         """The containers labelled as this homelab's, on this host."""
         return [c for c in self.containers if c.homelab == homelab and c.host == self.host]
 
+    def services(self, homelab: str, stack: str) -> dict[str, Container]:
+        """The container that stands for each service of a stack: a running one first, then by name."""
+        found: dict[str, Container] = {}
+        for c in sorted(self.of(homelab), key=lambda c: (c.state != "running", c.name)):
+            if c.stack == stack:
+                found.setdefault(c.service, c)
+        return found
+
 
 def _health(attrs: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
     health = attrs.get("State", {}).get("Health") or {}

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import requests
 
-from homelab_lib.compose.observe import Container, HostState
+from homelab_lib.compose.observe import HostState
 from homelab_lib.compose.render import DesiredService, Project
 from homelab_lib.errors import ComposeError
 
@@ -80,10 +80,7 @@ def status(projects: Sequence[Project], observed: Mapping[str, HostState], now: 
     rows = []
     for project in projects:
         state = observed[project.host]
-        mine: dict[str, Container] = {}
-        for seen in state.of(project.homelab):
-            if seen.stack == project.stack and (seen.service not in mine or seen.state == "running"):
-                mine[seen.service] = seen
+        mine = state.services(project.homelab, project.stack)
         for svc in project.services:
             c = mine.get(svc.name)
             if c is None:

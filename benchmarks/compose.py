@@ -40,6 +40,15 @@ LAB = REPO / "parameters" / "lab.yaml"
 EXAMPLE = REPO / "parameters" / "example.yaml"
 
 
+def deploy_02(inv: Inventory, local: tuple[str, ...]) -> None:
+    """Bring the lab's stacks to their rendered state (a first run of 02), so the re-runs have nothing to do."""
+    projects = compose.render(inv)
+    compose.validate(projects, local)
+    with clients.docker_hosts(inv) as hosts:
+        plan = compose.plan(projects, compose.observe_all(hosts, inv.name), homelab=inv.name)
+        compose.deploy(plan, projects, hosts, profile=compose.profile_for(inv), confirm=True)
+
+
 def rerun_02(inv: Inventory, local: tuple[str, ...]) -> None:
     """What a no-change run of the notebook does, without the kernel."""
     projects = compose.render(inv)
@@ -113,6 +122,7 @@ def main(argv: list[str]) -> int:
     inv = load_inventory(LAB)
     projects = compose.render(inv)
 
+    deploy_02(inv, local)  # the first run: deploys whatever is missing
     rerun_02(inv, local)  # warm: imports, schema, page cache
     compose_ps(inv, projects)
     ours, ps = [], []

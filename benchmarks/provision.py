@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -186,16 +185,6 @@ def cell_times(path: Path) -> list[tuple[str, float]]:
     ]
 
 
-def compose_import() -> float:
-    """Seconds to import homelab_lib.compose once what 01 needs anyway (pandas, matplotlib, proxmox) is loaded."""
-    code = (
-        "import time, homelab_lib.proxmox, homelab_lib.report, matplotlib.figure; t = time.perf_counter(); "
-        "import homelab_lib.compose; print(time.perf_counter() - t)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
-    return float(done.stdout.strip())
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time-scale", type=float, default=0.01, help="real seconds per PVE second")
@@ -249,7 +238,6 @@ def main() -> int:
             print(f"  beyond kernel start:                              {r - k:.2f} s   (target <= 3 s)")
             print(f"  of which the imports cell:                        {imports:.2f} s")
             print(f"  of which the other cells:                         {sum(t for _, t in cells) - imports:.2f} s")
-            print(f"  importing homelab_lib.compose (in the imports cell, via clients.py): {compose_import():.2f} s")
     return 0
 
 

@@ -268,6 +268,7 @@ def _execute(
         )
 
     status = "failed" if failure else "ok"
+    nb.metadata.setdefault("papermill", {})["output_path"] = None  # it was a private temporary file
     data = (json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
     written = archive.commit(record(status, error), data, stamp, nb_path.stem)
     path = archive.root / written.archived

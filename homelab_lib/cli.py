@@ -159,6 +159,18 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
     return 0 if (summary["status"] == "ok").all() else 1
 
 
+def _lab_file_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PARAMS",
+        help=f"lab parameter file (default: {DEFAULT_LAB})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="homelab",
@@ -212,27 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lab", help="the rehearsal lab: up, down, status")
     p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument(
-        "-f",
-        "--file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PARAMS",
-        help=f"lab parameter file (default: {DEFAULT_LAB})",
-    )
+    _lab_file_option(p)
     p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("rehearse", help="lab up, then every runbook in order with confirm=True; a summary")
-    p.add_argument(
-        "-f",
-        "--file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PARAMS",
-        help=f"lab parameter file (default: {DEFAULT_LAB})",
-    )
+    _lab_file_option(p)
     p.add_argument("--notebooks", default=DEFAULT_NOTEBOOKS, type=Path, help="folder of runbooks (default: notebooks/)")
     p.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

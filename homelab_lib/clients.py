@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 from proxmoxer import ProxmoxAPI
@@ -55,40 +55,21 @@ def proxmox_client(inv: Inventory) -> ProxmoxClient:
                 hint="fix proxmox.ca_file (for the lab, `homelab lab up` writes it)",
             )
 
+    auth: Literal["token", "ticket"]
     if px.token_id and px.token_secret is not None:
-        token_ref = px.token_secret
-
-        def connect_token() -> ProxmoxAPI:
-            check_ca()
-            return ProxmoxAPI(
-                host,
-                port=port,
-                user=px.user,
-                token_name=px.token_id,
-                token_value=reveal(token_ref, "proxmox.token_secret"),
-                verify_ssl=verify,
-                timeout=px.timeout_s,
-            )
-
-        return ProxmoxClient(
-            connect_token, endpoint=px.endpoint, user=f"{px.user}!{px.token_id}", auth="token", ca_file=ca_file
-        )
-    if px.password is None:
+        ref, key, auth, who = px.token_secret, "proxmox.token_secret", "token", f"{px.user}!{px.token_id}"
+    elif px.password is not None:
+        ref, key, auth, who = px.password, "proxmox.password", "ticket", px.user
+    else:
         raise ProxmoxAuthError("no credentials: give proxmox.token_id + token_secret, or password")
-    password_ref = px.password
 
-    def connect_password() -> ProxmoxAPI:
+    def connect() -> ProxmoxAPI:
         check_ca()
-        return ProxmoxAPI(
-            host,
-            port=port,
-            user=px.user,
-            password=reveal(password_ref, "proxmox.password"),
-            verify_ssl=verify,
-            timeout=px.timeout_s,
-        )
+        secret = reveal(ref, key)
+        credentials = {"token_name": px.token_id, "token_value": secret} if auth == "token" else {"password": secret}
+        return ProxmoxAPI(host, port=port, user=px.user, verify_ssl=verify, timeout=px.timeout_s, **credentials)
 
-    return ProxmoxClient(connect_password, endpoint=px.endpoint, user=px.user, auth="ticket", ca_file=ca_file)
+    return ProxmoxClient(connect, endpoint=px.endpoint, user=who, auth=auth, ca_file=ca_file)
 
 
 def proxmox_snippets(inv: Inventory) -> SnippetStore | None:

@@ -32,6 +32,7 @@ from papermill.exceptions import PapermillExecutionError
 from homelab_lib.archive import Archive, Record
 from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, Problem, RunError, SecretLeak
 from homelab_lib.inventory import load_inventory
+from homelab_lib.inventory.load import shown_path
 from homelab_lib.secrets import Redactor, UnresolvedSecret, find_leaks, literal_secrets, redact_params
 
 Clock = Callable[[], datetime]
@@ -290,9 +291,9 @@ def _record(
 ) -> Record:
     return Record(
         run=f"{start.strftime('%Y%m%dT%H%M%SZ')}-{nb_path.stem}",
-        notebook=_shown(nb_path),
+        notebook=shown_path(nb_path),
         homelab=homelab,
-        parameter_files=[_shown(f) for f in files],
+        parameter_files=[shown_path(f) for f in files],
         parameters=redact_params(params),
         start=start.isoformat(timespec="seconds"),
         duration_s=round(time.monotonic() - t0, 3),
@@ -304,13 +305,6 @@ def _record(
         user=getpass.getuser(),
         host=socket.gethostname(),
     )
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 __all__ = ["ConfigError", "RunResult", "check_parameters", "default_lock_dir", "run_notebook"]

@@ -21,6 +21,11 @@ from homelab_lib.errors import HostKeyRejected, SshError
 from homelab_lib.secrets import SecretRef
 
 
+def known_hosts_pattern(address: str, port: int) -> str:
+    """How known_hosts names an SSH endpoint: ``[addr]:port``, or the bare address on port 22."""
+    return address if port == 22 else f"[{address}]:{port}"
+
+
 @dataclass(frozen=True)
 class SshTarget:
     """How to reach one VM over SSH; the key is a reference, read at connect time.
@@ -52,7 +57,7 @@ class SshTarget:
     @property
     def pattern(self) -> str:
         """How known_hosts names this endpoint."""
-        return self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return known_hosts_pattern(self.address, self.port)
 
 
 def _fingerprint(key: paramiko.PKey) -> str:

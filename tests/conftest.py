@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
@@ -62,3 +63,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("PVE_", "GRAFANA_", "RESTIC_", "POSTGRES_")):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def pve_lab(fakepve: Any, fakepve_cafile: str, tmp_path: Path) -> Any:
+    """An in-process fakepve shaped like the lab (fault switches at hand); see tests/test_proxmox_fixtures.py."""
+    from tests.test_proxmox_fixtures import make_pve_lab
+
+    return make_pve_lab(fakepve, fakepve_cafile, tmp_path)

@@ -30,7 +30,7 @@ from homelab_lib.lab import common, images, pve, ssh
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_FILE = REPO / "parameters" / "lab.yaml"
-SERVICES = images.placed_services(load_inventory(LAB_FILE))
+SERVICES = load_inventory(LAB_FILE).placed()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakepve import FakePve, TaskError
+from fakepve import TaskError
 from fakepve.certs import make_cert
 
 from homelab_lib import clients, proxmox
@@ -31,6 +31,7 @@ from homelab_lib.proxmox import At
 from homelab_lib.secrets import SecretRef
 from tests.test_proxmox_cloudinit import schema_check
 from tests.test_proxmox_fixtures import (
+    ALL,
     PASSWORD,
     PUBKEY,
     FakeClock,
@@ -39,16 +40,7 @@ from tests.test_proxmox_fixtures import (
     actions,
     converged,
     fields,
-    make_pve_lab,
 )
-
-
-@pytest.fixture
-def pve_lab(fakepve: FakePve, fakepve_cafile: str, tmp_path: Path) -> PveLab:
-    return make_pve_lab(fakepve, fakepve_cafile, tmp_path)
-
-
-ALL = ["docker-drowzee", "docker-sleepy", "docker-hypno", "k3s-nappy"]
 
 
 def test_first_run_creates_every_vm_and_the_second_makes_no_write_calls(pve_lab: PveLab) -> None:

@@ -8,10 +8,8 @@ Faults are injected at a known step through the progress hook (the step just rep
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-from fakepve import FakePve
 
 from homelab_lib.errors import (
     NodeUnreachable,
@@ -23,21 +21,14 @@ from homelab_lib.errors import (
     TaskTimeout,
 )
 from tests.test_proxmox_fixtures import (
+    ALL,
     Hook,
     PveLab,
     actions,
     converged,
     fields,
-    make_pve_lab,
 )
 
-
-@pytest.fixture
-def pve_lab(fakepve: FakePve, fakepve_cafile: str, tmp_path: Path) -> PveLab:
-    return make_pve_lab(fakepve, fakepve_cafile, tmp_path)
-
-
-ALL = ["docker-drowzee", "docker-sleepy", "docker-hypno", "k3s-nappy"]
 # What a fresh clone of the lab's template still lacks for docker-sleepy: everything after "clone".
 AFTER_CLONE = {
     "memory", "disk_gib", "onboot", "tags", "ciuser", "sshkeys", "ipconfig0", "nameserver", "searchdomain", "status",

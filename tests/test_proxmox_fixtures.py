@@ -194,3 +194,6 @@ def make_pve_lab(fakepve: FakePve, cafile: str, tmp_path: Path) -> PveLab:
 
 
 __all__ = ["Action", "FakeClock", "Hook", "PveLab", "actions", "converged", "fields", "make_pve_lab", "serve_lab_shape"]
+
+
+ALL = ["docker-drowzee", "docker-sleepy", "docker-hypno", "k3s-nappy"]

@@ -199,7 +199,7 @@ def profile_for(inv: Inventory) -> Profile:
     assert inv.lab is not None
     state_dir = inv.lab.state_dir
     generated: dict[str, SecretRef] = {}
-    for name in _placed(inv):
+    for name in inv.placed("compose"):
         for sname, spec in inv.services[name].secrets.items():
             if spec.ref is None and spec.required:
                 path = state_dir / "secrets" / f"{name}.{sname}"
@@ -209,10 +209,6 @@ def profile_for(inv: Inventory) -> Profile:
                     path.write_text(pysecrets.token_urlsafe(24) + "\n")
                 generated[f"{name}.{sname}"] = SecretRef("file", str(path))
     return Profile("lab", image_map(inv), state_dir, generated)
-
-
-def _placed(inv: Inventory) -> list[str]:
-    return sorted({svc for vm in inv.docker_hosts for names in vm.stacks.values() for svc in names})
 
 
 def _source(inv: Inventory) -> str:

@@ -111,7 +111,7 @@ def read_yaml(path: Path, index: LineIndex, loc: Loc = ()) -> Any:
     Raises:
         ConfigError: the file is missing or is not valid YAML (with the line of the fault).
     """
-    shown = _shown(path)
+    shown = shown_path(path)
     try:
         text = path.read_text()
     except OSError as e:
@@ -130,7 +130,8 @@ def read_yaml(path: Path, index: LineIndex, loc: Loc = ()) -> Any:
     return _plain(data, loc, shown, index)
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
+    """A path as messages show it: relative to the working folder when under it."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
@@ -249,18 +250,20 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
     for path in paths:
         part = LineIndex()
         data = read_yaml(path, part)
-        known[_shown(path)] = path.resolve()
+        known[shown_path(path)] = path.resolve()
         if not isinstance(data, dict):
-            raise ConfigError([Problem(_shown(path), 1, "", "the file must be a mapping of keys (name:, nodes:, ...)")])
+            raise ConfigError(
+                [Problem(shown_path(path), 1, "", "the file must be a mapping of keys (name:, nodes:, ...)")]
+            )
         for key, value in data.items():
             merged[key] = value
             index.drop((key,))
             index.copy_from(part, (key,), (key,))
-        index.add((), Where(_shown(path), 1))
+        index.add((), Where(shown_path(path), 1))
 
     catalog_index = LineIndex()
     catalog = read_yaml(CATALOG, catalog_index)
-    known[_shown(CATALOG)] = CATALOG
+    known[shown_path(CATALOG)] = CATALOG
     own = merged.get("services")
     if own is None:
         own = {}

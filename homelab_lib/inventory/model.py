@@ -381,6 +381,15 @@ class Inventory(Model):
     def docker_hosts(self) -> list[Vm]:
         return [vm for vm in self.vms if vm.role == "docker"]
 
+    def placed(self, platform: Literal["compose", "k3s"] | None = None) -> list[str]:
+        """The services placed in Compose stacks, on K3s, or (None) on either; sorted, each once."""
+        names: set[str] = set()
+        if platform in (None, "compose"):
+            names.update(svc for vm in self.vms for services in vm.stacks.values() for svc in services)
+        if platform in (None, "k3s") and self.k3s:
+            names.update(self.k3s.services)
+        return sorted(names)
+
     def secrets(self) -> list[tuple[str, SecretRef]]:
         """Every secret reference of the inventory, with its key path."""
         found: list[tuple[str, SecretRef]] = []

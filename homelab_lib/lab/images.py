@@ -75,18 +75,10 @@ def lab_tag(inv: Inventory, service: str) -> str:
     return f"{REPO}/{service}:lab-{inv.name}"
 
 
-def placed_services(inv: Inventory) -> list[str]:
-    """The services placed in the inventory (Compose stacks and K3s), sorted."""
-    names = {svc for vm in inv.vms for services in vm.stacks.values() for svc in services}
-    if inv.k3s:
-        names.update(inv.k3s.services)
-    return sorted(names)
-
-
 def image_map(inv: Inventory) -> dict[str, str]:
     """Catalog image -> the lab's stand-in tag, for every service placed in a lab inventory."""
     common.lab_settings(inv)
-    return {inv.services[name].image: lab_tag(inv, name) for name in placed_services(inv)}
+    return {inv.services[name].image: lab_tag(inv, name) for name in inv.placed()}
 
 
 def _is_lab_tag(tag: str, inv: Inventory | None = None) -> bool:
@@ -199,7 +191,7 @@ def _plan(inv: Inventory) -> tuple[tuple[dict[str, tuple[bytes, int]], str], dic
     base = _base_files()
     base_inputs = _inputs(base)
     services = {}
-    for name in placed_services(inv):
+    for name in inv.placed():
         dockerfile = service_dockerfile(name, inv.services[name])
         services[name] = (dockerfile, common.digest(base_inputs, dockerfile))
     return (base, base_inputs), services
@@ -271,7 +263,7 @@ def ensure(inv: Inventory, client: DockerClient, progress: Callable[[str], None]
 
 def status(inv: Inventory, client: DockerClient | None) -> list[PartStatus]:
     """One status per placed service: is the lab's stand-in tagged and up to date?"""
-    names = placed_services(inv)
+    names = inv.placed()
     if client is None:
         return [PartStatus("image", n, lab_tag(inv, n), "down", "the Docker Engine is not reachable") for n in names]
     try:

@@ -29,7 +29,7 @@ from homelab_lib.errors import HomelabError, LabError
 from homelab_lib.inventory.model import Inventory, Vm
 from homelab_lib.lab import common
 from homelab_lib.lab.common import PartStatus, Proc
-from homelab_lib.ssh import SshTarget, connect
+from homelab_lib.ssh import SshTarget, connect, known_hosts_pattern
 
 SSHD = "/usr/sbin/sshd"
 KEY_PREFIX = "sshd/"
@@ -52,7 +52,7 @@ def key_paths(inv: Inventory) -> tuple[Path, Path]:
 
 def host_pattern(inv: Inventory, vm: Vm) -> str:
     """How known_hosts names the endpoint: ``[addr]:port``, or the bare address on port 22."""
-    return vm.address if inv.ssh.port == 22 else f"[{vm.address}]:{inv.ssh.port}"
+    return known_hosts_pattern(vm.address, inv.ssh.port)
 
 
 def _vm_dir(inv: Inventory, vm_name: str) -> Path:

@@ -35,22 +35,9 @@ FIELDS = (
     "cicustom",
     "status",
 )
-# Fields that are VM config keys of the same name (set with one config request).
-CONFIG_FIELDS = (
-    "name",
-    "cores",
-    "memory",
-    "onboot",
-    "agent",
-    "tags",
-    "description",
-    "ciuser",
-    "sshkeys",
-    "ipconfig0",
-    "nameserver",
-    "searchdomain",
-    "cicustom",
-)
+# Fields that are VM config keys of the same name (set with one config request); the others are
+# the disk (resized), the bridge (inside net0) and the power state.
+CONFIG_FIELDS = tuple(f for f in FIELDS if f not in ("disk_gib", "bridge", "status"))
 DRIVE_KEY = re.compile(r"^(scsi|virtio|sata|ide)\d+$")
 MARKER = "managed by homelab runbooks (01_provision_nodes)"
 

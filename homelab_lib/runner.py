@@ -97,10 +97,7 @@ def _params_files(nb_path: Path, params: Mapping[str, Any]) -> list[Path]:
 
 
 def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
-    """Resolve every secret of the homelab now, for the leak scan; and the homelab's name.
-
-    In the lab, the secrets the lab generated for services (``state_dir/secrets/``) are scanned for too.
-    """
+    """Resolve every secret of the homelab now, for the leak scan; and the homelab's name."""
     redactor = Redactor()
     if not files:
         return redactor, ""
@@ -110,10 +107,6 @@ def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
             redactor.add(ref.reveal())
         except UnresolvedSecret:
             continue  # what the runner cannot read, the notebook cannot leak
-    if inv.lab is not None and (inv.lab.state_dir / "secrets").is_dir():
-        for path in sorted((inv.lab.state_dir / "secrets").iterdir()):
-            if path.is_file():
-                redactor.add(path.read_text().rstrip("\r\n"))
     return redactor, inv.name
 
 

@@ -92,23 +92,53 @@ def test_real_profile_keeps_catalog_images_devices_and_healthchecks(real_inv: In
     assert "ports" not in node
 
 
-def test_lab_profile_substitutes_stand_ins_and_moves_host_paths(repo: Path) -> None:
+def test_the_lab_renders_exactly_as_a_real_homelab(repo: Path, real_inv: Inventory) -> None:
+    """lab.yaml is an ordinary parameter file: real images, healthchecks, devices, host paths, folders."""
     inv = load_inventory(repo / "parameters" / "lab.yaml")
-    profile = compose.profile_for(inv)
-    assert profile.lab
-    projects = compose.render(inv, profile=profile)
-    (media,) = [p for p in projects if p.stack == "media"]
-    plex = media.document()["services"]["plex"]
-    assert plex["image"] == profile.images[inv.services["plex"].image]
-    assert plex["image"].startswith("homelab-lab/plex:")
-    assert "devices" not in plex
-    assert plex["healthcheck"]["test"][:3] == ["CMD", "/bin/busybox", "wget"]
-    assert inv.lab is not None
-    assert all(v["source"].startswith(str(inv.lab.state_dir)) for v in plex["volumes"] if v["type"] == "bind")
-    assert media.remote_dir.startswith(str(inv.lab.state_dir))
-    assert compose.render(inv, ["media"], compose.Profile())[0].document()["services"]["plex"]["image"] == (
-        inv.services["plex"].image
-    )
+    projects = {p.name: p for p in compose.render(inv)}
+    real = {p.name: p for p in compose.render(real_inv)}
+    assert set(projects) == set(real)  # the example's whole shape
+    assert sum(len(p.services) for p in projects.values()) == sum(len(p.services) for p in real.values())
+    plex = projects["docker-drowzee-media"].document()["services"]["plex"]
+    assert plex["image"] == "lscr.io/linuxserver/plex:1.41.3"
+    assert plex["devices"] == ["/dev/dri:/dev/dri"]
+    assert plex["healthcheck"]["test"] == ["CMD", "curl", "-fsS", "-o", "/dev/null", "http://localhost:32400/identity"]
+    assert plex["healthcheck"]["interval"] == "2s"  # the lab only probes more often (fields merge)
+    assert {v["source"] for v in plex["volumes"] if v["type"] == "bind"} == {"/srv/media"}
+    assert projects["docker-drowzee-media"].remote_dir == "homelab/compose/docker-drowzee-media"
+    node = projects["docker-hypno-exporters"].document()["services"]["node-exporter"]
+    assert node["network_mode"] == "host"
+    assert node["command"] == ["--path.rootfs=/host", "--web.listen-address=127.0.0.13:9100"]
+
+
+def test_proxied_services_share_the_proxy_network_on_the_proxy_host(real_inv: Inventory) -> None:
+    projects = {p.name: p for p in compose.render(real_inv)}
+    proxy = projects["docker-hypno-proxy"]
+    assert proxy.networks == (compose.PROXY_NETWORK,)
+    assert proxy.document()["networks"] == {"homelab-proxy": {"external": True, "name": "homelab-proxy"}}
+    grafana = projects["docker-hypno-monitoring"].document()["services"]["grafana"]
+    assert grafana["networks"] == ["default", "homelab-proxy"]
+    assert grafana["labels"]["traefik.docker.network"] == "homelab-proxy"
+    assert projects["docker-hypno-monitoring"].service("grafana").proxy_host == "grafana.home.arpa"
+    # no reverse proxy on sleepy: its services keep their labels but join no proxy network
+    arr = projects["docker-sleepy-arr"]
+    assert arr.networks == ()
+    assert "networks" not in arr.document()["services"]["sonarr"]
+    assert arr.service("sonarr").proxy_host == ""
+
+
+def test_a_rotated_secret_changes_the_config_hash(make_params: Callable[..., Path], tmp_path: Path) -> None:
+    inv = load_inventory(make_params())
+
+    def databases() -> compose.Project:
+        return next(p for p in compose.render(inv) if p.stack == "databases")
+
+    before = databases()
+    (tmp_path / "secrets" / "postgres-password").write_text("a-new-password-after-rotation\n")
+    after = databases()
+    assert after.service("postgres").config_hash != before.service("postgres").config_hash
+    assert "a-new-password-after-rotation" not in after.text
+    assert after.service("redis").config_hash == before.service("redis").config_hash
 
 
 def test_secrets_are_references_never_values(real_inv: Inventory) -> None:
@@ -240,7 +270,7 @@ def running(project: compose.Project, service: str, **changes: Any) -> Container
 def host_state(
     host: str, containers: list[Container], engine: str = "E1", images: dict[str, str] | None = None
 ) -> HostState:
-    images = images if images is not None else {c.image: c.image_id for c in containers}
+    images = images if images is not None else {compose.normal_image(c.image): c.image_id for c in containers}
     return HostState(host, engine, "27.0", tuple(containers), images)
 
 
@@ -312,24 +342,29 @@ def test_plan_deletes_stacks_and_services_dropped_from_the_inventory(arr: compos
     assert compose.stacks_to_remove(limited) == []
 
 
-def test_drift_is_scoped_to_the_host(arr: compose.Project) -> None:
+def test_every_container_on_a_hosts_engine_is_the_hosts_business(arr: compose.Project) -> None:
     mine = [running(arr, s.name) for s in arr.services]
     stray = replace(mine[0], id="f" * 64, name="by-hand", homelab="", host="", stack="", service="", config_hash="")
     other_host = replace(mine[0], id="e" * 64, name="hypno-thing", host="docker-hypno", stack="monitoring")
-    # an engine of its own (a real VM): everything on it is the host's, so strays are conflicts
-    own = compose.plan([arr], {"docker-sleepy": host_state("docker-sleepy", [*mine, stray])}, homelab="dreamland")
-    assert [(c.action, c.target) for c in own.conflicts] == [(Action.CONFLICT, "by-hand")]
-    assert "belongs to no stack" in own.conflicts[0].reason
-    # one engine behind two hosts (the lab): only labels attribute containers
-    shared = {
-        "docker-sleepy": host_state("docker-sleepy", [*mine, stray, other_host], engine="E"),
-        "docker-hypno": host_state("docker-hypno", [*mine, stray, other_host], engine="E"),
-    }
-    assert compose.shared_engines(shared) == {"docker-sleepy", "docker-hypno"}
-    plan = compose.plan([arr], shared, homelab="dreamland")
-    assert plan.conflicts == []
-    assert [(c.where, c.target) for c in plan.of_action(Action.DELETE)] == [("docker-hypno", "monitoring")]
+    plan = compose.plan(
+        [arr], {"docker-sleepy": host_state("docker-sleepy", [*mine, stray, other_host])}, homelab="dreamland"
+    )
+    assert sorted(c.target for c in plan.conflicts) == ["by-hand", "hypno-thing"]
+    assert all("belongs to no stack" in c.reason for c in plan.conflicts)
     assert all(c.where == "docker-sleepy" for c in plan.of_action(Action.NOOP))
+
+
+def test_image_references_compare_in_one_normal_form(arr: compose.Project) -> None:
+    assert compose.normal_image("postgres:16.6") == "docker.io/library/postgres:16.6"
+    assert compose.normal_image("docker.io/library/postgres:16.6") == "docker.io/library/postgres:16.6"
+    assert compose.normal_image("index.docker.io/grafana/grafana:11.4.0") == "docker.io/grafana/grafana:11.4.0"
+    assert compose.normal_image("grafana/grafana") == "docker.io/grafana/grafana:latest"
+    assert compose.normal_image("localhost:5000/x:1") == "localhost:5000/x:1"
+    assert compose.normal_image("quay.io/prometheus/node-exporter:v1.8.2") == "quay.io/prometheus/node-exporter:v1.8.2"
+    # Docker lists docker.io/library/x:t as x:t: the container still runs "the same image"
+    short = [replace(running(arr, s.name), image=s.image.removeprefix("docker.io/library/")) for s in arr.services]
+    plan = compose.plan([arr], {"docker-sleepy": host_state("docker-sleepy", short)}, homelab="dreamland")
+    assert [c.action for c in plan.changes] == [Action.NOOP] * len(arr.services)
 
 
 def test_status_and_figure_per_host(arr: compose.Project) -> None:

@@ -7,35 +7,34 @@ The steps, each a function the notebook calls once::
     hosts = clients.docker_hosts(inv)           # SSH, host keys checked against known_hosts
     observed = observe_all(hosts, inv.name)     # docker SDK over the same SSH connections
     changes = plan(projects, observed, homelab=inv.name)
-    deploy(changes, projects, hosts, profile=profile_for(inv), confirm=True)
+    deploy(changes, projects, hosts, confirm=True)
     status(projects, observe_all(hosts, inv.name), now), probe(projects)
 
 Modules: :mod:`.render`, :mod:`.validate`, :mod:`.transport` (SSH + SDK),
-:mod:`.observe`, :mod:`.drift` (the plan), :mod:`.deploy`, :mod:`.verify`, :mod:`.cleanup`
-(the lab's teardown of its projects on its one engine).
+:mod:`.observe`, :mod:`.drift` (the plan), :mod:`.deploy`, :mod:`.verify`.
 """
 
-from homelab_lib.compose.cleanup import Removed, project_names, remove_projects
-from homelab_lib.compose.deploy import DeployResult, StackOutcome, compose_command, deploy
-from homelab_lib.compose.drift import plan, shared_engines, stacks_to_apply, stacks_to_remove
-from homelab_lib.compose.observe import Container, HostState, hosts_of, observe, observe_all
+from homelab_lib.compose.deploy import DeployResult, StackOutcome, deploy
+from homelab_lib.compose.drift import plan, stacks_to_apply, stacks_to_remove
+from homelab_lib.compose.observe import Container, HostState, hosts_of, normal_image, observe, observe_all
 from homelab_lib.compose.render import (
+    PROXY_NETWORK,
     DesiredService,
-    Profile,
     Project,
     PublishedPort,
     SecretFile,
-    profile_for,
     project_name,
+    remote_dir,
     render,
     write,
 )
-from homelab_lib.compose.transport import CommandResult, DockerHost, HostPool
+from homelab_lib.compose.transport import CommandResult, DockerHost, HostPool, compose_command
 from homelab_lib.compose.validate import schema_problems, validate
 from homelab_lib.compose.verify import ProbeResult, ServiceStatus, probe, status, verdict
 from homelab_lib.ssh import SshTarget
 
 __all__ = [
+    "PROXY_NETWORK",
     "CommandResult",
     "Container",
     "DeployResult",
@@ -44,10 +43,8 @@ __all__ = [
     "HostPool",
     "HostState",
     "ProbeResult",
-    "Profile",
     "Project",
     "PublishedPort",
-    "Removed",
     "SecretFile",
     "ServiceStatus",
     "SshTarget",
@@ -55,17 +52,15 @@ __all__ = [
     "compose_command",
     "deploy",
     "hosts_of",
+    "normal_image",
     "observe",
     "observe_all",
     "plan",
     "probe",
-    "profile_for",
     "project_name",
-    "project_names",
-    "remove_projects",
+    "remote_dir",
     "render",
     "schema_problems",
-    "shared_engines",
     "stacks_to_apply",
     "stacks_to_remove",
     "status",

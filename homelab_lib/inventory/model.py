@@ -189,6 +189,9 @@ class K3s(Model):
     version: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+\+k3s\d+$")]
     services: list[Name] = []
     kubeconfig: FilePath | None = Field(default=None, description="where the fetched kubeconfig is kept")
+    install_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = Field(
+        default="https://get.k3s.io", description="the K3s install script (curl -sfL URL | sh -s -)"
+    )
 
 
 class Port(Model):
@@ -281,6 +284,12 @@ class Service(Model):
     proxy: Annotated[str, Field(pattern=NAME)] | None = Field(
         default=None, description="sub-domain the reverse proxy routes to the first port (<proxy>.<network.domain>)"
     )
+    reverse_proxy: bool = Field(
+        default=False, description="this service is the reverse proxy: proxied services of its host join its network"
+    )
+    command: list[str] = Field(
+        default_factory=list, description="arguments for the image's entrypoint; {address} is the VM's address"
+    )
 
     @field_validator("image")
     @classmethod
@@ -343,6 +352,9 @@ class Lab(Model):
 
     state_dir: FilePath
     pve_time_scale: Annotated[float, Field(ge=0)] = 0.0
+    k3s_versions: list[Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+\+k3s\d+$")]] = Field(
+        default_factory=list, description="K3s releases the lab offers besides k3s.version (upgrade rehearsals)"
+    )
 
 
 class Inventory(Model):

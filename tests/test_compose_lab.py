@@ -1,9 +1,9 @@
-"""Runbook 02 against the rehearsal lab: a real Docker Engine behind real OpenSSH, the real Compose v2.
+"""Runbook 02 against the rehearsal lab: each VM's own Docker Engine behind real OpenSSH, the real Compose v2.
 
-Nothing is mocked. The lab's stacks are deployed once for the module; fault tests
-build an inventory variant in tmp (a copy of lab.yaml with another stack, another
-known_hosts, or an extra VM served by an sshd started here) and clean up every
-container, network, volume and project folder they make.
+Nothing is mocked. The lab's stacks (the example homelab's whole shape) are deployed
+once for the module; fault tests build an inventory variant in tmp (a copy of lab.yaml
+with another stack, another known_hosts, or an extra VM served by an sshd started here)
+and clean up every container, network, volume and project folder they make.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import docker
 import nbformat
 import pytest
 from ruamel.yaml import YAML
@@ -39,7 +38,10 @@ pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_FILE = REPO / "parameters" / "lab.yaml"
-FAULTS = "faults"  # the fault tests' own stack, on docker-drowzee
+FAULTS = "faults"  # the fault tests' own stack, on docker-sleepy (whose engine holds the *arr images)
+FAULT_HOST = "docker-sleepy"
+FAULT_ADDRESS = "127.0.0.12"
+SERVICES = 17  # the example's 13 services; the exporters run on each of the three Docker VMs
 BROKEN_ADDRESS = "127.0.0.61"
 
 
@@ -71,13 +73,13 @@ def make_variant(tmp: Path, edit: Callable[[dict[str, Any]], None], name: str = 
 
 
 def faults_variant(tmp: Path, services: dict[str, Any], stack: list[str], name: str = "variant.yaml") -> Inventory:
-    """Only docker-drowzee carries a stack, FAULTS, of the given services."""
+    """Only FAULT_HOST carries a stack, FAULTS, of the given services."""
 
     def edit(d: dict[str, Any]) -> None:
         for vm in d["vms"]:
             if vm["role"] == "docker":
-                vm["stacks"] = {FAULTS: stack} if vm["name"] == "docker-drowzee" else {}
-        d["services"] = services
+                vm["stacks"] = {FAULTS: stack} if vm["name"] == FAULT_HOST else {}
+        d["services"] = {**d.get("services", {}), **services}
 
     return make_variant(tmp, edit, name)
 
@@ -95,7 +97,7 @@ def run_02(
     projects = compose.render(inv, stacks or [])
     compose.validate(projects, clients.local_compose())
     plan = compose.plan(projects, compose.observe_all(hosts, inv.name), homelab=inv.name, stacks=stacks or [])
-    result = compose.deploy(plan, projects, hosts, profile=compose.profile_for(inv), confirm=confirm, **kw)
+    result = compose.deploy(plan, projects, hosts, confirm=confirm, **kw)
     return plan, result
 
 
@@ -134,9 +136,8 @@ def deployed(lab: Inventory, hosts: compose.HostPool) -> Iterator[list[compose.P
 def faults(lab: Inventory, hosts: compose.HostPool) -> Iterator[None]:
     """Takes down the FAULTS stack after the test, whatever it left."""
     yield
-    profile = compose.profile_for(lab)
-    name = compose.project_name("docker-drowzee", FAULTS)
-    down(hosts["docker-drowzee"], name, profile.remote_dir("docker-drowzee", name))
+    name = compose.project_name(FAULT_HOST, FAULTS)
+    down(hosts[FAULT_HOST], name, compose.remote_dir(name))
 
 
 # ---------------------------------------------------------------- deploy, idempotence, one-service change
@@ -146,17 +147,20 @@ def test_every_stack_deploys_healthy_and_answers(
     lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project]
 ) -> None:
     rows = compose.status(deployed, compose.observe_all(hosts, lab.name), datetime.now(UTC))
-    assert len(rows) == sum(len(p.services) for p in deployed) == 8
+    assert len(rows) == sum(len(p.services) for p in deployed) == SERVICES
+    assert len({r.service for r in rows}) == 13
     assert [(r.host, r.service) for r in rows if not r.ok] == []
     for r in rows:
         vm = lab.vm(r.host)
-        assert r.ports, r
-        assert all(p.startswith(f"{vm.address}:") for p in r.ports), r
-        assert r.image.startswith("homelab-lab/")
+        assert compose.normal_image(r.image) == compose.normal_image(lab.services[r.service].image), r
+        if lab.services[r.service].network_mode != "host":
+            assert r.ports, r
+            assert all(p.startswith(f"{vm.address}:") for p in r.ports), r
     probes = compose.probe(deployed)
-    assert len(probes) == 8
     assert [(p.service, p.detail) for p in probes if not p.ok] == []
     assert {p.detail for p in probes} == {"HTTP 200", "connected"}
+    through_proxy = [p for p in probes if p.url.startswith("http://127.0.0.13:80/")]
+    assert {p.service for p in through_proxy} == {"prometheus", "grafana"}, "traefik routes by Host"
 
 
 def test_second_run_recreates_nothing_and_its_plan_is_empty(
@@ -210,27 +214,27 @@ def test_changing_one_services_environment_recreates_only_it(
     assert {key for key in after if final.get(key) != after[key]} == {("docker-sleepy", "arr", "sonarr")}
 
 
-def test_drift_is_scoped_to_each_host(lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project]) -> None:
-    engine = docker.from_env()
-    image = compose.profile_for(lab).images[lab.services["redis"].image]
+def test_drift_is_scoped_to_each_hosts_own_engine(
+    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project]
+) -> None:
+    engine = hosts["docker-drowzee"].docker()  # the VM's own engine, over its SSH connection
+    image = lab.services["plex"].image
     labels = {"homelab.homelab": lab.name, "homelab.host": "docker-drowzee", "homelab.stack": "handmade"}
     made = [
-        engine.containers.run(
-            image, detach=True, labels={**labels, "homelab.service": "redis"}, name="hl-test-handmade"
-        ),
-        engine.containers.run(image, detach=True, name="hl-test-unlabelled"),
+        engine.containers.run(image, detach=True, labels={**labels, "homelab.service": "plex"}, name="hl-handmade"),
+        engine.containers.run(image, detach=True, name="hl-unlabelled"),
     ]
     try:
-        plan = compose.plan(deployed, compose.observe_all(hosts, lab.name), homelab=lab.name)
-        assert compose.shared_engines(compose.observe_all(hosts, lab.name)) == set(hosts)
+        observed = compose.observe_all(hosts, lab.name)
+        assert len({s.engine_id for s in observed.values()}) == len(observed), "each VM has its own engine"
+        plan = compose.plan(deployed, observed, homelab=lab.name)
         (delete,) = plan.of_action(Action.DELETE)
         assert (delete.kind, delete.target, delete.where) == ("stack", "handmade", "docker-drowzee")
-        assert plan.conflicts == []  # the unlabelled one may be anyone's: the lab's engine is shared
-        assert len(plan.of_action(Action.NOOP)) == 8
+        assert [(c.target, c.where) for c in plan.conflicts] == [("hl-unlabelled", "docker-drowzee")]
+        assert len(plan.of_action(Action.NOOP)) == SERVICES
     finally:
         for c in made:
             c.remove(force=True, v=True)
-        engine.close()
 
 
 # ---------------------------------------------------------------- faults and bad input
@@ -349,7 +353,7 @@ def test_a_port_already_taken(
     inv = faults_variant(tmp_path, RADARR, ["radarr"])
     holder = socket.socket()
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    holder.bind(("127.0.0.11", 17878))
+    holder.bind((FAULT_ADDRESS, 17878))
     holder.listen()
     try:
         with pytest.raises(PortTaken) as e:
@@ -357,10 +361,10 @@ def test_a_port_already_taken(
     finally:
         holder.close()
     msg = str(e.value)
-    assert "docker-drowzee/faults" in msg
-    assert "127.0.0.11:17878" in msg
+    assert f"{FAULT_HOST}/faults" in msg
+    assert f"{FAULT_ADDRESS}:17878" in msg
     assert "already in use" in msg
-    assert e.value.states[("docker-drowzee", FAULTS, "radarr")] != "running (healthy)"
+    assert e.value.states[(FAULT_HOST, FAULTS, "radarr")] != "running (healthy)"
     assert "state of each service" in msg
     assert ids(hosts, lab).items() >= before.items()  # the other stacks are untouched
 
@@ -378,25 +382,26 @@ def test_an_image_that_does_not_exist_leaves_the_stack_as_it_was(
     assert "service ghost: image " in msg
     assert "registry.invalid/homelab/ghost:1.0" in msg
     assert "cannot be pulled" in msg
-    assert e.value.states[("docker-drowzee", FAULTS, "radarr")] == "previous container kept: running (healthy)"
-    assert e.value.states[("docker-drowzee", FAULTS, "ghost")] == "not deployed"
+    assert e.value.states[(FAULT_HOST, FAULTS, "radarr")] == "previous container kept: running (healthy)"
+    assert e.value.states[(FAULT_HOST, FAULTS, "ghost")] == "not deployed"
     assert ids(hosts, lab) == before  # radarr kept its container; every other stack untouched
 
 
 def test_a_container_that_never_gets_healthy(
     lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
 ) -> None:
-    sick = {"prowlarr": {"ports": [{"container": 9696, "host": 19696}], "health": "/never-there"}}
+    never = ["CMD", "curl", "-fsS", "-o", "/dev/null", "http://localhost:9696/never-there"]
+    sick = {"prowlarr": {"ports": [{"container": 9696, "host": 19696}], "healthcheck": {"test": never}}}
     inv = faults_variant(tmp_path, sick, ["prowlarr"])
     with pytest.raises(Unhealthy) as e:
         run_02(inv, hosts, stacks=[FAULTS], health_timeout_s=5)
     msg = str(e.value)
-    assert "container docker-drowzee-faults-prowlarr-1 of service prowlarr is not healthy after 5s" in msg
+    assert f"container {FAULT_HOST}-faults-prowlarr-1 of service prowlarr is not healthy after 5s" in msg
     assert "--- health log (last probes) ---" in msg
     assert "404" in msg
     assert "--- container log" in msg
     assert "stand-in for prowlarr" in msg
-    assert e.value.states[("docker-drowzee", FAULTS, "prowlarr")].startswith("running (")
+    assert e.value.states[(FAULT_HOST, FAULTS, "prowlarr")].startswith("running (")
 
 
 def test_a_removed_stack_goes_only_with_allow_delete(
@@ -407,31 +412,12 @@ def test_a_removed_stack_goes_only_with_allow_delete(
     plan, result = run_02(gone, hosts, stacks=[FAULTS])
     assert [(c.kind, c.target, c.action) for c in plan.changes] == [("stack", FAULTS, Action.DELETE)]
     assert [o.result for o in result.outcomes] == ["delete not allowed"]
-    assert ("docker-drowzee", FAULTS, "radarr") in ids(hosts, lab)
+    assert (FAULT_HOST, FAULTS, "radarr") in ids(hosts, lab)
     _, result = run_02(gone, hosts, stacks=[FAULTS], allow_delete=True)
     assert [o.result for o in result.outcomes] == ["removed"]
-    assert ("docker-drowzee", FAULTS, "radarr") not in ids(hosts, lab)
-    folder = compose.profile_for(lab).remote_dir("docker-drowzee", compose.project_name("docker-drowzee", FAULTS))
-    assert not Path(folder).exists()
-
-
-def test_the_labs_teardown_removes_exactly_its_projects(
-    lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
-) -> None:
-    inv = faults_variant(tmp_path, RADARR, ["radarr"])
-    run_02(inv, hosts, stacks=[FAULTS], health_timeout_s=60)
-    before = ids(hosts, lab)
-    engine = docker.from_env()
-    try:
-        removed = compose.remove_projects(engine, inv)  # the variant's only stack is FAULTS
-        assert removed == compose.Removed(containers=1, networks=1, volumes=1)
-        selector = {"label": "com.docker.compose.project=docker-drowzee-faults"}
-        assert engine.volumes.list(filters=selector) == []
-        assert engine.networks.list(filters=selector) == []
-    finally:
-        engine.close()
-    del before[("docker-drowzee", FAULTS, "radarr")]
-    assert ids(hosts, lab) == before  # the lab's own stacks still run
+    assert (FAULT_HOST, FAULTS, "radarr") not in ids(hosts, lab)
+    folder = compose.remote_dir(compose.project_name(FAULT_HOST, FAULTS))
+    assert not hosts[FAULT_HOST].run(f"test -e {folder}").ok
 
 
 def test_the_notebook_deploys_and_its_second_run_changes_nothing(
@@ -457,8 +443,8 @@ def test_the_notebook_deploys_and_its_second_run_changes_nothing(
 
     before = ids(hosts, lab)
     first = run()
-    assert "all 8 service(s) run healthy as rendered; 8 health endpoint(s) answer" in first
+    assert f"all {SERVICES} service(s) run healthy as rendered" in first
     second = run()
-    assert "8 no-op" in second
+    assert f"{SERVICES} no-op" in second
     assert "nothing to change: every stack runs as rendered" in second
     assert ids(hosts, lab) == before

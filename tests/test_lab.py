@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from proxmoxer import ProxmoxAPI
 from ruamel.yaml import YAML
 
+from homelab_lib import compose
 from homelab_lib import lab as lab_api
 from homelab_lib.errors import LabError
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.lab import common, images, pve, ssh
+from homelab_lib.lab import common, images, pve, standin_build, vms
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_FILE = REPO / "parameters" / "lab.yaml"
@@ -68,10 +67,9 @@ def connect(c: paramiko.SSHClient, inv: Inventory, address: str) -> None:
 # ---------------------------------------------------------------- without the lab
 
 
-def test_names_and_refusals_before_anything_starts(repo: Path) -> None:
-    assert lab_api.standin_image("plex") == "homelab-lab/plex:standin"
+def test_refusals_before_anything_starts(repo: Path) -> None:
     real = load_inventory(repo / "parameters" / "example.yaml")
-    for call in (lab_api.up, lab_api.status, lab_api.down, lab_api.image_map):
+    for call in (lab_api.up, lab_api.status, lab_api.down):
         with pytest.raises(LabError, match="not a rehearsal lab"):
             call(real)
 
@@ -92,9 +90,9 @@ def test_non_loopback_addresses_are_refused(tmp_path: Path) -> None:
 
 
 def test_static_elf_check() -> None:
-    assert images._is_static_elf(images.BUSYBOX.read_bytes())
-    assert not images._is_static_elf(Path("/bin/ls").read_bytes())
-    assert not images._is_static_elf(b"#!/bin/sh\n")
+    assert standin_build.is_static_elf(images.BUSYBOX.read_bytes())
+    assert not standin_build.is_static_elf(Path("/bin/ls").read_bytes())
+    assert not standin_build.is_static_elf(b"#!/bin/sh\n")
 
 
 # ---------------------------------------------------------------- Proxmox
@@ -132,22 +130,74 @@ def test_proxmox_tls_is_not_trusted_without_the_lab_ca(lab: Inventory) -> None:
         proxmox(lab, verify=True)
 
 
-# ---------------------------------------------------------------- SSH
+# ---------------------------------------------------------------- VMs: each its own host
+
+
+def on_vm(inv: Inventory, vm_name: str, command: str) -> tuple[int, str]:
+    """Run a shell command on a lab VM over SSH (host key checked); (exit code, stdout + stderr)."""
+    c = ssh_client(inv, inv.ssh.known_hosts)
+    try:
+        connect(c, inv, inv.vm(vm_name).address)
+        _, out, err = c.exec_command(command, timeout=60)
+        text = out.read().decode() + err.read().decode()
+        return out.channel.recv_exit_status(), text
+    finally:
+        c.close()
 
 
 @pytest.mark.lab
-def test_every_vm_endpoint_runs_docker_over_ssh(lab: Inventory, client: Any) -> None:
-    engine_version = client.version()["Version"]
+def test_every_vm_is_its_own_host_with_its_own_engine(lab: Inventory) -> None:
     assert {vm.role for vm in lab.vms} == {"docker", "k3s"}
+    engines = {}
     for vm in lab.vms:
-        c = ssh_client(lab, lab.ssh.known_hosts)
-        try:
-            connect(c, lab, vm.address)
-            _, out, _ = c.exec_command("docker version --format '{{.Server.Version}}'", timeout=10)
-            assert out.read().decode().strip() == engine_version
-            assert out.channel.recv_exit_status() == 0
-        finally:
-            c.close()
+        code, text = on_vm(lab, vm.name, "hostname; docker info --format '{{.ID}} {{.DockerRootDir}}'")
+        assert code == 0, text
+        hostname, engine = text.strip().splitlines()
+        assert hostname == vm.name
+        engines[vm.name] = engine.split()[0]
+    assert len(set(engines.values())) == len(lab.vms), engines
+    try:
+        machine = docker.from_env().info()["ID"]
+    except docker.errors.DockerException:
+        machine = None
+    assert machine not in engines.values()
+
+
+@pytest.mark.lab
+def test_what_a_vm_writes_lands_in_its_folder_only(lab: Inventory) -> None:
+    state_dir = common.lab_settings(lab).state_dir
+    token = os.urandom(6).hex()
+    paths = [f"/etc/rancher/k3s/{token}", f"/srv/{token}", f"/opt/{token}", f"/var/lib/rancher/{token}"]
+    writer, other = lab.vms[3].name, lab.vms[0].name
+    code, text = on_vm(lab, writer, " && ".join(f"mkdir -p {Path(p).parent} && echo {token} > {p}" for p in paths))
+    assert code == 0, text
+    for p in paths:
+        assert (state_dir / "vms" / writer / "fs" / p.lstrip("/")).read_text().strip() == token
+        assert not Path(p).exists(), f"{p} leaked onto the machine"
+        assert on_vm(lab, other, f"test -e {p}")[0] != 0, f"{p} is visible on {other}"
+        assert on_vm(lab, writer, f"cat {p}")[1].strip() == token
+
+
+@pytest.mark.lab
+def test_a_vm_gets_stand_ins_for_devices_the_machine_lacks(lab: Inventory) -> None:
+    code, text = on_vm(lab, "docker-drowzee", "ls -l /dev/dri/renderD128")
+    assert code == 0, text
+    assert text.startswith("c"), text
+    assert "226, 128" in text
+    if not Path("/dev/dri").exists():
+        assert on_vm(lab, "docker-sleepy", "test -e /dev/dri")[0] != 0  # only the VM whose services need it
+
+
+@pytest.mark.lab
+def test_each_engine_holds_its_services_images_under_their_real_names(lab: Inventory) -> None:
+    for vm in lab.docker_hosts:
+        wanted = sorted({lab.services[s].image for stack in vm.stacks.values() for s in stack})
+        code, text = on_vm(lab, vm.name, "docker image ls --format '{{.Repository}}:{{.Tag}}'")
+        assert code == 0, text
+        held = {compose.normal_image(line) for line in text.split()}
+        assert {compose.normal_image(i) for i in wanted} <= held, (vm.name, wanted, held)
+    code, text = on_vm(lab, "docker-sleepy", "docker image inspect docker.io/library/postgres:16.6")
+    assert code != 0  # postgres runs on hypno: sleepy's engine never got it
 
 
 @pytest.mark.lab
@@ -156,7 +206,7 @@ def test_a_wrong_or_missing_host_key_is_refused(lab: Inventory, tmp_path: Path) 
     other = ed25519.Ed25519PrivateKey.generate().public_key()
     line = other.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     wrong = tmp_path / "known_hosts"
-    wrong.write_text(f"{ssh.host_pattern(lab, vm)} {line}\n")
+    wrong.write_text(f"{vms.host_pattern(lab, vm)} {line}\n")
     c = ssh_client(lab, wrong)
     with pytest.raises(paramiko.BadHostKeyException):
         connect(c, lab, vm.address)
@@ -170,111 +220,26 @@ def test_a_wrong_or_missing_host_key_is_refused(lab: Inventory, tmp_path: Path) 
     c.close()
 
 
-# ---------------------------------------------------------------- stand-in images
-
-
-@pytest.mark.lab
-def test_image_map_covers_the_placed_services(lab: Inventory) -> None:
-    mapping = lab_api.image_map(lab)
-    assert sorted(mapping) == sorted(lab.services[s].image for s in SERVICES)
-    assert mapping["lscr.io/linuxserver/plex:1.41.3"] == "homelab-lab/plex:lab-rehearsal"
-
-
-def wait_healthy(container: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        container.reload()
-        health = container.attrs["State"].get("Health", {}).get("Status")
-        if health == "healthy":
-            return
-        assert container.status == "running", container.logs().decode()
-        time.sleep(0.2)
-    raise AssertionError(f"{container.name} is not healthy: {container.attrs['State'].get('Health')}")
-
-
-def exec_text(container: Any, command: str) -> str:
-    code, out = container.exec_run(command)
-    assert code == 0, out
-    return str(out.decode())
-
-
-@pytest.fixture(scope="module")
-def standins(lab: Inventory, client: Any) -> Iterator[dict[str, Any]]:
-    """One running container per stand-in, each with a fresh volume per service volume, port on 127.0.0.1."""
-    containers: dict[str, Any] = {}
-    volumes: list[Any] = []
-    try:
-        for service in SERVICES:
-            svc = lab.services[service]
-            mounts = {}
-            for path in svc.volumes.values():
-                volumes.append(client.volumes.create())
-                mounts[volumes[-1].name] = {"bind": path, "mode": "rw"}
-            containers[service] = client.containers.run(
-                images.lab_tag(lab, service),
-                detach=True,
-                ports={f"{p.container}/{p.protocol}": ("127.0.0.1", None) for p in svc.ports},
-                volumes=mounts,
-            )
-        for container in containers.values():
-            wait_healthy(container)
-        yield containers
-    finally:
-        for container in containers.values():
-            container.remove(force=True)
-        for volume in volumes:
-            volume.remove(force=True)
-
-
-@pytest.mark.lab
-@pytest.mark.parametrize("service", SERVICES)
-def test_standin_serves_its_health_path_and_keeps_files(lab: Inventory, standins: dict[str, Any], service: str) -> None:
-    svc = lab.services[service]
-    container = standins[service]
-    assert container.labels[images.LABEL] == service
-    assert container.labels[images.IMAGE_LABEL] == svc.image
-    port = next(p.container for p in svc.ports if p.protocol == "tcp")
-    published = int(container.ports[f"{port}/tcp"][0]["HostPort"])
-    path = "/" if svc.health == "tcp" else svc.health
-    assert requests.get(f"http://127.0.0.1:{published}{path}", timeout=5).status_code == 200
-    socket.create_connection(("127.0.0.1", published), timeout=5).close()
-
-    ids = {p: exec_text(container, f"cat {p}/standin-{service}.id") for p in svc.volumes.values()}
-    assert all(len(i) == 32 for i in ids.values()), ids
-    container.stop(timeout=10)
-    container.reload()
-    assert container.attrs["State"]["ExitCode"] != 137, "the stand-in ends on SIGTERM, not killed after the timeout"
-    container.start()
-    for p, first_id in ids.items():
-        assert exec_text(container, f"cat {p}/standin-{service}.id") == first_id
-        assert exec_text(container, f"cat {p}/boots.log").count("boot of") == 2
-
-
-# ---------------------------------------------------------------- status and idempotence
-
-
 @pytest.mark.lab
 def test_status_reports_every_part_up(lab: Inventory) -> None:
     parts = lab_api.status(lab)
     assert [p for p in parts if p.state != "up"] == []
     kinds = [(p.part, p.name) for p in parts]
-    assert ("docker", "engine") in kinds
     assert ("proxmox", "fakepve") in kinds
-    assert [n for k, n in kinds if k == "ssh"] == [vm.name for vm in lab.vms]
-    assert [n for k, n in kinds if k == "image"] == SERVICES
+    assert [n for k, n in kinds if k == "vm"] == [vm.name for vm in lab.vms]
+    assert {n.split("/")[1] for k, n in kinds if k == "image"} == set(SERVICES)
 
 
 @pytest.mark.lab
-def test_a_second_up_reuses_everything(lab: Inventory, client: Any) -> None:
+def test_a_second_up_reuses_everything(lab: Inventory) -> None:
     state_dir = common.lab_settings(lab).state_dir
     before = {k: p.pid for k, p in common.load_state(state_dir).items()}
-    image_ids = {s: client.images.get(images.lab_tag(lab, s)).id for s in SERVICES}
     lines: list[str] = []
     parts = lab_api.up(lab, progress=lines.append)
     assert all(p.state == "up" for p in parts)
     assert {k: p.pid for k, p in common.load_state(state_dir).items()} == before
-    assert {s: client.images.get(images.lab_tag(lab, s)).id for s in SERVICES} == image_ids
-    assert not [line for line in lines if "started" in line or "building" in line], lines
+    assert not [line for line in lines if "booted" in line or "building" in line], lines
+    assert all("(0 built)" in line for line in lines if line.startswith("images:")), lines
 
 
 # ---------------------------------------------------------------- a second lab beside the session's
@@ -303,6 +268,8 @@ def write_lab_copy(
     data["ssh"]["public_key"] = str(state / "ssh" / "id_ed25519.pub")
     data["ssh"]["known_hosts"] = str(state / "ssh" / "known_hosts")
     data["k3s"]["kubeconfig"] = str(state / "k3s" / "kubeconfig.yaml")
+    data["services"]["postgres"]["secrets"]["postgres_password"]["ref"] = f"file:{state}/secrets/postgres_password"
+    data["monitoring"]["grafana_admin_password"] = f"file:{state}/secrets/grafana_admin_password"
     for i, vm in enumerate(data["vms"]):
         vm["ip"] = f"127.0.0.{first_ip + i}/8"
     if edit:
@@ -313,46 +280,58 @@ def write_lab_copy(
     return path
 
 
+def _mounts() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
 @pytest.mark.lab
-def test_a_second_lab_comes_up_and_goes_down_without_touching_the_first(
-    lab: Inventory, client: Any, tmp_path: Path
-) -> None:
-    two = load_inventory(write_lab_copy(tmp_path))
+def test_a_second_lab_comes_up_and_its_down_leaves_nothing_behind(lab: Inventory, tmp_path: Path) -> None:
+    """A smaller lab beside the session's: processes restarted when dead, and `down` removes every trace."""
+
+    def edit(data: dict[str, Any]) -> None:
+        data["vms"] = [data["vms"][0]]  # one Docker VM is enough here
+        data.pop("k3s")
+        data["monitoring"]["prometheus_host"] = data["vms"][0]["name"]
+
+    two = load_inventory(write_lab_copy(tmp_path, edit=edit))
     state_dir = common.lab_settings(two).state_dir
+    vm = two.vms[0]
+    bridge = vms.bridge_name(two, vm)
     try:
         parts = lab_api.up(two, progress=lambda _line: None)
         assert all(p.state == "up" for p in parts)
-        assert [p.address for p in parts if p.part == "ssh"] == [f"127.0.0.{21 + i}:2223" for i in range(4)]
-        host, port = pve.endpoint(two)
-        assert (host, port) == ("127.0.0.3", 8016)
+        assert [p.address for p in parts if p.part == "vm"] == ["127.0.0.21:2223"]
+        assert pve.endpoint(two) == ("127.0.0.3", 8016)
         nodes = {n["node"] for n in proxmox(two, verify=str(pve.ca_path(two))).nodes.get()}
         assert nodes - {"pve1"} == {n.name for n in two.nodes}
         procs = common.load_state(state_dir)
-        assert sorted(procs) == ["pve", *sorted(f"sshd/{vm.name}" for vm in two.vms)]
+        assert sorted(procs) == ["dockerd/docker-drowzee", "pve", "vm/docker-drowzee"]
+        assert Path(f"/sys/class/net/{bridge}").exists()
 
-        dead = ["pve", f"sshd/{two.vms[1].name}"]
-        for key in dead:
-            os.kill(procs[key].pid, signal.SIGKILL)
-        assert lab_api.status(two)[1].state == "down"
+        os.kill(procs["pve"].pid, signal.SIGKILL)
+        assert lab_api.status(two)[0].state == "down"
         lab_api.up(two, progress=lambda _line: None)
         again = common.load_state(state_dir)
-        assert [k for k in procs if again[k].pid != procs[k].pid] == dead, "only the dead ones are restarted"
+        assert [k for k in procs if again[k].pid != procs[k].pid] == ["pve"], "only the dead one is restarted"
         procs = again
-
-        mine = client.containers.create(images.lab_tag(two, "plex"))
-        theirs = client.containers.create(images.lab_tag(lab, "plex"))
+        image = two.services["plex"].image
+        code, text = on_vm(two, vm.name, f"docker run -d --entrypoint /bin/sleep {image} 1000")
+        assert code == 0, text
+        container = text.strip().splitlines()[-1]
     finally:
         lab_api.down(two, progress=lambda _line: None)
-    try:
-        assert not state_dir.exists()
-        assert all(common.cmdline(p.pid) is None for p in procs.values()), "every process of the lab is gone"
-        tags = {t for i in client.images.list(filters={"label": images.LABEL}) for t in i.tags}
-        assert not [t for t in tags if t.endswith(":lab-rehearsal-two")]
-        assert {images.lab_tag(lab, s) for s in SERVICES} <= tags
-        assert {images.standin_image(s) for s in SERVICES} <= tags
-        with pytest.raises(docker.errors.NotFound):
-            client.containers.get(mine.id)
-        assert client.containers.get(theirs.id).status == "created"
-        assert all(p.state == "up" for p in lab_api.status(lab)), "the session's lab is untouched"
-    finally:
-        theirs.remove(force=True)
+    assert not state_dir.exists()
+    assert all(common.cmdline(p.pid) is None for p in procs.values()), "every process of the lab is gone"
+    leftovers = [
+        pid
+        for pid in os.listdir("/proc")
+        if pid.isdigit() and str(tmp_path) in " ".join(common.cmdline(int(pid)) or [])
+    ]
+    assert leftovers == [], "no process refers to the lab's folder"
+    shims = [
+        pid for pid in os.listdir("/proc") if pid.isdigit() and container in " ".join(common.cmdline(int(pid)) or [])
+    ]
+    assert shims == [], "the VM's containers stopped with its engine"
+    assert not Path(f"/sys/class/net/{bridge}").exists(), "the VM's bridge is removed"
+    assert str(tmp_path) not in _mounts(), "no mount of the lab is left"
+    assert all(p.state == "up" for p in lab_api.status(lab)), "the session's lab is untouched"

@@ -1,10 +1,18 @@
 """The rehearsal lab: the homelab's shape on one machine, reached over the same protocols.
 
+The lab makes itself look like a homelab; the library never knows it is in one.
+``parameters/lab.yaml`` is an ordinary parameter file whose addresses point here:
+
 - Proxmox VE: fakepve, run as its own process, over HTTPS with a lab CA (:mod:`.pve`).
-- VMs: one real OpenSSH server per VM on the VM's 127.x address, all backed by this
-  machine's Docker Engine (:mod:`.ssh`).
-- Images: a locally built busybox stand-in per placed service, since no registry is
-  reachable (:mod:`.images`).
+- VMs: each VM is its own host (:mod:`.vms`): a mount and UTS namespace whose
+  ``/etc``, ``/srv``, ``/var/lib``... land in the VM's folder, its own Docker Engine,
+  and an OpenSSH server on the VM's 127.x address.
+- Images: each VM's engine holds stand-ins for its services under their real
+  names, since no registry is reachable (:mod:`.images`).
+- Downloads: what a homelab fetches from the internet (the K3s installer and
+  releases at ``k3s.install_url``), served on loopback (:mod:`.downloads`).
+- Secrets: the files the parameters' ``file:`` references name under the lab's
+  state dir are generated once (:mod:`.secrets`).
 
 Everything the lab makes lives in ``inv.lab.state_dir``::
 
@@ -12,10 +20,14 @@ Everything the lab makes lives in ``inv.lab.state_dir``::
     lab.lock            held while up/down run
     pve/                password, ca.pem, ca.key, cert.pem, key.pem, guests.json, log
     ssh/                authorized_keys (and, in parameters/lab.yaml, the client key and known_hosts)
-    sshd/<vm>/          sshd_config, ssh_host_ed25519_key(.pub), sshd.pid, log
+    vms/<vm>/           the VM: sshd_config, host key, log, its engine's data-root and socket, fs/
+    downloads/          the K3s installer and releases the download server serves
+    secrets/            generated service secrets (mode 600)
+    build/              the stand-in program, compiled
 
 ``up`` is idempotent: what runs and answers with the same inputs is reused, what
 died or changed is restarted, images are rebuilt only when their inputs change.
+``down`` stops every VM (engine first), fakepve, removes the VMs' bridges and the state dir.
 """
 
 from __future__ import annotations
@@ -28,11 +40,10 @@ import filelock
 
 from homelab_lib.errors import LabError
 from homelab_lib.inventory.model import Inventory
-from homelab_lib.lab import common, images, pve, ssh
+from homelab_lib.lab import common, downloads, images, pve, secrets, vms
 from homelab_lib.lab.common import PartStatus
-from homelab_lib.lab.images import image_map, standin_image
 
-__all__ = ["PartStatus", "down", "image_map", "standin_image", "status", "up"]
+__all__ = ["PartStatus", "down", "status", "up"]
 
 LOCK_TIMEOUT_S = 900.0
 
@@ -46,8 +57,8 @@ def _check(inv: Inventory) -> None:
     """Everything that can be checked before starting anything."""
     common.lab_settings(inv)
     pve.endpoint(inv)
-    ssh.check(inv)
-    ssh.key_paths(inv)
+    vms.check(inv)
+    vms.key_paths(inv)
 
 
 def _foreign(state_dir: Path) -> bool:
@@ -91,17 +102,15 @@ def up(inv: Inventory, progress: Callable[[str], None] = print) -> list[PartStat
     _check(inv)
     _prepare_state_dir(inv)
     with _lock(inv):
-        client = images.engine()
-        try:
-            progress(f"docker: engine {client.version().get('Version', '?')} reachable")
-            pve_fresh = pve.start(inv, progress)
-            ssh_fresh = ssh.start(inv, progress)
-            images.ensure(inv, client, progress)
-        finally:
-            client.close()
+        secrets.ensure(inv, progress)
+        pve_fresh = pve.start(inv, progress)
+        if downloads.start(inv, progress):
+            downloads.wait(inv)
+        vms_fresh = vms.start(inv, progress)
         if pve_fresh:
             pve.wait(inv)
-        ssh.wait(inv, ssh_fresh)
+        vms.wait(inv, vms_fresh)
+        images.ensure(inv, progress)
     parts = status(inv)
     down_parts = [p for p in parts if p.state != "up"]
     if down_parts:
@@ -112,26 +121,19 @@ def up(inv: Inventory, progress: Callable[[str], None] = print) -> list[PartStat
 
 
 def status(inv: Inventory) -> list[PartStatus]:
-    """The state of every part: docker engine, proxmox, each SSH endpoint, each stand-in image.
+    """The state of every part: proxmox, each VM (its SSH and its engine), each stand-in image.
 
     Raises:
         LabError: the inventory is not a lab's.
     """
     _check(inv)
-    engine, client = images.engine_status()
-    try:
-        return [engine, pve.status(inv), *ssh.status(inv), *images.status(inv, client)]
-    finally:
-        if client is not None:
-            client.close()
+    return [pve.status(inv), *downloads.status(inv), *vms.status(inv), *images.status(inv)]
 
 
 def down(inv: Inventory, progress: Callable[[str], None] = print) -> None:
-    """Stop the lab: its processes, its containers and image tags, and delete its state dir.
+    """Stop the lab: every VM (its engine, containers and mounts go with it), fakepve; delete the state dir.
 
-    The shared stand-in images are removed only when no other lab on this machine
-    still uses them (see :mod:`homelab_lib.lab.images`). Safe to call when the lab is
-    not up.
+    Safe to call when the lab is not up.
 
     Raises:
         LabError: the inventory is not a lab's.
@@ -144,23 +146,8 @@ def down(inv: Inventory, progress: Callable[[str], None] = print) -> None:
     if state_dir.exists():
         with _lock(inv):
             pve.stop(inv, progress)
-            ssh.stop(inv, progress)
-    try:
-        client = images.engine()
-    except LabError as e:
-        progress(f"docker: {e.message}; containers and images left in place")
-    else:
-        from homelab_lib.compose import remove_projects  # compose uses the lab's image map: import late
-
-        try:
-            removed = remove_projects(client, inv)
-            progress(
-                f"compose: removed {removed.containers} containers, {removed.networks} networks and "
-                f"{removed.volumes} volumes of the lab's stacks"
-            )
-            images.remove(inv, client, progress)
-        finally:
-            client.close()
+            downloads.stop(inv, progress)
+            vms.stop(inv, progress)
     if state_dir.exists():
         shutil.rmtree(state_dir)
         progress(f"lab {inv.name}: removed {state_dir}")

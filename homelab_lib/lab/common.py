@@ -160,6 +160,12 @@ def cmdline(pid: int) -> list[str] | None:
     return [part.decode(errors="replace") for part in raw.rstrip(b"\0").split(b"\0")]
 
 
+def is_alive(pid: int) -> bool:
+    """True if the pid runs (a zombie counts as dead)."""
+    _reap(pid)
+    return cmdline(pid) is not None
+
+
 def is_running(proc: Proc | None) -> bool:
     """True if the recorded process is alive and still runs the recorded argv.
 

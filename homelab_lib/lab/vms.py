@@ -1,29 +1,49 @@
-"""The lab's VMs as SSH endpoints: one real OpenSSH server per VM, on the VM's loopback address.
+"""The lab's VMs: each one its own host, reached over SSH like a real VM.
 
-Every VM of the inventory (Docker hosts and the K3s VM) gets its own sshd on
-``vm.address:ssh.port`` with its own ed25519 host key. Behind all of them is
-this machine, so ``docker`` run over SSH reaches the one Docker Engine.
+Every VM of the inventory (Docker hosts and the K3s VM) is a process tree in its
+own mount and UTS namespace (``unshare``), booted by ``vm-init.sh``:
+
+- its files: overlays on ``/etc``, ``/usr/local``, ``/opt``, ``/srv``, ``/var/lib``,
+  ``/root``, ``/home`` and ``/dev``, so what a runbook writes there lands in the VM's
+  folder of the lab's state dir (``vms/<vm>/fs/...``) and nowhere else on the machine;
+  a private ``/run``; its hostname is the VM's name;
+- its own Docker Engine (``dockerd`` with its own data-root, exec-root, pid file and
+  socket, a default bridge and address pool of its own), which ``docker`` on the VM
+  talks to at the usual ``/var/run/docker.sock``;
+- device stand-ins for devices its services need that this machine lacks (``/dev/dri``);
+- ``systemctl`` answered by the lab (``systemctl.sh``; the VM runs no systemd), and
+  enabled units started at boot;
+- its OpenSSH server on ``vm.address:ssh.port`` with its own ed25519 host key.
 
 Files: the client key at ``ssh.private_key`` (a ``file:`` reference) and its
 ``.pub`` at ``ssh.public_key``; ``known_hosts`` at ``ssh.known_hosts`` (the
 lab's entries are replaced, other lines kept); and under ``state_dir``:
 
     ssh/authorized_keys             the client key, for every endpoint
-    sshd/<vm>/sshd_config           the endpoint's configuration
-    sshd/<vm>/ssh_host_ed25519_key  its host key (and .pub)
-    sshd/<vm>/sshd.pid, log         its pid file and output
+    vms/<vm>/sshd_config            the endpoint's configuration
+    vms/<vm>/ssh_host_ed25519_key   its host key (and .pub)
+    vms/<vm>/log                    the VM's boot and sshd output
+    vms/<vm>/dockerd.log, .pid      its engine's output and pid
+    vms/<vm>/docker.sock            a second socket of its engine, for the lab itself
+    vms/<vm>/docker/                the engine's data-root
+    vms/<vm>/fs/<path>              what the VM wrote under <path>
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
 import os
 import pwd
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import docker
 import paramiko
+import requests
 
 from homelab_lib.errors import HomelabError, LabError
 from homelab_lib.inventory.model import Inventory, Vm
@@ -32,9 +52,18 @@ from homelab_lib.lab.common import PartStatus, Proc
 from homelab_lib.ssh import SshTarget, connect, known_hosts_pattern
 
 SSHD = "/usr/sbin/sshd"
-KEY_PREFIX = "sshd/"
+INIT = Path(__file__).with_name("vm-init.sh")
+SYSTEMCTL = Path(__file__).with_name("systemctl.sh")  # the VMs run no systemd: the lab answers systemctl
+KEY_PREFIX = "vm/"
+ENGINE_PREFIX = "dockerd/"
 DOCKER_VERSION = "docker version --format '{{.Server.Version}}'"
-START_TIMEOUT_S = 30.0
+START_TIMEOUT_S = 60.0
+ENGINE_STOP_S = 30.0
+SOCKET_MAX = 100  # a unix socket path must fit in sun_path (108 bytes)
+# Devices a service may ask for that this machine lacks: the VM gets stand-in nodes.
+DEVICE_STANDINS = {"/dev/dri": [("/dev/dri/card0", 226, 0), ("/dev/dri/renderD128", 226, 128)]}
+
+DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
 
 
 def key_paths(inv: Inventory) -> tuple[Path, Path]:
@@ -55,20 +84,65 @@ def host_pattern(inv: Inventory, vm: Vm) -> str:
     return known_hosts_pattern(vm.address, inv.ssh.port)
 
 
-def _vm_dir(inv: Inventory, vm_name: str) -> Path:
-    return common.lab_settings(inv).state_dir / "sshd" / vm_name
+def vm_dir(inv: Inventory, vm_name: str) -> Path:
+    """The VM's folder in the lab's state dir (everything the VM writes lands under it)."""
+    return common.lab_settings(inv).state_dir / "vms" / vm_name
+
+
+def engine_socket(inv: Inventory, vm_name: str) -> Path:
+    """The lab's own socket of a VM's Docker Engine."""
+    return vm_dir(inv, vm_name) / "docker.sock"
+
+
+def bridge_name(inv: Inventory, vm: Vm) -> str:
+    """The Linux bridge of a VM's engine (interface names have at most 15 characters)."""
+    state_dir = common.lab_settings(inv).state_dir
+    return "hl" + hashlib.sha256(f"{state_dir}/{vm.name}".encode()).hexdigest()[:10]
+
+
+def _octet(vm: Vm) -> int:
+    return int(vm.address.rsplit(".", 1)[1])
+
+
+def bridge_address(vm: Vm) -> str:
+    """The engine bridge's gateway address: 10.199.<last octet of the VM's address>.1/24."""
+    return f"10.199.{_octet(vm)}.1/24"
+
+
+def address_pool(vm: Vm) -> str:
+    """The engine's pool for its networks (a /16 per VM, distinct from every other VM's)."""
+    octet = _octet(vm)
+    return f"base=10.{octet if octet != 199 else 198}.0.0/16,size=24"
+
+
+def device_standins(inv: Inventory, vm: Vm) -> list[str]:
+    """``PATH:c:MAJOR:MINOR`` for each device the VM's services need and this machine lacks."""
+    wanted = sorted({d for services in vm.stacks.values() for name in services for d in inv.services[name].devices})
+    out = []
+    for device in wanted:
+        if Path(device).exists():
+            continue
+        nodes = DEVICE_STANDINS.get(device, [(device, 1, 3)])  # unknown: a node that acts as /dev/null
+        out += [f"{path}:c:{major}:{minor}" for path, major, minor in nodes]
+    return out
 
 
 def check(inv: Inventory) -> None:
-    """Raise LabError if the SSH part cannot work: non-loopback VM addresses, a user sshd cannot serve."""
+    """Raise LabError if the VMs cannot work: non-loopback addresses, a user sshd cannot serve, not root."""
     for vm in inv.vms:
         common.require_loopback(vm.address, f"VM {vm.name} (ip {vm.ip})")
+        if len(str(engine_socket(inv, vm.name))) > SOCKET_MAX:
+            raise LabError(
+                f"VM {vm.name}'s engine socket path is too long for a unix socket: {engine_socket(inv, vm.name)}",
+                where="lab.state_dir",
+                hint="give lab.state_dir a shorter path",
+            )
     user = inv.ssh.user
-    if os.geteuid() != 0 and user != getpass.getuser():
+    if os.geteuid() != 0:
         raise LabError(
-            f"ssh.user is '{user}', but an sshd not run by root can only log in its own user",
-            where="ssh.user",
-            hint=f"set `user: {getpass.getuser()}` under ssh: in the lab parameters, or run the lab as root",
+            "the lab's VMs need root: each is a mount namespace with its own Docker Engine",
+            where=f"user {getpass.getuser()}",
+            hint="run the lab as root (sudo homelab lab up), e.g. in a throwaway VM or container",
         )
     try:
         pwd.getpwnam(user)
@@ -76,6 +150,11 @@ def check(inv: Inventory) -> None:
         raise LabError(
             f"ssh.user '{user}' is not a user of this machine", where="ssh.user", hint="use root, or your own user"
         ) from None
+    for tool in ("unshare", "dockerd", "ip"):
+        if shutil.which(tool) is None:
+            raise LabError(
+                f"{tool} is not installed", where="lab VMs", hint="apt-get install util-linux docker.io iproute2"
+            )
 
 
 def _run(argv: list[str], what: str) -> str:
@@ -84,7 +163,7 @@ def _run(argv: list[str], what: str) -> str:
     except FileNotFoundError:
         raise LabError(f"{argv[0]} is not installed", where=what, hint="apt-get install openssh-client") from None
     if done.returncode != 0:
-        raise LabError(f"{' '.join(argv[:2])} failed: {done.stderr.strip()}", where=what)
+        raise LabError(f"{' '.join(argv[:3])} failed: {done.stderr.strip()}", where=what)
     return done.stdout
 
 
@@ -107,15 +186,15 @@ def ensure_keys(inv: Inventory) -> str:
 
 
 def sshd_config(inv: Inventory, vm: Vm) -> str:
-    """The sshd_config of one VM's endpoint."""
-    folder = _vm_dir(inv, vm.name)
+    """The sshd_config of one VM's endpoint (read inside the VM, where /run is its own)."""
+    folder = vm_dir(inv, vm.name)
     keys = common.lab_settings(inv).state_dir / "ssh" / "authorized_keys"
     return "\n".join(
         [
             f"# The SSH endpoint of VM {vm.name} in the rehearsal lab '{inv.name}' (generated by homelab_lib.lab)",
             f"ListenAddress {vm.address}:{inv.ssh.port}",
             f'HostKey "{folder / "ssh_host_ed25519_key"}"',
-            f'PidFile "{folder / "sshd.pid"}"',
+            "PidFile /run/sshd.pid",
             f'AuthorizedKeysFile "{keys}"',
             "PubkeyAuthentication yes",
             "PasswordAuthentication no",
@@ -144,33 +223,109 @@ def _write_known_hosts(inv: Inventory, entries: dict[str, str]) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+# ---------------------------------------------------------------- the bridge of a VM's engine
+
+
+def _bridge_exists(name: str) -> bool:
+    return Path(f"/sys/class/net/{name}").exists()
+
+
+def _ensure_bridge(inv: Inventory, vm: Vm) -> None:
+    name = bridge_name(inv, vm)
+    if _bridge_exists(name):
+        return
+    where = f"VM {vm.name} bridge {name}"
+    _run(["ip", "link", "add", "name", name, "type", "bridge"], where)
+    _run(["ip", "addr", "add", bridge_address(vm), "dev", name], where)
+    _run(["ip", "link", "set", name, "up"], where)
+
+
+def _remove_bridge(inv: Inventory, vm_name: str) -> None:
+    state_dir = common.lab_settings(inv).state_dir
+    name = "hl" + hashlib.sha256(f"{state_dir}/{vm_name}".encode()).hexdigest()[:10]
+    if _bridge_exists(name):
+        subprocess.run(["ip", "link", "del", name], capture_output=True, check=False, timeout=30)
+
+
+# ---------------------------------------------------------------- boot and stop
+
+
+def _env(inv: Inventory, vm: Vm) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "VM_NAME": vm.name,
+        "VM_DIR": str(vm_dir(inv, vm.name)),
+        "SSHD_CONFIG": str(vm_dir(inv, vm.name) / "sshd_config"),
+        "VM_ENGINE": "1",
+        "VM_BRIDGE": bridge_name(inv, vm),
+        "VM_POOL": address_pool(vm),
+        "VM_DEVICES": " ".join(device_standins(inv, vm)),
+    }
+
+
+def _argv(inv: Inventory, vm: Vm) -> list[str]:
+    """How a VM boots: vm-init.sh in new mount and UTS namespaces; it ends by exec'ing sshd."""
+    return ["unshare", "--mount", "--uts", "--propagation", "private", "--", "/bin/sh", str(INIT), vm.name]
+
+
+def _sshd_argv(inv: Inventory, vm: Vm) -> list[str]:
+    """What the booted VM's pid runs (vm-init.sh execs it): the record that ``is_running`` checks."""
+    return [SSHD, "-D", "-e", "-f", str(vm_dir(inv, vm.name) / "sshd_config")]
+
+
+def _stop_vm(inv: Inventory, vm_name: str, progress: Callable[[str], None] | None = None) -> None:
+    """Stop a VM: its engine first (its containers stop with it), then its sshd, then its bridge."""
+    state_dir = common.lab_settings(inv).state_dir
+    procs = common.load_state(state_dir)
+    engine = procs.get(ENGINE_PREFIX + vm_name)
+    if engine is None:  # a VM that died before its engine was recorded: its pid file still tells
+        engine = _engine_proc(inv, vm_name)
+    if engine is not None and common.stop(engine, timeout=ENGINE_STOP_S) and progress:
+        progress(f"vm: stopped the Docker Engine of {vm_name} (pid {engine.pid})")
+    init = procs.get(KEY_PREFIX + vm_name)
+    if init is not None and common.stop(init) and progress:
+        progress(f"vm: stopped {vm_name} (sshd pid {init.pid})")
+    common.record(state_dir, ENGINE_PREFIX + vm_name, None)
+    common.record(state_dir, KEY_PREFIX + vm_name, None)
+    _remove_bridge(inv, vm_name)
+
+
+def _engine_proc(inv: Inventory, vm_name: str) -> Proc | None:
+    """The VM's dockerd from its pid file, if that pid runs a dockerd of this VM."""
+    try:
+        pid = int((vm_dir(inv, vm_name) / "dockerd.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    argv = common.cmdline(pid)
+    if not argv or Path(argv[0]).name != "dockerd" or f"/homelab-lab-{vm_name}" not in argv:
+        return None
+    return Proc(pid, argv, "")
+
+
 def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
-    """Start an sshd per VM, reusing those running with the same config and answering.
+    """Boot every VM, reusing those running with the same inputs and answering.
 
     Returns:
-        The VMs whose sshd was started afresh (then :func:`wait` for them).
+        The VMs booted afresh (then :func:`wait` for them).
     """
     check(inv)
     if not Path(SSHD).exists():
         raise LabError(f"{SSHD} is not installed", where="ssh", hint="apt-get install openssh-server")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     state_dir = common.lab_settings(inv).state_dir
     public = ensure_keys(inv)
     keys = state_dir / "ssh" / "authorized_keys"
     keys.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     keys.write_text(public)
 
-    # sshds of VMs no longer in the inventory
+    # VMs no longer in the inventory
     names = {vm.name for vm in inv.vms}
-    for key, proc in common.load_state(state_dir).items():
+    for key in list(common.load_state(state_dir)):
         if key.startswith(KEY_PREFIX) and key[len(KEY_PREFIX) :] not in names:
-            common.stop(proc)
-            common.record(state_dir, key, None)
+            _stop_vm(inv, key[len(KEY_PREFIX) :], progress)
 
     host_keys: dict[str, str] = {}
     for vm in inv.vms:
-        host_key = _vm_dir(inv, vm.name) / "ssh_host_ed25519_key"
+        host_key = vm_dir(inv, vm.name) / "ssh_host_ed25519_key"
         if not host_key.exists():
             _keygen(host_key, f"{vm.name}@{inv.name}")
         host_keys[vm.name] = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
@@ -178,19 +333,27 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
 
     fresh = []
     for vm in inv.vms:
-        folder = _vm_dir(inv, vm.name)
+        folder = vm_dir(inv, vm.name)
         config = sshd_config(inv, vm)
-        argv = [SSHD, "-D", "-e", "-f", str(folder / "sshd_config")]
-        inputs = common.digest(config, host_keys[vm.name])
+        argv = _argv(inv, vm)
+        env = _env(inv, vm)
+        inputs = common.digest(
+            config, host_keys[vm.name], INIT.read_text(), *sorted(f"{k}={v}" for k, v in env.items())
+        )
         old = common.load_state(state_dir).get(KEY_PREFIX + vm.name)
         if old is not None and old.inputs == inputs and common.is_running(old) and _try(inv, vm) is None:
-            progress(f"ssh: {vm.name} already answering at {vm.address}:{inv.ssh.port} (pid {old.pid})")
+            progress(f"vm: {vm.name} already answering at {vm.address}:{inv.ssh.port} (pid {old.pid})")
             continue
-        common.stop(old)
+        _stop_vm(inv, vm.name)
         (folder / "sshd_config").write_text(config)
-        pid = common.spawn(argv, folder / "log")
-        common.record(state_dir, KEY_PREFIX + vm.name, Proc(pid, argv, inputs))
-        progress(f"ssh: started sshd for {vm.name} at {vm.address}:{inv.ssh.port} (pid {pid})")
+        systemctl = folder / "fs" / "usr" / "local" / "bin" / "systemctl"
+        systemctl.parent.mkdir(parents=True, exist_ok=True)
+        systemctl.write_bytes(SYSTEMCTL.read_bytes())
+        systemctl.chmod(0o755)
+        _ensure_bridge(inv, vm)
+        pid = common.spawn(argv, folder / "log", env=env)
+        common.record(state_dir, KEY_PREFIX + vm.name, Proc(pid, _sshd_argv(inv, vm), inputs))
+        progress(f"vm: booted {vm.name} at {vm.address}:{inv.ssh.port} (pid {pid}; its own mounts and engine)")
         fresh.append(vm)
     return fresh
 
@@ -224,7 +387,7 @@ def probe(inv: Inventory, vm: Vm, timeout: float = 10.0) -> str:
             raise LabError(
                 f"`docker version` failed over SSH (exit {code}): {err.read().decode().strip()}",
                 where=f"VM {vm.name}",
-                hint="is the Docker Engine running, and may the ssh.user use it?",
+                hint="is the VM's Docker Engine running? see its dockerd.log in the VM's folder",
             )
         return version
     finally:
@@ -241,53 +404,81 @@ def _try(inv: Inventory, vm: Vm) -> str | None:
 
 
 def wait(inv: Inventory, vms: list[Vm], timeout: float = START_TIMEOUT_S) -> None:
-    """Wait until each VM's endpoint accepts an SSH login and runs ``docker version``."""
+    """Wait until each VM's endpoint accepts an SSH login and its engine answers; record the engine."""
     state_dir = common.lab_settings(inv).state_dir
     procs = common.load_state(state_dir)
     for vm in vms:
         proc = procs.get(KEY_PREFIX + vm.name)
-        log = _vm_dir(inv, vm.name) / "log"
+        log = vm_dir(inv, vm.name) / "log"
         where = f"VM {vm.name} ssh {vm.address}:{inv.ssh.port}"
 
         def ready(vm: Vm = vm, proc: Proc | None = proc, log: Path = log, where: str = where) -> str | None:
-            if not common.is_running(proc):
+            if proc is None or not common.is_alive(proc.pid):  # booting: its argv changes until sshd runs
                 raise LabError(
-                    f"sshd exited while starting\n--- {log} (tail) ---\n{common.log_tail(log)}",
+                    f"the VM exited while booting\n--- {log} (tail) ---\n{common.log_tail(log)}",
                     where=where,
-                    hint="is the address and port free (another lab, another sshd)?",
+                    hint="is the address and port free (another lab, another sshd)? are you root?",
                 )
             return _try(inv, vm)
 
-        common.wait_until("sshd to accept a login and run docker", ready, timeout, where, log=log)
+        common.wait_until(
+            "the VM to accept a login and its engine to answer",
+            ready,
+            timeout,
+            where,
+            log=vm_dir(inv, vm.name) / "dockerd.log",
+        )
+        engine = _engine_proc(inv, vm.name)
+        if engine is not None:
+            common.record(state_dir, ENGINE_PREFIX + vm.name, engine)
+
+
+def engine(inv: Inventory, vm: Vm) -> DockerClient:
+    """A docker SDK client of a VM's own engine (through the lab's socket), after a ping.
+
+    Raises:
+        LabError: the engine does not answer.
+    """
+    sock = engine_socket(inv, vm.name)
+    try:
+        client = docker.DockerClient(base_url=f"unix://{sock}", timeout=120)
+        client.ping()
+    except (docker.errors.DockerException, requests.RequestException) as e:
+        raise LabError(
+            f"the Docker Engine of VM {vm.name} does not answer ({e})",
+            where=f"VM {vm.name} ({sock})",
+            hint=f"see {vm_dir(inv, vm.name) / 'dockerd.log'}; `homelab lab up` boots the VM again",
+        ) from None
+    return client
 
 
 def status(inv: Inventory) -> list[PartStatus]:
-    """One status per VM endpoint: is its sshd running, and does a login run docker?"""
+    """One status per VM: is it booted, and does a login run docker against its own engine?"""
     procs = common.load_state(common.lab_settings(inv).state_dir)
     out = []
     for vm in inv.vms:
         address = f"{vm.address}:{inv.ssh.port}"
         proc = procs.get(KEY_PREFIX + vm.name)
         if proc is None:
-            out.append(PartStatus("ssh", vm.name, address, "missing", "not started"))
+            out.append(PartStatus("vm", vm.name, address, "missing", "not booted"))
         elif not common.is_running(proc):
-            out.append(PartStatus("ssh", vm.name, address, "down", f"pid {proc.pid} is not running"))
+            out.append(PartStatus("vm", vm.name, address, "down", f"pid {proc.pid} is not running"))
         else:
             try:
                 version = probe(inv, vm, timeout=5.0)
             except (HomelabError, paramiko.SSHException, OSError, EOFError) as e:
-                out.append(PartStatus("ssh", vm.name, address, "down", f"pid {proc.pid}: {type(e).__name__}: {e}"))
+                out.append(PartStatus("vm", vm.name, address, "down", f"pid {proc.pid}: {type(e).__name__}: {e}"))
             else:
-                out.append(PartStatus("ssh", vm.name, address, "up", f"pid {proc.pid}, docker {version}"))
+                out.append(PartStatus("vm", vm.name, address, "up", f"pid {proc.pid}, its own docker {version}"))
     return out
 
 
 def stop(inv: Inventory, progress: Callable[[str], None]) -> None:
-    """Stop every sshd this lab started; drop the lab's known_hosts lines if that file is kept elsewhere."""
+    """Stop every VM this lab booted; drop the lab's known_hosts lines if that file is kept elsewhere."""
     state_dir = common.lab_settings(inv).state_dir
-    for key, proc in sorted(common.load_state(state_dir).items()):
-        if key.startswith(KEY_PREFIX) and common.stop(proc):
-            progress(f"ssh: stopped sshd for {key[len(KEY_PREFIX) :]} (pid {proc.pid})")
+    booted = {k[len(KEY_PREFIX) :] for k in common.load_state(state_dir) if k.startswith(KEY_PREFIX)}
+    for name in sorted(booted | {vm.name for vm in inv.vms}):
+        _stop_vm(inv, name, progress)
     known = inv.ssh.known_hosts
     if known.exists() and not known.is_relative_to(state_dir):
         _write_known_hosts(inv, {host_pattern(inv, vm): "" for vm in inv.vms})

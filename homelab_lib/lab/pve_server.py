@@ -221,8 +221,9 @@ class DiskResize(FakePve):  # type: ignore[misc]  # fakepve has no type hints
                 store["avail"] -= new - size
             if held is not None:
                 held["size"] = new
-            now = [(k, format_size(new) if k == "size" else val) for k, val in options]
-            if "size" not in dict(options):
+            _, current = split_drive(str(vm.config.get(disk, line)))  # as it is now, after any wait for the lock
+            now = [(k, format_size(new) if k == "size" else val) for k, val in current]
+            if "size" not in dict(current):
                 now.append(("size", format_size(new)))
             vm.config[disk] = join_drive(volume, now)
 

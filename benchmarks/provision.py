@@ -1,9 +1,10 @@
 """Benchmark: provisioning 12 VMs over 4 nodes, and a no-change re-run of runbook 01.
 
-Serves its own fakepve in this process (never the lab's) with the lab's four
-nodes and a template on each, whose disks sit on a Ceph-like storage made slow,
-so that fakepve's clone and start tasks take real time; every response also
-gets a little network latency. Then it measures, in the same run:
+Serves its own fakepve in this process (never the lab's), built by the lab's
+launcher (resizes recorded, a guest agent in clones, the API token, as on
+PVE), with the lab's four nodes and a template on each, whose disks sit on a
+Ceph-like storage made slow, so that fakepve's clone and start tasks take real
+time; every response also gets a little network latency. Then it measures, in the same run:
 
 1. each node's share: that node's 3 VMs provisioned alone (the others idle);
 2. the wall time of provisioning all 12 VMs at once, against the slowest share
@@ -36,29 +37,31 @@ from typing import Any
 
 import nbformat
 import papermill
-from fakepve import FakePve
 from fakepve.certs import make_cert
 from nbformat.v4 import new_code_cell, new_notebook
 from ruamel.yaml import YAML
 
 from homelab_lib import clients, proxmox
 from homelab_lib.inventory import Inventory, load_inventory
+from homelab_lib.lab import pve_server
 from homelab_lib.progress import Lines
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / "parameters" / "lab.yaml"
 NOTEBOOK = REPO / "notebooks" / "01_provision_nodes.ipynb"
 PASSWORD = "bench-password-1"
+TOKEN = "bench-token-0b5e6c1d"
+HOST = "127.0.0.1"
 STORAGE = "ceph-vm"
 
 
 class Served:
-    """A FakePve on its own event loop in a daemon thread."""
+    """The lab launcher's fakepve on its own event loop in a daemon thread."""
 
     def __init__(self, inv: Inventory, certfile: str, keyfile: str, time_scale: float, task_secs: float) -> None:
-        self.pve = FakePve(password=PASSWORD, host="127.0.0.1", port=0)
-        self.pve.time_scale = time_scale
-        self.pve.nodes.pop("pve1", None)
+        tokens = {f"{inv.proxmox.user}!{inv.proxmox.token_id}": TOKEN}
+        lab = {"nodes": [n.name for n in inv.nodes]}
+        self.pve = pve_server.build(lab, password=PASSWORD, host=HOST, port=0, time_scale=time_scale, tokens=tokens)
         self.pve.add_ceph_storage(STORAGE)
         self.pve.ceph_slow(task_secs, health="HEALTH_OK")  # clone and start take task_secs each
         self.pve.slow_network(0.5)  # 0.5 PVE seconds per response
@@ -90,11 +93,13 @@ def write_params(folder: Path, certfile: str) -> Path:
     yaml = YAML(typ="rt")
     data: Any = yaml.load(LAB.read_text())
     (folder / "password").write_text(PASSWORD + "\n")
+    (folder / "token").write_text(TOKEN + "\n")
     (folder / "id.pub").write_text("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBenchmarkKey bench@homelab\n")
     (folder / "id").write_text("not used\n")
     (folder / "known_hosts").write_text("")
     data["name"] = "bench"
     data["proxmox"]["password"] = f"file:{folder / 'password'}"
+    data["proxmox"]["token_secret"] = f"file:{folder / 'token'}"
     data["proxmox"]["ca_file"] = certfile
     data["proxmox"]["storage"] = STORAGE
     data["proxmox"]["endpoint"] = "https://127.0.0.1:1"  # set per run

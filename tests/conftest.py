@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +66,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def pve_lab(fakepve: Any, fakepve_cafile: str, tmp_path: Path) -> Any:
-    """An in-process fakepve shaped like the lab (fault switches at hand); see tests/test_proxmox_fixtures.py."""
+def pve_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """The lab's fakepve (built by its launcher) served in this process, with fault switches at hand, and
+    an inventory for it; time runs at ``@pytest.mark.fakepve(time_scale=...)`` (default 0). See
+    tests/test_proxmox_fixtures.py."""
     from tests.test_proxmox_fixtures import make_pve_lab
 
-    return make_pve_lab(fakepve, fakepve_cafile, tmp_path)
+    marker = request.node.get_closest_marker("fakepve")
+    time_scale = float(marker.kwargs.get("time_scale", 0)) if marker else 0.0
+    with make_pve_lab(tmp_path, time_scale=time_scale) as lab:
+        yield lab

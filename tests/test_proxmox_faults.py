@@ -157,7 +157,7 @@ def test_expired_ticket_is_renewed_once(pve_lab: PveLab) -> None:
         if vm == "docker-drowzee" and note.startswith("cloned"):
             pve_lab.pve.revoke_tickets()  # as after PVE's two hours, or a restarted pveproxy
 
-    pve_lab.use(max_parallel=1)
+    pve_lab.use(max_parallel=1, token_id=None)  # the password login: tickets
     mark = pve_lab.mark()
     pve_lab.apply(hook=Hook(expire))
     logins = [p for m, p, _ in pve_lab.pve.requests[mark:] if p.endswith("/access/ticket")]
@@ -178,7 +178,7 @@ def test_forbidden_path(pve_lab: PveLab) -> None:
         "VM k3s-nappy (140), node nappy: POST /nodes/nappy/qemu/140/status/start was refused: "
         "Permission check failed (/vms/140, VM.PowerMgmt)"
     )
-    assert "grant root@pam the privilege named above" in str(error)
+    assert "grant root@pam!homelab the privilege named above" in str(error)  # lab.yaml's API token
     _, left = pve_lab.plan()
     assert actions(left) == {**dict.fromkeys(ALL, "no-op"), "k3s-nappy": "update"}
     assert fields(left, "k3s-nappy") == {"status"}

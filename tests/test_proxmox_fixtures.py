@@ -1,35 +1,46 @@
-"""Shared pieces of the Proxmox tests (no tests here): a fakepve shaped like the lab, in this process.
+"""Shared pieces of the Proxmox tests (no tests here): the lab's fakepve, served in this process.
 
-The ``pve_lab`` fixture serves a fresh fakepve (fakepve's pytest plugin: HTTPS on
-127.0.0.1 with its own CA) holding the lab's four nodes and a cloud-init template
-on each, exactly as ``homelab lab up`` makes them, and an inventory (the lab's VMs)
-that points at it with a password in a file. The library talks to it through
-proxmoxer's real https backend; the test reaches into the fake for fault switches
-and for the requests it saw.
+The ``pve_lab`` fixture serves a fresh fakepve built by the lab's own launcher
+(:func:`homelab_lib.lab.pve_server.build`, with what it adds to fakepve: disk resize
+recorded in the config, a guest agent in clones, API tokens) holding the lab's four
+nodes and a cloud-init template on each, exactly as ``homelab lab up`` makes them,
+over HTTPS with a certificate from a lab CA made as the lab makes it. Its inventory
+(the lab's VMs) points at it and logs in as parameters/lab.yaml does: with the API
+token, its secret in a file (the password is there too, for the tests of tickets).
+The library talks to it through proxmoxer's real https backend; the test reaches
+into the fake for fault switches and for the requests it saw. Time runs at the
+``fakepve`` marker's ``time_scale`` (default 0: every task ends before its request
+returns, and a started VM's agent answers at once).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fakepve import FakePve
+from fakepve import settle
 
 from homelab_lib import clients, proxmox
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.inventory.model import Vm
-from homelab_lib.lab.pve import guests
+from homelab_lib.lab import pve_server
+from homelab_lib.lab.pve import guests, issue_server_cert
 from homelab_lib.plan import Action, Plan
 from homelab_lib.proxmox import ApplyResult, ProxmoxClient
 from homelab_lib.secrets import SecretRef
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_FILE = REPO / "parameters" / "lab.yaml"
+HOST = "127.0.8.1"  # the in-process fakes listen here, each on a port the system picks
 PASSWORD = "pve-pass-7c1e9a"  # the fake's root@pam password; must never show up in errors
+TOKEN = "3f0c2a9e-5b7d-4e61-a8f4-lab7ok3n5ec1"  # the secret of lab.yaml's API token; never in errors either
 PUBKEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTheProxmoxTests0000000000 tests@homelab"
+START_TIMEOUT_S = 30.0
 
 
 def lab_inventory() -> Inventory:
@@ -37,12 +48,63 @@ def lab_inventory() -> Inventory:
     return load_inventory(LAB_FILE)
 
 
-def serve_lab_shape(pve: FakePve, inv: Inventory) -> None:
-    """Give the fake the lab's nodes and templates (as homelab_lib.lab.pve makes its guests.json)."""
-    pve.nodes.pop("pve1", None)
-    pve.password = PASSWORD
-    for g in guests(inv)["guests"]:
-        pve.add_vm(g["vmid"], g["name"], node=g["node"], status=g["status"], config=g["config"], template=True)
+def token_id(inv: Inventory) -> str:
+    """The API token an inventory logs in with: ``user@realm!name``."""
+    return f"{inv.proxmox.user}!{inv.proxmox.token_id}"
+
+
+class Served:
+    """A server of the lab's launcher on its own event loop in a daemon thread (start() and stop() only)."""
+
+    def __init__(self, pve: pve_server.LabPve, certfile: Path, keyfile: Path) -> None:
+        self.pve = pve
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=f"fakepve-{pve.host}", daemon=True)
+        self.thread.start()
+        try:
+            self._call(pve.start(str(certfile), str(keyfile)))
+        except BaseException:
+            self._halt()
+            raise
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(START_TIMEOUT_S)
+
+    def _halt(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(START_TIMEOUT_S)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+    def stop(self) -> None:
+        try:
+            self._call(settle())
+            self._call(self.pve.stop())
+        finally:
+            self._halt()
+
+
+@contextmanager
+def lab_server(inv: Inventory, pki: Path, *, time_scale: float = 0.0) -> Iterator[pve_server.LabPve]:
+    """The lab's fakepve for inv, built by the launcher as ``homelab lab up`` builds it, served on HOST.
+
+    Its certificate is signed by a lab CA in pki (``pki/ca.pem``), as the lab makes them.
+    """
+    pve = pve_server.build(
+        guests(inv),
+        user="root@pam",
+        password=PASSWORD,
+        host=HOST,
+        port=0,
+        time_scale=time_scale,
+        tokens={token_id(inv): TOKEN},
+    )
+    certfile, keyfile = issue_server_cert(pki, HOST)
+    served = Served(pve, certfile, keyfile)
+    try:
+        yield pve
+    finally:
+        served.stop()
 
 
 class FakeClock:
@@ -92,9 +154,9 @@ class _HookTask:
 
 @dataclass
 class PveLab:
-    """An in-process fakepve with the lab's shape, and an inventory pointing at it."""
+    """The lab's fakepve served in this process, and an inventory pointing at it."""
 
-    pve: FakePve
+    pve: pve_server.LabPve
     base: Inventory
     cafile: str
     tmp: Path
@@ -102,14 +164,19 @@ class PveLab:
 
     def __post_init__(self) -> None:
         (self.tmp / "pve-password").write_text(PASSWORD + "\n")
+        (self.tmp / "pve-token").write_text(TOKEN + "\n")
         (self.tmp / "id.pub").write_text(PUBKEY + "\n")
         self.inv = self.configure()
 
     def configure(self, *, vms: list[Vm] | None = None, ssh: dict[str, Any] | None = None, **px: Any) -> Inventory:
-        """The lab inventory pointed at this fake, with proxmox fields (and VMs, ssh fields) replaced."""
+        """The lab inventory pointed at this fake, with proxmox fields (and VMs, ssh fields) replaced.
+
+        It logs in as lab.yaml does, with the API token; ``token_id=None`` makes it use the password.
+        """
         updates: dict[str, Any] = {
             "endpoint": self.pve.url,
             "ca_file": Path(self.cafile),
+            "token_secret": SecretRef("file", str(self.tmp / "pve-token")),
             "password": SecretRef("file", str(self.tmp / "pve-password")),
             **px,
         }
@@ -186,14 +253,27 @@ def converged(lab: PveLab, inv: Inventory | None = None) -> Plan:
     return again
 
 
-def make_pve_lab(fakepve: FakePve, cafile: str, tmp_path: Path) -> PveLab:
-    """A fresh lab-shaped fakepve and its inventory; test modules wrap it in a ``pve_lab`` fixture
-    over fakepve's ``fakepve`` fixture (time_scale from the fakepve marker, default 0)."""
-    serve_lab_shape(fakepve, lab_inventory())
-    return PveLab(fakepve, lab_inventory(), cafile, tmp_path)
+@contextmanager
+def make_pve_lab(tmp_path: Path, *, time_scale: float = 0.0) -> Iterator[PveLab]:
+    """A fresh lab fakepve (in this process) and its inventory; tests/conftest.py wraps it in ``pve_lab``."""
+    inv = lab_inventory()
+    pki = tmp_path / "pve"
+    with lab_server(inv, pki, time_scale=time_scale) as pve:
+        yield PveLab(pve, inv, str(pki / "ca.pem"), tmp_path)
 
 
-__all__ = ["Action", "FakeClock", "Hook", "PveLab", "actions", "converged", "fields", "make_pve_lab", "serve_lab_shape"]
+__all__ = [
+    "Action",
+    "FakeClock",
+    "Hook",
+    "PveLab",
+    "actions",
+    "converged",
+    "fields",
+    "lab_server",
+    "make_pve_lab",
+    "token_id",
+]
 
 
 ALL = ["docker-drowzee", "docker-sleepy", "docker-hypno", "k3s-nappy"]

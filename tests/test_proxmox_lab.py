@@ -66,7 +66,8 @@ def test_first_run_creates_every_vm_second_run_changes_nothing_then_decommission
     assert actions(plan) == {f"t-{vm.name}": "create" for vm in lab.vms}
     first = proxmox.apply(lab_client, desired, plan, confirm=True, progress=Hook())
     assert first.applied
-    assert len(first.steps) == 4 * len(lab.vms)
+    assert len(first.steps) == 5 * len(lab.vms)  # clone, configure, grow, start, the guest agent's IP
+    assert dict(first.ips) == {f"t-{vm.name}": vm.address for vm in lab.vms}
 
     before = footprint(lab_client, lab)
     again = proxmox.plan(desired, proxmox.observe(lab_client, desired))

@@ -175,6 +175,11 @@ def is_running(proc: Proc | None) -> bool:
     if proc is None:
         return False
     _reap(proc.pid)
+    child = _children.get(proc.pid)
+    if child is not None and child.args == proc.argv:
+        # Our own live child: right after Popen returns, its execve may not have set up its
+        # arguments yet, and /proc/PID/cmdline reads empty for a moment.
+        return True
     seen = cmdline(proc.pid)
     if seen is None:
         return False

@@ -1,15 +1,25 @@
 """The lab's Proxmox VE: fakepve in its own process, over HTTPS with a lab CA.
 
-fakepve is run as a separate program (``python -m fakepve``), never imported.
-Its nodes exist through the guests it is given: one cloud-init template per
-node of the inventory, all named ``proxmox.template``, vmids counting up from
-``proxmox.template_vmid``. Files, under ``state_dir/pve``:
+The process is the lab's launcher, :mod:`homelab_lib.lab.pve_server`
+(``python -m homelab_lib.lab.pve_server``), which builds fakepve through its
+Python API and adds what fakepve 0.5 lacks (disk resize recorded in the config,
+a guest agent in clones, API tokens); nothing else here imports fakepve. The
+nodes are the inventory's, each with one cloud-init template, all named
+``proxmox.template``, vmids counting up from ``proxmox.template_vmid``.
 
-    password        the root@pam password (mode 600), unless proxmox.password names another place
+The lab accepts the inventory's own credentials, as a real cluster would: the
+API token ``proxmox.user!proxmox.token_id`` with the secret ``proxmox.token_secret``
+points to (a file, made with a fresh secret when missing), and the password
+login of ``proxmox.user`` when ``proxmox.password`` is given (else of root@pam,
+with a password the lab keeps to itself). Readiness and status are checked
+with the credentials the runbooks use. Files, under ``state_dir/pve``:
+
+    password        the login password (mode 600), unless proxmox.password names another place
     ca.pem, ca.key  the lab CA (key mode 600); clients verify against ca.pem
     cert.pem, key.pem   the server certificate for the endpoint's IP, signed by the CA
-    guests.json     what fakepve serves
-    log             fakepve's output
+    guests.json     what the launcher serves: the nodes and the templates
+    log             the launcher's output
+(and, in parameters/lab.yaml, ``token``: the API token's secret, mode 600.)
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ import json
 import os
 import secrets
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +46,7 @@ from homelab_lib.errors import LabError
 from homelab_lib.inventory.model import Inventory
 from homelab_lib.lab import common
 from homelab_lib.lab.common import PartStatus, Proc
-from homelab_lib.secrets import Redactor, UnresolvedSecret
+from homelab_lib.secrets import Redactor, SecretRef, UnresolvedSecret
 
 KEY = "pve"
 DEFAULT_PORT = 8006
@@ -60,7 +71,7 @@ def ca_path(inv: Inventory) -> Path:
 
 
 def guests(inv: Inventory) -> dict[str, Any]:
-    """fakepve's guests file: one stopped cloud-init template VM per node."""
+    """The launcher's lab file: the inventory's nodes, and one stopped cloud-init template VM per node."""
     px = inv.proxmox
     out = []
     for i, node in enumerate(inv.nodes):
@@ -96,7 +107,7 @@ def guests(inv: Inventory) -> dict[str, Any]:
                 "config": config,
             }
         )
-    return {"guests": out}
+    return {"nodes": [node.name for node in inv.nodes], "guests": out}
 
 
 def _mac(vmid: int) -> str:
@@ -107,15 +118,19 @@ def _mac(vmid: int) -> str:
 # ---------------------------------------------------------------- secrets and certificates
 
 
+def login_user(inv: Inventory) -> str:
+    """The user of the lab's password login: proxmox.user when proxmox.password is given, else root@pam."""
+    return inv.proxmox.user if inv.proxmox.password is not None else "root@pam"
+
+
 def password(inv: Inventory, *, create: bool = True) -> str:
-    """The password fakepve is started with; generated (mode 600) when proxmox.password is a missing file."""
+    """The password of the lab's login: proxmox.password's, else the lab's own ``pve/password``.
+
+    A missing file is made with a fresh password (mode 600) when create is set.
+    """
     ref = inv.proxmox.password
     if ref is None:
-        raise LabError(
-            "proxmox.password is not set; the lab's Proxmox uses password login",
-            where="proxmox.password",
-            hint=f"add `password: file:{pve_dir(inv) / 'password'}` under proxmox:",
-        )
+        ref = SecretRef("file", str(pve_dir(inv) / "password"), pve_dir(inv))
     if create and ref.kind == "file" and not ref.path.exists():
         common.write_private(ref.path, secrets.token_urlsafe(24) + "\n")
     try:
@@ -124,7 +139,37 @@ def password(inv: Inventory, *, create: bool = True) -> str:
         raise LabError(e.message, where="proxmox.password", hint=e.hint) from None
 
 
-def _ensure_ca(folder: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def token(inv: Inventory) -> tuple[str, Path] | None:
+    """(token id ``user@realm!name``, secret file) of the inventory's API token; None when it names none."""
+    px = inv.proxmox
+    if not px.token_id:
+        return None
+    ref = px.token_secret
+    if ref is None or ref.kind != "file":
+        given = f"{ref.kind}:{ref.target}" if ref is not None else "not set"
+        raise LabError(
+            f"proxmox.token_secret is {given}; the lab keeps the API token's secret in a file",
+            where="proxmox.token_secret",
+            hint=f"give `token_secret: file:{pve_dir(inv) / 'token'}` (the lab makes it)",
+        )
+    return f"{px.user}!{px.token_id}", ref.path
+
+
+def token_secret(path: Path) -> str:
+    """The secret in path; a fresh one (a UUID, as PVE makes them) is written there (mode 600) if it is missing."""
+    if not path.exists():
+        common.write_private(path, f"{uuid.uuid4()}\n")
+    secret = path.read_text().strip()
+    if not secret:
+        raise LabError(
+            f"the API token's secret file {path} is empty",
+            where="proxmox.token_secret",
+            hint="delete it: `homelab lab up` makes a fresh one",
+        )
+    return secret
+
+
+def ensure_ca(folder: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """The lab CA: loaded from ca.pem/ca.key, or made when missing or about to expire."""
     cert_file, key_file = folder / "ca.pem", folder / "ca.key"
     now = datetime.datetime.now(datetime.UTC)
@@ -167,9 +212,9 @@ def _ensure_ca(folder: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certifica
     return key, cert
 
 
-def _issue_server_cert(folder: Path, host: str) -> tuple[Path, Path]:
+def issue_server_cert(folder: Path, host: str) -> tuple[Path, Path]:
     """Sign a fresh server certificate for host (an IP SAN) with the lab CA; returns (cert, key) paths."""
-    ca_key, ca_cert = _ensure_ca(folder)
+    ca_key, ca_cert = ensure_ca(folder)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     cert = (
@@ -219,11 +264,13 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def _argv(inv: Inventory) -> list[str]:
     host, port = endpoint(inv)
     folder = pve_dir(inv)
+    tok = token(inv)
     return [
-        sys.executable, "-m", "fakepve", str(folder / "guests.json"),
+        sys.executable, "-m", "homelab_lib.lab.pve_server", str(folder / "guests.json"),
         "--host", host, "--port", str(port),
         "--time-scale", repr(common.lab_settings(inv).pve_time_scale),
         "--cert", str(folder / "cert.pem"), "--key", str(folder / "key.pem"),
+        *(["--token", tok[0], "--token-file", str(tok[1])] if tok else []),
     ]  # fmt: skip
 
 
@@ -238,7 +285,7 @@ def _check_ca_file(inv: Inventory) -> None:
 
 
 def start(inv: Inventory, progress: Callable[[str], None]) -> bool:
-    """Start fakepve, or reuse the one running with the same inputs and answering.
+    """Start the lab's fakepve, or reuse the one running with the same inputs and accepting the credentials.
 
     Returns:
         True if a fresh process was started (then :func:`wait` for it), False if reused.
@@ -249,20 +296,23 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> bool:
     folder = pve_dir(inv)
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = password(inv)
+    tok = token(inv)
+    if tok is not None:
+        token_secret(tok[1])
     argv = _argv(inv)
     body = json.dumps(guests(inv), indent=2, sort_keys=True) + "\n"
-    # Not the interpreter's path: `python` and `python3` of one venv start the same fakepve.
-    inputs = common.digest(*argv[1:], body, inv.proxmox.user)
+    # Not the interpreter's path: `python` and `python3` of one venv start the same server.
+    inputs = common.digest(*argv[1:], body, login_user(inv))
     old = common.load_state(state_dir).get(KEY)
-    if old is not None and old.inputs == inputs and common.is_running(old) and _ticket(inv, secret) is None:
+    if old is not None and old.inputs == inputs and common.is_running(old) and _ready(inv) is None:
         progress(f"proxmox: fakepve already answering at https://{host}:{port} (pid {old.pid})")
         return False
     if old is not None and common.stop(old):
         progress(f"proxmox: stopped the previous fakepve (pid {old.pid}): it did not answer, or its inputs changed")
-    _ensure_ca(folder)
-    _issue_server_cert(folder, host)
+    ensure_ca(folder)
+    issue_server_cert(folder, host)
     (folder / "guests.json").write_text(body)
-    env = dict(os.environ, PVE_USER=inv.proxmox.user, PVE_PASS=secret)
+    env = dict(os.environ, PVE_USER=login_user(inv), PVE_PASS=secret)
     pid = common.spawn(argv, folder / "log", env=env)
     common.record(state_dir, KEY, Proc(pid, argv, inputs))
     progress(f"proxmox: started fakepve at https://{host}:{port} with {len(inv.nodes)} nodes (pid {pid})")
@@ -270,13 +320,12 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> bool:
 
 
 def wait(inv: Inventory, timeout: float = START_TIMEOUT_S) -> None:
-    """Wait until fakepve issues a ticket over TLS verified against the lab CA, and has the storage."""
+    """Wait until fakepve accepts the runbooks' credentials (TLS verified against the lab CA) and has the storage."""
     state_dir = common.lab_settings(inv).state_dir
     proc = common.load_state(state_dir).get(KEY)
-    secret = password(inv)
     log = pve_dir(inv) / "log"
     where = f"proxmox {inv.proxmox.endpoint}"
-    redactor = Redactor([secret])
+    redactor = Redactor(_secrets(inv))
 
     def ready() -> str | None:
         if not common.is_running(proc):
@@ -286,40 +335,71 @@ def wait(inv: Inventory, timeout: float = START_TIMEOUT_S) -> None:
                 hint="is the address and port free (another lab, a real service)? is fakepve installed "
                 "(pip install '.[lab]')?",
             )
-        return _ticket(inv, secret)
+        return _ready(inv)
 
-    common.wait_until("fakepve to issue a ticket", ready, timeout, where, log=log, redact=redactor.redact)
-    _check_storage(inv, secret)
+    common.wait_until("fakepve to accept the credentials", ready, timeout, where, log=log, redact=redactor.redact)
+    _check_storage(inv)
 
 
-def _ticket(inv: Inventory, secret: str) -> str | None:
-    """None if a login ticket is issued (TLS verified against the lab CA), else why not."""
+def _secrets(inv: Inventory) -> list[str]:
+    """The secrets the lab's fakepve knows (to mask them in what the lab shows)."""
+    found = [password(inv, create=False)]
+    tok = token(inv)
+    if tok is not None and tok[1].exists():
+        found.append(tok[1].read_text().strip())
+    return [s for s in found if s]
+
+
+def _base(inv: Inventory) -> str:
     host, port = endpoint(inv)
+    return f"https://{host}:{port}/api2/json"
+
+
+def _login(inv: Inventory, session: requests.Session) -> str | None:
+    """Authenticate session as the runbooks do (API token, else a login ticket); None, or why it failed.
+
+    TLS is verified against the lab CA (per request: a Session's verify loses to REQUESTS_CA_BUNDLE).
+    """
+    ca = str(ca_path(inv))
+    tok = token(inv)
     try:
-        answer = requests.post(
-            f"https://{host}:{port}/api2/json/access/ticket",
-            data={"username": inv.proxmox.user, "password": secret},
-            verify=str(ca_path(inv)),
-            timeout=5,
-        )
+        if tok is not None:
+            token_id, path = tok
+            try:
+                secret = path.read_text().strip()
+            except OSError:
+                return f"no token secret at {path} yet"
+            session.headers["Authorization"] = f"PVEAPIToken={token_id}={secret}"
+            answer = session.get(f"{_base(inv)}/version", verify=ca, timeout=5)
+        else:
+            creds = {"username": login_user(inv), "password": password(inv, create=False)}
+            answer = session.post(f"{_base(inv)}/access/ticket", data=creds, verify=ca, timeout=5)
+            if answer.status_code == 200:
+                session.cookies.set("PVEAuthCookie", answer.json()["data"]["ticket"])
     except requests.RequestException as e:
         return f"{type(e).__name__}: {e}"
+    except (ValueError, KeyError, TypeError) as e:
+        return f"unexpected answer: {type(e).__name__}"
     if answer.status_code != 200:
         return f"HTTP {answer.status_code} {answer.reason}"
     return None
 
 
-def _check_storage(inv: Inventory, secret: str) -> None:
+def _ready(inv: Inventory) -> str | None:
+    """None if the runbooks' credentials are accepted (TLS verified against the lab CA), else why not."""
+    with requests.Session() as session:
+        return _login(inv, session)
+
+
+def _check_storage(inv: Inventory) -> None:
     """The template's storage must exist and hold disk images, or clones will fail later."""
-    host, port = endpoint(inv)
-    base = f"https://{host}:{port}/api2/json"
-    ca = str(ca_path(inv))  # per request: a Session's verify loses to REQUESTS_CA_BUNDLE
+    base = _base(inv)
     try:
         with requests.Session() as s:
-            creds = {"username": inv.proxmox.user, "password": secret}
-            login = s.post(f"{base}/access/ticket", data=creds, verify=ca, timeout=5)
-            s.cookies.set("PVEAuthCookie", login.json()["data"]["ticket"])
-            stores = s.get(f"{base}/storage", verify=ca, timeout=5).json()["data"]
+            why = _login(inv, s)
+            if why is not None:
+                raise LabError(f"cannot log in to list the storages: {why}", where=f"proxmox {base}")
+            stores = s.get(f"{base}/storage", verify=str(ca_path(inv)), timeout=5).json()["data"]
     except (requests.RequestException, ValueError, KeyError, TypeError) as e:
         raise LabError(f"cannot list the storages: {type(e).__name__}: {e}", where=f"proxmox {base}") from None
     usable = sorted(st["storage"] for st in stores if "images" in str(st.get("content", "")).split(","))
@@ -332,7 +412,7 @@ def _check_storage(inv: Inventory, secret: str) -> None:
 
 
 def status(inv: Inventory) -> PartStatus:
-    """Is fakepve running and issuing tickets?"""
+    """Is fakepve running and accepting the runbooks' credentials?"""
     host, port = endpoint(inv)
     address = f"https://{host}:{port}"
     proc = common.load_state(common.lab_settings(inv).state_dir).get(KEY)
@@ -341,13 +421,15 @@ def status(inv: Inventory) -> PartStatus:
     if not common.is_running(proc):
         return PartStatus("proxmox", "fakepve", address, "down", f"pid {proc.pid} is not running")
     try:
-        secret = password(inv, create=False)
+        why = _ready(inv)
     except LabError as e:
         return PartStatus("proxmox", "fakepve", address, "down", e.message)
-    why = _ticket(inv, secret)
     if why is not None:
         return PartStatus("proxmox", "fakepve", address, "down", f"pid {proc.pid}: {why}")
-    return PartStatus("proxmox", "fakepve", address, "up", f"pid {proc.pid}, {len(inv.nodes)} nodes, TLS verified")
+    tok = token(inv)
+    auth = f"token {tok[0]}" if tok else f"password of {login_user(inv)}"
+    detail = f"pid {proc.pid}, {len(inv.nodes)} nodes, {auth}, TLS verified"
+    return PartStatus("proxmox", "fakepve", address, "up", detail)
 
 
 def stop(inv: Inventory, progress: Callable[[str], None]) -> None:

@@ -54,10 +54,8 @@ from homelab_lib.proxmox.state import (
     Desired,
     DesiredVm,
     VmState,
-    parse_size,
     split_tags,
     with_net_option,
-    with_size,
 )
 from homelab_lib.proxmox.tasks import Clock, SystemClock, is_upid, wait_task
 
@@ -346,13 +344,6 @@ class _Run:
             return
         path = f"nodes/{vm.node}/qemu/{vm.vmid}"
         self.wait(self.client.put(f"{path}/resize", at, disk=disk.key, size=f"{vm.disk_gib}G"), at, "disk resize")
-        # PVE's resize task writes the new size into the drive's config itself. A server that
-        # resized without recording it (fakepve 0.5 does not model qemu resize) would make every
-        # later plan grow the disk again; record the size that the resize task reported done.
-        config = self.client.get(f"{path}/config", at) or {}
-        value = str(config.get(disk.key, disk.value))
-        if parse_size(value) < want:
-            self.client.put(f"{path}/config", at, **{disk.key: with_size(value, vm.disk_gib)})
         self.done(vm.name, task, f"disk {disk.key} grown to {vm.disk_gib} GiB")
 
     def start(self, vm: DesiredVm, task: Task) -> None:

@@ -107,7 +107,7 @@ class Proxmox(Model):
     guest_agent: Literal["required", "skip"] = Field(
         default="required",
         description="wait for each started VM's QEMU guest agent and report its IP; skip: take the IP from "
-        "ipconfig0 (the lab: its fake Proxmox runs no agent in clones)",
+        "ipconfig0 (for templates without qemu-guest-agent)",
     )
     max_parallel: Annotated[int, Field(ge=1, le=64)] = Field(default=4, description="nodes worked on at once")
     snippets: Snippets | None = Field(default=None, description="where role user-data goes; none: ci* only")

@@ -3,7 +3,8 @@
 The lab makes itself look like a homelab; the library never knows it is in one.
 ``parameters/lab.yaml`` is an ordinary parameter file whose addresses point here:
 
-- Proxmox VE: fakepve, run as its own process, over HTTPS with a lab CA (:mod:`.pve`).
+- Proxmox VE: fakepve, run by the lab's launcher (:mod:`.pve_server`: disk resizes recorded,
+  a guest agent in clones, an API token) as its own process, over HTTPS with a lab CA (:mod:`.pve`).
 - VMs: each VM is its own host (:mod:`.vms`): a mount and UTS namespace whose
   ``/etc``, ``/srv``, ``/var/lib``... land in the VM's folder, its own Docker Engine,
   and an OpenSSH server on the VM's 127.x address.
@@ -18,7 +19,7 @@ Everything the lab makes lives in ``inv.lab.state_dir``::
 
     lab.json            the processes the lab started: pid, argv, inputs hash
     lab.lock            held while up/down run
-    pve/                password, ca.pem, ca.key, cert.pem, key.pem, guests.json, log
+    pve/                password, token (the API token's secret), ca.pem, ca.key, cert.pem, key.pem, guests.json, log
     ssh/                authorized_keys (and, in parameters/lab.yaml, the client key and known_hosts)
     vms/<vm>/           the VM: sshd_config, host key, log, its engine's data-root and socket, fs/
     downloads/          the K3s installer and releases the download server serves

@@ -1,3 +1,6 @@
+# SPDX-License-Identifier: AGPL-3.0-or-later
+# This one file extends fakepve (AGPL-3.0-or-later) through its Python API, so it is under fakepve's
+# licence; it runs only as its own process and nothing else in homelab_lib imports it (tests/test_packaging.py).
 """The lab's Proxmox VE server: fakepve, built through its Python API, with what fakepve 0.5 lacks.
 
 Run as its own process by :mod:`homelab_lib.lab.pve`::

@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from homelab_lib import progress as progress_mod
 from homelab_lib.clock import SYSTEM, Clock, SystemClock
 from homelab_lib.errors import (
-    ErrorTable,
     PlanConflict,
     PlanNotApproved,
     RunbookError,
@@ -382,13 +381,13 @@ class BaseAdapter(ABC, Generic[D, O, R]):
         conflicts_block: a plan with any conflict is refused whole (True), or its conflicts are
             left out and reported while the rest is applied (False: a stray container on a
             Docker host need not stop a deploy).
-        errors: the adapter's boundary table, for :func:`~homelab_lib.errors.mapped`.
+        clock: the adapter's clock (apply's ``clock`` argument overrides it for one apply).
     """
 
     name: str = ""
     world: str = "the world"
     conflicts_block: bool = True
-    errors: ErrorTable[str] = MappingProxyType({})
+    clock: Clock = SYSTEM
 
     # --------------------------------------------------------- the adapter's part
 
@@ -454,7 +453,7 @@ class BaseAdapter(ABC, Generic[D, O, R]):
             approved_plan: the sha256 of a reviewed plan (``homelab run --approve`` passes it); the
                 plan must be exactly that one. Empty or None: no approval asked for.
             progress: where progress goes (default :func:`homelab_lib.progress.auto`).
-            clock: the clock to wait by (default the system's).
+            clock: the clock to wait by (default the adapter's).
 
         Returns:
             An outcome per change that is not a no-op.
@@ -506,7 +505,7 @@ class BaseAdapter(ABC, Generic[D, O, R]):
             todo,
             allow_delete=allow_delete,
             progress=progress or progress_mod.auto(),
-            clock=clock or SYSTEM,
+            clock=clock or self.clock,
         )
         return ApplyResult(
             self.name,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from homelab_lib.clock import Clock
+from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.contract import DONE, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
 from homelab_lib.errors import ProvisionConflict
 from homelab_lib.plan import Action, Change, Plan
@@ -40,6 +40,7 @@ class ProxmoxAdapter(BaseAdapter[Desired, Cluster, Report]):
         client: the API client (:func:`homelab_lib.clients.proxmox_client`).
         only_vms: limit the run to these VM names (empty: all).
         snippets: where role user-data snippets go (:func:`homelab_lib.clients.proxmox_snippets`).
+        clock: the clock tasks and guest agents are waited by.
     """
 
     name = "proxmox"
@@ -53,11 +54,13 @@ class ProxmoxAdapter(BaseAdapter[Desired, Cluster, Report]):
         *,
         only_vms: Sequence[str] = (),
         snippets: SnippetStore | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.inv = inv
         self.client = client
         self.only_vms = tuple(only_vms)
         self.snippets = snippets
+        self.clock = clock
 
     def __repr__(self) -> str:
         return f"ProxmoxAdapter({self.inv.name}, {self.client!r})"

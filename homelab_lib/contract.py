@@ -60,7 +60,7 @@ from homelab_lib.errors import (
     VerifyFailed,
     mapped,
 )
-from homelab_lib.plan import PLAN_MIME, Action, Change, Plan, diff_plans, document_sha256
+from homelab_lib.plan import PLAN_MIME, Action, Change, Plan, changes_by_key, diff_plans, document_sha256
 from homelab_lib.progress import Progress
 
 if TYPE_CHECKING:
@@ -490,7 +490,8 @@ class BaseAdapter(ABC, Generic[D, O, R]):
         again = self.plan(desired, observed)
         if again.sha256 != digest:
             moved = diff_plans(plan, again)
-            targets = sorted({line.split(" ", 3)[2].rstrip(":") for line in moved if line.count(" ") >= 3})
+            was, now = changes_by_key(plan.document()), changes_by_key(again.document())
+            targets = sorted({key[2] for key in was.keys() | now.keys() if was.get(key) != now.get(key)})
             raise StalePlan(
                 f"{self.world} changed since the plan was made (for {', '.join(targets) or 'its order'}); "
                 "nothing was changed:",

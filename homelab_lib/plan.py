@@ -199,37 +199,34 @@ def _describe(change: Mapping[str, Any]) -> str:
 
 
 def diff_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """What differs between two plan documents, one line per change (by kind and target).
+    """What differs between two plan documents, one line per change (by kind, where and target).
 
     ``+ kind target (where): action (details)`` is in new only, ``- ...`` in old only, and
-    ``~ kind target: field: old -> new ...`` differs, with what old had and what new has.
+    ``~ kind target (where): was ...; now ...`` differs, with what old had and what new has.
     Empty when the plans are the same.
     """
     lines: list[str] = []
     if old.get("adapter") != new.get("adapter"):
         lines.append(f"~ adapter: {old.get('adapter')!r} -> {new.get('adapter')!r}")
-
-    def keyed(doc: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
-        return {(str(c.get("kind")), str(c.get("target"))): c for c in doc.get("changes", [])}
-
-    before, after = keyed(old), keyed(new)
+    before, after = changes_by_key(old), changes_by_key(new)
     for key in [k for k in after if k not in before]:
-        c = after[key]
-        lines.append(f"+ {key[0]} {key[1]} ({c.get('where') or '-'}): {_describe(c)}")
+        lines.append(f"+ {key[0]} {key[2]} ({key[1] or '-'}): {_describe(after[key])}")
     for key in [k for k in before if k not in after]:
-        c = before[key]
-        lines.append(f"- {key[0]} {key[1]} ({c.get('where') or '-'}): {_describe(c)}")
-    for key in [k for k in after if k in before]:
-        a, b = before[key], after[key]
-        if a == b:
-            continue
-        moved = (
-            f" (where: {a.get('where') or '-'} -> {b.get('where') or '-'})" if a.get("where") != b.get("where") else ""
+        lines.append(f"- {key[0]} {key[2]} ({key[1] or '-'}): {_describe(before[key])}")
+    for key in [k for k in after if k in before and before[k] != after[k]]:
+        lines.append(
+            f"~ {key[0]} {key[2]} ({key[1] or '-'}): was {_describe(before[key])}; now {_describe(after[key])}"
         )
-        lines.append(f"~ {key[0]} {key[1]}{moved}: was {_describe(a)}; now {_describe(b)}")
     if not lines and list(before) != list(after):
         lines.append("~ the same changes in another order")
     return lines
+
+
+def changes_by_key(document: Mapping[str, Any]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    """A plan document's changes by (kind, where, target), in plan order."""
+    return {
+        (str(c.get("kind")), str(c.get("where") or ""), str(c.get("target"))): c for c in document.get("changes", [])
+    }
 
 
 def diff_plans(old: Plan, new: Plan) -> list[str]:

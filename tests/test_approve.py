@@ -109,12 +109,12 @@ def test_approve_applies_the_reviewed_plan_and_refuses_a_changed_one(
     assert "REFUSED, nothing was changed" in err
     assert "PlanNotApproved" in err
     assert f"the plan now, against the plan approved in run {second.run}:" in err
-    assert "~ vm docker-sleepy: was no-op; now update (memory: 4096 -> 6144)" in err
+    assert "~ vm docker-sleepy (sleepy): was no-op; now update (memory: 4096 -> 6144)" in err
     assert pve.writes(mark) == []  # not one request that could change anything
     assert managed(pve)["docker-sleepy"] == ("running", "4096")
     refused = index.records()[-1]
     assert refused.status == "failed"
     assert refused.approves == second.run
     assert refused.plan_hash != second.plan_hash
-    assert "~ vm docker-sleepy: was no-op; now update (memory: 4096 -> 6144)" in refused.error
+    assert "~ vm docker-sleepy (sleepy): was no-op; now update (memory: 4096 -> 6144)" in refused.error
     assert index.verify() == []  # the records with plans chain and seal like any other

@@ -201,7 +201,9 @@ def test_a_stale_plan_is_refused_before_any_change(pve_lab: PveLab) -> None:
     mark = pve_lab.mark()
     with pytest.raises(StalePlan, match=r"the cluster changed since the plan was made \(for docker-drowzee\)") as e:
         pve_lab.adapter().apply(desired, plan, confirm=True, progress=Hook())
-    assert e.value.moved == ("~ vm docker-drowzee: was update (cores: 2 -> 1); now no-op",)  # what moved, named
+    assert e.value.moved == (
+        "~ vm docker-drowzee (drowzee): was update (cores: 2 -> 1); now no-op",
+    )  # what moved, named
     assert pve_lab.writes(mark) == []
 
 

@@ -20,6 +20,7 @@ documents and their diff, error tables, NotFound) are tested without servers.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import secrets
 import shutil
@@ -479,3 +480,16 @@ def test_lookups_raise_not_found_with_where_and_hint(tmp_path: Path) -> None:
     assert "example.yaml: vms" in str(e.value)
     with pytest.raises(NotFound, match="no node named 'pve9'"):
         inv.node("pve9")
+
+
+def test_every_adapter_offers_the_same_steps_with_the_same_arguments() -> None:
+    """What the next adapters copy: the Protocol's five steps, same names, same argument order, same defaults."""
+    steps = ["desired", "observe", "plan", "apply", "verify", "close"]
+    for cls in (proxmox.ProxmoxAdapter, compose.ComposeAdapter):
+        for step in steps:
+            want = inspect.signature(getattr(contract.Adapter, step))
+            have = inspect.signature(getattr(cls, step))
+            assert [(p.name, p.kind, p.default) for p in have.parameters.values()] == [
+                (p.name, p.kind, p.default) for p in want.parameters.values()
+            ], f"{cls.__name__}.{step}"
+    assert all(hasattr(contract, name) for name in contract.__all__)

@@ -25,7 +25,7 @@ from homelab_lib.compose.render import Project, render
 from homelab_lib.compose.transport import DockerHost, HostPool
 from homelab_lib.compose.validate import validate
 from homelab_lib.compose.verify import PROBE_TIMEOUT_S, ComposeReport, checks, probe, status
-from homelab_lib.contract import DONE, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
+from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
 from homelab_lib.plan import Action, Change, Plan
 from homelab_lib.progress import Progress
 
@@ -171,6 +171,10 @@ class ComposeAdapter(BaseAdapter[ComposeDesired, Observed, ComposeReport]):
             self._own.close()
             self._own = None
             self._hosts = None
+
+
+if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments
+    _contract: type[Adapter[ComposeDesired, Observed, ComposeReport]] = ComposeAdapter
 
 
 def adapter(inv: Inventory, *, stacks: Sequence[str] = ()) -> ComposeAdapter:

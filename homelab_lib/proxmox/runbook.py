@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.contract import DONE, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
+from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
 from homelab_lib.errors import ProvisionConflict
 from homelab_lib.plan import Action, Change, Plan
 from homelab_lib.progress import Progress
@@ -125,6 +125,10 @@ class ProxmoxAdapter(BaseAdapter[Desired, Cluster, Report]):
                 detail = "destroyed" if not left else f"still there (vmid {left[0].vmid}, {left[0].status})"
                 checks.append(Check("vm", o.target, o.where, not left, detail))
         return VerifyResult(self.name, result.confirmed, tuple(checks), rows)
+
+
+if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments
+    _contract: type[Adapter[Desired, Cluster, Report]] = ProxmoxAdapter
 
 
 def adapter(inv: Inventory, *, only_vms: Sequence[str] = ()) -> ProxmoxAdapter:

@@ -290,6 +290,8 @@ class VerifyResult(Generic[R_co]):
     def summary(self) -> str:
         """One line: all as promised, or how many checks fail (and the first ones)."""
         note = f"; {self.note}" if self.note else ""
+        if not self.checks:
+            return f"nothing to verify{note}"
         if self.ok:
             return f"verified: {self._counts()} as the plan promised{note}"
         bad = self.problems

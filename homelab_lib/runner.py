@@ -290,6 +290,7 @@ def _execute(
 
     error = redactor.redact(f"{failure[1]}: {failure[2]}") if failure else ""
     if diff:
+        diff = [redactor.redact(line) for line in diff]
         error += "\n" + "\n".join(diff)
     cell = failure[0] if failure else None
     if nb is None:

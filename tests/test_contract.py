@@ -209,9 +209,12 @@ def compose_params(tmp: Path, sshd: Path, name: str, variant: str) -> Path:
         },
         "environment": {"GREETING": "hello" if variant != "changed" else "hello again"},
     }
+    extra = {**hello, "per_host": False, "ports": [{"container": 8080, "host": WEB_PORT + 1}]}
     stacks = {"contract-a": {"web": ["hello"]}, "contract-b": {"web": ["hello"]}}
     if variant == "gone":
         stacks["contract-b"] = {}
+    if variant == "extra":
+        stacks["contract-a"] = {"web": ["hello", "extra"]}
     (tmp / "id.pub").write_text(PUBKEY + "\n")
     data = {
         "name": name,
@@ -229,7 +232,7 @@ def compose_params(tmp: Path, sshd: Path, name: str, variant: str) -> Path:
              "disk_gib": 8, "ip": f"{address}/24", "stacks": stacks[vm]}
             for i, (vm, address) in enumerate(SSH_HOSTS.items())
         ],
-        "services": {"hello": hello},
+        "services": {"hello": hello, "extra": extra},
     }  # fmt: skip
     path = tmp / f"{name}-{variant}.yaml"
     with path.open("w") as f:
@@ -370,6 +373,37 @@ def test_a_stack_taken_down_only_with_allow_delete(tmp_path: Path, sshd: Path, e
             ("stack", "contract-b", True, "removed")
         ]
         assert not folder.exists()
+    finally:
+        worlds.close()
+
+
+def test_a_service_dropped_from_a_stack_goes_only_with_allow_delete(
+    tmp_path: Path, sshd: Path, engine: Any, image: str
+) -> None:
+    """A stack that changes and also lost a service: updated, but its old service kept until allow_delete."""
+    worlds = compose_world(tmp_path, sshd, engine)
+    world = next(worlds)
+    try:
+        assert contract.run(world.adapter("extra"), confirm=True, progress=quiet()).verified.ok
+        name = world.adapter("base").inv.name  # type: ignore[attr-defined]
+
+        def extra_runs() -> bool:
+            labels = [f"homelab.homelab={name}", "homelab.service=extra"]
+            return bool(engine.containers.list(filters={"label": labels}))
+
+        assert extra_runs()
+        changed = world.adapter("changed")
+        kept = contract.run(changed, confirm=True, progress=quiet())
+        assert sorted((o.where, o.target, o.result) for o in kept.result.outcomes) == [
+            ("contract-a", "web/extra", NEEDS_ALLOW_DELETE),
+            ("contract-a", "web/hello", DONE),
+            ("contract-b", "web/hello", DONE),
+        ]
+        assert extra_runs()  # compose up ran without --remove-orphans
+        removed = contract.run(changed, confirm=True, allow_delete=True, progress=quiet())
+        assert [(o.target, o.result) for o in removed.result.outcomes] == [("web/extra", DONE)]
+        assert not extra_runs()
+        assert removed.verified.ok
     finally:
         worlds.close()
 

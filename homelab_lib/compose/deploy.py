@@ -55,7 +55,7 @@ from homelab_lib.errors import (
     UnresolvedSecret,
     mapped,
 )
-from homelab_lib.plan import Action, Change
+from homelab_lib.plan import Action, Change, Plan
 from homelab_lib.progress import Progress
 from homelab_lib.secrets import Redactor
 
@@ -331,6 +331,7 @@ def _stacks(todo: Sequence[Change]) -> list[_Stack]:
 def carry_out(
     projects: Sequence[Project],
     hosts: Mapping[str, DockerHost],
+    plan: Plan,
     todo: Sequence[Change],
     *,
     allow_delete: bool,
@@ -343,6 +344,8 @@ def carry_out(
     Args:
         projects: the rendered (and validated) projects.
         hosts: an open :class:`DockerHost` per host of the changes.
+        plan: the whole plan (a stack with a service dropped, whose delete is not allowed, keeps it:
+            no ``--remove-orphans`` for it).
         todo: the plan's changes to make (service creates/updates, and with allow_delete service
             and stack deletes).
         allow_delete: services dropped from a stack go too (``--remove-orphans``); otherwise
@@ -360,6 +363,9 @@ def carry_out(
         SshError, ComposeError: a host could not be used at all.
     """
     by_key = {(p.host, p.stack): p for p in projects}
+    orphans = {
+        (c.where, c.target.split("/", 1)[0]) for c in plan.changes if c.kind == "service" and c.action == Action.DELETE
+    }
     stacks = _stacks(todo)
     per_host: dict[str, list[_Stack]] = {}
     for st in stacks:
@@ -378,9 +384,8 @@ def carry_out(
                     task.advance(f"{st.host}/{st.stack}: removed")
                     continue
                 project = by_key[(st.host, st.stack)]
-                orphans = any(c.action == Action.DELETE for c in st.changes)
                 run = _StackRun(project, host, clock, health_timeout_s)
-                states = run.run(remove_orphans=allow_delete or not orphans)
+                states = run.run(remove_orphans=allow_delete or (st.host, st.stack) not in orphans)
                 results.append((st, states, "deployed, healthy", clock.monotonic() - t0, None))
                 task.advance(f"{st.host}/{st.stack}: deployed, healthy")
             except (ComposeError, SshError) as e:

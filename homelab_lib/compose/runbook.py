@@ -141,6 +141,7 @@ class ComposeAdapter(BaseAdapter[ComposeDesired, Observed, ComposeReport]):
         return carry_out(
             desired.projects,
             self.hosts,
+            plan,
             todo,
             allow_delete=allow_delete,
             progress=progress,

@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from homelab_lib import progress as progress_mod
 from homelab_lib.clock import SYSTEM, Clock, SystemClock
 from homelab_lib.errors import (
+    ErrorTable,
     PlanConflict,
     PlanNotApproved,
     RunbookError,
@@ -667,6 +668,7 @@ __all__ = [
     "Change",
     "Check",
     "Clock",
+    "ErrorTable",
     "Outcome",
     "Plan",
     "Run",

@@ -29,49 +29,42 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 
-from homelab_lib import clients, compose
+from homelab_lib import clients, compose, contract
 from homelab_lib.inventory import Inventory, load_inventory
 
 REPO = Path(__file__).resolve().parent.parent
+DESIRED: dict[str, Any] = {}  # rendered once: the like-with-like figure compares observing, not rendering
 LAB = REPO / "parameters" / "lab.yaml"
 EXAMPLE = REPO / "parameters" / "example.yaml"
 
 
 def deploy_02(inv: Inventory, local: tuple[str, ...]) -> None:
     """Bring the lab's stacks to their rendered state (a first run of 02), so the re-runs have nothing to do."""
-    projects = compose.render(inv)
-    compose.validate(projects, local)
-    with clients.docker_hosts(inv) as hosts:
-        plan = compose.plan(projects, compose.observe_all(hosts, inv.name), homelab=inv.name)
-        compose.deploy(plan, projects, hosts, confirm=True)
+    with closing(compose.ComposeAdapter(inv, local_compose=local)) as runbook:
+        contract.run(runbook, confirm=True)
 
 
-def observe_plan(inv: Inventory, projects: list[compose.Project]) -> None:
-    """What tells a re-run that nothing changed: connect, observe every host, plan."""
-    with clients.docker_hosts(inv) as hosts:
-        plan = compose.plan(projects, compose.observe_all(hosts, inv.name), homelab=inv.name)
+def observe_plan(inv: Inventory, local: tuple[str, ...]) -> None:
+    """What tells a re-run that nothing changed: connect to every host, observe, plan (desired is rendered apart)."""
+    with closing(compose.ComposeAdapter(inv, local_compose=local)) as runbook:
+        desired = DESIRED.setdefault(inv.name, runbook.desired())
+        plan = runbook.plan(desired, runbook.observe(desired))
     if not plan.empty:
         raise SystemExit("the lab's stacks are not deployed as rendered: run 02 with confirm first")
 
 
 def rerun_02(inv: Inventory, local: tuple[str, ...]) -> None:
-    """What a no-change run of the notebook does, without the kernel."""
-    projects = compose.render(inv)
-    compose.validate(projects, local)
-    with clients.docker_hosts(inv) as hosts:
-        observed = compose.observe_all(hosts, inv.name)
-        plan = compose.plan(projects, observed, homelab=inv.name)
-        result = compose.deploy(plan, projects, hosts, confirm=True)
-        if not plan.empty or result.outcomes:
+    """What a no-change run of the notebook does, without the kernel: the contract's five steps."""
+    with closing(compose.ComposeAdapter(inv, local_compose=local)) as runbook:
+        done = contract.run(runbook, confirm=True)  # verify raises if anything is not healthy as rendered
+        if not done.plan.empty or done.result.outcomes:
             raise SystemExit("the lab's stacks are not deployed as rendered: run 02 with confirm first")
-        rows = compose.status(projects, compose.observe_all(hosts, inv.name), datetime.now(UTC))
-        compose.verdict(rows, compose.probe(projects), confirmed=True)
 
 
 def compose_ps(inv: Inventory, projects: list[compose.Project]) -> None:
@@ -140,7 +133,7 @@ def main(argv: list[str]) -> int:
     compose_ps(inv, projects)
     ours, ps, whole_lib = [], [], []
     for i in range(args.runs):
-        pair = [("ours", lambda: observe_plan(inv, projects)), ("ps", lambda: compose_ps(inv, projects))]
+        pair = [("ours", lambda: observe_plan(inv, local)), ("ps", lambda: compose_ps(inv, projects))]
         for name, fn in pair if i % 2 == 0 else reversed(pair):
             (ours if name == "ours" else ps).append(timed(fn))
         whole_lib.append(timed(lambda: rerun_02(inv, local)))

@@ -30,6 +30,7 @@ from homelab_lib.errors import AuditError
 GENESIS = "0" * 64
 INDEX = "index.jsonl"
 HEAD = "HEAD"
+OPTIONAL = ("plan_hash", "plan", "approves")  # written only when set: older records keep their seals
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -65,6 +66,12 @@ class Record:
         host: where it ran.
         prev: sha256 of the previous record's line (GENESIS for the first).
         seal: sha256 of this record's own fields (with seal empty), so an edited record is named itself.
+        plan_hash: sha256 of the plan the notebook showed (:func:`homelab_lib.contract.show_plan`), '' if none.
+        plan: that plan's canonical document (changes, summary), None if none.
+        approves: the run whose reviewed plan this run applied (``homelab run --approve RUN_ID``), '' if none.
+
+    The last three are written only when set, so records made before they existed keep their
+    lines and seals.
     """
 
     run: str
@@ -83,17 +90,24 @@ class Record:
     host: str
     prev: str = field(default=GENESIS)
     seal: str = ""
+    plan_hash: str = ""
+    plan: dict[str, Any] | None = None
+    approves: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        """The record's fields in order; the optional ones (plan_hash, plan, approves) only when set."""
+        return {k: v for k, v in asdict(self).items() if k not in OPTIONAL or v not in (None, "")}
 
     def expected_seal(self) -> str:
         """The seal this record's fields call for."""
-        return sha256_bytes(json.dumps({**asdict(self), "seal": ""}, ensure_ascii=False).encode())
+        return sha256_bytes(json.dumps({**self.fields(), "seal": ""}, ensure_ascii=False).encode())
 
     def sealed(self) -> Record:
         return replace(self, seal=self.expected_seal())
 
     def line(self) -> bytes:
         """The record as written in the index (one JSON line, keys in field order)."""
-        return (json.dumps(asdict(self), ensure_ascii=False) + "\n").encode()
+        return (json.dumps(self.fields(), ensure_ascii=False) + "\n").encode()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

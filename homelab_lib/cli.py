@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from homelab_lib.archive import Archive
-from homelab_lib.errors import AuditError, ConfigError, HomelabError, LockHeld, NotebookFailed
+from homelab_lib.errors import ApprovalRefused, AuditError, ConfigError, HomelabError, LockHeld, NotebookFailed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,11 +74,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             archive_dir=args.archive,
             progress_bar=not args.quiet,
             log_output=args.log_output,
+            approve=args.approve,
         )
+    except ApprovalRefused as e:
+        print(f"REFUSED, nothing was changed: {e}", file=sys.stderr)
+        return 1
     except NotebookFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
-    print(f"ok: {result.record.run} archived at {result.archived}")
+    approves = f", applying the plan approved in {result.record.approves}" if result.record.approves else ""
+    print(f"ok: {result.record.run} archived at {result.archived}{approves}")
     return 0
 
 
@@ -95,6 +100,8 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
             "start": r.start,
             "duration s": r.duration_s,
             "failed cell": "-" if r.failed_cell is None else r.failed_cell,
+            "plan": r.plan_hash[:12] or "-",
+            "approves": r.approves or "-",
             "error": (r.error[:60] + "...") if len(r.error) > 60 else (r.error or "-"),
         }
         for i, r in enumerate(records, 1)
@@ -104,9 +111,23 @@ def cmd_audit_list(args: argparse.Namespace) -> int:
 
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
-    record = Archive(Path(args.archive)).find(args.run)
+    archive = Archive(Path(args.archive))
+    record = archive.find(args.run)
     for key, value in vars(record).items():
-        print(f"{key:>16}: {value}")
+        if key != "plan":
+            print(f"{key:>16}: {value}")
+    if record.approves:
+        approved = archive.find(record.approves)
+        print(f"{'reviewed':>16}: plan {approved.plan_hash[:12]} of dry run {approved.run}, "
+              f"by {approved.user}@{approved.host} at {approved.start}")  # fmt: skip
+    if record.plan:
+        print(f"{'plan':>16}: {record.plan.get('summary', '')} (sha256 {record.plan_hash})")
+        for change in record.plan.get("changes", []):
+            fields = "; ".join(f"{n}: {old!r} -> {new!r}" for n, old, new in change.get("fields", []))
+            detail = fields or change.get("reason") or ""
+            print(
+                f"{'':>18}{change['action']:8} {change['kind']} {change['target']} ({change['where'] or '-'}) {detail}"
+            )
     return 0
 
 
@@ -207,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
     p.add_argument("--log-output", action="store_true", help="echo cell outputs (headless runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--approve",
+        metavar="RUN_ID",
+        help="apply the plan archived by this dry run, and only it: confirm=True, and the run fails (exit 1, "
+        "nothing changed, the difference shown) if the plan computed now differs",
+    )
     p.set_defaults(func=cmd_run)
 
     audit = sub.add_parser("audit", help="the run archive: list, show, verify")

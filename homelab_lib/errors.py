@@ -1,14 +1,27 @@
 """The one exception tree of homelab_lib.
 
 Every error says what failed, where (file:line, node, VM, service) and what to
-do. Errors from outside libraries (proxmoxer, docker, kubernetes, papermill)
-are translated at the adapter boundary with ``raise ... from e``.
+do. Errors from outside libraries (proxmoxer, docker, paramiko, kubernetes,
+papermill) are translated at the adapter boundary by a table, as httpx's
+``map_httpcore_exceptions()`` does: each adapter keeps an :data:`ErrorTable`
+(outside exception class -> a function that builds ours) and wraps its calls in
+``with mapped(TABLE, where=...)``, which raises ours ``from`` the original; the
+most specific class of the table wins, and anything the table does not name
+passes through unchanged.
 
     HomelabError
     ├── ConfigError                 bad parameters: YAML, types, unknown keys, capacity
-    │   └── SecretError             a secret reference that does not resolve
+    │   └── SecretError             a secret reference that does not resolve (located: file:line)
+    ├── UnresolvedSecret            a secret reference cannot be read at the moment of use
+    ├── NotFound (also a KeyError)  a name the inventory, a plan or a project does not have
+    ├── RunbookError                the runbook contract: plan -> apply -> verify
+    │   ├── PlanConflict            the plan has conflicts; nothing was changed
+    │   ├── StalePlan               the world changed since the plan was made; nothing was changed
+    │   ├── PlanNotApproved         the plan computed now is not the approved one; nothing was changed
+    │   └── VerifyFailed            after a confirmed apply, the world is not what the plan promised
     ├── RunError                    the runner: a notebook that failed, a lock held
     │   ├── NotebookFailed          a cell raised; carries the cell index and exception
+    │   │   └── ApprovalRefused     `--approve RUN_ID`: the plan differs from the approved one (with the diff)
     │   ├── LockHeld                another run against the same homelab is under way
     │   └── SecretLeak              a resolved secret value was found in a notebook
     ├── AuditError                  the audit archive: a record or file altered or removed
@@ -32,13 +45,16 @@ are translated at the adapter boundary with ``raise ... from e``.
             ├── TaskFailed          a task ended in TASK ERROR; carries the task log's last lines
             ├── TaskTimeout         a task did not end in time (it may still be running)
             ├── AgentTimeout        a VM's QEMU guest agent never reported
-            ├── ProvisionConflict   the plan has conflicts; nothing was changed
+            ├── ProvisionConflict   the plan has conflicts; nothing was changed (also a PlanConflict)
             └── ProvisionFailed     apply stopped; carries each failure and what was done
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 
 class HomelabError(Exception):
@@ -100,6 +116,112 @@ class SecretError(ConfigError):
     """A secret reference (``env:NAME`` or ``file:PATH``) does not resolve."""
 
 
+class UnresolvedSecret(HomelabError):
+    """A secret reference (``env:NAME``, ``file:PATH``) cannot be read now: variable unset, file missing.
+
+    Raised by :meth:`homelab_lib.secrets.SecretRef.reveal`; the inventory loader turns it into a
+    located :class:`SecretError`, adapters into their own error (``ProxmoxAuthError``, ``DeployFailed``).
+    """
+
+
+class NotFound(HomelabError, KeyError):
+    """A name that is not there: a VM or node of the inventory, a VM of a plan, a service of a project.
+
+    Also a :class:`KeyError`, so ``except KeyError`` around a lookup keeps working; but what reaches
+    a user says what was looked for, where, and what names there are.
+
+    Attributes:
+        name: the name looked for.
+    """
+
+    def __init__(self, name: str, *, what: str, known: Sequence[str] = (), where: str = "", hint: str = "") -> None:
+        self.name = name
+        shown = ", ".join(sorted(known)) or "none"
+        super().__init__(
+            f"no {what} named {name!r} (there are: {shown})",
+            where=where,
+            hint=hint or f"use one of the {what} names above, or add it to the parameters",
+        )
+
+
+class RunbookError(HomelabError):
+    """A step of the runbook contract refused or failed: plan -> apply -> verify (see :mod:`homelab_lib.contract`)."""
+
+
+class PlanConflict(RunbookError):
+    """The plan has conflicts (changes only the operator can make); nothing was changed.
+
+    Attributes:
+        conflicts: one line per conflict.
+    """
+
+    conflicts: list[str]
+
+    @classmethod
+    def of(cls, conflicts: list[str]) -> PlanConflict:
+        lines = "\n  ".join(conflicts)
+        error = cls(
+            f"{len(conflicts)} conflict(s) in the plan; nothing was changed:\n  {lines}",
+            hint="resolve each one (change the inventory or the system), then run again",
+        )
+        error.conflicts = conflicts
+        return error
+
+
+class StalePlan(RunbookError):
+    """Apply read the world again and it no longer matches the plan; nothing was changed.
+
+    Attributes:
+        moved: one line per change that differs (``+`` new, ``-`` gone, ``~`` changed).
+    """
+
+    def __init__(self, message: str, *, moved: Sequence[str], where: str = "", hint: str = "") -> None:
+        self.moved = tuple(moved)
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        return super().__str__() + "".join(f"\n  {line}" for line in self.moved)
+
+
+class PlanNotApproved(RunbookError):
+    """The plan computed now is not the plan that was approved (``approved_plan``); nothing was changed.
+
+    Attributes:
+        planned: the sha256 of the plan computed now.
+        approved: the sha256 that was approved.
+    """
+
+    def __init__(self, *, planned: str, approved: str, where: str = "") -> None:
+        self.planned = planned
+        self.approved = approved
+        super().__init__(
+            f"the plan computed now (sha256 {planned[:12]}) is not the approved plan (sha256 {approved[:12]}); "
+            "nothing was changed",
+            where=where,
+            hint="the inventory or the world changed since the review: make a new dry run, review its plan, "
+            "and approve that run",
+        )
+
+
+class VerifyFailed(RunbookError):
+    """After a confirmed apply, the world is not what the plan promised.
+
+    Attributes:
+        problems: one line per check that failed.
+        result: the verify result, for its table (a :class:`homelab_lib.contract.VerifyResult`).
+    """
+
+    def __init__(
+        self, message: str, *, problems: Sequence[str], where: str = "", hint: str = "", result: object = None
+    ) -> None:
+        self.problems = tuple(problems)
+        self.result = result
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        return super().__str__() + "".join(f"\n  {line}" for line in self.problems)
+
+
 class RunError(HomelabError):
     """A runbook run could not start or did not finish."""
 
@@ -124,6 +246,29 @@ class NotebookFailed(RunError):
             where=f"{notebook} {at}",
             hint=f"the executed notebook is archived at {archived}",
         )
+
+
+class ApprovalRefused(NotebookFailed):
+    """``homelab run --approve RUN_ID``: the plan computed now differs from the plan approved in RUN_ID.
+
+    The notebook stopped at its apply step before anything changed; ``diff`` lists the changes
+    added (``+``), removed (``-``) and changed (``~``) against the approved plan.
+
+    Attributes:
+        approved_run: the run whose plan was approved.
+        diff: the readable difference, one line per change.
+    """
+
+    def __init__(
+        self, notebook: str, cell: int | None, evalue: str, archived: str, *, approved_run: str, diff: Sequence[str]
+    ) -> None:
+        self.approved_run = approved_run
+        self.diff = tuple(diff)
+        super().__init__(notebook, cell, "PlanNotApproved", evalue, archived)
+
+    def __str__(self) -> str:
+        lines = "".join(f"\n  {line}" for line in self.diff) or "\n  (the plan could not be read from the run)"
+        return f"{super().__str__()}\nthe plan now, against the plan approved in run {self.approved_run}:{lines}"
 
 
 class LockHeld(RunError):
@@ -246,7 +391,7 @@ class AgentTimeout(ProxmoxError):
     """A VM's QEMU guest agent did not report its network interfaces in time."""
 
 
-class ProvisionConflict(ProxmoxError):
+class ProvisionConflict(ProxmoxError, PlanConflict):
     """The plan has conflicts (vmid clash, disk shrink, node change, capacity...); nothing was changed.
 
     Attributes:
@@ -345,3 +490,62 @@ class PortTaken(DeployFailed):
 
 class Unhealthy(DeployFailed):
     """A container did not become healthy (or stopped) before the timeout."""
+
+
+# ---------------------------------------------------------------- translating outside errors
+
+W = TypeVar("W")
+Translate = Callable[[Any, W], HomelabError]
+#: An adapter's table: outside exception class -> a function (exception, where) -> our error.
+ErrorTable = Mapping[type[BaseException], Translate[W]]
+
+
+def to(cls: type[HomelabError], *, hint: str = "", message: str = "") -> Translate[str]:
+    """A table entry that makes ``cls(f"{message}{exception}", where=where, hint=hint)``.
+
+    Args:
+        cls: our error class.
+        hint: what to do.
+        message: text put before the outside exception's own message.
+    """
+
+    def make(e: BaseException, where: str) -> HomelabError:
+        text = str(e) or type(e).__name__
+        return cls(f"{message}{text}", where=where, hint=hint)
+
+    return make
+
+
+def translate(table: ErrorTable[W], error: BaseException, where: W) -> HomelabError | None:
+    """Our error for an outside one: the table's entry for the first class of the error's MRO it names.
+
+    So the most specific class wins (``SSLError`` before ``ConnectionError`` before ``OSError``),
+    and for a class with two bases the first base does. None when the table names none of them.
+    """
+    for cls in type(error).__mro__:
+        if cls in table:
+            return table[cls](error, where)
+    return None
+
+
+@contextlib.contextmanager
+def mapped(table: ErrorTable[W], *, where: W) -> Iterator[None]:
+    """Translate outside errors raised in the block by table (``raise ours from theirs``).
+
+    Our own errors (:class:`HomelabError`) pass through untouched, and so does anything the
+    table does not name.
+
+    Args:
+        table: the adapter's table.
+        where: what the block is about, handed to the table's function (a string for most
+            adapters; Proxmox hands the request).
+    """
+    try:
+        yield
+    except HomelabError:
+        raise
+    except Exception as e:
+        ours = translate(table, e, where)
+        if ours is None:
+            raise
+        raise ours from e

@@ -8,16 +8,31 @@ table, with the rules every runbook follows:
 - a plan of only no-ops means there is nothing to do (idempotent re-runs);
 - ``conflict`` changes are never applied: they need the operator;
 - ``delete`` changes are applied only with ``allow_delete`` as well as ``confirm``.
+
+A plan also has a canonical form (:meth:`Plan.document`: JSON with sorted keys,
+no volatile text) and its sha256 (:attr:`Plan.sha256`): what a dry run archives
+and ``homelab run --approve`` compares, the way ``terraform plan -out`` does.
+:func:`diff_documents` says what differs between two plans, one line per change.
+This module imports no pandas until a table is asked for (the runner uses it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: The MIME type a plan is emitted under in a notebook's outputs (see :func:`homelab_lib.contract.show_plan`).
+PLAN_MIME = "application/vnd.homelab.plan+json"
+#: The version of the canonical form.
+PLAN_FORMAT = "homelab.plan/1"
 
 
 class Action(StrEnum):
@@ -65,17 +80,23 @@ class Change:
 
 @dataclass(frozen=True)
 class Plan:
-    """An ordered list of changes."""
+    """An ordered list of changes, made by one adapter.
+
+    Attributes:
+        changes: the changes, in the order apply carries them out.
+        adapter: the adapter that made the plan (``proxmox``, ``compose``...); part of its identity.
+    """
 
     changes: tuple[Change, ...] = field(default_factory=tuple)
+    adapter: str = ""
 
     @classmethod
-    def of(cls, changes: Iterable[Change]) -> Plan:
+    def of(cls, changes: Iterable[Change], *, adapter: str = "") -> Plan:
         """A plan with changes in dependency order: creates/updates by rank, then deletes in reverse rank."""
         items = list(changes)
         forward = sorted((c for c in items if c.action != Action.DELETE), key=lambda c: (c.order, c.kind, c.target))
         deletes = sorted((c for c in items if c.action == Action.DELETE), key=lambda c: (-c.order, c.kind, c.target))
-        return cls(tuple(forward + deletes))
+        return cls(tuple(forward + deletes), adapter)
 
     def of_action(self, *actions: Action) -> list[Change]:
         return [c for c in self.changes if c.action in actions]
@@ -102,6 +123,8 @@ class Plan:
 
     def table(self) -> pd.DataFrame:
         """The plan as a table: one row per change, field diffs spelled out."""
+        import pandas as pd
+
         return pd.DataFrame(
             [
                 {
@@ -115,6 +138,100 @@ class Plan:
             ],
             columns=["action", "kind", "target", "where", "details"],
         )
+
+    def document(self) -> dict[str, Any]:
+        """The plan's canonical form: what is hashed, archived and compared.
+
+        Every change with its kind, target, action, where, field diffs and reason; the reason of a
+        no-op is left out (it reports volatile facts, such as a container's health, that are no part
+        of what would be done). Values that JSON cannot hold are written as text.
+        """
+        return {
+            "format": PLAN_FORMAT,
+            "adapter": self.adapter,
+            "summary": self.summary(),
+            "changes": [
+                {
+                    "kind": c.kind,
+                    "target": c.target,
+                    "action": c.action.value,
+                    "where": c.where,
+                    "fields": [[f.name, _jsonable(f.old), _jsonable(f.new)] for f in c.fields],
+                    "reason": "" if c.action == Action.NOOP else c.reason,
+                }
+                for c in self.changes
+            ],
+        }
+
+    @property
+    def sha256(self) -> str:
+        """The sha256 (hex) of the canonical form: equal plans, equal hashes, on any machine."""
+        return document_sha256(self.document())
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def canonical(document: Mapping[str, Any]) -> bytes:
+    """The canonical bytes of a plan document (its ``sha256`` key left out): sorted keys, no spaces, UTF-8."""
+    body = {k: v for k, v in document.items() if k != "sha256"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def document_sha256(document: Mapping[str, Any]) -> str:
+    """The sha256 of a plan document, as :attr:`Plan.sha256` computes it (its own ``sha256`` key left out)."""
+    return hashlib.sha256(canonical(document)).hexdigest()
+
+
+def _describe(change: Mapping[str, Any]) -> str:
+    fields = "; ".join(f"{name}: {old!r} -> {new!r}" for name, old, new in change.get("fields", []))
+    detail = fields or str(change.get("reason") or "")
+    return f"{change.get('action')}" + (f" ({detail})" if detail else "")
+
+
+def diff_documents(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What differs between two plan documents, one line per change (by kind, where and target).
+
+    ``+ kind target (where): action (details)`` is in new only, ``- ...`` in old only, and
+    ``~ kind target (where): was ...; now ...`` differs, with what old had and what new has.
+    Empty when the plans are the same.
+    """
+    lines: list[str] = []
+    if old.get("adapter") != new.get("adapter"):
+        lines.append(f"~ adapter: {old.get('adapter')!r} -> {new.get('adapter')!r}")
+    before, after = changes_by_key(old), changes_by_key(new)
+    for key in [k for k in after if k not in before]:
+        lines.append(f"+ {key[0]} {key[2]} ({key[1] or '-'}): {_describe(after[key])}")
+    for key in [k for k in before if k not in after]:
+        lines.append(f"- {key[0]} {key[2]} ({key[1] or '-'}): {_describe(before[key])}")
+    for key in [k for k in after if k in before and before[k] != after[k]]:
+        lines.append(
+            f"~ {key[0]} {key[2]} ({key[1] or '-'}): was {_describe(before[key])}; now {_describe(after[key])}"
+        )
+    if not lines and list(before) != list(after):
+        lines.append("~ the same changes in another order")
+    return lines
+
+
+def changes_by_key(document: Mapping[str, Any]) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    """A plan document's changes by (kind, where, target), in plan order."""
+    return {
+        (str(c.get("kind")), str(c.get("where") or ""), str(c.get("target"))): c for c in document.get("changes", [])
+    }
+
+
+def diff_plans(old: Plan, new: Plan) -> list[str]:
+    """:func:`diff_documents` of two plans."""
+    return diff_documents(old.document(), new.document())
 
 
 def diff(old: dict[str, Any], new: dict[str, Any], names: Sequence[str] | None = None) -> tuple[FieldChange, ...]:

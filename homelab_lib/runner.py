@@ -6,6 +6,14 @@ write it to the archive -> append a hash-chained record to the index. A failed
 notebook is archived too (status ``failed``, with the failing cell); a notebook
 in which a secret value appears is not kept (status ``leak``) and the run fails
 loudly. Every outcome is recorded.
+
+Reviewed plans: a runbook's plan cell emits its plan (:func:`homelab_lib.contract.show_plan`);
+the runner finds it in the executed notebook and records its sha256 and the plan
+with the run. ``approve=RUN_ID`` (``homelab run ... --approve RUN_ID``) runs the
+notebook with ``confirm=True`` and ``approved_plan=<that run's plan hash>``: the
+notebook's apply step changes nothing unless the plan it computes now is that
+plan; on a mismatch the run fails with :class:`~homelab_lib.errors.ApprovalRefused`
+and the difference. The record of the run names the run it approves (``approves``).
 """
 
 from __future__ import annotations
@@ -17,10 +25,9 @@ import logging
 import os
 import socket
 import tempfile
-import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +37,25 @@ from filelock import FileLock, Timeout
 from papermill.exceptions import PapermillExecutionError
 
 from homelab_lib.archive import Archive, Record
-from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, Problem, RunError, SecretLeak
+from homelab_lib.clock import SYSTEM, Clock
+from homelab_lib.contract import plan_in_notebook
+from homelab_lib.errors import (
+    ApprovalRefused,
+    AuditError,
+    ConfigError,
+    LockHeld,
+    NotebookFailed,
+    Problem,
+    RunError,
+    SecretLeak,
+    UnresolvedSecret,
+)
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.load import shown_path
-from homelab_lib.secrets import Redactor, UnresolvedSecret, find_leaks, literal_secrets, redact_params
+from homelab_lib.plan import diff_documents
+from homelab_lib.secrets import Redactor, find_leaks, literal_secrets, redact_params
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+APPROVED_PLAN = "approved_plan"  # the notebook parameter that carries an approved plan's sha256
 
 
 def default_lock_dir() -> Path:
@@ -130,10 +146,11 @@ def run_notebook(
     parameters: Mapping[str, Any] | None = None,
     archive_dir: str | Path = "archive",
     lock_dir: Path | None = None,
-    clock: Clock = utc_now,
+    clock: Clock = SYSTEM,
     progress_bar: bool = True,
     log_output: bool = False,
     kernel_name: str | None = None,
+    approve: str | None = None,
 ) -> RunResult:
     """Execute a notebook with papermill, archive it and record the run.
 
@@ -143,16 +160,19 @@ def run_notebook(
         parameters: other notebook parameters (``confirm``, ...); secrets must be references.
         archive_dir: the archive folder.
         lock_dir: where the per-homelab locks live (default: :func:`default_lock_dir`).
-        clock: returns the current UTC time.
+        clock: the clock (start time and duration).
         progress_bar: show papermill's progress bar.
         log_output: echo cell outputs to the log (headless runs).
         kernel_name: override the notebook's kernel.
+        approve: the id of a dry run whose archived plan this run applies, and only that plan
+            (``confirm=True`` and ``approved_plan`` are set for the notebook).
 
     Returns:
         The run's result (status ``ok``).
 
     Raises:
-        ConfigError: a parameter file does not load.
+        ConfigError: a parameter file does not load; approve names no run that can be approved.
+        ApprovalRefused: (approve) the plan computed now is not the approved one; nothing was changed.
         LockHeld: another run against the same homelab is under way.
         NotebookFailed: a cell raised; the notebook is archived with status ``failed``.
         SecretLeak: a secret value appeared in the executed notebook; it was not archived.
@@ -168,6 +188,9 @@ def run_notebook(
     else:
         files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
     redactor, homelab = _secret_values(files)
+    approved = _approved(nb_path, Archive(Path(archive_dir)), approve, homelab) if approve else None
+    if approved is not None:
+        params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
 
     lock_dir = lock_dir or default_lock_dir()
     lock_dir.mkdir(parents=True, exist_ok=True)
@@ -183,7 +206,7 @@ def run_notebook(
             hint="wait for it to finish; runs against one homelab never overlap",
         ) from None
     try:
-        holder.write_text(f"{nb_path.name}, pid {os.getpid()}, since {clock().isoformat(timespec='seconds')}")
+        holder.write_text(f"{nb_path.name}, pid {os.getpid()}, since {clock.now().isoformat(timespec='seconds')}")
         return _execute(
             nb_path,
             files,
@@ -195,6 +218,7 @@ def run_notebook(
             progress_bar,
             log_output,
             kernel_name,
+            approved,
         )
     finally:
         holder.unlink(missing_ok=True)
@@ -212,11 +236,12 @@ def _execute(
     progress_bar: bool,
     log_output: bool,
     kernel_name: str | None,
+    approved: Record | None = None,
 ) -> RunResult:
     os.environ["HOMELAB_HEADLESS"] = "1"  # the kernel inherits it: progress as lines, not widgets
-    start = clock()
+    start = clock.now()
     stamp = start.strftime("%Y%m%dT%H%M%SZ")
-    t0 = time.monotonic()
+    t0 = clock.monotonic()
     failure: tuple[int | None, str, str] | None = None  # (cell, ename, evalue)
     log_filter = _RedactingFilter(redactor)
     papermill_log = logging.getLogger("papermill")
@@ -242,10 +267,24 @@ def _execute(
     finally:
         papermill_log.removeFilter(log_filter)
 
+    plan = plan_in_notebook(nb) if nb is not None else None
+    refused = approved is not None and failure is not None and failure[1] == "PlanNotApproved"
+    diff = diff_documents(approved.plan or {}, plan) if refused and approved is not None and plan else []
+
     def record(status: str, error: str) -> Record:
-        return _record(nb_path, files, params, homelab, start, t0, status, cell, error)
+        done = _record(nb_path, files, params, homelab, start, clock.monotonic() - t0, status, cell, error)
+        kept = plan if status != "leak" else None  # what leaked may be in the plan too
+        return replace(
+            done,
+            plan_hash=str(kept["sha256"]) if kept else "",
+            plan=kept,
+            approves=approved.run if approved is not None else "",
+        )
 
     error = redactor.redact(f"{failure[1]}: {failure[2]}") if failure else ""
+    if diff:
+        diff = [redactor.redact(line) for line in diff]
+        error += "\n" + "\n".join(diff)
     cell = failure[0] if failure else None
     if nb is None:
         archive.commit(record("failed", error), None, stamp, nb_path.stem)
@@ -266,9 +305,54 @@ def _execute(
     data = (json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
     written = archive.commit(record(status, error), data, stamp, nb_path.stem)
     path = archive.root / written.archived
+    if failure and refused and approved is not None:
+        raise ApprovalRefused(
+            nb_path.name, cell, redactor.redact(failure[2]), str(path), approved_run=approved.run, diff=diff
+        )
     if failure:
         raise NotebookFailed(nb_path.name, cell, failure[1], redactor.redact(failure[2]), str(path))
+    if approved is not None and written.plan_hash != approved.plan_hash:
+        raise RunError(
+            f"the notebook applied with approve={approved.run}, but the plan it showed "
+            f"({written.plan_hash[:12] or 'none'}) is not the approved one ({approved.plan_hash[:12]})",
+            where=str(nb_path),
+            hint="its apply step must be given approved_plan=approved_plan (see notebooks/01); check what it changed",
+        )
     return RunResult(written, path)
+
+
+def _approved(nb_path: Path, archive: Archive, run: str, homelab: str) -> Record:
+    """The archived dry run whose plan a run may apply, after checking it can be approved.
+
+    Raises:
+        ConfigError: no such run, or it is not an ok dry run of this notebook and homelab with a plan,
+            or the notebook has no ``approved_plan`` parameter to enforce it with.
+    """
+
+    def refuse(message: str) -> ConfigError:
+        return ConfigError([Problem(f"--approve {run}", 0, "", message)])
+
+    try:
+        record = archive.find(run)
+    except AuditError as e:
+        raise refuse(f"{e.message} ({e.hint})" if e.hint else e.message) from None
+    if record.status != "ok":
+        raise refuse(f"run {record.run} ended {record.status}; only a dry run that ended ok can be approved")
+    if record.parameters.get("confirm"):
+        raise refuse(f"run {record.run} ran with confirm=True; approve a dry run (confirm=False)")
+    if Path(record.notebook).name != nb_path.name:
+        raise refuse(f"run {record.run} ran {record.notebook}, not {nb_path.name}")
+    if record.homelab != homelab:
+        raise refuse(f"run {record.run} was against homelab '{record.homelab}', this run is against '{homelab}'")
+    if not record.plan_hash or not record.plan:
+        raise refuse(f"run {record.run} archived no plan (its notebook shows none with contract.show_plan)")
+    declared = papermill.inspect_notebook(str(nb_path))
+    if APPROVED_PLAN not in declared:
+        raise refuse(
+            f"{nb_path.name} has no '{APPROVED_PLAN}' parameter, so it could not refuse another plan; "
+            f"add {APPROVED_PLAN} = '' to its parameters cell and pass it to apply"
+        )
+    return record
 
 
 def _record(
@@ -277,7 +361,7 @@ def _record(
     params: dict[str, Any],
     homelab: str,
     start: datetime,
-    t0: float,
+    seconds: float,
     status: str,
     cell: int | None,
     error: str,
@@ -289,7 +373,7 @@ def _record(
         parameter_files=[shown_path(f) for f in files],
         parameters=redact_params(params),
         start=start.isoformat(timespec="seconds"),
-        duration_s=round(time.monotonic() - t0, 3),
+        duration_s=round(seconds, 3),
         status=status,
         failed_cell=cell,
         error=error,

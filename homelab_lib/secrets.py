@@ -16,16 +16,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from homelab_lib.errors import HomelabError
+from homelab_lib.errors import UnresolvedSecret as UnresolvedSecret  # re-exported: it lives in the one error tree
 
 REF_PATTERN = re.compile(r"^(env|file):(.+)$")
 MASK = "********"
 # Names of notebook parameters or keys whose values are secrets and must be references.
 SECRET_NAME = re.compile(r"(pass(word)?|secret|token|api_?key|private_?key|credential)", re.I)
-
-
-class UnresolvedSecret(HomelabError):
-    """Raised by :meth:`SecretRef.reveal`; the inventory loader turns it into a located SecretError."""
 
 
 @dataclass(frozen=True)

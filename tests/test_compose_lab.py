@@ -22,6 +22,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from homelab_lib import clients, compose
+from homelab_lib.contract import ApplyResult
 from homelab_lib.errors import (
     ComposeMissing,
     EngineUnreachable,
@@ -31,7 +32,7 @@ from homelab_lib.errors import (
     Unhealthy,
 )
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.plan import Action
+from homelab_lib.plan import Action, Plan
 from homelab_lib.runner import run_notebook
 
 pytestmark = pytest.mark.lab
@@ -91,13 +92,19 @@ def ids(hosts: compose.HostPool, inv: Inventory) -> dict[tuple[str, str, str], s
 
 
 def run_02(
-    inv: Inventory, hosts: compose.HostPool, *, confirm: bool = True, stacks: list[str] | None = None, **kw: Any
-) -> tuple[compose.Plan, compose.DeployResult]:
-    """What the notebook does: render, validate, observe, plan, deploy."""
-    projects = compose.render(inv, stacks or [])
-    compose.validate(projects, clients.local_compose())
-    plan = compose.plan(projects, compose.observe_all(hosts, inv.name), homelab=inv.name, stacks=stacks or [])
-    result = compose.deploy(plan, projects, hosts, confirm=confirm, **kw)
+    inv: Inventory,
+    hosts: compose.HostPool,
+    *,
+    confirm: bool = True,
+    stacks: list[str] | None = None,
+    allow_delete: bool = False,
+    health_timeout_s: float = 180.0,
+) -> tuple[Plan, ApplyResult]:
+    """What the notebook does, through the contract: desired (render, validate), observe, plan, apply."""
+    runbook = compose.ComposeAdapter(inv, stacks=stacks or [], hosts=hosts, health_timeout_s=health_timeout_s)
+    desired = runbook.desired()
+    plan = runbook.plan(desired, runbook.observe(desired))
+    result = runbook.apply(desired, plan, confirm=confirm, allow_delete=allow_delete)
     return plan, result
 
 
@@ -135,9 +142,10 @@ def deployed(lab: Inventory, hosts: compose.HostPool) -> Iterator[list[compose.P
 @pytest.fixture
 def faults(lab: Inventory, hosts: compose.HostPool) -> Iterator[None]:
     """Takes down the FAULTS stack after the test, whatever it left."""
-    yield
+    host = hosts[FAULT_HOST]
     name = compose.project_name(FAULT_HOST, FAULTS)
-    down(hosts[FAULT_HOST], name, compose.remote_dir(name))
+    yield
+    down(host, name, compose.project_folder(host, name) or "")
 
 
 # ---------------------------------------------------------------- deploy, idempotence, one-service change
@@ -171,6 +179,7 @@ def test_second_run_recreates_nothing_and_its_plan_is_empty(
     plan, result = run_02(lab, hosts)
     assert plan.empty, plan.table()
     assert result.outcomes == ()
+    assert not result.applied
     # Compose itself, handed the same files again, keeps every container
     for p in deployed[:2]:
         done = hosts[p.host].run(f"cd {shlex.quote(p.remote_dir)} && docker compose -p {p.name} up -d --remove-orphans")
@@ -191,7 +200,7 @@ def test_dry_run_shows_the_plan_and_changes_nothing(
     before = ids(hosts, lab)
     plan, result = run_02(env_change(tmp_path), hosts, confirm=False)
     assert [(c.action, c.target) for c in plan.applicable()] == [(Action.UPDATE, "arr/sonarr")]
-    assert [(o.stack, o.result) for o in result.outcomes] == [("arr", "would deploy")]
+    assert [(o.target, o.result) for o in result.outcomes] == [("arr/sonarr", "would update")]
     assert ids(hosts, lab) == before
 
 
@@ -203,7 +212,7 @@ def test_changing_one_services_environment_recreates_only_it(
     (update,) = plan.applicable()
     assert update.target == "arr/sonarr"
     assert ("environment.TZ", "Etc/UTC", "Europe/Berlin") in [(f.name, f.old, f.new) for f in update.fields]
-    assert [(o.host, o.stack, o.result) for o in result.outcomes] == [("docker-sleepy", "arr", "deployed")]
+    assert [(o.where, o.target, o.result) for o in result.outcomes] == [("docker-sleepy", "arr/sonarr", "done")]
     after = ids(hosts, lab)
     changed = {key for key in before if after.get(key) != before[key]}
     assert changed == {("docker-sleepy", "arr", "sonarr")}
@@ -411,13 +420,16 @@ def test_a_removed_stack_goes_only_with_allow_delete(
     gone = make_variant(tmp_path, lambda d: None, "gone.yaml")  # the lab as it is: no FAULTS stack
     plan, result = run_02(gone, hosts, stacks=[FAULTS])
     assert [(c.kind, c.target, c.action) for c in plan.changes] == [("stack", FAULTS, Action.DELETE)]
-    assert [o.result for o in result.outcomes] == ["delete not allowed"]
+    assert [o.result for o in result.outcomes] == ["needs allow_delete"]
     assert (FAULT_HOST, FAULTS, "radarr") in ids(hosts, lab)
+    folder = compose.project_folder(hosts[FAULT_HOST], compose.project_name(FAULT_HOST, FAULTS))
+    assert folder is not None
+    assert hosts[FAULT_HOST].run(f"test -d {folder}").ok
     _, result = run_02(gone, hosts, stacks=[FAULTS], allow_delete=True)
-    assert [o.result for o in result.outcomes] == ["removed"]
+    assert [o.result for o in result.outcomes] == ["done"]
     assert (FAULT_HOST, FAULTS, "radarr") not in ids(hosts, lab)
-    folder = compose.remote_dir(compose.project_name(FAULT_HOST, FAULTS))
-    assert not hosts[FAULT_HOST].run(f"test -e {folder}").ok
+    assert not hosts[FAULT_HOST].run(f"test -e {folder}").ok, "the folder is gone from the VM"
+    assert not Path(folder).exists(), "and it never was on the machine"
 
 
 def test_the_notebook_deploys_and_its_second_run_changes_nothing(
@@ -443,8 +455,8 @@ def test_the_notebook_deploys_and_its_second_run_changes_nothing(
 
     before = ids(hosts, lab)
     first = run()
-    assert f"all {SERVICES} service(s) run healthy as rendered" in first
+    assert f"verified: {SERVICES} service(s) as the plan promised" in first
     second = run()
     assert f"{SERVICES} no-op" in second
-    assert "nothing to change: every stack runs as rendered" in second
+    assert "nothing to do: everything is as the inventory says" in second
     assert ids(hosts, lab) == before

@@ -22,7 +22,7 @@ from homelab_lib.errors import (
     ProvisionConflict,
     ProvisionFailed,
     ProxmoxAuthError,
-    ProxmoxError,
+    StalePlan,
     TaskFailed,
     TaskTimeout,
 )
@@ -50,7 +50,7 @@ def test_first_run_creates_every_vm_and_the_second_makes_no_write_calls(pve_lab:
     mark = pve_lab.mark()
     dry = pve_lab.apply(confirm=False)
     assert not dry.applied
-    assert "dry run: nothing changed (4 create)" in dry.summary
+    assert "dry run: nothing changed (4 create)" in dry.summary()
     assert pve_lab.writes(mark) == []
 
     hook = Hook()
@@ -82,7 +82,7 @@ def test_first_run_creates_every_vm_and_the_second_makes_no_write_calls(pve_lab:
     assert again.summary() == "4 no-op"
     second = pve_lab.apply()
     assert not second.applied
-    assert second.summary.startswith("nothing to do")
+    assert second.summary().startswith("nothing to do")
     assert pve_lab.writes(mark) == []
 
     report = proxmox.vm_status(pve_lab.client(), desired)
@@ -200,8 +200,11 @@ def test_a_stale_plan_is_refused_before_any_change(pve_lab: PveLab) -> None:
     desired, plan = pve_lab.plan()
     pve_lab.pve.vm(110).config["cores"] = 1  # someone changes the cluster after the plan was shown
     mark = pve_lab.mark()
-    with pytest.raises(ProxmoxError, match=r"the cluster changed since the plan was made \(for docker-drowzee\)"):
-        proxmox.apply(pve_lab.client(), desired, plan, confirm=True, progress=Hook())
+    with pytest.raises(StalePlan, match=r"the cluster changed since the plan was made \(for docker-drowzee\)") as e:
+        pve_lab.adapter().apply(desired, plan, confirm=True, progress=Hook())
+    assert e.value.moved == (
+        "~ vm docker-drowzee (drowzee): was update (cores: 2 -> 1); now no-op",
+    )  # what moved, named
     assert pve_lab.writes(mark) == []
 
 
@@ -387,7 +390,7 @@ def test_task_waiter_raises_on_task_error_and_on_timeout_never_returns_none(pve_
         proxmox.wait_task(client, running, at=at, what="start", timeout_s=30, clock=clock)
     assert late.value.upid == running
     assert "may still be running" in str(late.value)
-    assert 30 <= clock.now < 32
+    assert 30 <= clock.seconds < 32
 
 
 def _all_text(e: BaseException) -> str:

@@ -20,18 +20,20 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from fakepve import settle
 
 from homelab_lib import clients, proxmox
+from homelab_lib.contract import ApplyResult
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.inventory.model import Vm
 from homelab_lib.lab import pve_server
 from homelab_lib.lab.pve import guests, issue_server_cert
 from homelab_lib.plan import Action, Plan
-from homelab_lib.proxmox import ApplyResult, ProxmoxClient
+from homelab_lib.proxmox import ProxmoxAdapter, ProxmoxClient
 from homelab_lib.secrets import SecretRef
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,20 +110,26 @@ def lab_server(inv: Inventory, pki: Path, *, time_scale: float = 0.0) -> Iterato
 
 
 class FakeClock:
-    """A clock whose sleep returns at once and moves time on (waits without waiting)."""
+    """The library's Clock, whose sleep returns at once and moves time on (waits without waiting)."""
+
+    START = datetime(2026, 11, 25, 17, 42, 5, tzinfo=UTC)
 
     def __init__(self) -> None:
-        self.now = 0.0
+        self.seconds = 0.0
         self.slept = 0.0
         self._lock = threading.Lock()
 
     def monotonic(self) -> float:
         with self._lock:
-            return self.now
+            return self.seconds
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self.START + timedelta(seconds=self.seconds)
 
     def sleep(self, seconds: float) -> None:
         with self._lock:
-            self.now += seconds
+            self.seconds += seconds
             self.slept += seconds
 
 
@@ -194,6 +202,10 @@ class PveLab:
     def client(self, inv: Inventory | None = None) -> ProxmoxClient:
         return clients.proxmox_client(inv or self.inv)
 
+    def adapter(self, inv: Inventory | None = None, only_vms: tuple[str, ...] = ()) -> ProxmoxAdapter:
+        """Runbook 01's adapter for inv (default self.inv), as the notebook makes it."""
+        return proxmox.adapter(inv or self.inv, only_vms=only_vms)
+
     def plan(self, inv: Inventory | None = None, only_vms: tuple[str, ...] = ()) -> tuple[proxmox.Desired, Plan]:
         inv = inv or self.inv
         desired = proxmox.desired_state(inv, only_vms=only_vms)
@@ -209,18 +221,10 @@ class PveLab:
         only_vms: tuple[str, ...] = (),
         **kw: Any,
     ) -> ApplyResult:
-        inv = inv or self.inv
-        desired, plan = self.plan(inv, only_vms)
-        return proxmox.apply(
-            self.client(inv),
-            desired,
-            plan,
-            confirm=confirm,
-            allow_delete=allow_delete,
-            progress=hook or Hook(),
-            snippets=clients.proxmox_snippets(inv),
-            **kw,
-        )
+        runbook = self.adapter(inv, only_vms)
+        desired = runbook.desired()
+        plan = runbook.plan(desired, runbook.observe(desired))
+        return runbook.apply(desired, plan, confirm=confirm, allow_delete=allow_delete, progress=hook or Hook(), **kw)
 
     def mark(self) -> int:
         """A position in the fake's request log."""

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 
 from homelab_lib import clients, proxmox
+from homelab_lib.contract import ApplyResult
 from homelab_lib.errors import HostKeyRejected, ProvisionFailed
 from homelab_lib.inventory import Inventory
+from homelab_lib.plan import Plan
 from homelab_lib.proxmox import ProxmoxClient, SshSnippets
 from tests.test_proxmox_fixtures import Hook, actions
 
@@ -33,10 +35,24 @@ def copy_of(lab: Inventory, vms: bool = True) -> Inventory:
     return lab.model_copy(update={"vms": copies, "proxmox": lab.proxmox.model_copy(update={"managed_tag": TAG})})
 
 
-def run(client: ProxmoxClient, inv: Inventory, *, allow_delete: bool = False) -> proxmox.ApplyResult:
+def apply(
+    client: ProxmoxClient,
+    inv: Inventory,
+    desired: proxmox.Desired,
+    plan: Plan,
+    *,
+    allow_delete: bool = False,
+    hook: Hook | None = None,
+) -> ApplyResult:
+    """Runbook 01's apply step (the contract's), with confirm."""
+    runbook = proxmox.ProxmoxAdapter(inv, client)
+    return runbook.apply(desired, plan, confirm=True, allow_delete=allow_delete, progress=hook or Hook())
+
+
+def run(client: ProxmoxClient, inv: Inventory, *, allow_delete: bool = False) -> ApplyResult:
     desired = proxmox.desired_state(inv)
     plan = proxmox.plan(desired, proxmox.observe(client, desired))
-    return proxmox.apply(client, desired, plan, confirm=True, allow_delete=allow_delete, progress=Hook())
+    return apply(client, inv, desired, plan, allow_delete=allow_delete)
 
 
 def footprint(client: ProxmoxClient, lab: Inventory) -> tuple[dict[str, int], dict[int, str]]:
@@ -64,7 +80,7 @@ def test_first_run_creates_every_vm_second_run_changes_nothing_then_decommission
     desired = proxmox.desired_state(inv)
     plan = proxmox.plan(desired, proxmox.observe(lab_client, desired))
     assert actions(plan) == {f"t-{vm.name}": "create" for vm in lab.vms}
-    first = proxmox.apply(lab_client, desired, plan, confirm=True, progress=Hook())
+    first = apply(lab_client, inv, desired, plan)
     assert first.applied
     assert len(first.steps) == 5 * len(lab.vms)  # clone, configure, grow, start, the guest agent's IP
     assert dict(first.ips) == {f"t-{vm.name}": vm.address for vm in lab.vms}
@@ -72,7 +88,7 @@ def test_first_run_creates_every_vm_second_run_changes_nothing_then_decommission
     before = footprint(lab_client, lab)
     again = proxmox.plan(desired, proxmox.observe(lab_client, desired))
     assert again.empty, again.table().to_string()
-    second = proxmox.apply(lab_client, desired, again, confirm=True, progress=Hook())
+    second = apply(lab_client, inv, desired, again)
     assert not second.applied
     report = proxmox.vm_status(lab_client, desired)
     assert footprint(lab_client, lab) == before  # no task started, no config written
@@ -100,7 +116,7 @@ def test_a_fault_mid_run_then_a_clean_re_run_converges(lab: Inventory, lab_clien
     desired = proxmox.desired_state(inv)
     plan = proxmox.plan(desired, proxmox.observe(lab_client, desired))
     with pytest.raises(ProvisionFailed) as failed:
-        proxmox.apply(lab_client, desired, plan, confirm=True, progress=Hook(crash))
+        apply(lab_client, inv, desired, plan, hook=Hook(crash))
     assert f"VM {victim}" in str(failed.value)
     assert "unexpected RuntimeError: the kernel died" in str(failed.value)
     left = proxmox.plan(desired, proxmox.observe(lab_client, desired))
@@ -109,7 +125,7 @@ def test_a_fault_mid_run_then_a_clean_re_run_converges(lab: Inventory, lab_clien
     expected[victim] = "update"  # cloned but never configured: still known as ours, by its description
     assert actions(left) == expected
     assert {"tags", "disk_gib", "status"} <= {f.name for c in left.changes if c.target == victim for f in c.fields}
-    proxmox.apply(lab_client, desired, left, confirm=True, progress=Hook())
+    apply(lab_client, inv, desired, left)
     assert proxmox.plan(desired, proxmox.observe(lab_client, desired)).empty
 
 

@@ -36,8 +36,24 @@ def write_nb(path: Path, *sources: str) -> Path:
     return path
 
 
-def fixed_clock(when: str) -> Callable[[], datetime]:
-    return lambda: datetime.fromisoformat(when).replace(tzinfo=UTC)
+class FixedClock:
+    """The library's Clock, stopped at one wall time (monotonic time still runs, for durations)."""
+
+    def __init__(self, when: str) -> None:
+        self.when = datetime.fromisoformat(when).replace(tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.when
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def fixed_clock(when: str) -> FixedClock:
+    return FixedClock(when)
 
 
 @pytest.fixture

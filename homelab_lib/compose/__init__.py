@@ -1,20 +1,21 @@
 """Docker Compose on the Docker VMs (runbook 02): render, validate, plan, deploy, verify.
 
-The steps, each a function the notebook calls once::
+A runbook, on the contract (:mod:`homelab_lib.contract`) as every adapter::
 
-    projects = render(inv, stacks)              # one project per (host, stack), byte-stable
-    validate(projects, clients.local_compose()) # Compose schema + `docker compose config`
-    hosts = clients.docker_hosts(inv)           # SSH, host keys checked against known_hosts
-    observed = observe_all(hosts, inv.name)     # docker SDK over the same SSH connections
-    changes = plan(projects, observed, homelab=inv.name)
-    deploy(changes, projects, hosts, confirm=True)
-    status(projects, observe_all(hosts, inv.name), now), probe(projects)
+    runbook = compose.adapter(inv, stacks=stacks)
+    desired = runbook.desired()                 # render one project per (host, stack), check every file
+    observed = runbook.observe(desired)         # SSH (host keys checked), docker SDK over it
+    plan = runbook.plan(desired, observed)
+    result = runbook.apply(desired, plan, confirm=confirm, allow_delete=allow_delete, approved_plan=approved_plan)
+    verified = runbook.verify(desired, result)  # status per service, health probes
+    runbook.close()
 
 Modules: :mod:`.render`, :mod:`.validate`, :mod:`.transport` (SSH + SDK),
-:mod:`.observe`, :mod:`.drift` (the plan), :mod:`.deploy`, :mod:`.verify`.
+:mod:`.observe`, :mod:`.drift` (the plan), :mod:`.deploy`, :mod:`.verify`,
+:mod:`.runbook` (the adapter). Their functions stay public: they are pure or read-only.
 """
 
-from homelab_lib.compose.deploy import DeployResult, StackOutcome, deploy
+from homelab_lib.compose.deploy import UP_ERRORS, carry_out, project_folder
 from homelab_lib.compose.drift import plan, stacks_to_apply, stacks_to_remove
 from homelab_lib.compose.observe import Container, HostState, hosts_of, normal_image, observe, observe_all
 from homelab_lib.compose.render import (
@@ -28,16 +29,29 @@ from homelab_lib.compose.render import (
     render,
     write,
 )
-from homelab_lib.compose.transport import CommandResult, DockerHost, HostPool, compose_command
+from homelab_lib.compose.runbook import ComposeAdapter, ComposeDesired, adapter
+from homelab_lib.compose.transport import (
+    ENGINE_ERRORS,
+    SSH_ERRORS,
+    CommandResult,
+    DockerHost,
+    HostPool,
+    compose_command,
+)
 from homelab_lib.compose.validate import schema_problems, validate
-from homelab_lib.compose.verify import ProbeResult, ServiceStatus, probe, status, verdict
+from homelab_lib.compose.verify import ComposeReport, ProbeResult, ServiceStatus, checks, probe, status
 from homelab_lib.ssh import SshTarget
 
 __all__ = [
+    "ENGINE_ERRORS",
     "PROXY_NETWORK",
+    "SSH_ERRORS",
+    "UP_ERRORS",
     "CommandResult",
+    "ComposeAdapter",
+    "ComposeDesired",
+    "ComposeReport",
     "Container",
-    "DeployResult",
     "DesiredService",
     "DockerHost",
     "HostPool",
@@ -48,15 +62,17 @@ __all__ = [
     "SecretFile",
     "ServiceStatus",
     "SshTarget",
-    "StackOutcome",
+    "adapter",
+    "carry_out",
+    "checks",
     "compose_command",
-    "deploy",
     "hosts_of",
     "normal_image",
     "observe",
     "observe_all",
     "plan",
     "probe",
+    "project_folder",
     "project_name",
     "remote_dir",
     "render",
@@ -65,6 +81,5 @@ __all__ = [
     "stacks_to_remove",
     "status",
     "validate",
-    "verdict",
     "write",
 ]

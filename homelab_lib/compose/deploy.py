@@ -1,6 +1,10 @@
 """Carry out a Compose plan: copy each changed project to its host, ``compose up``, wait until healthy.
 
-Per stack that the plan changes (hosts in parallel, a host's stacks in order):
+:func:`carry_out` is the Compose adapter's part of the runbook contract
+(:class:`homelab_lib.compose.runbook.ComposeAdapter`): the contract has already
+checked the approval, ``confirm`` and ``allow_delete``, and has read the hosts
+again and found them as the plan says. Per stack that the plan changes (hosts
+in parallel, a host's stacks in order):
 
 1. copy the project folder over SFTP: ``compose.yaml`` and, in a mode 700
    ``secrets/`` folder, each secret's value read from its reference now (files
@@ -14,28 +18,31 @@ Per stack that the plan changes (hosts in parallel, a host's stacks in order):
    timeout the error names the container and shows the last lines of its health
    log and of its own log.
 
-Unchanged stacks are not touched at all. Nothing happens without ``confirm``;
-stacks dropped from the inventory are taken down only with ``allow_delete`` too.
-A failure in one stack does not stop the others; the error raised at the end
-lists each failure and the state of every service involved.
+A stack the plan deletes (with ``allow_delete``) is taken down with ``compose down``
+(volumes kept) and its project folder removed: the folder Compose recorded on the
+containers (``com.docker.compose.project.working_dir``), only if it is an absolute
+path ending in the project's own validated name. Unchanged stacks are not touched.
+A failure in one stack does not stop the others; the error raised at the end lists
+each failure and the state of every service involved.
 """
 
 from __future__ import annotations
 
+import posixpath
+import re
 import shlex
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import docker
-import pandas as pd
 import requests
 
-from homelab_lib.compose.drift import stacks_to_apply, stacks_to_remove
+from homelab_lib.clock import Clock
 from homelab_lib.compose.observe import Container, HostState, normal_image, observe
-from homelab_lib.compose.render import COMPOSE_FILE, SECRETS_DIR, Project, project_name, remote_dir
-from homelab_lib.compose.transport import CommandResult, DockerHost
+from homelab_lib.compose.render import COMPOSE_FILE, SECRETS_DIR, Project, project_name
+from homelab_lib.compose.transport import ENGINE_ERRORS, CommandResult, DockerHost
+from homelab_lib.contract import DONE, Carried, Outcome
 from homelab_lib.errors import (
     ComposeError,
     DeployFailed,
@@ -44,81 +51,22 @@ from homelab_lib.errors import (
     PortTaken,
     SshError,
     Unhealthy,
+    UnresolvedSecret,
+    mapped,
 )
-from homelab_lib.plan import Action, Plan
-from homelab_lib.progress import Progress, auto
-from homelab_lib.secrets import Redactor, UnresolvedSecret
+from homelab_lib.plan import Action, Change, Plan
+from homelab_lib.progress import Progress
+from homelab_lib.secrets import Redactor
 
 HEALTH_TIMEOUT_S = 180.0
 UP_TIMEOUT_S = 600.0
 PULL_TIMEOUT_S = 900.0
 POLL_S = 0.5
 LOG_LINES = 10
+WORKING_DIR = "com.docker.compose.project.working_dir"
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # Compose's own rule for project names
 
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
 States = dict[tuple[str, str, str], str]
-
-
-@dataclass(frozen=True)
-class StackOutcome:
-    """What a deploy did to one stack.
-
-    Attributes:
-        host, stack, project: which stack.
-        result: ``deployed``, ``removed``, ``failed``, ``would deploy``, ``would remove``,
-            ``delete not allowed``.
-        services: (service, state) for each of its services afterwards.
-        seconds: how long it took.
-        error: the failure, when it failed.
-    """
-
-    host: str
-    stack: str
-    project: str
-    result: str
-    services: tuple[tuple[str, str], ...] = ()
-    seconds: float = 0.0
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class DeployResult:
-    """The outcome of :func:`deploy`: one entry per stack the plan changes."""
-
-    confirmed: bool
-    outcomes: tuple[StackOutcome, ...]
-
-    @property
-    def ok(self) -> bool:
-        return all(o.result != "failed" for o in self.outcomes)
-
-    def summary(self) -> str:
-        """One line: what was (or would be) done."""
-        if not self.outcomes:
-            return "nothing to change: every stack runs as rendered"
-        counts: dict[str, int] = {}
-        for o in self.outcomes:
-            counts[o.result] = counts.get(o.result, 0) + 1
-        done = ", ".join(f"{n} {result}" for result, n in counts.items())
-        return done if self.confirmed else f"dry run, nothing was changed: {done} (set confirm = True to apply)"
-
-    def table(self) -> pd.DataFrame:
-        """One row per stack: host, stack, result, each service's state, seconds, error."""
-        return pd.DataFrame(
-            [
-                {
-                    "host": o.host,
-                    "stack": o.stack,
-                    "result": o.result,
-                    "services": "; ".join(f"{s}: {state}" for s, state in o.services) or "-",
-                    "seconds": round(o.seconds, 1),
-                    "error": o.error or "-",
-                }
-                for o in self.outcomes
-            ],
-            columns=["host", "stack", "result", "services", "seconds", "error"],
-        )
 
 
 def _state_text(c: Container | None) -> str:
@@ -172,11 +120,10 @@ def _files(project: Project, redactor: Redactor) -> dict[str, tuple[bytes, int]]
 class _StackRun:
     """Deploys one project on one host (the steps of the module docstring)."""
 
-    def __init__(self, project: Project, host: DockerHost, clock: Clock, sleep: Sleep, health_timeout_s: float) -> None:
+    def __init__(self, project: Project, host: DockerHost, clock: Clock, health_timeout_s: float) -> None:
         self.project = project
         self.host = host
         self.clock = clock
-        self.sleep = sleep
         self.health_timeout_s = health_timeout_s
         self.redactor = Redactor()
         self.where = f"{host.name}/{project.stack}"
@@ -221,31 +168,13 @@ class _StackRun:
         if done.ok:
             return
         output = self.redactor.redact(_tail(done.stderr or done.stdout, 6))
-        after = self.observe()
-        states = _states(self.project, after)
+        states = _states(self.project, self.observe())
         lowered = output.lower()
-        if "address already in use" in lowered or "port is already allocated" in lowered:
-            ports = ", ".join(str(p) for s in self.project.services for p in s.ports)
-            stuck = [s for (_, _, s), st in states.items() if not st.startswith("running")]
-            raise PortTaken(
-                f"a published port is already in use on the host (service {', '.join(stuck) or '?'}; "
-                f"the stack publishes {ports}):\n{output}",
-                where=self.where,
-                hint="stop what holds the port on the VM, or give the service another port (ports: host:), "
-                "then run again",
-                states=states,
-            )
-        if "pull access denied" in lowered or "manifest unknown" in lowered or "no such image" in lowered:
-            raise ImagePullFailed(f"compose up could not get an image:\n{output}", where=self.where, states=states)
-        raise DeployFailed(
-            f"`compose up` failed:\n{output}",
-            where=self.where,
-            hint="read Compose's message above; the state of each service is below",
-            states=states,
-        )
+        make = next((f for words, f in UP_ERRORS if any(w in lowered for w in words)), _up_failed)
+        raise make(self, output, states)
 
     def wait_healthy(self) -> States:
-        deadline = self.clock() + self.health_timeout_s
+        deadline = self.clock.monotonic() + self.health_timeout_s
         while True:
             state = self.observe()
             now = _current(self.project, state)
@@ -256,9 +185,9 @@ class _StackRun:
             ]
             if not pending:
                 return _states(self.project, state)
-            if self.clock() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise self.unhealthy(pending[0].name, now.get(pending[0].name), state)
-            self.sleep(POLL_S)
+            self.clock.sleep(POLL_S)
 
     def unhealthy(self, service: str, c: Container | None, state: HostState) -> Unhealthy:
         states = _states(self.project, state)
@@ -289,7 +218,63 @@ class _StackRun:
         )
 
 
-def _remove(host: DockerHost, stack: str, project: str, folder: str) -> None:
+UpError = Callable[["_StackRun", str, States], DeployFailed]
+
+
+def _port_taken(run: _StackRun, output: str, states: States) -> DeployFailed:
+    ports = ", ".join(str(p) for s in run.project.services for p in s.ports)
+    stuck = [s for (_, _, s), st in states.items() if not st.startswith("running")]
+    return PortTaken(
+        f"a published port is already in use on the host (service {', '.join(stuck) or '?'}; "
+        f"the stack publishes {ports}):\n{output}",
+        where=run.where,
+        hint="stop what holds the port on the VM, or give the service another port (ports: host:), then run again",
+        states=states,
+    )
+
+
+def _no_image(run: _StackRun, output: str, states: States) -> DeployFailed:
+    return ImagePullFailed(f"compose up could not get an image:\n{output}", where=run.where, states=states)
+
+
+def _up_failed(run: _StackRun, output: str, states: States) -> DeployFailed:
+    return DeployFailed(
+        f"`compose up` failed:\n{output}",
+        where=run.where,
+        hint="read Compose's message above; the state of each service is below",
+        states=states,
+    )
+
+
+#: What a failed ``compose up`` said (lower case, any of the words) -> our error; else DeployFailed.
+UP_ERRORS: tuple[tuple[tuple[str, ...], UpError], ...] = (
+    (("address already in use", "port is already allocated"), _port_taken),
+    (("pull access denied", "manifest unknown", "no such image"), _no_image),
+)
+
+
+def project_folder(host: DockerHost, project: str) -> str | None:
+    """The folder a project was deployed from, as Compose recorded it on its containers; None if not one safe folder.
+
+    Safe: the project name is a valid Compose project name, every container records the same
+    folder, and it is an absolute, normalised path whose last part is the project's name (so a
+    label cannot point an ``rm -rf`` anywhere else).
+    """
+    if not PROJECT_NAME.match(project):
+        return None
+    with mapped(ENGINE_ERRORS, where=host):
+        found = host.docker().api.containers(all=True, filters={"label": f"com.docker.compose.project={project}"})
+    folders = {str((c.get("Labels") or {}).get(WORKING_DIR) or "") for c in found}
+    if len(folders) != 1:
+        return None
+    (folder,) = folders
+    ok = folder.startswith("/") and posixpath.normpath(folder) == folder and posixpath.basename(folder) == project
+    return folder if ok and folder.count("/") >= 2 else None
+
+
+def _remove(host: DockerHost, stack: str, project: str) -> str:
+    """``compose down`` (volumes kept) and remove the project folder; what was done, in words."""
+    folder = project_folder(host, project)
     cmd = " ".join(host.compose())
     done = host.run(f"{cmd} -p {shlex.quote(project)} down --remove-orphans", timeout=UP_TIMEOUT_S)
     if not done.ok:
@@ -298,117 +283,128 @@ def _remove(host: DockerHost, stack: str, project: str, folder: str) -> None:
             where=f"{host.name}/{stack}",
             hint="look at the VM (docker compose -p PROJECT ps), then run again",
         )
+    if folder is None:
+        return "compose down (volumes kept); no single project folder was recorded, none removed"
     host.remove_folder(folder)
+    return f"compose down (volumes kept); {folder} removed"
 
 
-def deploy(
-    plan: Plan,
+@dataclass(frozen=True)
+class _Stack:
+    """One stack's work: up (deploy) or down (remove), and the plan's changes it carries out."""
+
+    host: str
+    stack: str
+    kind: str
+    changes: tuple[Change, ...]
+
+
+def _stacks(todo: Sequence[Change]) -> list[_Stack]:
+    """The stacks the changes touch, in plan order: services' stacks go up, deleted stacks come down."""
+    work: dict[tuple[str, str, str], list[Change]] = {}
+    for c in todo:
+        if c.kind == "service":
+            work.setdefault((c.where, c.target.split("/", 1)[0], "up"), []).append(c)
+        elif c.kind == "stack" and c.action == Action.DELETE:
+            work.setdefault((c.where, c.target, "down"), []).append(c)
+    return [_Stack(h, st, kind, tuple(changes)) for (h, st, kind), changes in work.items()]
+
+
+def carry_out(
     projects: Sequence[Project],
     hosts: Mapping[str, DockerHost],
+    plan: Plan,
+    todo: Sequence[Change],
     *,
-    confirm: bool = False,
-    allow_delete: bool = False,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
+    allow_delete: bool,
+    progress: Progress,
+    clock: Clock,
     health_timeout_s: float = HEALTH_TIMEOUT_S,
-    progress: Progress | None = None,
-) -> DeployResult:
-    """Apply the plan: deploy every stack it changes, take down those it deletes (with allow_delete).
+) -> Carried:
+    """Deploy every stack the changes touch; take down the stacks they delete.
 
     Args:
-        plan: from :func:`homelab_lib.compose.drift.plan` of the same projects.
         projects: the rendered (and validated) projects.
-        hosts: an open :class:`DockerHost` per host of the projects.
-        confirm: without it nothing changes and the result says what would.
-        allow_delete: also take down stacks the inventory no longer lists, and remove services
-            dropped from a stack (otherwise Compose leaves them as orphans).
-        clock: monotonic seconds (for the health timeout).
-        sleep: waits between health polls.
+        hosts: an open :class:`DockerHost` per host of the changes.
+        plan: the whole plan (a stack with a service dropped, whose delete is not allowed, keeps it:
+            no ``--remove-orphans`` for it).
+        todo: the plan's changes to make (service creates/updates, and with allow_delete service
+            and stack deletes).
+        allow_delete: services dropped from a stack go too (``--remove-orphans``); otherwise
+            Compose leaves them running as orphans.
+        progress: where progress goes (one task, a step per stack).
+        clock: the clock health waits go by.
         health_timeout_s: how long a stack may take to become healthy.
-        progress: where progress goes (default :func:`homelab_lib.progress.auto`).
 
     Returns:
-        One outcome per stack the plan changes.
+        An outcome per change (its service's state afterwards), a step per stack.
 
     Raises:
         DeployFailed (or ImagePullFailed, PortTaken, Unhealthy): one or more stacks failed; every stack
             was still attempted, and ``states`` has the state of each of their services.
-        SshError, ComposeError: a host could not be used at all (its stacks are recorded as failed).
+        SshError, ComposeError: a host could not be used at all.
     """
     by_key = {(p.host, p.stack): p for p in projects}
-    to_apply = stacks_to_apply(plan, allow_delete=allow_delete)
-    to_remove = stacks_to_remove(plan)
-    if not confirm:
-        outcomes = [StackOutcome(h, s, by_key[(h, s)].name, "would deploy") for h, s in to_apply]
-        outcomes += [
-            StackOutcome(h, s, project_name(h, s), "would remove" if allow_delete else "delete not allowed")
-            for h, s in to_remove
-        ]
-        return DeployResult(False, tuple(outcomes))
-
-    if not to_apply and not to_remove:
-        return DeployResult(True, ())
     orphans = {
         (c.where, c.target.split("/", 1)[0]) for c in plan.changes if c.kind == "service" and c.action == Action.DELETE
     }
-    per_host: dict[str, list[tuple[str, tuple[str, str]]]] = {}
-    for key in to_apply:
-        per_host.setdefault(key[0], []).append(("up", key))
-    for key in to_remove:
-        per_host.setdefault(key[0], []).append(("down" if allow_delete else "keep", key))
-    task = (progress or auto()).task("deploy", sum(len(v) for v in per_host.values()))
+    stacks = _stacks(todo)
+    per_host: dict[str, list[_Stack]] = {}
+    for st in stacks:
+        per_host.setdefault(st.host, []).append(st)
+    task = progress.task("deploy", len(stacks))
 
-    def work(host_name: str) -> list[tuple[StackOutcome, HomelabError | None]]:
-        results: list[tuple[StackOutcome, HomelabError | None]] = []
+    def work(host_name: str) -> list[tuple[_Stack, States, str, float, HomelabError | None]]:
+        results: list[tuple[_Stack, States, str, float, HomelabError | None]] = []
         host = hosts[host_name]
-        for kind, (h, stack) in per_host[host_name]:
-            t0 = clock()
-            if kind == "keep":
-                results.append((StackOutcome(h, stack, project_name(h, stack), "delete not allowed"), None))
-                task.advance(f"{h}/{stack}: kept (deletes need allow_delete)")
-                continue
+        for st in per_host[host_name]:
+            t0 = clock.monotonic()
             try:
-                if kind == "down":
-                    name = project_name(h, stack)
-                    _remove(host, stack, name, remote_dir(name))
-                    results.append((StackOutcome(h, stack, name, "removed", seconds=clock() - t0), None))
-                    task.advance(f"{h}/{stack}: removed")
+                if st.kind == "down":
+                    note = _remove(host, st.stack, project_name(st.host, st.stack))
+                    results.append((st, {}, note, clock.monotonic() - t0, None))
+                    task.advance(f"{st.host}/{st.stack}: removed")
                     continue
-                project = by_key[(h, stack)]
-                run = _StackRun(project, host, clock, sleep, health_timeout_s)
-                states = run.run(remove_orphans=allow_delete or (h, stack) not in orphans)
-                services = tuple((svc, st) for (_, _, svc), st in states.items())
-                results.append((StackOutcome(h, stack, project.name, "deployed", services, clock() - t0), None))
-                task.advance(f"{h}/{stack}: deployed, healthy")
+                project = by_key[(st.host, st.stack)]
+                run = _StackRun(project, host, clock, health_timeout_s)
+                states = run.run(remove_orphans=allow_delete or (st.host, st.stack) not in orphans)
+                results.append((st, states, "deployed, healthy", clock.monotonic() - t0, None))
+                task.advance(f"{st.host}/{st.stack}: deployed, healthy")
             except (ComposeError, SshError) as e:
                 states = e.states if isinstance(e, DeployFailed) else {}
-                services = tuple((svc, st) for (_, _, svc), st in states.items())
-                name = by_key[(h, stack)].name if (h, stack) in by_key else project_name(h, stack)
-                results.append((StackOutcome(h, stack, name, "failed", services, clock() - t0, e.message), e))
-                task.advance(f"{h}/{stack}: FAILED")
+                results.append((st, states, e.message, clock.monotonic() - t0, e))
+                task.advance(f"{st.host}/{st.stack}: FAILED")
         return results
 
     with ThreadPoolExecutor(max_workers=max(1, len(per_host))) as pool:
-        gathered = list(pool.map(work, list(per_host)))
-    outcomes = [o for results in gathered for o, _ in results]
-    failures = [e for results in gathered for _, e in results if e is not None]
-    result = DeployResult(True, tuple(outcomes))
+        gathered = [r for results in pool.map(work, list(per_host)) for r in results]
+    failures = [e for *_, e in gathered if e is not None]
     if failures:
         task.done(f"{len(failures)} stack(s) failed")
-        raise _combined(failures, result)
-    task.done(f"{len(outcomes)} stack(s) changed")
-    return result
+        raise _combined(failures, gathered)
+    task.done(f"{len(gathered)} stack(s) changed")
+    done: dict[tuple[str, str, str], tuple[str, float]] = {}  # (kind, target, where) -> (detail, seconds)
+    steps: list[str] = []
+    for st, states, note, seconds, _ in gathered:
+        steps.append(f"{st.host}/{st.stack}: {note}")
+        for c in st.changes:
+            state = states.get((st.host, st.stack, c.target.split("/", 1)[-1]))
+            detail = note if c.kind == "stack" else (state or "removed (--remove-orphans)")
+            done[(c.kind, c.target, c.where)] = (detail, seconds)
+    outcomes = tuple(Outcome.of(c, DONE, *done[(c.kind, c.target, c.where)]) for c in todo)
+    return Carried(outcomes, tuple(steps))
 
 
-def _combined(failures: list[HomelabError], result: DeployResult) -> HomelabError:
+def _combined(
+    failures: list[HomelabError], gathered: Sequence[tuple[_Stack, States, str, float, HomelabError | None]]
+) -> HomelabError:
     """One error for all failed stacks: the first failure's class, every failure's message and all states."""
     first = failures[0]
     if len(failures) == 1 and not isinstance(first, DeployFailed):
         return first
     states: States = {}
-    for o in result.outcomes:
-        for svc, st in o.services:
-            states[(o.host, o.stack, svc)] = st
+    for _, st_states, *_ in gathered:
+        states.update(st_states)
     for e in failures:
         if isinstance(e, DeployFailed):
             states.update(e.states)
@@ -417,9 +413,9 @@ def _combined(failures: list[HomelabError], result: DeployResult) -> HomelabErro
         assert isinstance(first, DeployFailed)
         return cls(first.message, where=first.where, hint=first.hint, states=states)
     lines = "\n".join(f"- {e.where}: {e.message}" for e in failures)
-    done = [f"{o.host}/{o.stack}" for o in result.outcomes if o.result in ("deployed", "removed")]
+    done = [f"{st.host}/{st.stack}" for st, *_, e in gathered if e is None]
     return cls(
-        f"{len(failures)} stack(s) failed; {len(done)} deployed ({', '.join(done) or 'none'}):\n{lines}",
+        f"{len(failures)} stack(s) failed; {len(done)} deployed or removed ({', '.join(done) or 'none'}):\n{lines}",
         where=", ".join(e.where for e in failures),
         hint=first.hint,
         states=states,

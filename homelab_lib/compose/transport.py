@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import shlex
-import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import docker
@@ -33,11 +33,49 @@ import requests
 from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from homelab_lib.errors import ComposeMissing, EngineUnreachable, SshError
+from homelab_lib.errors import ComposeMissing, EngineUnreachable, ErrorTable, SshError, mapped
 from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
 
 COMMAND_TIMEOUT_S = 300.0
 DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
+
+
+@dataclass(frozen=True)
+class Doing:
+    """What a block does over SSH, for its error: the host, the action in words, what to check."""
+
+    where: str
+    action: str
+    hint: str
+
+
+def _ssh_timeout(e: TimeoutError, d: Doing) -> SshError:
+    return SshError(f"{d.action} timed out", where=d.where, hint=d.hint)
+
+
+def _ssh_failed(e: BaseException, d: Doing) -> SshError:
+    return SshError(f"{d.action} failed ({e or type(e).__name__})", where=d.where, hint=d.hint)
+
+
+#: The SSH boundary (commands, SFTP): paramiko's and the socket's exceptions -> SshError.
+SSH_ERRORS: ErrorTable[Doing] = MappingProxyType(
+    {TimeoutError: _ssh_timeout, paramiko.SSHException: _ssh_failed, OSError: _ssh_failed, EOFError: _ssh_failed}
+)
+
+
+def _engine(e: BaseException, host: DockerHost) -> EngineUnreachable:
+    return host.engine_error(e)
+
+
+#: The Docker Engine boundary (the docker SDK over dial-stdio): any failure -> EngineUnreachable, in the host's words.
+ENGINE_ERRORS: ErrorTable[DockerHost] = MappingProxyType(
+    {
+        docker.errors.DockerException: _engine,
+        requests.RequestException: _engine,
+        paramiko.SSHException: _engine,
+        OSError: _engine,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -126,18 +164,16 @@ class DockerHost:
         Raises:
             SshError: the channel could not be opened or broke, or the command ran past timeout.
         """
-        try:
+        doing = Doing(
+            self.where,
+            f"command {command.split()[0]!r}",
+            f"the limit is {timeout:g}s; is the host overloaded or the network down?",
+        )
+        with mapped(SSH_ERRORS, where=doing):
             _, out, err = self._ssh.exec_command(command, timeout=timeout)
             stdout = out.read().decode(errors="replace")
             stderr = err.read().decode(errors="replace")
             code = out.channel.recv_exit_status()
-        except (paramiko.SSHException, OSError, EOFError) as e:
-            what = "timed out" if isinstance(e, socket.timeout | TimeoutError) else f"failed ({e})"
-            raise SshError(
-                f"command {command.split()[0]!r} {what}",
-                where=self.where,
-                hint=f"the limit is {timeout:g}s; is the host overloaded or the network down?",
-            ) from e
         return CommandResult(command, code, stdout, stderr)
 
     def put_files(
@@ -154,13 +190,12 @@ class DockerHost:
             How many files were written (0 when all were current).
         """
         written = 0
-        try:
+        with mapped(SSH_ERRORS, where=Doing(self.where, "SFTP", "enable the sftp subsystem in sshd_config")):
             sftp = self._ssh.open_sftp()
-        except (paramiko.SSHException, OSError) as e:
-            raise SshError(
-                f"SFTP is not available ({e})", where=self.where, hint="enable the sftp subsystem in sshd_config"
-            ) from e
-        try:
+        copying = Doing(
+            self.where, f"copying the project to {folder}", "may the SSH user write there? is the disk full?"
+        )
+        with contextlib.closing(sftp), mapped(SSH_ERRORS, where=copying):
             sftp_makedirs(sftp, folder, 0o755)
             for sub in private_dirs:
                 sftp_makedirs(sftp, f"{folder}/{sub}", 0o700)
@@ -180,14 +215,6 @@ class DockerHost:
                 sftp.chmod(tmp, mode)
                 sftp.posix_rename(tmp, path)
                 written += 1
-        except (OSError, paramiko.SSHException) as e:
-            raise SshError(
-                f"copying the project to {folder} failed ({e})",
-                where=self.where,
-                hint="may the SSH user write there, and is the disk full?",
-            ) from e
-        finally:
-            sftp.close()
         return written
 
     def remove_folder(self, folder: str) -> None:
@@ -214,12 +241,10 @@ class DockerHost:
             EngineUnreachable: the engine does not answer.
         """
         client = self.docker()
-        try:
+        with mapped(ENGINE_ERRORS, where=self):
             if any(n.name == name for n in client.networks.list(names=[name])):
                 return False
             client.networks.create(name, driver="bridge", labels={"homelab.network": name})
-        except (docker.errors.DockerException, requests.RequestException, paramiko.SSHException, OSError) as e:
-            raise self.engine_error(e) from e
         return True
 
     def docker(self) -> DockerClient:
@@ -236,14 +261,12 @@ class DockerHost:
     def _make_docker(self) -> DockerClient:
         base = f"ssh://{self.target.user}@{self.target.address}:{self.target.port}"
         adapter = _ChannelAdapter(self._ssh, timeout=60, max_pool_size=8)
-        try:
+        with mapped(ENGINE_ERRORS, where=self):
             probe = docker.APIClient(
                 base_url=base, version=docker.constants.MINIMUM_DOCKER_API_VERSION, use_ssh_client=True, timeout=60
             )
             probe.mount("http+docker://ssh", adapter)
             server = str(probe.version(api_version=False)["ApiVersion"])
-        except (docker.errors.DockerException, requests.RequestException, paramiko.SSHException, OSError) as e:
-            raise self.engine_error(e) from e
         default = docker.constants.DEFAULT_DOCKER_API_VERSION
         version = server if docker.utils.version_lt(server, default) else default
         client = docker.DockerClient(base_url=base, version=version, use_ssh_client=True, timeout=60)

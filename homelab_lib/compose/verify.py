@@ -3,23 +3,24 @@
 The probe goes where a user goes: to the published port on the VM's address,
 over HTTP for a health path (a 2xx or 3xx answer passes) or as a TCP connect
 for services whose health is ``tcp``; and, for a service the host's reverse proxy
-routes to, through the proxy by its Host name too.
+routes to, through the proxy by its Host name too. :func:`checks` turns both into
+the contract's checks (:class:`homelab_lib.contract.Check`), one per service.
 """
 
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 
 import requests
 
+from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.compose.observe import HostState
 from homelab_lib.compose.render import DesiredService, Project
-from homelab_lib.errors import ComposeError
+from homelab_lib.contract import Check
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -111,7 +112,7 @@ def status(projects: Sequence[Project], observed: Mapping[str, HostState], now: 
 
 
 def _probe_one(
-    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Callable[[], float]
+    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Clock
 ) -> list[ProbeResult]:
     out = []
     direct = _probe_port(project, svc, session, timeout, clock)
@@ -123,33 +124,28 @@ def _probe_one(
 
 
 def _probe_proxy(
-    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Callable[[], float]
+    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Clock
 ) -> ProbeResult:
     """The health path through the host's reverse proxy, by the service's Host name (as a browser gets there)."""
     url = f"http://{project.address}:{svc.proxy_port}{svc.health}"
-    t0 = clock()
+    t0 = clock.monotonic()
     try:
         response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Host": svc.proxy_host})
         ok, detail = response.status_code < 400, f"HTTP {response.status_code}"
     except requests.RequestException as e:
         ok, detail = False, f"no answer: {type(e).__name__}"
-    return ProbeResult(
-        project.host, project.stack, svc.name, f"{url} (Host: {svc.proxy_host})", ok, detail, _ms(clock, t0)
-    )
-
-
-def _ms(clock: Callable[[], float], t0: float) -> float:
-    return round((clock() - t0) * 1000, 1)
+    ms = round((clock.monotonic() - t0) * 1000, 1)
+    return ProbeResult(project.host, project.stack, svc.name, f"{url} (Host: {svc.proxy_host})", ok, detail, ms)
 
 
 def _probe_port(
-    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Callable[[], float]
+    project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Clock
 ) -> ProbeResult | None:
     tcp = [p for p in svc.ports if p.protocol == "tcp"]
     if not tcp:
         return None
     port = tcp[0]
-    t0 = clock()
+    t0 = clock.monotonic()
     if svc.health == "tcp":
         url = f"tcp://{port.address}:{port.published}"
         try:
@@ -164,14 +160,16 @@ def _probe_port(
             ok, detail = response.status_code < 400, f"HTTP {response.status_code}"
         except requests.RequestException as e:
             ok, detail = False, f"no answer: {type(e).__name__}"
-    return ProbeResult(project.host, project.stack, svc.name, url, ok, detail, _ms(clock, t0))
+    return ProbeResult(
+        project.host, project.stack, svc.name, url, ok, detail, round((clock.monotonic() - t0) * 1000, 1)
+    )
 
 
 def probe(
     projects: Sequence[Project],
     *,
     timeout: float = PROBE_TIMEOUT_S,
-    clock: Callable[[], float] = time.monotonic,
+    clock: Clock = SYSTEM,
     session: requests.Session | None = None,
 ) -> list[ProbeResult]:
     """Probe each service's health endpoint through its first published TCP port (in parallel).
@@ -179,7 +177,7 @@ def probe(
     Args:
         projects: the rendered projects (they know each port's address).
         timeout: seconds per probe.
-        clock: monotonic seconds, for the probe's duration.
+        clock: the clock, for the probe's duration.
         session: the HTTP session (default: a new one that ignores proxy variables).
     """
     own = session is None
@@ -196,20 +194,27 @@ def probe(
     return [r for results in found for r in results]
 
 
-def verdict(rows: Sequence[ServiceStatus], probes: Sequence[ProbeResult], *, confirmed: bool) -> str:
-    """One line on the verification; after a confirmed deploy, anything not healthy is an error.
+@dataclass(frozen=True)
+class ComposeReport:
+    """What verify read, for the notebook's tables and chart: a status per service and the probes."""
 
-    Raises:
-        ComposeError: confirmed, and a service is not running healthy as rendered, or its probe failed.
-    """
-    bad = [f"{r.host}/{r.stack}/{r.service}: {r.state} ({r.health})" for r in rows if not r.ok]
-    bad += [f"{p.host}/{p.stack}/{p.service}: {p.url} {p.detail}" for p in probes if not p.ok]
-    if not bad:
-        return f"all {len(rows)} service(s) run healthy as rendered; {len(probes)} health endpoint(s) answer"
-    if confirmed:
-        raise ComposeError(
-            f"{len(bad)} problem(s) after the deploy:\n  " + "\n  ".join(bad),
-            where=", ".join(sorted({b.split("/", 1)[0] for b in bad})),
-            hint="see the verify table above; run again to retry (the plan shows what is left)",
-        )
-    return f"dry run: {len(bad)} problem(s) now ({'; '.join(bad[:3])}{'; ...' if len(bad) > 3 else ''})"
+    rows: tuple[ServiceStatus, ...]
+    probes: tuple[ProbeResult, ...]
+
+
+def checks(rows: Sequence[ServiceStatus], probes: Sequence[ProbeResult]) -> list[Check]:
+    """A check per service: it runs healthy as rendered, and its health endpoint answers (where it has one)."""
+    by_service: dict[tuple[str, str, str], list[ProbeResult]] = {}
+    for p in probes:
+        by_service.setdefault((p.host, p.stack, p.service), []).append(p)
+    out = []
+    for r in rows:
+        found = by_service.get((r.host, r.stack, r.service), [])
+        state = f"{r.state} ({r.health})" if r.health != "-" else r.state
+        parts = [state if r.current or r.state == "missing" else f"{state}, not as rendered (another config hash)"]
+        if r.container:
+            parts.append(f"container {r.container}")
+        parts += [f"{p.url} {p.detail}" for p in found]
+        ok = r.ok and all(p.ok for p in found)
+        out.append(Check("service", f"{r.stack}/{r.service}", r.host, ok, ", ".join(parts)))
+    return out

@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
 )
 
+from homelab_lib.errors import NotFound
 from homelab_lib.secrets import SECRET_NAME, SecretRef
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -376,18 +377,22 @@ class Inventory(Model):
     source_files: tuple[Path, ...] = ()
 
     def vm(self, name: str) -> Vm:
-        """The VM with this name (KeyError if none)."""
+        """The VM with this name (:class:`~homelab_lib.errors.NotFound`, also a KeyError, if none)."""
         for vm in self.vms:
             if vm.name == name:
                 return vm
-        raise KeyError(name)
+        raise NotFound(name, what="VM", known=[vm.name for vm in self.vms], where=self._where("vms"))
 
     def node(self, name: str) -> Node:
-        """The node with this name (KeyError if none)."""
+        """The node with this name (:class:`~homelab_lib.errors.NotFound`, also a KeyError, if none)."""
         for node in self.nodes:
             if node.name == name:
                 return node
-        raise KeyError(name)
+        raise NotFound(name, what="node", known=[n.name for n in self.nodes], where=self._where("nodes"))
+
+    def _where(self, key: str) -> str:
+        files = ", ".join(str(f) for f in self.source_files) or f"inventory {self.name}"
+        return f"{files}: {key}"
 
     @property
     def docker_hosts(self) -> list[Vm]:

@@ -8,42 +8,46 @@ written as snippets by :mod:`.snippets`. Everything it returns is a small
 frozen dataclass; every failure is a :class:`~homelab_lib.errors.ProxmoxError`, or an
 :class:`~homelab_lib.errors.SshError` from writing snippets over SSH.
 
-A runbook::
+A runbook, on the contract (:mod:`homelab_lib.contract`) as every adapter::
 
-    client = clients.proxmox_client(inv)
-    desired = proxmox.desired_state(inv, only_vms=only_vms)
-    plan = proxmox.plan(desired, proxmox.observe(client, desired))
-    result = proxmox.apply(client, desired, plan, confirm=confirm, allow_delete=allow_delete)
+    runbook = proxmox.adapter(inv, only_vms=only_vms)
+    desired = runbook.desired()
+    plan = runbook.plan(desired, runbook.observe(desired))
+    result = runbook.apply(desired, plan, confirm=confirm, allow_delete=allow_delete, approved_plan=approved_plan)
+    verified = runbook.verify(desired, result)
+
+The steps' module functions (:func:`desired_state`, :func:`observe`, :func:`plan`,
+:func:`vm_status`) stay public: they are pure or read-only, and tests use them.
 """
 
-from homelab_lib.proxmox.apply import ApplyResult, apply, config_params
-from homelab_lib.proxmox.client import At, ProxmoxClient
+from homelab_lib.proxmox.apply import config_params
+from homelab_lib.proxmox.client import PROXMOX_ERRORS, At, ProxmoxClient
 from homelab_lib.proxmox.cloudinit import snippet_name, user_data
 from homelab_lib.proxmox.desired import desired_state, wait_for_agent
 from homelab_lib.proxmox.observe import observe
 from homelab_lib.proxmox.plan import plan
+from homelab_lib.proxmox.runbook import ProxmoxAdapter, adapter
 from homelab_lib.proxmox.snippets import LocalSnippets, SnippetStore, SshSnippets
 from homelab_lib.proxmox.state import MARKER, Cluster, Desired, DesiredVm, VmState
 from homelab_lib.proxmox.status import VmReport, vm_status
-from homelab_lib.proxmox.tasks import Clock, SystemClock, TaskResult, wait_task
+from homelab_lib.proxmox.tasks import TaskResult, wait_task
 
 __all__ = [
     "MARKER",
-    "ApplyResult",
+    "PROXMOX_ERRORS",
     "At",
-    "Clock",
     "Cluster",
     "Desired",
     "DesiredVm",
     "LocalSnippets",
+    "ProxmoxAdapter",
     "ProxmoxClient",
     "SnippetStore",
     "SshSnippets",
-    "SystemClock",
     "TaskResult",
     "VmReport",
     "VmState",
-    "apply",
+    "adapter",
     "config_params",
     "desired_state",
     "observe",

@@ -1,9 +1,9 @@
 """Carry out a Proxmox plan: clone, configure, resize, start; stop and destroy.
 
-Dry run first: nothing changes unless ``confirm`` is set, and deletes also need
-``allow_delete``. A plan with conflicts is refused before any change. Just
-before it changes anything, apply reads the cluster again and refuses a plan
-that no longer matches it.
+:func:`carry_out` is the Proxmox adapter's part of the runbook contract
+(:class:`homelab_lib.proxmox.runbook.ProxmoxAdapter`): the contract has already
+checked the approval, ``confirm``, ``allow_delete`` and the conflicts, and has
+read the cluster again and found it as the plan says, before anything here runs.
 
 Each VM's steps run in order, each task awaited: **create** = clone from the
 template (with the VM's name and a description carrying the managed marker, so
@@ -25,27 +25,26 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
-from homelab_lib import progress as progress_mod
+from homelab_lib.clock import Clock
+from homelab_lib.contract import DONE, Carried, Outcome
 from homelab_lib.errors import (
     AgentTimeout,
     HomelabError,
-    ProvisionConflict,
     ProvisionFailed,
     ProxmoxError,
 )
-from homelab_lib.plan import Action, Change, Plan
+from homelab_lib.plan import Action, Change
 from homelab_lib.progress import Progress, Task
 from homelab_lib.proxmox.client import At, ProxmoxClient
-from homelab_lib.proxmox.observe import effective_config, observe
+from homelab_lib.proxmox.observe import effective_config
 from homelab_lib.proxmox.plan import pick_template
-from homelab_lib.proxmox.plan import plan as make_plan
 from homelab_lib.proxmox.snippets import SnippetStore
 from homelab_lib.proxmox.state import (
     CONFIG_FIELDS,
@@ -57,96 +56,49 @@ from homelab_lib.proxmox.state import (
     split_tags,
     with_net_option,
 )
-from homelab_lib.proxmox.tasks import Clock, SystemClock, is_upid, wait_task
+from homelab_lib.proxmox.tasks import is_upid, wait_task
 
 AGENT_POLL_S = 1.0
 
 
-@dataclass(frozen=True)
-class ApplyResult:
-    """What apply did.
-
-    Attributes:
-        applied: False for a dry run or an empty plan (nothing was sent).
-        summary: one line for people.
-        steps: one line per completed step, in the order they ended.
-        ips: VM name -> the IP its guest agent reported (VMs started by this run).
-        not_done: changes left out on purpose (deletes without allow_delete).
-    """
-
-    applied: bool
-    summary: str
-    steps: tuple[str, ...] = ()
-    ips: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    not_done: tuple[str, ...] = ()
-
-
-def apply(
+def carry_out(
     client: ProxmoxClient,
     desired: Desired,
-    plan: Plan,
+    cluster: Cluster,
+    todo: Sequence[Change],
     *,
-    confirm: bool = False,
-    allow_delete: bool = False,
-    clock: Clock | None = None,
-    progress: Progress | None = None,
+    progress: Progress,
+    clock: Clock,
     snippets: SnippetStore | None = None,
-) -> ApplyResult:
-    """Carry out plan.
+) -> Carried:
+    """Make the plan's changes (creates, updates, allowed deletes) on the cluster.
 
     Args:
         client: the API.
         desired: what the inventory wants (the plan was made from it).
-        plan: the plan shown to the operator.
-        confirm: really change the cluster; without it this is a dry run.
-        allow_delete: also decommission managed VMs that left the inventory.
-        clock: the clock tasks are waited by (default: the real one).
-        progress: where progress goes (default: :func:`homelab_lib.progress.auto`).
+        cluster: the cluster as read just now (it matches the plan).
+        todo: the changes to make, in plan order.
+        progress: where progress goes (a task per VM).
+        clock: the clock tasks are waited by.
         snippets: where role user-data snippets are written (needed when the inventory sets
             ``proxmox.snippets``).
 
     Returns:
-        What was done.
+        An outcome per change (its steps as detail), every step in order, and the IP each
+        started VM's guest agent reported (``facts``).
 
     Raises:
-        ProvisionConflict: (with confirm) the plan has conflicts; nothing was changed.
-        ProxmoxError: (with confirm) the cluster changed since the plan was made; nothing was changed.
+        ProxmoxError: snippets are configured but no writer was given; nothing was changed.
         ProvisionFailed: one or more VMs failed; what was done is recorded in the cluster and listed.
     """
-    if plan.empty:
-        return ApplyResult(False, "nothing to do: every VM is as the inventory says")
-    not_done = tuple(
-        f"{c.target}: delete needs allow_delete=True" for c in plan.of_action(Action.DELETE) if not allow_delete
-    )
-    if not confirm:
-        conflicts = f"; {len(plan.conflicts)} conflict(s) to resolve first" if plan.conflicts else ""
-        return ApplyResult(
-            False,
-            f"dry run: nothing changed ({plan.summary()}{conflicts}); run with confirm=True to apply",
-            not_done=not_done,
-        )
-    if plan.conflicts:
-        raise ProvisionConflict([f"{c.kind} {c.target} ({c.where or '-'}): {c.reason}" for c in plan.conflicts])
-    todo = plan.applicable(allow_delete=allow_delete)
-    if not todo:
-        return ApplyResult(False, f"nothing done: {plan.summary()}", not_done=not_done)
     if any(vm.snippet for vm in desired.vms) and snippets is None:
         raise ProxmoxError(
             "proxmox.snippets is set, but no snippet writer was given to apply",
-            hint="pass snippets=clients.proxmox_snippets(inv)",
+            hint="make the adapter with proxmox.adapter(inv), which builds it from the inventory",
         )
-    cluster = observe(client, desired)
-    again = make_plan(desired, cluster)
-    if again.changes != plan.changes:
-        stale = sorted({c.target for c in set(plan.changes) ^ set(again.changes)})
-        raise ProxmoxError(
-            f"the cluster changed since the plan was made (for {', '.join(stale)}); nothing was changed",
-            hint="make the plan again, check it, then apply",
-        )
-    run = _Run(client, desired, cluster, clock or SystemClock(), snippets)
-    shown = progress or progress_mod.auto()
+    run = _Run(client, desired, cluster, clock, snippets)
     for change in todo:  # made here, in the notebook's thread, so that widgets show in its cell
-        run.tasks[change.target] = shown.task(change.target, step_count(change, desired))
+        run.tasks[change.target] = progress.task(change.target, step_count(change, desired))
     groups: dict[str, list[Change]] = {}
     for change in todo:
         groups.setdefault(change.where, []).append(change)
@@ -156,13 +108,16 @@ def apply(
             future.result()
     if run.failures:
         raise ProvisionFailed(run.failures, run.steps, run.skipped)
-    return ApplyResult(
-        True,
-        f"applied: {len(todo)} change(s), {len(run.steps)} step(s)",
-        tuple(run.steps),
-        MappingProxyType(dict(run.ips)),
-        not_done,
+    outcomes = tuple(
+        Outcome.of(
+            c,
+            DONE,
+            "; ".join(step.split(": ", 1)[1] for step in run.steps if step.split(": ", 1)[0] == c.target),
+            run.seconds.get(c.target, 0.0),
+        )
+        for c in todo
     )
+    return Carried(outcomes, tuple(run.steps), MappingProxyType(dict(run.ips)))
 
 
 @dataclass
@@ -179,6 +134,7 @@ class _Run:
     failures: list[HomelabError] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     ips: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -191,6 +147,7 @@ class _Run:
                 with self.lock:
                     self.skipped.append(change.target)
                 continue
+            t0 = self.clock.monotonic()
             try:
                 if change.action == Action.CREATE:
                     self.create(self.desired.vm(change.target))
@@ -202,6 +159,8 @@ class _Run:
                 self.fail(e)
             except Exception as e:  # recorded: the run ends with every failure listed
                 self.fail(ProxmoxError(f"unexpected {type(e).__name__}: {e}", node=change.where, vm=change.target))
+            with self.lock:
+                self.seconds[change.target] = self.clock.monotonic() - t0
 
     def fail(self, error: HomelabError) -> None:
         with self.lock:

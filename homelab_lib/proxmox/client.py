@@ -6,6 +6,11 @@ the node, vmid and VM, PVE's own message and what to do. It answers with the
 API's JSON ``data`` (plain dicts and lists); the rest of the adapter turns that
 into frozen dataclasses.
 
+Errors are translated by one table, :data:`PROXMOX_ERRORS` (outside exception
+class -> our error), applied with :func:`homelab_lib.errors.mapped` around every
+request; an HTTP error's status picks the class by a second table
+(:data:`BY_STATUS`), and PVE's own words by a third (:data:`BY_MESSAGE`).
+
 Credentials: the client is given a ``connect`` function that builds the
 proxmoxer object; secrets are revealed inside it, at the moment the client is
 built, and never kept here. With password login a ticket that the server no
@@ -17,8 +22,9 @@ rejected request changed nothing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal
 
 import requests
@@ -26,11 +32,13 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import AuthenticationError, ResourceException
 
 from homelab_lib.errors import (
+    ErrorTable,
     NodeUnreachable,
     PermissionDenied,
     ProxmoxAuthError,
     ProxmoxError,
     QuorumLost,
+    mapped,
 )
 
 Method = Literal["GET", "POST", "PUT", "DELETE"]
@@ -105,30 +113,19 @@ class ProxmoxClient:
         Raises:
             ProxmoxError: or a subclass, naming at's node/vmid/VM, PVE's message and what to do.
         """
-        api, generation = self._current(at)
-        try:
+        with mapped(PROXMOX_ERRORS, where=Request(method, path, at, self)):
+            api, generation = self._current(at)
+            try:
+                return self._send(api, method, path, args)
+            except ResourceException as e:
+                if e.status_code != 401 or self.auth != "ticket":
+                    raise
+            api = self._renew(generation, at)  # PVE checked the ticket first: the refused request changed nothing
             return self._send(api, method, path, args)
-        except ResourceException as e:
-            if e.status_code == 401 and self.auth == "ticket":
-                api = self._renew(generation, at)
-                try:
-                    return self._send(api, method, path, args)
-                except Exception as again:
-                    raise self.translate(again, method, path, at) from again
-            raise self.translate(e, method, path, at) from e
-        except Exception as e:  # every failure leaves as a ProxmoxError
-            raise self.translate(e, method, path, at) from e
 
     @staticmethod
     def _send(api: ProxmoxAPI, method: Method, path: str, args: dict[str, Any]) -> Any:
-        resource = api(path.strip("/"))
-        if method == "GET":
-            return resource.get(**args)
-        if method == "POST":
-            return resource.post(**args)
-        if method == "PUT":
-            return resource.put(**args)
-        return resource.delete(**args)
+        return getattr(api(path.strip("/")), method.lower())(**args)
 
     def _current(self, at: At) -> tuple[ProxmoxAPI, int]:
         with self._lock:
@@ -146,112 +143,11 @@ class ProxmoxClient:
             return self._api
 
     def _build(self, at: At) -> ProxmoxAPI:
-        try:
+        with mapped(PROXMOX_ERRORS, where=Request("POST", "access/ticket", at, self)):  # login, TLS, connection
             return self._connect()
-        except ProxmoxError:
-            raise
-        except Exception as e:  # login failures, TLS, connection
-            raise self.translate(e, "POST", "access/ticket", at) from e
 
-    # --------------------------------------------------------------- translation
-
-    def translate(self, e: BaseException, method: str, path: str, at: At) -> ProxmoxError:
-        """The project's error for an exception raised by proxmoxer or requests."""
-        what = f"{method} /{path.strip('/')}"
-        if isinstance(e, ProxmoxError):
-            return e
-        if isinstance(e, ResourceException):
-            status = int(e.status_code)
-            message = _pve_message(e)
-            if status == 401:
-                return _make(
-                    ProxmoxAuthError,
-                    f"Proxmox refused the credentials of {self.user}: {message}",
-                    at,
-                    status=status,
-                    pve_message=message,
-                    hint=self._auth_hint(),
-                )
-            if status == 403:
-                return _make(
-                    PermissionDenied,
-                    f"{what} was refused: {message}",
-                    at,
-                    status=status,
-                    pve_message=message,
-                    hint=f"grant {self.user} the privilege named above on that path "
-                    "(Datacenter > Permissions, or `pveum acl modify PATH -user|-token ... -role ...`)",
-                )
-            if status == 595 or "no route to host" in message.lower():
-                return _make(
-                    NodeUnreachable,
-                    f"{what} failed: {message}",
-                    at,
-                    status=status,
-                    pve_message=message,
-                    hint=f"node {at.node or '?'} is offline or unreachable from the cluster; bring it back, "
-                    "then run again",
-                )
-            if "no quorum" in message.lower():
-                return _make(
-                    QuorumLost,
-                    f"{what} failed: {message}",
-                    at,
-                    status=status,
-                    pve_message=message,
-                    hint="the cluster has lost quorum and /etc/pve is read-only; bring enough nodes back "
-                    "(`pvecm status`), then run again",
-                )
-            return _make(
-                ProxmoxError,
-                f"{what} failed: {message}",
-                at,
-                status=status,
-                pve_message=message,
-                hint=_hint_for(message),
-            )
-        if isinstance(e, AuthenticationError):
-            return _make(
-                ProxmoxAuthError,
-                f"Proxmox refused the login of {self.user}",
-                at,
-                status=401,
-                pve_message="authentication failure",
-                hint=self._auth_hint(),
-            )
-        if isinstance(e, requests.exceptions.SSLError):
-            against = f"the CA file {self.ca_file}" if self.ca_file else "the system's CA certificates"
-            return _make(
-                ProxmoxAuthError,
-                f"the TLS certificate of {self.endpoint} did not verify against {against}",
-                at,
-                hint="set proxmox.ca_file to the cluster's CA (/etc/pve/pve-root-ca.pem on any node); "
-                "TLS verification stays on",
-            )
-        if isinstance(e, requests.exceptions.Timeout):
-            return _make(
-                NodeUnreachable,
-                f"{what}: {self.endpoint} did not answer in time",
-                at,
-                hint="check the endpoint and the network, or raise proxmox.timeout_s",
-            )
-        if isinstance(e, requests.exceptions.ConnectionError):
-            return _make(
-                NodeUnreachable,
-                f"{what}: cannot connect to {self.endpoint}",
-                at,
-                hint="check proxmox.endpoint and that the node's API (pveproxy, port 8006) is up",
-            )
-        if isinstance(e, OSError) and self.ca_file:
-            return _make(
-                ProxmoxAuthError,
-                f"cannot read the CA file {self.ca_file}: {e}",
-                at,
-                hint="fix proxmox.ca_file (for the lab: `homelab lab up` writes it)",
-            )
-        return _make(ProxmoxError, f"{what} failed: {type(e).__name__}: {e}", at)
-
-    def _auth_hint(self) -> str:
+    def auth_hint(self) -> str:
+        """What to check when the credentials are refused."""
         if self.auth == "token":
             return (
                 "check proxmox.user and proxmox.token_id (the token is USER!TOKENID) and the secret that "
@@ -260,10 +156,24 @@ class ProxmoxClient:
         return "check proxmox.user and the password that proxmox.password points to"
 
 
-def _make(
-    cls: type[ProxmoxError], message: str, at: At, *, status: int = 0, pve_message: str = "", hint: str = ""
-) -> ProxmoxError:
-    return cls(message, node=at.node, vmid=at.vmid, vm=at.vm, status=status, pve_message=pve_message, hint=hint)
+@dataclass(frozen=True)
+class Request:
+    """A request, as the error table sees it: what was asked, about what, of which client."""
+
+    method: str
+    path: str
+    at: At
+    client: ProxmoxClient
+
+    @property
+    def what(self) -> str:
+        return f"{self.method} /{self.path.strip('/')}"
+
+    def error(
+        self, cls: type[ProxmoxError], message: str, *, status: int = 0, pve_message: str = "", hint: str = ""
+    ) -> ProxmoxError:
+        at = self.at
+        return cls(message, node=at.node, vmid=at.vmid, vm=at.vm, status=status, pve_message=pve_message, hint=hint)
 
 
 def _pve_message(e: ResourceException) -> str:
@@ -284,3 +194,133 @@ def _hint_for(message: str) -> str:
     if "already exists" in low:
         return "the vmid is taken; run the plan again to see who holds it"
     return "see PVE's message; the task log on the node has details"
+
+
+HttpError = Callable[[Request, int, str], ProxmoxError]
+
+
+def _denied(r: Request, status: int, message: str) -> ProxmoxError:
+    return r.error(
+        PermissionDenied,
+        f"{r.what} was refused: {message}",
+        status=status,
+        pve_message=message,
+        hint=f"grant {r.client.user} the privilege named above on that path "
+        "(Datacenter > Permissions, or `pveum acl modify PATH -user|-token ... -role ...`)",
+    )
+
+
+def _refused(r: Request, status: int, message: str) -> ProxmoxError:
+    return r.error(
+        ProxmoxAuthError,
+        f"Proxmox refused the credentials of {r.client.user}: {message}",
+        status=status,
+        pve_message=message,
+        hint=r.client.auth_hint(),
+    )
+
+
+def _unreachable(r: Request, status: int, message: str) -> ProxmoxError:
+    return r.error(
+        NodeUnreachable,
+        f"{r.what} failed: {message}",
+        status=status,
+        pve_message=message,
+        hint=f"node {r.at.node or '?'} is offline or unreachable from the cluster; bring it back, then run again",
+    )
+
+
+def _no_quorum(r: Request, status: int, message: str) -> ProxmoxError:
+    return r.error(
+        QuorumLost,
+        f"{r.what} failed: {message}",
+        status=status,
+        pve_message=message,
+        hint="the cluster has lost quorum and /etc/pve is read-only; bring enough nodes back (`pvecm status`), "
+        "then run again",
+    )
+
+
+def _failed(r: Request, status: int, message: str) -> ProxmoxError:
+    return r.error(
+        ProxmoxError, f"{r.what} failed: {message}", status=status, pve_message=message, hint=_hint_for(message)
+    )
+
+
+#: An HTTP error's class by its status.
+BY_STATUS: Mapping[int, HttpError] = MappingProxyType({401: _refused, 403: _denied, 595: _unreachable})
+#: ... else by words in PVE's message (lower case), else a plain ProxmoxError with a hint from the message.
+BY_MESSAGE: tuple[tuple[str, HttpError], ...] = (("no route to host", _unreachable), ("no quorum", _no_quorum))
+
+
+def _http(e: ResourceException, r: Request) -> ProxmoxError:
+    status = int(e.status_code)
+    message = _pve_message(e)
+    make = BY_STATUS.get(status) or next((f for words, f in BY_MESSAGE if words in message.lower()), _failed)
+    return make(r, status, message)
+
+
+def _login(e: AuthenticationError, r: Request) -> ProxmoxError:
+    return r.error(
+        ProxmoxAuthError,
+        f"Proxmox refused the login of {r.client.user}",
+        status=401,
+        pve_message="authentication failure",
+        hint=r.client.auth_hint(),
+    )
+
+
+def _tls(e: requests.exceptions.SSLError, r: Request) -> ProxmoxError:
+    ca = r.client.ca_file
+    against = f"the CA file {ca}" if ca else "the system's CA certificates"
+    return r.error(
+        ProxmoxAuthError,
+        f"the TLS certificate of {r.client.endpoint} did not verify against {against}",
+        hint="set proxmox.ca_file to the cluster's CA (/etc/pve/pve-root-ca.pem on any node); TLS verification "
+        "stays on",
+    )
+
+
+def _timeout(e: requests.exceptions.Timeout, r: Request) -> ProxmoxError:
+    return r.error(
+        NodeUnreachable,
+        f"{r.what}: {r.client.endpoint} did not answer in time",
+        hint="check the endpoint and the network, or raise proxmox.timeout_s",
+    )
+
+
+def _no_connection(e: requests.exceptions.ConnectionError, r: Request) -> ProxmoxError:
+    return r.error(
+        NodeUnreachable,
+        f"{r.what}: cannot connect to {r.client.endpoint}",
+        hint="check proxmox.endpoint and that the node's API (pveproxy, port 8006) is up",
+    )
+
+
+def _os(e: OSError, r: Request) -> ProxmoxError:
+    if r.client.ca_file:  # requests reads the CA file at each request
+        return r.error(
+            ProxmoxAuthError,
+            f"cannot read the CA file {r.client.ca_file}: {e}",
+            hint="fix proxmox.ca_file (for the lab: `homelab lab up` writes it)",
+        )
+    return _other(e, r)
+
+
+def _other(e: Exception, r: Request) -> ProxmoxError:
+    return r.error(ProxmoxError, f"{r.what} failed: {type(e).__name__}: {e}")
+
+
+#: The Proxmox adapter's boundary: proxmoxer's and requests' exceptions -> ours (most specific class wins).
+PROXMOX_ERRORS: ErrorTable[Request] = MappingProxyType(
+    {
+        ResourceException: _http,
+        AuthenticationError: _login,
+        requests.exceptions.SSLError: _tls,
+        requests.exceptions.ConnectTimeout: _timeout,
+        requests.exceptions.Timeout: _timeout,
+        requests.exceptions.ConnectionError: _no_connection,
+        OSError: _os,
+        Exception: _other,
+    }
+)

@@ -143,7 +143,7 @@ def plan(desired: Desired, observed: Cluster) -> Plan:
                 "nodes back (pvecm status), then run again",
             )
         )
-    return Plan.of(changes)
+    return Plan.of(changes, adapter="proxmox")
 
 
 def _vm_change(vm: DesiredVm, observed: Cluster, s: Settings) -> Change:

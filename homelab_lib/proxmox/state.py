@@ -15,6 +15,8 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import unquote
 
+from homelab_lib.errors import NotFound
+
 GIB = 1024**3
 # The fields a plan compares, in the order its table shows them.
 FIELDS = (
@@ -154,10 +156,15 @@ class Desired:
     only: tuple[str, ...] = ()
 
     def vm(self, name: str) -> DesiredVm:
+        """The desired VM of this name.
+
+        Raises:
+            NotFound: no VM of that name is in scope (also a KeyError).
+        """
         for vm in self.vms:
             if vm.name == name:
                 return vm
-        raise KeyError(name)
+        raise NotFound(name, what="VM", known=[vm.name for vm in self.vms], where="proxmox desired state")
 
 
 @dataclass(frozen=True)

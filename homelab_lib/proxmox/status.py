@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from homelab_lib.proxmox.apply import ask_agent, ipconfig_address
 from homelab_lib.proxmox.client import ProxmoxClient
 from homelab_lib.proxmox.observe import observe
-from homelab_lib.proxmox.state import GIB, Desired
+from homelab_lib.proxmox.state import GIB, Cluster, Desired
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,20 @@ class VmReport:
     pending: tuple[str, ...] = ()
 
 
-def vm_status(client: ProxmoxClient, desired: Desired, *, ips: Mapping[str, str] | None = None) -> list[VmReport]:
+def vm_status(
+    client: ProxmoxClient,
+    desired: Desired,
+    *,
+    ips: Mapping[str, str] | None = None,
+    cluster: Cluster | None = None,
+) -> list[VmReport]:
     """Read each inventory VM's state; only reads.
 
     Args:
         client: the API.
         desired: the VMs to report (inventory order).
         ips: addresses already reported by the guest agent during apply (VM name -> IP).
+        cluster: the cluster as just observed (read here when not given).
 
     Returns:
         One report per desired VM, in inventory order.
@@ -55,7 +62,7 @@ def vm_status(client: ProxmoxClient, desired: Desired, *, ips: Mapping[str, str]
     Raises:
         ProxmoxError: the cluster could not be read.
     """
-    cluster = observe(client, desired)
+    cluster = cluster if cluster is not None else observe(client, desired)
     known = dict(ips or {})
     out = []
     for vm in desired.vms:

@@ -7,32 +7,14 @@ with the last lines of the task log, or :class:`TaskTimeout` naming the task.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from homelab_lib.clock import Clock
 from homelab_lib.errors import TaskFailed, TaskTimeout
 from homelab_lib.proxmox.client import At, ProxmoxClient
 
 LOG_TAIL = 8
-
-
-class Clock(Protocol):
-    """Time for waiting: a monotonic reading and a sleep (tests may pass a fake)."""
-
-    def monotonic(self) -> float: ...
-
-    def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 @dataclass(frozen=True)

@@ -173,9 +173,7 @@ def go_env(cache_dir: Path, goarch: str) -> dict[str, str]:
 
 def _run_go(go: str, args: list[str], src: Path, env: dict[str, str], what: str) -> str:
     try:
-        done = subprocess.run(
-            [go, *args], cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False
-        )
+        done = subprocess.run([go, *args], cwd=src, env=env, capture_output=True, text=True, timeout=900, check=False)
     except FileNotFoundError:
         raise LabError(
             f"the Go toolchain ({go!r}) is not installed; the lab compiles its stand-in program with it",
@@ -225,7 +223,7 @@ def build_binary(out_dir: Path, *, go: str = "go", src: Path = SOURCE_DIR, goarc
     try:
         _run_go(go, ["build", *BUILD_FLAGS, "-o", str(tmp.resolve()), "."], src, env, "building the stand-in program")
         if not is_static_elf(tmp.read_bytes()):
-            raise LabError("the stand-in program was not linked statically", where=str(tmp), hint="build with CGO_ENABLED=0")
+            raise LabError("the program was not linked statically", where=str(tmp), hint="build with CGO_ENABLED=0")
         tmp.chmod(0o755)
         tmp.replace(binary)
     finally:

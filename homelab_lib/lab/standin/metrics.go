@@ -206,7 +206,6 @@ func nodeMetrics(m *metrics, version string) {
 		m.one("node_filesystem_avail_bytes", "gauge", "Filesystem space available to non-root users in bytes.", float64(st.Bavail)*bs, labels...)
 		m.one("node_filesystem_files", "gauge", "Filesystem total file nodes.", float64(st.Files), labels...)
 		m.one("node_filesystem_files_free", "gauge", "Filesystem total free file nodes.", float64(st.Ffree), labels...)
-		m.one("node_filesystem_readonly", "gauge", "Filesystem read-only status.", float64(st.Flags&1), labels...)
 	}
 	if load, err := os.ReadFile("/proc/loadavg"); err == nil {
 		f := strings.Fields(string(load))

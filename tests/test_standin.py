@@ -33,7 +33,7 @@ from homelab_lib.errors import LabError
 from homelab_lib.inventory.load import CATALOG
 from homelab_lib.inventory.model import Service
 from homelab_lib.lab import standin_build
-from homelab_lib.lab.standin_build import APPLETS, BINARY, PATH, build_binary, image_files, kind_for
+from homelab_lib.lab.standin_build import APPLETS, BINARY, PATH, build_binary, image_files, service_dockerfile
 
 RUN = uuid.uuid4().hex[:8]
 LABEL = "homelab.test.standin"
@@ -80,30 +80,41 @@ def engine() -> Iterator[Any]:
         network.remove()
     for volume in client.volumes.list(filters=mine):
         volume.remove(force=True)
-    for image in client.images.list(filters=mine):
-        for tag in image.tags:
-            client.images.remove(tag, force=True)
+    # Service images before the base they are built on; then whatever a failed build left untagged.
+    images = client.images.list(filters=mine)
+    for image in sorted(images, key=lambda i: any(t.startswith("homelab-standin-test/base:") for t in i.tags)):
+        client.images.remove(image.id, force=True)
+    for image in client.images.list(filters={**mine, "dangling": True}):
+        client.images.remove(image.id, force=True)
     client.close()
 
 
-@pytest.fixture(scope="module")
-def image(engine: Any, cache_dir: Path, binary: Path) -> str:
-    """The stand-in image, tagged under every catalog image name (with this run's suffix)."""
+def build(engine: Any, tag: str, files: dict[str, tuple[bytes, int]]) -> Any:
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, (data, mode) in sorted(image_files(cache_dir).items()):
+        for name, (data, mode) in sorted(files.items()):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
-    primary = tagged(CATALOG_SERVICES["sonarr"].image)
-    built, _ = engine.images.build(
-        fileobj=context, custom_context=True, tag=primary, labels={LABEL: RUN}, rm=True, forcerm=True
+    image, _ = engine.images.build(
+        fileobj=context, custom_context=True, tag=tag, labels={LABEL: RUN}, rm=True, forcerm=True
     )
-    for service in CATALOG_SERVICES.values():
-        repo, tag = tagged(service.image).rsplit(":", 1)
-        built.tag(repo, tag)
-    return primary
+    return image
+
+
+@pytest.fixture(scope="module")
+def image(engine: Any, cache_dir: Path, binary: Path) -> str:
+    """The base image, and on it one image per catalog service tagged under its real name (with this run's suffix).
+
+    Built as the lab builds them: ``dockerfile()`` for the base, ``service_dockerfile()`` for each service.
+    """
+    base = f"homelab-standin-test/base:{RUN}"
+    build(engine, base, image_files(cache_dir))
+    for name, service in CATALOG_SERVICES.items():
+        dockerfile = service_dockerfile(base, name, service, labels={LABEL: RUN})
+        build(engine, tagged(service.image), {"Dockerfile": (dockerfile.encode(), 0o644)})
+    return base
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +130,7 @@ Run = Callable[..., Any]
 
 @pytest.fixture(scope="module")
 def run(engine: Any, image: str, secrets_dir: Path) -> Run:
-    """Start a catalog service's stand-in the way Compose would (its env, healthcheck, secrets), labelled."""
+    """Start a catalog service's image the way Compose would (its environment, healthcheck, secrets), labelled."""
 
     def start(
         service: str,
@@ -133,14 +144,7 @@ def run(engine: Any, image: str, secrets_dir: Path) -> Run:
         **kwargs: Any,
     ) -> Any:
         svc = CATALOG_SERVICES[service]
-        environment = {
-            "STANDIN_SERVICE": service,
-            "STANDIN_KIND": kind_for(service),
-            "STANDIN_PORTS": " ".join(f"{p.container}/{p.protocol}" for p in svc.ports),
-            "STANDIN_HEALTH": svc.health,
-            "STANDIN_VOLUMES": " ".join(svc.volumes.values()),
-            **svc.environment,
-        }
+        environment = dict(svc.environment)
         mounts = dict(volumes or {})
         for secret, spec in svc.secrets.items():
             environment[spec.env or f"{secret.upper()}_FILE"] = f"/run/secrets/{secret}"
@@ -267,9 +271,12 @@ def test_package_data_ships_every_source(repo: Path) -> None:
 
 
 def test_image_layout(engine: Any, image: str, run: Run) -> None:
-    attrs = engine.images.get(image).attrs
+    attrs = engine.images.get(tagged(CATALOG_SERVICES["bazarr"].image)).attrs
     assert attrs["Config"]["Entrypoint"] == [BINARY]
     assert f"PATH={PATH}" in attrs["Config"]["Env"]
+    assert "STANDIN_SERVICE=bazarr" in attrs["Config"]["Env"]
+    assert "6767/tcp" in attrs["Config"]["ExposedPorts"]
+    assert "Healthcheck" not in attrs["Config"] or not attrs["Config"]["Healthcheck"]
     c = run("bazarr", healthcheck=False)
     for applet in APPLETS:
         assert sh(c, "readlink", applet)[1].strip() == BINARY, applet

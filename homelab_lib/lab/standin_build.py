@@ -65,13 +65,16 @@ into a folder the caller gives (Go's caches too, so nothing is written to
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import struct
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from homelab_lib.errors import LabError
+from homelab_lib.inventory.model import Service
 from homelab_lib.lab.common import digest
 
 SOURCE_DIR = Path(__file__).with_name("standin")
@@ -262,6 +265,52 @@ def dockerfile() -> str:
         f"ENV PATH={PATH}\n"
         f'ENTRYPOINT ["{BINARY}"]\n'
     )
+
+
+def image_version(image: str) -> str:
+    """The version in an image reference's tag (``docker.io/library/postgres:16.6`` -> ``16.6``), or ``""``."""
+    tail = image.rsplit("/", 1)[-1]
+    if "@" in tail or ":" not in tail:
+        return ""
+    return tail.split(":", 1)[1]
+
+
+def service_env(name: str, service: Service) -> dict[str, str]:
+    """The environment a service's stand-in image carries: ``STANDIN_*`` and what the real image sets.
+
+    The real postgres image sets ``PGDATA`` (where pg_dump's stand-in reads the data
+    directory); everything else the service needs comes from the catalog's
+    ``environment`` at run time, as with the real image.
+    """
+    env = {
+        "STANDIN_SERVICE": name,
+        "STANDIN_KIND": kind_for(name),
+        "STANDIN_PORTS": " ".join(f"{p.container}/{p.protocol}" for p in service.ports),
+        "STANDIN_HEALTH": service.health,
+        "STANDIN_VOLUMES": " ".join(service.volumes.values()),
+    }
+    if version := image_version(service.image):
+        env["STANDIN_VERSION"] = version
+    if kind_for(name) == "postgres":
+        env["PGDATA"] = next(iter(service.volumes.values()), "/var/lib/postgresql/data")
+    return env
+
+
+def service_dockerfile(base: str, name: str, service: Service, labels: Mapping[str, str] | None = None) -> str:
+    """The Dockerfile of one service's stand-in on the base image (:func:`dockerfile`): env, labels, ports.
+
+    No ``HEALTHCHECK``: the Compose file carries the catalog's real one. The ports are
+    ``EXPOSE``d, as in the real images, so traefik's docker provider finds a port
+    when a router names none.
+    """
+    lines = [f"FROM {base}", "ENV " + " ".join(f"{k}={json.dumps(v)}" for k, v in service_env(name, service).items())]
+    if labels:
+        lines.append("LABEL " + " ".join(f"{k}={json.dumps(v)}" for k, v in labels.items()))
+    if service.ports:
+        lines.append("EXPOSE " + " ".join(f"{p.container}/{p.protocol}" for p in service.ports))
+    if service.volumes and kind_for(name) == "redis":
+        lines.append(f"WORKDIR {next(iter(service.volumes.values()))}")
+    return "\n".join(lines) + "\n"
 
 
 def image_files(out_dir: Path, *, busybox: Path = BUSYBOX) -> dict[str, tuple[bytes, int]]:

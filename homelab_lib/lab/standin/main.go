@@ -104,7 +104,7 @@ func loadConfig(args []string) (config, error) {
 	if _, ok := defaultVersions[c.kind]; !ok {
 		return c, fmt.Errorf("STANDIN_KIND=%q is not one of http, postgres, redis, traefik, node-exporter, cadvisor", c.kind)
 	}
-	c.version = envOr("STANDIN_VERSION", defaultVersions[c.kind])
+	c.version = versionOf(c.kind)
 	for _, spec := range strings.Fields(os.Getenv("STANDIN_PORTS")) {
 		port, proto, _ := strings.Cut(spec, "/")
 		var n int
@@ -121,6 +121,12 @@ func loadConfig(args []string) (config, error) {
 		}
 	}
 	return c, nil
+}
+
+// versionOf is the version a stand-in reports: STANDIN_VERSION (an image tag such as "v3.2.3"
+// reads as "3.2.3"), else the kind's default.
+func versionOf(kind string) string {
+	return strings.TrimPrefix(envOr("STANDIN_VERSION", defaultVersions[kind]), "v")
 }
 
 func envOr(name, fallback string) string {

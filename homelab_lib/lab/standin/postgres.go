@@ -738,7 +738,7 @@ func runPgIsready(args []string) int {
 		return 3
 	}
 	if opts["version"] != "" {
-		fmt.Printf("pg_isready (PostgreSQL) %s\n", envOr("STANDIN_VERSION", defaultVersions["postgres"]))
+		fmt.Printf("pg_isready (PostgreSQL) %s\n", versionOf("postgres"))
 		return 0
 	}
 	if opts["help"] != "" {
@@ -811,7 +811,7 @@ func runPgDump(args []string) int {
 		return 1
 	}
 	if opts["version"] != "" {
-		fmt.Printf("pg_dump (PostgreSQL) %s\n", envOr("STANDIN_VERSION", defaultVersions["postgres"]))
+		fmt.Printf("pg_dump (PostgreSQL) %s\n", versionOf("postgres"))
 		return 0
 	}
 	if f := opts["format"]; f != "" && f != "p" && f != "plain" {
@@ -864,7 +864,7 @@ func pgDumpDatabase(b *strings.Builder, c pgConn, opts map[string]string, inClus
 		return fmt.Errorf("query failed: %v", qerr)
 	}
 	owner := c.user
-	version := envOr("STANDIN_VERSION", defaultVersions["postgres"])
+	version := versionOf("postgres")
 	b.WriteString("--\n-- PostgreSQL database dump\n--\n\n")
 	fmt.Fprintf(b, "-- Dumped from database version %s\n-- Dumped by pg_dump version %s\n\n", s.serverVersion, version)
 	for _, line := range []string{
@@ -924,7 +924,7 @@ func runPgDumpall(args []string) int {
 		return 1
 	}
 	if opts["version"] != "" {
-		fmt.Printf("pg_dumpall (PostgreSQL) %s\n", envOr("STANDIN_VERSION", defaultVersions["postgres"]))
+		fmt.Printf("pg_dumpall (PostgreSQL) %s\n", versionOf("postgres"))
 		return 0
 	}
 	c := defaultPgConn()

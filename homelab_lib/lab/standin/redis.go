@@ -1029,7 +1029,7 @@ func runRedisCli(args []string) int {
 		case "--no-auth-warning":
 			noAuthWarning = true
 		case "-v", "--version":
-			fmt.Printf("redis-cli %s\n", envOr("STANDIN_VERSION", defaultVersions["redis"]))
+			fmt.Printf("redis-cli %s\n", versionOf("redis"))
 			return 0
 		default:
 			if strings.HasPrefix(a, "-") && len(rest) == 0 {

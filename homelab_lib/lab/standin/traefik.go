@@ -134,7 +134,7 @@ func runTraefik(args []string) int {
 			return traefikHealthcheck(args[1:])
 		case "version":
 			fmt.Printf("Version:      %s\nCodename:     standin\nGo version:   %s\nBuilt:        standin\nOS/Arch:      %s/%s\n",
-				envOr("STANDIN_VERSION", defaultVersions["traefik"]), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				versionOf("traefik"), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return 0
 		}
 	}
@@ -144,7 +144,7 @@ func runTraefik(args []string) int {
 		return 2
 	}
 	cfg.kind = "traefik"
-	cfg.version = envOr("STANDIN_VERSION", defaultVersions["traefik"])
+	cfg.version = versionOf("traefik")
 	return serve(cfg)
 }
 
@@ -210,7 +210,7 @@ func (s *stand) startTraefik(ctx context.Context) error {
 		stand:            s,
 		docker:           newDockerClient(static.get("TRAEFIK_PROVIDERS_DOCKER_ENDPOINT", "unix:///var/run/docker.sock")),
 		enabled:          static.enabled("TRAEFIK_PROVIDERS_DOCKER"),
-		exposedByDefault: static.get("TRAEFIK_PROVIDERS_DOCKER_EXPOSEDBYDEFAULT", "true") == "true",
+		exposedByDefault: static.get("TRAEFIK_PROVIDERS_DOCKER_EXPOSEDBYDEFAULT", "true") != "false",
 		network:          static.get("TRAEFIK_PROVIDERS_DOCKER_NETWORK", ""),
 		self:             hostname,
 		logged:           map[string]bool{},

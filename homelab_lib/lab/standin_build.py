@@ -5,36 +5,40 @@ stand-in image tagged under the catalog's real name. Its program is one static
 Go binary (``lab/standin/*.go``, standard library only) with several names,
 chosen by ``argv[0]`` as busybox does:
 
-============  ==================================================================
-``standin``   the entrypoint: serves the service (configured by ``STANDIN_*``)
-``curl``      the options healthchecks use (``-fsS -o FILE -L -m N -H -w``); exit 0,
-              22 (HTTP >= 400 with ``-f``), 7 (cannot connect), 28 (timeout)
-``pg_isready``  ``-h -p -U -d -t -q``; ``HOST:PORT - accepting connections`` (0) or
-              ``- no response`` (2); no ``-h`` means the unix socket, as libpq does
-``pg_dump`` / ``pg_dumpall``  a plain-format SQL dump of the stand-in's data directory
-``redis-cli`` ``[-h] [-p] [-a] [-n] CMD ARGS``; replies printed as redis-cli prints them
-``traefik``   ``healthcheck --ping``, ``version``; with no such argument it serves
-============  ==================================================================
+- ``standin``: the entrypoint; serves the service (configured by ``STANDIN_*``).
+- ``curl``: the options healthchecks use (``-fsS -o FILE -L -m N -H -w``); exit
+  0, 22 (HTTP >= 400 with ``-f``), 7 (cannot connect), 28 (timeout).
+- ``pg_isready``: ``-h -p -U -d -t -q``; ``HOST:PORT - accepting connections``
+  (0) or ``- no response`` (2); no ``-h`` means the unix socket, as with libpq.
+- ``pg_dump`` / ``pg_dumpall``: a plain-format SQL dump of the stand-in's data
+  directory, through the server (so it fails when the server is down).
+- ``redis-cli``: ``[-h] [-p] [-a] [-n] CMD ARGS``; replies printed as redis-cli
+  prints them (decorated on a terminal, plain otherwise).
+- ``traefik``: ``healthcheck --ping``, ``version``; otherwise it serves.
 
 The entrypoint reads ``STANDIN_SERVICE`` (name), ``STANDIN_KIND`` (one of
 :data:`KINDS`), ``STANDIN_PORTS`` (``"8989 9000/udp"``), ``STANDIN_HEALTH`` (an
-HTTP path or ``tcp``), ``STANDIN_VOLUMES`` (paths) and ``STANDIN_VERSION``. It
-keeps real files in every volume (``standin-<service>.id`` made on first boot, a
+HTTP path or ``tcp``), ``STANDIN_VOLUMES`` (paths) and ``STANDIN_VERSION`` (a
+leading ``v`` is dropped); :func:`service_env` derives them from a catalog
+service. It keeps real files in every volume (``standin-<service>.id`` made on first boot, a
 line per boot in ``boots.log``), serves every port until SIGTERM or SIGINT, and:
 
 - ``http``: ``/`` and the health path answer 200 (``/ping`` as the *arr apps do),
   other paths 404; ``/metrics`` is Prometheus text (``standin_up``,
-  ``standin_http_requests_total{path}``, ``process_start_time_seconds``, ...).
+  ``standin_http_requests_total{path}``, ``process_start_time_seconds``, ...);
+  ``/_standin/request`` echoes the request as JSON (host, headers: what a proxy sent).
 - ``node-exporter`` / ``cadvisor``: the same, plus node series (memory from
   /proc/meminfo, the root filesystem by statfs of ``/host`` when the host's / is
   bound there, load, CPU) or container series (``container_last_seen`` per
   container when the Docker socket is mounted).
-- ``postgres``: the PostgreSQL protocol on the first port and on
+- ``postgres``: the PostgreSQL protocol (simple queries only) on the first port and on
   ``/var/run/postgresql/.s.PGSQL.<port>`` (SSLRequest answered ``N``, trust on
   the socket, a cleartext password over TCP when ``POSTGRES_PASSWORD(_FILE)`` is
   set, roles and databases from ``POSTGRES_USER``/``POSTGRES_DB``); the data
   directory (``PGDATA``, else the first volume) gets ``PG_VERSION``, ``base/``,
-  ``global/`` on first boot and ``postmaster.pid`` while it runs.
+  ``global/`` on first boot and ``postmaster.pid`` while it runs. Its one table,
+  ``standin_files``, lists the data directory (path, size, sha256, small files'
+  content): that is what ``pg_dump`` writes as ``COPY`` data.
 - ``redis``: RESP on the first port (PING, ECHO, SET/GET/DEL/INCR/EXPIRE, KEYS,
   SAVE, BGSAVE, LASTSAVE, INFO, CONFIG GET); ``dump.rdb`` (a real RDB file) in the
   first volume, written by SAVE, BGSAVE and at shutdown, loaded at start.
@@ -46,7 +50,7 @@ line per boot in ``boots.log``), serves every port until SIGTERM or SIGINT, and:
   rules to ``loadbalancer.server.port`` on ``traefik.docker.network`` (else a
   network traefik shares with them); unknown hosts get ``404 page not found``.
 
-Image layout (:func:`dockerfile`; the lab's per-service images build on it)::
+Image layout (:func:`dockerfile`; each service's image is :func:`service_dockerfile` on it)::
 
     FROM scratch
     /bin/busybox, and `busybox --install -s /bin` (sh, wget, nc, ...)

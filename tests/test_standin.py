@@ -141,8 +141,10 @@ def run(engine: Any, image: str, secrets_dir: Path) -> Run:
         labels: dict[str, str] | None = None,
         volumes: dict[str, dict[str, str]] | None = None,
         healthcheck: bool = True,
+        address: str = LOOPBACK,
         **kwargs: Any,
     ) -> Any:
+        """Start one; ``address`` stands for the VM's address in the catalog's ``{address}`` (host networking)."""
         svc = CATALOG_SERVICES[service]
         environment = dict(svc.environment)
         mounts = dict(volumes or {})
@@ -151,9 +153,13 @@ def run(engine: Any, image: str, secrets_dir: Path) -> Run:
             mounts[str(secrets_dir / secret)] = {"bind": f"/run/secrets/{secret}", "mode": "ro"}
         environment.update(env or {})
         options: dict[str, Any] = {}
+        if svc.command:
+            options["command"] = [part.replace("{address}", address) for part in svc.command]
+        if svc.network_mode == "host":
+            options["network_mode"] = "host"
         if healthcheck and svc.healthcheck is not None:
             options["healthcheck"] = {
-                "test": svc.healthcheck.test,
+                "test": [part.replace("{address}", address) for part in svc.healthcheck.test],
                 "interval": 1_000_000_000,
                 "timeout": 5_000_000_000,
                 "retries": 3,
@@ -293,7 +299,7 @@ def test_image_layout(engine: Any, image: str, run: Run) -> None:
 @pytest.fixture(scope="module")
 def catalog_containers(run: Run) -> dict[str, Any]:
     """Every Compose service of the catalog, started at once with its real environment and healthcheck."""
-    return {name: run(name, name=f"catalog-{name}") for name in COMPOSE_SERVICES}
+    return {name: run(name, name=f"catalog-{name}", address="127.0.5.2") for name in COMPOSE_SERVICES}
 
 
 def test_the_example_shape_has_13_compose_services() -> None:
@@ -304,9 +310,7 @@ def test_the_example_shape_has_13_compose_services() -> None:
 def test_catalog_healthcheck_passes(catalog_containers: dict[str, Any], service: str) -> None:
     container = catalog_containers[service]
     wait_healthy(container)
-    healthcheck = CATALOG_SERVICES[service].healthcheck
-    assert healthcheck is not None
-    test = healthcheck.test
+    test = container.attrs["Config"]["Healthcheck"]["Test"]  # the catalog's, {address} filled in
     cmd = ["sh", "-c", test[1]] if test[0] == "CMD-SHELL" else test[1:]
     assert sh(container, *cmd)[0] == 0
 
@@ -531,9 +535,12 @@ def proxy_net(engine: Any) -> Any:
 
 
 def backend_labels(rule: str, *, enable: bool = True) -> dict[str, str]:
+    """Labels as compose/render.py writes them for a service with ``proxy:``."""
     labels = {
         "traefik.http.routers.web.rule": rule,
+        "traefik.http.routers.web.entrypoints": "web",
         "traefik.http.services.web.loadbalancer.server.port": "8989",
+        "traefik.docker.network": f"standin-{RUN}-proxy",
     }
     if enable:
         labels["traefik.enable"] = "true"
@@ -542,11 +549,12 @@ def backend_labels(rule: str, *, enable: bool = True) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def traefik(run: Run, proxy_net: Any) -> Any:
-    run("sonarr", name="app", network=proxy_net.name, labels=backend_labels("Host(`app.test`) || Host(`www.app.test`)"))
+    app = run("sonarr", name="app", labels=backend_labels("Host(`app.test`) || Host(`www.app.test`)"))
+    proxy_net.connect(app)  # on the default bridge and the proxy network: the label picks the proxy's
     run("sonarr", name="hidden", network=proxy_net.name, labels=backend_labels("Host(`hidden.test`)", enable=False))
     container = run(
         "traefik",
-        publish=(80,),
+        publish=(80, 443),
         network=proxy_net.name,
         volumes={"/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "ro"}},
     )
@@ -569,6 +577,8 @@ def test_traefik_routes_by_host_rule_to_the_backend(traefik: Any) -> None:
     assert (unknown.status_code, unknown.text) == (404, "404 page not found\n")
     hidden = through_proxy(traefik, "hidden.test", "/")
     assert hidden.status_code == 404, "a container without traefik.enable=true was routed"
+    websecure = requests.get(f"http://{LOOPBACK}:{host_port(traefik, 443)}/", headers={"Host": "app.test"}, timeout=5)
+    assert websecure.status_code == 404, "a router limited to the web entry point answered on websecure"
     code, out, _ = sh(traefik, "curl", "-fsS", "-H", "Host: app.test", "http://localhost/ping")
     assert (code, out) == (0, '{"status": "OK"}\n')
 
@@ -597,9 +607,12 @@ def test_traefik_command(traefik: Any, sonarr: Any) -> None:
 
 
 def test_node_exporter_metrics(run: Run) -> None:
-    node = run("node-exporter", publish=(9100,), volumes={"/": {"bind": "/host", "mode": "ro"}})
+    """As the catalog runs it: host networking, the VM's address from --web.listen-address, / at /host."""
+    node = run("node-exporter", address="127.0.5.3", volumes={"/": {"bind": "/host", "mode": "ro"}})
     wait_healthy(node)
-    samples = metric_samples(requests.get(f"http://{LOOPBACK}:{host_port(node, 9100)}/metrics", timeout=5).text)
+    samples = metric_samples(requests.get("http://127.0.5.3:9100/metrics", timeout=5).text)
+    with socket.socket() as other:
+        assert other.connect_ex(("127.0.5.4", 9100)) != 0, "node-exporter listens beyond its --web.listen-address"
     (total,) = samples["node_memory_MemTotal_bytes"]
     (available,) = samples["node_memory_MemAvailable_bytes"]
     assert 0 < available.value <= total.value
@@ -630,7 +643,7 @@ def test_cadvisor_sees_the_engines_containers(run: Run) -> None:
 @pytest.mark.parametrize("service", ["sonarr", "postgres", "redis", "traefik", "node-exporter", "cadvisor"])
 def test_sigterm_stops_the_stand_in_cleanly(run: Run, service: str) -> None:
     """`docker stop -t 2`: a stand-in that ignored SIGTERM would be killed after 2 s and exit 137."""
-    container = run(service, name=f"stop-{service}", healthcheck=False)
+    container = run(service, name=f"stop-{service}", healthcheck=False, address="127.0.5.5")
     wait_for(lambda: b"kind " in container.logs(), f"{service} to start")
     container.stop(timeout=2)
     container.reload()

@@ -28,9 +28,13 @@ line per boot in ``boots.log``), serves every port until SIGTERM or SIGINT, and:
   ``standin_http_requests_total{path}``, ``process_start_time_seconds``, ...);
   ``/_standin/request`` echoes the request as JSON (host, headers: what a proxy sent).
 - ``node-exporter`` / ``cadvisor``: the same, plus node series (memory from
-  /proc/meminfo, the root filesystem by statfs of ``/host`` when the host's / is
-  bound there, load, CPU) or container series (``container_last_seen`` per
-  container when the Docker socket is mounted).
+  /proc/meminfo, the root filesystem by statfs of ``--path.rootfs``, load, CPU)
+  or container series (``container_last_seen`` per container when the Docker
+  socket is mounted).
+
+Every kind but traefik honours ``--web.listen-address=[HOST]:PORT`` (as
+node-exporter and Prometheus do: the catalog's host-networked node-exporter binds
+its VM's address so) and ignores other arguments; traefik reads its own flags.
 - ``postgres``: the PostgreSQL protocol (simple queries only) on the first port and on
   ``/var/run/postgresql/.s.PGSQL.<port>`` (SSLRequest answered ``N``, trust on
   the socket, a cleartext password over TCP when ``POSTGRES_PASSWORD(_FILE)`` is

@@ -25,9 +25,11 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -82,6 +84,8 @@ type config struct {
 	volumes []string
 	version string
 	args    []string
+	listen  map[int]string // port -> the address to bind it on (default: every address)
+	rootfs  string         // node-exporter's --path.rootfs
 }
 
 var defaultVersions = map[string]string{
@@ -105,6 +109,7 @@ func loadConfig(args []string) (config, error) {
 		return c, fmt.Errorf("STANDIN_KIND=%q is not one of http, postgres, redis, traefik, node-exporter, cadvisor", c.kind)
 	}
 	c.version = versionOf(c.kind)
+	c.listen, c.rootfs = map[int]string{}, "/"
 	for _, spec := range strings.Fields(os.Getenv("STANDIN_PORTS")) {
 		port, proto, _ := strings.Cut(spec, "/")
 		var n int
@@ -120,7 +125,52 @@ func loadConfig(args []string) (config, error) {
 			return c, fmt.Errorf("STANDIN_PORTS: %q: protocol must be tcp or udp", spec)
 		}
 	}
+	if c.kind != "traefik" {
+		if err := c.readFlags(args); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
+}
+
+// readFlags honours the real programs' flags that change where they listen or what they read
+// (a Compose `command:` is the entrypoint's arguments): --web.listen-address=[HOST]:PORT
+// (node-exporter, Prometheus) and --path.rootfs=DIR (node-exporter). Other arguments are ignored.
+func (c *config) readFlags(args []string) error {
+	for i := 0; i < len(args); i++ {
+		name, value, hasValue := strings.Cut(strings.TrimLeft(args[i], "-"), "=")
+		if !strings.HasPrefix(args[i], "--") {
+			continue
+		}
+		if !hasValue && (name == "web.listen-address" || name == "path.rootfs") && i+1 < len(args) {
+			i++
+			value = args[i]
+		}
+		switch name {
+		case "web.listen-address":
+			host, port, err := net.SplitHostPort(value)
+			n, perr := strconv.Atoi(port)
+			if err != nil || perr != nil || n <= 0 || n > 65535 {
+				return fmt.Errorf("--web.listen-address=%s: want [HOST]:PORT", value)
+			}
+			c.listen[n] = host
+			if !containsInt(c.tcp, n) {
+				c.tcp = append(c.tcp, n)
+			}
+		case "path.rootfs":
+			c.rootfs = value
+		}
+	}
+	return nil
+}
+
+func containsInt(list []int, n int) bool {
+	for _, x := range list {
+		if x == n {
+			return true
+		}
+	}
+	return false
 }
 
 // versionOf is the version a stand-in reports: STANDIN_VERSION (an image tag such as "v3.2.3"

@@ -64,7 +64,7 @@ func (s *stand) serveMetrics(w http.ResponseWriter, _ *http.Request) {
 	s.standinMetrics(&m)
 	switch s.cfg.kind {
 	case "node-exporter":
-		nodeMetrics(&m, s.cfg.version)
+		nodeMetrics(&m, s.cfg.version, s.cfg.rootfs)
 	case "cadvisor":
 		cadvisorMetrics(&m, s.cfg.version)
 	}
@@ -142,18 +142,6 @@ func readKeyed(path string) (map[string]float64, error) {
 	return out, sc.Err()
 }
 
-// nodeRoot is the host's root as node-exporter sees it: STANDIN_ROOTFS, else /host when the
-// host's / is bound there (as the catalog does), else /.
-func nodeRoot() string {
-	if r := os.Getenv("STANDIN_ROOTFS"); r != "" {
-		return r
-	}
-	if st, err := os.Stat("/host"); err == nil && st.IsDir() {
-		return "/host"
-	}
-	return "/"
-}
-
 // mountOf finds the device and filesystem type mounted at path in /proc/self/mounts.
 func mountOf(path string) (device, fstype string) {
 	device, fstype = "none", "unknown"
@@ -183,7 +171,8 @@ func utsString[T int8 | uint8](chars [65]T) string {
 }
 
 // nodeMetrics is a small, real subset of node-exporter's series.
-func nodeMetrics(m *metrics, version string) {
+// The root filesystem is read at root (--path.rootfs, as node-exporter does with the host's / bound there).
+func nodeMetrics(m *metrics, version, root string) {
 	m.one("node_exporter_build_info", "gauge", "A metric with a constant '1' value labeled by version, revision, branch, goversion from which node_exporter was built, and the goos and goarch for the build.", 1,
 		"branch", "HEAD", "goarch", runtime.GOARCH, "goos", runtime.GOOS, "goversion", runtime.Version(),
 		"revision", "standin", "tags", "standin", "version", version)
@@ -195,7 +184,6 @@ func nodeMetrics(m *metrics, version string) {
 			}
 		}
 	}
-	root := nodeRoot()
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(root, &st); err == nil {
 		device, fstype := mountOf(root)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -147,11 +148,13 @@ func (s *stand) keepVolumes() error {
 	return nil
 }
 
-// listenTCP listens on every address for a port; the listener is closed at shutdown.
+// listenTCP listens on a port, on the address the flags name or every address; the listener is
+// closed at shutdown.
 func (s *stand) listenTCP(port int) (net.Listener, error) {
-	ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
+	addr := net.JoinHostPort(s.cfg.listen[port], strconv.Itoa(port))
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("cannot listen on %d/tcp: %w", port, err)
+		return nil, fmt.Errorf("cannot listen on %s/tcp: %w", addr, err)
 	}
 	s.onClose(func() { ln.Close() })
 	return ln, nil

@@ -114,3 +114,16 @@ func TestMetricsEscaping(t *testing.T) {
 		t.Fatalf("%q", m.b.String())
 	}
 }
+
+func TestRealFlagsSetListenAddressAndRootfs(t *testing.T) {
+	c := config{kind: "node-exporter", tcp: []int{9100}, listen: map[int]string{}, rootfs: "/"}
+	if err := c.readFlags([]string{"--path.rootfs=/host", "--web.listen-address", "127.0.0.12:9100", "--ignored"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.rootfs != "/host" || c.listen[9100] != "127.0.0.12" || !reflect.DeepEqual(c.tcp, []int{9100}) {
+		t.Fatalf("%+v", c)
+	}
+	if err := c.readFlags([]string{"--web.listen-address=nonsense"}); err == nil {
+		t.Fatal("a bad address was accepted")
+	}
+}

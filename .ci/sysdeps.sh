@@ -32,6 +32,7 @@ need openssh-server test -x /usr/sbin/sshd
 need openssh-client sh -c 'command -v ssh-keygen'
 need busybox-static is_static /bin/busybox
 need cloud-init sh -c 'command -v cloud-init'   # its schema validator checks the generated user-data
+need golang-go sh -c 'command -v go'            # compiles the lab's stand-in program (homelab_lib/lab/standin)
 
 [ -z "$missing" ] && exit 0
 

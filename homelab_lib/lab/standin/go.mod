@@ -1,0 +1,3 @@
+module homelab/standin
+
+go 1.19

@@ -189,7 +189,7 @@ def test_second_run_recreates_nothing_and_its_plan_is_empty(
 
 def env_change(tmp: Path) -> Inventory:
     def edit(d: dict[str, Any]) -> None:
-        d["services"] = {"sonarr": {"environment": {"PUID": "1000", "PGID": "1000", "TZ": "Europe/Berlin"}}}
+        d["services"]["sonarr"]["environment"] = {"PUID": "1000", "PGID": "1000", "TZ": "Europe/Berlin"}
 
     return make_variant(tmp, edit)
 
@@ -400,7 +400,12 @@ def test_a_container_that_never_gets_healthy(
     lab: Inventory, hosts: compose.HostPool, deployed: list[compose.Project], tmp_path: Path, faults: None
 ) -> None:
     never = ["CMD", "curl", "-fsS", "-o", "/dev/null", "http://localhost:9696/never-there"]
-    sick = {"prowlarr": {"ports": [{"container": 9696, "host": 19696}], "healthcheck": {"test": never}}}
+    sick = {
+        "prowlarr": {
+            "ports": [{"container": 9696, "host": 19696}],
+            "healthcheck": {"test": never, "interval_s": 1, "start_period_s": 0},
+        }
+    }
     inv = faults_variant(tmp_path, sick, ["prowlarr"])
     with pytest.raises(Unhealthy) as e:
         run_02(inv, hosts, stacks=[FAULTS], health_timeout_s=5)
@@ -409,7 +414,7 @@ def test_a_container_that_never_gets_healthy(
     assert "--- health log (last probes) ---" in msg
     assert "404" in msg
     assert "--- container log" in msg
-    assert "stand-in for prowlarr" in msg
+    assert "standin prowlarr" in msg  # the container's own log, as the error shows it
     assert e.value.states[(FAULT_HOST, FAULTS, "prowlarr")].startswith("running (")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from homelab_lib import compose
 from homelab_lib import lab as lab_api
 from homelab_lib.errors import LabError
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.lab import common, images, pve, standin_build, vms
+from homelab_lib.lab import common, pve, standin_build, vms
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_FILE = REPO / "parameters" / "lab.yaml"
@@ -90,7 +91,7 @@ def test_non_loopback_addresses_are_refused(tmp_path: Path) -> None:
 
 
 def test_static_elf_check() -> None:
-    assert standin_build.is_static_elf(images.BUSYBOX.read_bytes())
+    assert standin_build.is_static_elf(standin_build.BUSYBOX.read_bytes())
     assert not standin_build.is_static_elf(Path("/bin/ls").read_bytes())
     assert not standin_build.is_static_elf(b"#!/bin/sh\n")
 
@@ -334,5 +335,7 @@ def test_a_second_lab_comes_up_and_its_down_leaves_nothing_behind(lab: Inventory
     ]
     assert shims == [], "the VM's containers stopped with its engine"
     assert not Path(f"/sys/class/net/{bridge}").exists(), "the VM's bridge is removed"
+    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
+    assert bridge not in rules, "the VM's forwarding rules are removed"
     assert str(tmp_path) not in _mounts(), "no mount of the lab is left"
     assert all(p.state == "up" for p in lab_api.status(lab)), "the session's lab is untouched"

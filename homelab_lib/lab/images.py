@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import tarfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import docker
@@ -40,60 +38,11 @@ from homelab_lib.lab.common import PartStatus
 BASE_TAG = "homelab-lab/standin-base:latest"
 LABEL = "homelab.lab.standin"
 INPUTS_LABEL = "homelab.lab.inputs"
-BUSYBOX = Path("/bin/busybox")
-TOOLS = {  # the real images' tools the stand-in program answers as (multi-call by name)
-    "/usr/bin/curl": "curl",
-    "/usr/bin/pg_isready": "pg_isready",
-    "/usr/bin/pg_dump": "pg_dump",
-    "/usr/bin/pg_dumpall": "pg_dumpall",
-    "/usr/bin/redis-cli": "redis-cli",
-    "/usr/local/bin/traefik": "traefik",
-}
-# What the stand-in program acts as, by catalog service (everything else: an HTTP service).
-KINDS = {s: s for s in ("postgres", "redis", "traefik", "node-exporter", "cadvisor")}
-
 DockerClient = Any  # docker.DockerClient; the docker SDK has no type hints
 
 
-def base_dockerfile() -> str:
-    """The stand-in base image: busybox, the stand-in program and its tool names."""
-    links = " && ".join(f"ln -s /usr/local/bin/standin {path}" for path in sorted(TOOLS))
-    return "\n".join(
-        [
-            "FROM scratch",
-            "COPY busybox /bin/busybox",
-            'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /usr/bin /usr/local/bin '
-            "/tmp /etc /root /www && chmod 1777 /tmp && echo root:x:0:0:root:/root:/bin/sh >/etc/passwd && "
-            'echo nobody:x:65534:65534:nobody:/:/bin/sh >>/etc/passwd && echo root:x:0: >/etc/group"]',
-            "COPY standin /usr/local/bin/standin",
-            f'RUN ["/bin/sh", "-c", "{links}"]',
-            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            f'LABEL {LABEL}="_base"',
-            'ENTRYPOINT ["/usr/local/bin/standin"]',
-            "",
-        ]
-    )
-
-
-def _busybox() -> bytes:
-    """The host's busybox, which must be a statically linked ELF (it runs in an image with nothing else)."""
-    hint = "apt-get install busybox-static"
-    try:
-        data = BUSYBOX.read_bytes()
-    except OSError:
-        raise LabError(f"{BUSYBOX} is missing", where="stand-in images", hint=hint) from None
-    if not standin_build.is_static_elf(data):
-        raise LabError(f"{BUSYBOX} is not a statically linked program", where="stand-in images", hint=hint)
-    return data
-
-
 def _base_files(inv: Inventory) -> dict[str, tuple[bytes, int]]:
-    binary = standin_build.build_binary(common.lab_settings(inv).state_dir / "build")
-    return {
-        "Dockerfile": (base_dockerfile().encode(), 0o644),
-        "busybox": (_busybox(), 0o755),
-        "standin": (binary.read_bytes(), 0o755),
-    }
+    return standin_build.image_files(common.lab_settings(inv).state_dir / "build")
 
 
 def _inputs(files: dict[str, tuple[bytes, int]], *extra: str) -> str:
@@ -102,23 +51,7 @@ def _inputs(files: dict[str, tuple[bytes, int]], *extra: str) -> str:
 
 def service_dockerfile(name: str, service: Service) -> str:
     """The Dockerfile of one service's stand-in, on the base image (tagged with the service's real image)."""
-    env = {
-        "STANDIN_SERVICE": name,
-        "STANDIN_KIND": KINDS.get(name, "http"),
-        "STANDIN_PORTS": " ".join(f"{p.container}" + ("/udp" if p.protocol == "udp" else "") for p in service.ports),
-        "STANDIN_HEALTH": service.health,
-        "STANDIN_VOLUMES": " ".join(service.volumes.values()),
-    }
-    lines = [
-        f"FROM {BASE_TAG}",
-        "ENV " + " ".join(f"{k}={json.dumps(v)}" for k, v in env.items()),
-        f"LABEL {LABEL}={json.dumps(name)}",
-    ]
-    if service.ports:
-        lines.append("EXPOSE " + " ".join(f"{p.container}/{p.protocol}" for p in service.ports))
-    if service.volumes:
-        lines.append("VOLUME " + json.dumps(sorted(service.volumes.values())))
-    return "\n".join(lines) + "\n"
+    return standin_build.service_dockerfile(BASE_TAG, name, service, labels={LABEL: name})
 
 
 def services_of(inv: Inventory, vm: Vm) -> list[str]:

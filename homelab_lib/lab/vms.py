@@ -240,6 +240,41 @@ def _ensure_bridge(inv: Inventory, vm: Vm) -> None:
     _run(["ip", "link", "set", name, "up"], where)
 
 
+def _forward_rules(inv: Inventory, vm: Vm) -> list[list[str]]:
+    """iptables rules that let a VM engine's containers talk on each of its networks, as an engine's own do.
+
+    The VMs' engines run with ``--iptables=false`` (several engines must not fight over
+    Docker's chains), while the machine's own engine sets the FORWARD policy to DROP;
+    bridged traffic inside one of the VM's networks is accepted, traffic between two of
+    its networks stays dropped, as Docker isolates networks on a real VM.
+    """
+    comment = f"homelab-lab {bridge_name(inv, vm)}"
+    pool = address_pool(vm).split(",")[0].removeprefix("base=")
+    return [
+        ["FORWARD", "-m", "physdev", "--physdev-is-bridged", "-s", net, "-d", net,
+         "-m", "comment", "--comment", comment, "-j", "ACCEPT"]
+        for net in (pool, bridge_address(vm).replace(".1/24", ".0/24"))
+    ]  # fmt: skip
+
+
+def _iptables(args: list[str]) -> bool:
+    if shutil.which("iptables") is None:
+        return False
+    return subprocess.run(["iptables", "-w", *args], capture_output=True, check=False, timeout=30).returncode == 0
+
+
+def _ensure_forwarding(inv: Inventory, vm: Vm) -> None:
+    for rule in _forward_rules(inv, vm):
+        if not _iptables(["-C", *rule]):
+            _iptables(["-I", *rule])
+
+
+def _remove_forwarding(inv: Inventory, vm: Vm) -> None:
+    for rule in _forward_rules(inv, vm):
+        while _iptables(["-D", *rule]):
+            pass
+
+
 def _remove_bridge(inv: Inventory, vm_name: str) -> None:
     state_dir = common.lab_settings(inv).state_dir
     name = "hl" + hashlib.sha256(f"{state_dir}/{vm_name}".encode()).hexdigest()[:10]
@@ -288,6 +323,9 @@ def _stop_vm(inv: Inventory, vm_name: str, progress: Callable[[str], None] | Non
     common.record(state_dir, ENGINE_PREFIX + vm_name, None)
     common.record(state_dir, KEY_PREFIX + vm_name, None)
     _remove_bridge(inv, vm_name)
+    for vm in inv.vms:
+        if vm.name == vm_name:
+            _remove_forwarding(inv, vm)
 
 
 def _engine_proc(inv: Inventory, vm_name: str) -> Proc | None:
@@ -342,6 +380,7 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
         )
         old = common.load_state(state_dir).get(KEY_PREFIX + vm.name)
         if old is not None and old.inputs == inputs and common.is_running(old) and _try(inv, vm) is None:
+            _ensure_forwarding(inv, vm)  # the machine's engine may have restarted and reset its chains
             progress(f"vm: {vm.name} already answering at {vm.address}:{inv.ssh.port} (pid {old.pid})")
             continue
         _stop_vm(inv, vm.name)
@@ -351,6 +390,7 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
         systemctl.write_bytes(SYSTEMCTL.read_bytes())
         systemctl.chmod(0o755)
         _ensure_bridge(inv, vm)
+        _ensure_forwarding(inv, vm)
         pid = common.spawn(argv, folder / "log", env=env)
         common.record(state_dir, KEY_PREFIX + vm.name, Proc(pid, _sshd_argv(inv, vm), inputs))
         progress(f"vm: booted {vm.name} at {vm.address}:{inv.ssh.port} (pid {pid}; its own mounts and engine)")

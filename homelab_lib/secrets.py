@@ -57,7 +57,10 @@ class SecretRef:
             )
         kind, target = m.group(1), m.group(2).strip()
         if kind == "env" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", target):
-            raise ValueError(f"'{target}' is not an environment variable name")
+            raise ValueError(  # the text may be a value pasted after env:, so it is not echoed
+                "what follows 'env:' is not an environment variable name (letters, digits and _, "
+                "not starting with a digit)"
+            )
         return cls(kind, target, base_dir)
 
     @property

@@ -24,7 +24,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from homelab_lib.errors import ConfigError, Problem, SecretError
 from homelab_lib.inventory.checks import check
 from homelab_lib.inventory.model import Inventory
-from homelab_lib.secrets import REF_PATTERN, SecretRef, UnresolvedSecret
+from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, UnresolvedSecret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir"}
@@ -194,27 +194,51 @@ def _message(err: Any, model_keys: list[str]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     given = err.get("input")
-    secret = bool(err["loc"]) and str(err["loc"][-1]) in _secret_keys()
-    if not secret and not isinstance(given, dict | list):
+    if not under_secret(tuple(err["loc"])) and not isinstance(given, dict | list):
         msg += f" (got {given!r})"
     return msg
+
+
+def under_secret(loc: Loc) -> bool:
+    """True when loc is, or lies under, a key that holds a secret: a field typed as a secret
+    reference (``token_secret``, ``ref``), a service's ``secrets:``, or any key named like a secret.
+    Messages never echo a value found there: it may be the secret itself, written where a
+    reference belongs."""
+    return any(isinstance(part, str) and (part in _secret_keys() or SECRET_NAME.search(part)) for part in loc)
 
 
 def _fields_at(loc: Loc) -> list[str]:
     """Allowed keys of the model that loc's parent is (for unknown-key messages)."""
     model: type[BaseModel] | None = Inventory
+    keyed = 0  # parts of loc still to come that are list indexes or mapping keys, not fields
     for part in loc[:-1]:
         if model is None:
             return []
+        if keyed:
+            keyed -= 1
+            continue
         if isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
         if field is None:
             return []
+        keyed = _container_depth(field.annotation)
         model = _model_of(field.annotation)
-    if model is None:
+    if model is None or keyed:
         return []
     return [k for k in model.model_fields if k != "source_files"]
+
+
+def _container_depth(annotation: Any) -> int:
+    """How many list indexes or mapping keys stand between a field and the model it holds
+    (``dict[str, Service]``: 1; ``list[Vm]``: 1; ``Proxmox | None``: 0)."""
+    origin = getattr(annotation, "__origin__", None)
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if origin in (dict, list, tuple) and args:
+        return 1 + _container_depth(args[-1])
+    if len(args) == 1 or (origin is not None and origin not in (dict, list, tuple) and args):
+        return max(_container_depth(a) for a in args)
+    return 0
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:

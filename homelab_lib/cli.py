@@ -62,9 +62,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def _show_cell_output() -> None:
+    """For --log-output: print what papermill logs of each cell (stdout to stdout, stderr to stderr).
+
+    papermill logs cell output on its ``papermill`` logger, where the runner's filter masks every
+    secret value; nothing shows it unless a handler is attached.
+    """
+    import logging
+
+    class Message(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return record.getMessage().rstrip("\n")
+
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    log = logging.getLogger("papermill")
+    for handler in (out, err):
+        handler.setFormatter(Message())
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from homelab_lib.runner import run_notebook
 
+    if args.log_output:
+        _show_cell_output()
     params = {k: _parse_value(v) for k, v in args.param}
     try:
         result = run_notebook(

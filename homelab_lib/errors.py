@@ -10,6 +10,7 @@ are translated at the adapter boundary with ``raise ... from e``.
     ├── RunError                    the runner: a notebook that failed, a lock held
     │   ├── NotebookFailed          a cell raised; carries the cell index and exception
     │   ├── LockHeld                another run against the same homelab is under way
+    │   ├── LockUnsafe              the run-lock folder or a file in it is not private, or is a link
     │   └── SecretLeak              a resolved secret value was found in a notebook
     ├── AuditError                  the audit archive: a record or file altered or removed
     ├── LabError                    the rehearsal lab could not start, stop or be reached
@@ -128,6 +129,10 @@ class NotebookFailed(RunError):
 
 class LockHeld(RunError):
     """Another run against the same homelab holds the lock."""
+
+
+class LockUnsafe(RunError):
+    """The run-lock folder or a file in it is not safe to use: another user's, writable by others, or a link."""
 
 
 class SecretLeak(RunError):

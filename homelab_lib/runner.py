@@ -26,13 +26,13 @@ from typing import Any
 
 import nbformat
 import papermill
-from filelock import FileLock, Timeout
 from papermill.exceptions import PapermillExecutionError
 
 from homelab_lib.archive import Archive, Record
-from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, Problem, RunError, SecretLeak
+from homelab_lib.errors import ConfigError, NotebookFailed, Problem, RunError, SecretLeak
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.load import shown_path
+from homelab_lib.runlock import run_lock
 from homelab_lib.secrets import Redactor, UnresolvedSecret, find_leaks, literal_secrets, redact_params
 
 Clock = Callable[[], datetime]
@@ -43,7 +43,7 @@ def utc_now() -> datetime:
 
 
 def default_lock_dir() -> Path:
-    """Where run locks live: one file per homelab, shared by every archive on this machine."""
+    """Where run locks live: one file per homelab, shared by every archive on this machine (only this one)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"homelab-locks-{os.getuid()}"
 
@@ -160,7 +160,8 @@ def run_notebook(
 
     Raises:
         ConfigError: a parameter file does not load.
-        LockHeld: another run against the same homelab is under way.
+        LockHeld: another run against the same homelab is under way (on this machine).
+        LockUnsafe: the lock folder is not private to this user (see :mod:`homelab_lib.runlock`).
         NotebookFailed: a cell raised; the notebook is archived with status ``failed``.
         SecretLeak: a secret value appeared in the executed notebook; it was not archived.
     """
@@ -176,21 +177,8 @@ def run_notebook(
         files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
     redactor, homelab = _secret_values(files)
 
-    lock_dir = lock_dir or default_lock_dir()
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock_name = homelab or "default"
-    lock = FileLock(str(lock_dir / f"{lock_name}.lock"), timeout=0)
-    holder = lock_dir / f"{lock_name}.holder"
-    try:
-        lock.acquire()
-    except Timeout:
-        who = holder.read_text().strip() if holder.exists() else "another run"
-        raise LockHeld(
-            f"another run against homelab '{lock_name}' is under way ({who})",
-            hint="wait for it to finish; runs against one homelab never overlap",
-        ) from None
-    try:
-        holder.write_text(f"{nb_path.name}, pid {os.getpid()}, since {clock().isoformat(timespec='seconds')}")
+    holder = f"{nb_path.name}, pid {os.getpid()}, since {clock().isoformat(timespec='seconds')}"
+    with run_lock(lock_dir or default_lock_dir(), homelab or "default", holder):
         return _execute(
             nb_path,
             files,
@@ -203,9 +191,6 @@ def run_notebook(
             log_output,
             kernel_name,
         )
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
 
 
 def _execute(

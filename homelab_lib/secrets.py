@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from homelab_lib.errors import HomelabError
+from homelab_lib.errors import HomelabError, Problem
 
 REF_PATTERN = re.compile(r"^(env|file):(.+)$")
 MASK = "********"
@@ -161,3 +161,46 @@ def redact_params(params: Mapping[str, object]) -> dict[str, object]:
     """Notebook parameters for the audit record: secret-looking names that hold a literal are masked."""
     hidden = set(literal_secrets(params))
     return {k: MASK if k in hidden else v for k, v in params.items()}
+
+
+@dataclass(frozen=True)
+class SecretStatus:
+    """Whether one secret reference resolves on this machine now; never its value.
+
+    Attributes:
+        key: where in the inventory the reference is (``proxmox.token_secret``).
+        reference: the reference as written (``env:PVE_TOKEN_SECRET``).
+        file: the parameter file it is written in.
+        line: its line there (0 when unknown).
+        problem: why it does not resolve ('' when it does).
+        fix: what to do about it ('' when it resolves).
+    """
+
+    key: str
+    reference: str
+    file: str
+    line: int
+    problem: str = ""
+    fix: str = ""
+
+    @property
+    def resolves(self) -> bool:
+        return not self.problem
+
+    @property
+    def defined_at(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def as_problem(self) -> Problem:
+        """The unresolved reference as a located parameter problem."""
+        why = f"{self.problem} ({self.fix})" if self.fix else self.problem
+        return Problem(self.file, self.line, self.key, f"secret {self.reference} does not resolve: {why}")
+
+
+def check_secret(key: str, ref: SecretRef, file: str, line: int) -> SecretStatus:
+    """Try to resolve one reference now (the value is dropped at once); its status."""
+    try:
+        ref.reveal()
+    except UnresolvedSecret as e:
+        return SecretStatus(key, str(ref), file, line, e.message, e.hint)
+    return SecretStatus(key, str(ref), file, line)

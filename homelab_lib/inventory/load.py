@@ -24,7 +24,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from homelab_lib.errors import ConfigError, Problem, SecretError
 from homelab_lib.inventory.checks import check
 from homelab_lib.inventory.model import Inventory
-from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, UnresolvedSecret
+from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir"}
@@ -265,6 +265,38 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
         ConfigError: with one Problem (file:line, key path, fix) per fault; SecretError when
             only secret references failed.
     """
+    inv, index = _load(files)
+    if check_secrets:
+        unresolved = [status.as_problem() for status in _check_secrets(inv, index) if not status.resolves]
+        if unresolved:
+            raise SecretError(_sorted(unresolved))
+    return inv
+
+
+def secret_readiness(files: str | Path | Sequence[str | Path]) -> tuple[Inventory, list[SecretStatus]]:
+    """Load and validate parameter files, then try every secret reference (values are not kept).
+
+    Returns:
+        The inventory, and one status per reference in inventory order: resolves or not, the
+        file:line it is written at, and what to do when it does not.
+
+    Raises:
+        ConfigError: the files do not validate (secret references that do not resolve are not errors here).
+    """
+    inv, index = _load(files)
+    return inv, _check_secrets(inv, index)
+
+
+def _check_secrets(inv: Inventory, index: LineIndex) -> list[SecretStatus]:
+    out = []
+    for key_path, ref in inv.secrets():
+        parts = key_path.replace("[", ".").replace("]", "").split(".")
+        where = index.find(tuple(int(p) if p.isdigit() else p for p in parts))
+        out.append(check_secret(key_path, ref, where.file, where.line))
+    return out
+
+
+def _load(files: str | Path | Sequence[str | Path]) -> tuple[Inventory, LineIndex]:
     paths = [Path(files)] if isinstance(files, str | Path) else [Path(f) for f in files]
     if not paths:
         raise ConfigError([Problem("(none)", 0, "", "no parameter file given; pass one, e.g. parameters/lab.yaml")])
@@ -317,18 +349,7 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
     problems = check(inv, index.problem)
     if problems:
         raise ConfigError(_sorted(problems))
-    if check_secrets:
-        secret_problems = []
-        for key_path, ref in inv.secrets():
-            try:
-                ref.reveal()
-            except UnresolvedSecret as e:
-                parts = key_path.replace("[", ".").replace("]", "").split(".")
-                loc = tuple(int(p) if p.isdigit() else p for p in parts)
-                secret_problems.append(index.problem(loc, f"secret {ref} does not resolve: {e}"))
-        if secret_problems:
-            raise SecretError(_sorted(secret_problems))
-    return inv
+    return inv, index
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

@@ -28,7 +28,7 @@ import nbformat
 import papermill
 from papermill.exceptions import PapermillExecutionError
 
-from homelab_lib.archive import Archive, Record
+from homelab_lib.archive import Archive, Record, Signing, signing_of
 from homelab_lib.errors import ConfigError, NotebookFailed, Problem, RunError, SecretLeak
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.load import shown_path
@@ -96,14 +96,14 @@ def _params_files(nb_path: Path, params: Mapping[str, Any]) -> list[Path]:
     return [(nb_path.parent / str(v)).resolve() for v in names]
 
 
-def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
-    """Resolve every secret of the homelab now, for the leak scan; and the homelab's name.
+def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str, Signing]:
+    """Resolve every secret of the homelab now, for the leak scan; the homelab's name; how HEAD is signed.
 
     In the lab, the secrets the lab generated for services (``state_dir/secrets/``) are scanned for too.
     """
     redactor = Redactor()
     if not files:
-        return redactor, ""
+        return redactor, "", Signing()
     inv = load_inventory(files)
     for _path, ref in inv.secrets():
         try:
@@ -114,7 +114,7 @@ def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
         for path in sorted((inv.lab.state_dir / "secrets").iterdir()):
             if path.is_file():
                 redactor.add(path.read_text().rstrip("\r\n"))
-    return redactor, inv.name
+    return redactor, inv.name, signing_of(inv.audit)
 
 
 class _RedactingFilter(logging.Filter):
@@ -162,6 +162,8 @@ def run_notebook(
         ConfigError: a parameter file does not load.
         LockHeld: another run against the same homelab is under way (on this machine).
         LockUnsafe: the lock folder is not private to this user (see :mod:`homelab_lib.runlock`).
+        AuditError: the archive's HEAD does not match its index (nothing is run), or HEAD could not be
+            signed with ``audit.signing_key`` (the run is recorded).
         NotebookFailed: a cell raised; the notebook is archived with status ``failed``.
         SecretLeak: a secret value appeared in the executed notebook; it was not archived.
     """
@@ -175,15 +177,19 @@ def run_notebook(
         params["params_file"] = str(files[0]) if len(files) == 1 else [str(f) for f in files]
     else:
         files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
-    redactor, homelab = _secret_values(files)
+    redactor, homelab, signing = _secret_values(files)
 
     holder = f"{nb_path.name}, pid {os.getpid()}, since {clock().isoformat(timespec='seconds')}"
+    archive = Archive(Path(archive_dir), signing)
     with run_lock(lock_dir or default_lock_dir(), homelab or "default", holder):
+        repaired = archive.prepare()  # HEAD one record behind (a run stopped): repaired; not matching: refused
+        if repaired:
+            logging.getLogger(__name__).warning("%s: %s", archive.root, repaired)
         return _execute(
             nb_path,
             files,
             params,
-            Archive(Path(archive_dir)),
+            archive,
             redactor,
             homelab,
             clock,

@@ -27,7 +27,7 @@ from homelab_lib.inventory.model import Inventory
 from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
-PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir"}
+PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers"}
 Loc = tuple[str | int, ...]
 
 

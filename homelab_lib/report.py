@@ -60,7 +60,7 @@ class Validation:
                 [{"file": p.file, "line": p.line, "key": p.path, "problem": p.message} for p in self.problems]
             )
         missing = len(self.unresolved)
-        result = "valid" if not missing else f"valid; {missing} secret reference(s) do not resolve yet (see Secrets)"
+        result = "valid" if not missing else f"valid; {missing} secret(s) do not resolve (section 6)"
         return pd.DataFrame([{"result": result, "files": ", ".join(self.files)}])
 
     def inventory_or_raise(self) -> Inventory:

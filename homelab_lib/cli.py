@@ -62,9 +62,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def _show_cell_output() -> None:
+    """For --log-output: print what papermill logs of each cell (stdout to stdout, stderr to stderr).
+
+    papermill logs cell output on its ``papermill`` logger, where the runner's filter masks every
+    secret value; nothing shows it unless a handler is attached.
+    """
+    import logging
+
+    class Message(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return record.getMessage().rstrip("\n")
+
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda record: record.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    log = logging.getLogger("papermill")
+    for handler in (out, err):
+        handler.setFormatter(Message())
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from homelab_lib.runner import run_notebook
 
+    if args.log_output:
+        _show_cell_output()
     params = {k: _parse_value(v) for k, v in args.param}
     try:
         result = run_notebook(
@@ -131,15 +157,59 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit_archive(args: argparse.Namespace) -> Archive:
+    """The archive, with the signing settings of -f PARAMS' audit: section (none without -f)."""
+    from dataclasses import replace
+
+    from homelab_lib.archive import Signing, signing_of
+
+    files = getattr(args, "file", [])
+    signing = Signing()
+    if files:
+        from homelab_lib.inventory import load_inventory
+
+        signing = signing_of(load_inventory(files).audit)
+    if args.audit_command == "verify":
+        if files and signing.allowed_signers is None:
+            print(f"note: {', '.join(map(str, files))} names no audit.allowed_signers: HEAD.sig is not checked")
+        signing = replace(signing, key=None)  # verify only checks
+    return Archive(Path(args.archive), signing)
+
+
+def cmd_audit_head(args: argparse.Namespace) -> int:
+    check = _audit_archive(args).check_head()
+    print(check.chain)
+    if check.state != "ok":
+        print(f"note: HEAD does not match: {check.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    archive = Archive(Path(args.archive))
-    problems = archive.verify()
+    from homelab_lib.archive import Head
+
+    archive = _audit_archive(args)
+    anchor = Head.parse(args.head) if args.head else None
+    problems = archive.verify(anchor)
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         print(f"audit verify: FAILED ({len(problems)} problem(s); the first is the first break)", file=sys.stderr)
         return 1
-    print(f"audit verify: ok ({len(archive.records())} runs, every notebook and record intact)")
+    extra = []
+    if anchor is not None:
+        extra.append(f"the anchored head {anchor.short()} is in the chain")
+    if archive.signing.allowed_signers is not None and archive.head_sig.exists():
+        extra.append(f"HEAD signed by {archive.signing.identity}")
+    elif archive.head_sig.exists():
+        extra.append("HEAD.sig not checked: give -f PARAMS with audit.allowed_signers")
+    more = "; " + "; ".join(extra) if extra else ""
+    print(f"audit verify: ok ({len(archive.records())} runs, every notebook and record intact{more})")
+    return 0
+
+
+def cmd_audit_repair(args: argparse.Namespace) -> int:
+    print(_audit_archive(args).repair(accept=args.accept))
     return 0
 
 
@@ -241,12 +311,32 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (
         ("list", cmd_audit_list, "every run as a table"),
         ("show", cmd_audit_show, "one run's record"),
+        ("head", cmd_audit_head, "print the chain head (<sha256> <count>): keep a copy elsewhere"),
         ("verify", cmd_audit_verify, "recompute every hash; exit 1 naming the first record or file altered"),
+        ("repair", cmd_audit_repair, "bring HEAD up to date after a run stopped before writing it"),
     ):
         a = audit_sub.add_parser(name, help=text)
         a.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
         if name == "show":
             a.add_argument("run", help="run id, a unique prefix of it, or #N")
+        if name in ("verify", "repair"):
+            a.add_argument(
+                "-f",
+                "--file",
+                action="append",
+                default=[],
+                type=Path,
+                metavar="PARAMS",
+                help="parameter file whose audit: section signs HEAD (repair) or names the allowed signers (verify)",
+            )
+        if name == "verify":
+            a.add_argument("--head", metavar="VALUE", help="a chain head kept elsewhere (from `audit head`)")
+        if name == "repair":
+            a.add_argument(
+                "--accept",
+                action="store_true",
+                help="also when HEAD differs for another reason: make it the index's end (after looking into it)",
+            )
         a.set_defaults(func=func)
 
     p = sub.add_parser("lab", help="the rehearsal lab: up, down, status")

@@ -23,6 +23,7 @@ passes through unchanged.
     │   ├── NotebookFailed          a cell raised; carries the cell index and exception
     │   │   └── ApprovalRefused     `--approve RUN_ID`: the plan differs from the approved one (with the diff)
     │   ├── LockHeld                another run against the same homelab is under way
+    │   ├── LockUnsafe              the run-lock folder or a file in it is not private, or is a link
     │   └── SecretLeak              a resolved secret value was found in a notebook
     ├── AuditError                  the audit archive: a record or file altered or removed
     ├── LabError                    the rehearsal lab could not start, stop or be reached
@@ -273,6 +274,10 @@ class ApprovalRefused(NotebookFailed):
 
 class LockHeld(RunError):
     """Another run against the same homelab holds the lock."""
+
+
+class LockUnsafe(RunError):
+    """The run-lock folder or a file in it is not safe to use: another user's, writable by others, or a link."""
 
 
 class SecretLeak(RunError):

@@ -2,6 +2,9 @@
 
 The lab is safe to change, so a rehearsal applies every plan. It stops at the
 first failure (later runbooks stand on earlier ones) and returns a summary.
+``confirm`` goes only to the runbooks that declare it in their cell tagged
+``parameters`` (found by its tag, wherever it is, as papermill finds it); a
+read-only runbook such as 00 has none.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import papermill
 
 from homelab_lib.errors import HomelabError
 from homelab_lib.runner import run_notebook
@@ -21,6 +25,11 @@ RUNBOOK = re.compile(r"^\d\d_[a-z0-9_]+\.ipynb$")
 def runbooks(folder: Path) -> list[Path]:
     """The runbook notebooks of folder (``NN_name.ipynb``), in order."""
     return sorted(p for p in folder.iterdir() if RUNBOOK.match(p.name))
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """The names a notebook's cell tagged ``parameters`` defines (empty when it has none)."""
+    return set(papermill.inspect_notebook(str(notebook)))
 
 
 def rehearse(
@@ -49,7 +58,7 @@ def rehearse(
             result = run_notebook(
                 nb,
                 param_files=param_files,
-                parameters={"confirm": True},
+                parameters={"confirm": True} if "confirm" in declared_parameters(nb) else {},
                 archive_dir=archive_dir,
                 progress_bar=progress_bar,
             )

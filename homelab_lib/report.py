@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 
 from homelab_lib.errors import ConfigError, Problem, SecretError
 from homelab_lib.inventory import Inventory, load_inventory, node_loads
-from homelab_lib.secrets import UnresolvedSecret
+from homelab_lib.inventory.load import secret_readiness
+from homelab_lib.secrets import SecretStatus, UnresolvedSecret
 
 if TYPE_CHECKING:
     from homelab_lib.compose import HostState, ProbeResult, Project, ServiceStatus
@@ -27,42 +28,101 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Validation:
-    """The outcome of validating parameter files: the inventory, or the problems."""
+    """The outcome of validating parameter files: the inventory or the problems, and each secret's readiness.
+
+    Attributes:
+        files: the parameter files, as given.
+        inventory: the inventory, or None when the files do not validate.
+        problems: every problem, file:line first: structural ones, and secret references that do
+            not resolve (those leave ``inventory`` set: everything else can still be shown).
+        secrets: one status per secret reference (empty when secrets were not checked).
+    """
 
     files: tuple[str, ...]
     inventory: Inventory | None
     problems: list[Problem] = field(default_factory=list)
+    secrets: tuple[SecretStatus, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.inventory is not None and not self.problems
 
+    @property
+    def unresolved(self) -> list[SecretStatus]:
+        """The secret references that do not resolve now."""
+        return [s for s in self.secrets if not s.resolves]
+
     def table(self) -> pd.DataFrame:
-        """One row per problem (file, line, key, message), or one row saying all is well."""
-        if self.ok:
-            return pd.DataFrame([{"result": "valid", "files": ", ".join(self.files)}])
-        return pd.DataFrame(
-            [{"file": p.file, "line": p.line, "key": p.path, "problem": p.message} for p in self.problems]
-        )
+        """One row per problem (file, line, key, message) when the files do not validate; else one row
+        saying they are valid (and how many secret references do not resolve yet)."""
+        if self.inventory is None:
+            return pd.DataFrame(
+                [{"file": p.file, "line": p.line, "key": p.path, "problem": p.message} for p in self.problems]
+            )
+        missing = len(self.unresolved)
+        result = "valid" if not missing else f"valid; {missing} secret(s) do not resolve (section 6)"
+        return pd.DataFrame([{"result": result, "files": ", ".join(self.files)}])
 
     def inventory_or_raise(self) -> Inventory:
-        """The inventory; raises the ConfigError when the files did not validate."""
-        if self.inventory is None or self.problems:
+        """The inventory; raises the ConfigError when the files did not validate.
+
+        Secret references that do not resolve do not stop it: the notebook shows them in the readiness
+        table and :meth:`require_secrets` fails the run at its end, naming each.
+        """
+        if self.inventory is None:
             raise ConfigError(self.problems)
         return self.inventory
 
+    def secrets_table(self) -> pd.DataFrame:
+        """The readiness table: each secret reference, where it is written, whether it resolves, how to fix it."""
+        return pd.DataFrame(
+            [
+                {
+                    "key": s.key,
+                    "reference": s.reference,
+                    "written at": s.defined_at,
+                    "state": "resolves" if s.resolves else f"MISSING: {s.problem}",
+                    "how to fix": s.fix or "-",
+                }
+                for s in self.secrets
+            ],
+            columns=["key", "reference", "written at", "state", "how to fix"],
+        )
+
+    def require_secrets(self) -> None:
+        """Fail when a secret reference does not resolve, naming each (file:line, key, reference, fix).
+
+        Raises:
+            SecretError: one problem per unresolved reference.
+        """
+        if self.unresolved:
+            raise SecretError([s.as_problem() for s in self.unresolved])
+
 
 def validate(files: str | Path | Sequence[str | Path], *, check_secrets: bool = True) -> Validation:
-    """Load parameter files and collect problems instead of raising."""
+    """Load parameter files and collect problems instead of raising.
+
+    Args:
+        files: the parameter files, layered in order.
+        check_secrets: also try every secret reference (for the readiness table and its problems).
+    """
     names = (str(files),) if isinstance(files, str | Path) else tuple(str(f) for f in files)
     try:
-        inv = load_inventory(files, check_secrets=check_secrets)
-    except SecretError as e:
-        inv_without = load_inventory(files, check_secrets=False)
-        return Validation(names, inv_without, e.problems)
+        if not check_secrets:
+            return Validation(names, load_inventory(files))
+        inv, statuses = secret_readiness(files)
     except ConfigError as e:
         return Validation(names, None, e.problems)
-    return Validation(names, inv)
+    problems = [s.as_problem() for s in statuses if not s.resolves]
+    return Validation(names, inv, sorted(problems, key=lambda p: (p.file, p.line, p.path)), tuple(statuses))
+
+
+def show(table: pd.DataFrame) -> None:
+    """Display a table in a notebook with every cell in full (pandas cuts text over 50 characters with '...')."""
+    from IPython.display import display
+
+    with pd.option_context("display.max_colwidth", None, "display.width", 250):
+        display(table)  # type: ignore[no-untyped-call]
 
 
 def nodes_table(inv: Inventory) -> pd.DataFrame:

@@ -33,17 +33,15 @@ from typing import Any
 
 import nbformat
 import papermill
-from filelock import FileLock, Timeout
 from papermill.exceptions import PapermillExecutionError
 
-from homelab_lib.archive import Archive, Record
+from homelab_lib.archive import Archive, Record, Signing, signing_of
 from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.contract import plan_in_notebook
 from homelab_lib.errors import (
     ApprovalRefused,
     AuditError,
     ConfigError,
-    LockHeld,
     NotebookFailed,
     Problem,
     RunError,
@@ -53,13 +51,14 @@ from homelab_lib.errors import (
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.load import shown_path
 from homelab_lib.plan import diff_documents
+from homelab_lib.runlock import run_lock
 from homelab_lib.secrets import Redactor, find_leaks, literal_secrets, redact_params
 
 APPROVED_PLAN = "approved_plan"  # the notebook parameter that carries an approved plan's sha256
 
 
 def default_lock_dir() -> Path:
-    """Where run locks live: one file per homelab, shared by every archive on this machine."""
+    """Where run locks live: one file per homelab, shared by every archive on this machine (only this one)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     return Path(base) / f"homelab-locks-{os.getuid()}"
 
@@ -112,18 +111,18 @@ def _params_files(nb_path: Path, params: Mapping[str, Any]) -> list[Path]:
     return [(nb_path.parent / str(v)).resolve() for v in names]
 
 
-def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str]:
-    """Resolve every secret of the homelab now, for the leak scan; and the homelab's name."""
+def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str, Signing]:
+    """Resolve every secret of the homelab now, for the leak scan; the homelab's name; how HEAD is signed."""
     redactor = Redactor()
     if not files:
-        return redactor, ""
+        return redactor, "", Signing()
     inv = load_inventory(files)
     for _path, ref in inv.secrets():
         try:
             redactor.add(ref.reveal())
         except UnresolvedSecret:
             continue  # what the runner cannot read, the notebook cannot leak
-    return redactor, inv.name
+    return redactor, inv.name, signing_of(inv.audit)
 
 
 class _RedactingFilter(logging.Filter):
@@ -173,7 +172,10 @@ def run_notebook(
     Raises:
         ConfigError: a parameter file does not load; approve names no run that can be approved.
         ApprovalRefused: (approve) the plan computed now is not the approved one; nothing was changed.
-        LockHeld: another run against the same homelab is under way.
+        LockHeld: another run against the same homelab is under way (on this machine).
+        LockUnsafe: the lock folder is not private to this user (see :mod:`homelab_lib.runlock`).
+        AuditError: the archive's HEAD does not match its index (nothing is run), or HEAD could not be
+            signed with ``audit.signing_key`` (the run is recorded).
         NotebookFailed: a cell raised; the notebook is archived with status ``failed``.
         SecretLeak: a secret value appeared in the executed notebook; it was not archived.
     """
@@ -187,31 +189,22 @@ def run_notebook(
         params["params_file"] = str(files[0]) if len(files) == 1 else [str(f) for f in files]
     else:
         files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
-    redactor, homelab = _secret_values(files)
-    approved = _approved(nb_path, Archive(Path(archive_dir)), approve, homelab) if approve else None
+    redactor, homelab, signing = _secret_values(files)
+    archive = Archive(Path(archive_dir), signing)
+    approved = _approved(nb_path, archive, approve, homelab) if approve else None
     if approved is not None:
         params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
 
-    lock_dir = lock_dir or default_lock_dir()
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lock_name = homelab or "default"
-    lock = FileLock(str(lock_dir / f"{lock_name}.lock"), timeout=0)
-    holder = lock_dir / f"{lock_name}.holder"
-    try:
-        lock.acquire()
-    except Timeout:
-        who = holder.read_text().strip() if holder.exists() else "another run"
-        raise LockHeld(
-            f"another run against homelab '{lock_name}' is under way ({who})",
-            hint="wait for it to finish; runs against one homelab never overlap",
-        ) from None
-    try:
-        holder.write_text(f"{nb_path.name}, pid {os.getpid()}, since {clock.now().isoformat(timespec='seconds')}")
+    holder = f"{nb_path.name}, pid {os.getpid()}, since {clock.now().isoformat(timespec='seconds')}"
+    with run_lock(lock_dir or default_lock_dir(), homelab or "default", holder):
+        repaired = archive.prepare()  # HEAD one record behind (a run stopped): repaired; not matching: refused
+        if repaired:
+            logging.getLogger(__name__).warning("%s: %s", archive.root, repaired)
         return _execute(
             nb_path,
             files,
             params,
-            Archive(Path(archive_dir)),
+            archive,
             redactor,
             homelab,
             clock,
@@ -220,9 +213,6 @@ def run_notebook(
             kernel_name,
             approved,
         )
-    finally:
-        holder.unlink(missing_ok=True)
-        lock.release()
 
 
 def _execute(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from homelab_lib.errors import Problem
 from homelab_lib.errors import UnresolvedSecret as UnresolvedSecret  # re-exported: it lives in the one error tree
 
 REF_PATTERN = re.compile(r"^(env|file):(.+)$")
@@ -53,7 +54,10 @@ class SecretRef:
             )
         kind, target = m.group(1), m.group(2).strip()
         if kind == "env" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", target):
-            raise ValueError(f"'{target}' is not an environment variable name")
+            raise ValueError(  # the text may be a value pasted after env:, so it is not echoed
+                "what follows 'env:' is not an environment variable name (letters, digits and _, "
+                "not starting with a digit)"
+            )
         return cls(kind, target, base_dir)
 
     @property
@@ -154,3 +158,46 @@ def redact_params(params: Mapping[str, object]) -> dict[str, object]:
     """Notebook parameters for the audit record: secret-looking names that hold a literal are masked."""
     hidden = set(literal_secrets(params))
     return {k: MASK if k in hidden else v for k, v in params.items()}
+
+
+@dataclass(frozen=True)
+class SecretStatus:
+    """Whether one secret reference resolves on this machine now; never its value.
+
+    Attributes:
+        key: where in the inventory the reference is (``proxmox.token_secret``).
+        reference: the reference as written (``env:PVE_TOKEN_SECRET``).
+        file: the parameter file it is written in.
+        line: its line there (0 when unknown).
+        problem: why it does not resolve ('' when it does).
+        fix: what to do about it ('' when it resolves).
+    """
+
+    key: str
+    reference: str
+    file: str
+    line: int
+    problem: str = ""
+    fix: str = ""
+
+    @property
+    def resolves(self) -> bool:
+        return not self.problem
+
+    @property
+    def defined_at(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def as_problem(self) -> Problem:
+        """The unresolved reference as a located parameter problem."""
+        why = f"{self.problem} ({self.fix})" if self.fix else self.problem
+        return Problem(self.file, self.line, self.key, f"secret {self.reference} does not resolve: {why}")
+
+
+def check_secret(key: str, ref: SecretRef, file: str, line: int) -> SecretStatus:
+    """Try to resolve one reference now (the value is dropped at once); its status."""
+    try:
+        ref.reveal()
+    except UnresolvedSecret as e:
+        return SecretStatus(key, str(ref), file, line, e.message, e.hint)
+    return SecretStatus(key, str(ref), file, line)

@@ -5,12 +5,18 @@ reference); :func:`connect` loads exactly those, rejects any host whose key is
 not there (paramiko's ``RejectPolicy``: never accepted unchecked), uses no agent
 and searches no keys. Docker hosts (runbook 02), Proxmox nodes (snippets,
 runbook 01) and the lab's own check all connect through it.
+
+:func:`run_command` runs one command and reads its stdout and stderr together,
+in one loop on the channel: reading one to its end before the other deadlocks
+once the other fills the channel's window (a chatty stderr, ~2 MB).
 """
 
 from __future__ import annotations
 
 import io
+import select
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,3 +173,85 @@ def sftp_makedirs(sftp: paramiko.SFTPClient, folder: str, mode: int = 0o755) -> 
             except OSError:
                 if not stat.S_ISDIR(sftp.stat(sub).st_mode or 0):
                     raise
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The outcome of one remote command."""
+
+    command: str
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+CHUNK = 1 << 15
+
+
+def run_command(client: paramiko.SSHClient, command: str, *, timeout: float, where: str) -> CommandResult:
+    """Run a command over an open connection; its exit code, stdout and stderr (kept apart).
+
+    Both streams are drained as they arrive (one select loop on the channel), so neither can
+    fill the channel's window and stall the command. Never raises for a non-zero exit.
+
+    Args:
+        client: a connection from :func:`connect`.
+        command: the shell command line.
+        timeout: seconds for the whole command, output included.
+        where: the host, for messages (``VM docker-a (ssh user@addr:22)``).
+
+    Raises:
+        SshError: the channel could not be opened or broke, or the command ran past timeout
+            (the channel is closed; the remote command gets SIGHUP with it).
+    """
+    name = command.split()[0] if command.split() else "(empty)"
+    deadline = time.monotonic() + timeout
+    out: list[bytes] = []
+    err: list[bytes] = []
+    try:
+        transport = client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("the SSH connection is closed")
+        chan = transport.open_session(timeout=timeout)
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise SshError(f"command {name!r} failed: cannot open a channel ({e})", where=where) from e
+    try:
+        chan.settimeout(0.0)
+        chan.exec_command(command)
+        chan.shutdown_write()  # no stdin: a command that reads it sees end of file, not a hang
+        while True:
+            drained = False
+            while chan.recv_ready():
+                out.append(chan.recv(CHUNK))
+                drained = True
+            while chan.recv_stderr_ready():
+                err.append(chan.recv_stderr(CHUNK))
+                drained = True
+            if chan.eof_received and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if not drained:
+                select.select([chan], [], [], min(left, 1.0))
+        while not chan.exit_status_ready():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            chan.status_event.wait(min(left, 1.0))
+        code = chan.recv_exit_status()
+    except TimeoutError:  # socket.timeout is TimeoutError
+        raise SshError(
+            f"command {name!r} timed out",
+            where=where,
+            hint=f"the limit is {timeout:g}s; is the host overloaded or the network down?",
+        ) from None
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        raise SshError(f"command {name!r} failed ({e})", where=where) from e
+    finally:
+        chan.close()
+    return CommandResult(command, code, b"".join(out).decode(errors="replace"), b"".join(err).decode(errors="replace"))

@@ -103,6 +103,53 @@ def test_literal_secret_is_refused(make_params: Callable[..., Path]) -> None:
     assert "s3cr3t-literal" not in msg
 
 
+@pytest.mark.parametrize(
+    ("where", "edit"),
+    [
+        ("proxmox.token_secret", lambda d: d["proxmox"].__setitem__("token_secret", "env:hunter2-pasted-value")),
+        ("proxmox.token_secret", lambda d: d["proxmox"].__setitem__("token_secret", 424242424242)),
+        (
+            "services.postgres.secrets.postgres_password.ref",
+            lambda d: d["services"]["postgres"]["secrets"]["postgres_password"].__setitem__("ref", "pg-s3cr3t-value"),
+        ),
+        (
+            "services.postgres.secrets.postgres_password.ref",
+            lambda d: d["services"]["postgres"]["secrets"]["postgres_password"].__setitem__(
+                "ref", "env:pg-s3cr3t-value"
+            ),
+        ),
+        (
+            "services.postgres.secrets.postgres_password",
+            lambda d: d["services"]["postgres"]["secrets"].__setitem__("postgres_password", "pg-s3cr3t-value"),
+        ),
+        (
+            "services.postgres.secrets.postgres_password.required",
+            lambda d: d["services"]["postgres"]["secrets"]["postgres_password"].__setitem__(
+                "required", "pg-s3cr3t-value"
+            ),
+        ),
+        ("backups.restic_password", lambda d: d["backups"].__setitem__("restic_password", ["424242424242"])),
+    ],
+)
+def test_no_value_under_a_secret_path_is_echoed(
+    make_params: Callable[..., Path], where: str, edit: Callable[[dict], None]
+) -> None:
+    path = make_params(edit=edit)
+    msg = only_problem(path)
+    assert f": {where}: " in msg
+    for value in ("hunter2", "pg-s3cr3t", "424242424242"):
+        assert value not in msg
+    assert "(got" not in msg
+
+
+def test_unknown_key_under_a_service_secret_lists_the_allowed_keys(make_params: Callable[..., Path]) -> None:
+    path = make_params(
+        edit=lambda d: d["services"]["postgres"]["secrets"]["postgres_password"].__setitem__("reff", "env:X")
+    )
+    msg = only_problem(path)
+    assert "unknown key 'reff'; did you mean 'ref'? (allowed here: ref, env, required)" in msg
+
+
 def test_relative_secret_files_are_relative_to_their_parameter_file(
     make_params: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -57,7 +57,7 @@ def test_first_run_creates_every_vm_and_the_second_makes_no_write_calls(pve_lab:
     result = pve_lab.apply(hook=hook)
     assert result.applied
     assert len(result.steps) == 20  # clone, configure, grow, start, the guest agent's IP
-    assert dict(result.ips) == {vm.name: vm.address for vm in pve_lab.inv.vms}
+    assert dict(result.facts) == {vm.name: vm.address for vm in pve_lab.inv.vms}
     vm = pve_lab.pve.vm(110)
     assert vm.status == "running"
     assert vm.name == "docker-drowzee"

@@ -7,9 +7,12 @@ Faults are injected at a known step through the progress hook (the step just rep
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import pytest
+from fakepve import FakePve
 
 from homelab_lib.errors import (
     NodeUnreachable,
@@ -22,6 +25,7 @@ from homelab_lib.errors import (
 )
 from tests.test_proxmox_fixtures import (
     ALL,
+    FakeClock,
     Hook,
     PveLab,
     actions,
@@ -130,24 +134,52 @@ def test_lost_quorum_mid_run_and_before_a_run(pve_lab: PveLab) -> None:
     converged(pve_lab)
 
 
-@pytest.mark.fakepve(time_scale=0.01)
+HELD = 424_242  # start_secs that marks the start held until the test opens the gate
+
+
+def hold_marked_starts(pve: FakePve, gate: threading.Event) -> None:
+    """Make a start whose start_secs is HELD last until gate is set (not a time: the test decides)."""
+    pause = pve.pause
+
+    async def held(secs: float) -> None:
+        while secs == HELD and not gate.is_set():
+            await asyncio.sleep(0.01)
+        if secs != HELD:
+            await pause(secs)
+
+    pve.pause = held
+
+
+@pytest.mark.fakepve(time_scale=0.01)  # tasks run in the background (0 would finish them inside the request)
 def test_slow_task_times_out_then_converges(pve_lab: PveLab) -> None:
+    gate = threading.Event()
+    hold_marked_starts(pve_lab.pve, gate)
+
     def slow_boot(vm: str, note: str) -> None:
         if vm == "k3s-nappy" and note.startswith("cloned"):
-            pve_lab.pve.vm(140).start_secs = 150  # 1.5 s of real time at this time scale
+            pve_lab.pve.vm(140).start_secs = HELD
 
-    pve_lab.use(task_timeout_s=0.4)
+    # The waits run on a FakeClock: each poll's pause moves its time on at once, so the 1 s timeout is
+    # reached after ten polls, while the held start cannot end, however loaded the machine is; the
+    # other tasks take no PVE time and have ended by their first poll.
+    clock = FakeClock()
+    pve_lab.use(task_timeout_s=1.0)
     with pytest.raises(ProvisionFailed) as failed:
-        pve_lab.apply(hook=Hook(slow_boot))
+        pve_lab.apply(hook=Hook(slow_boot), clock=clock)
     (error,) = failed.value.failures
     assert isinstance(error, TaskTimeout)
     assert ":qmstart:140:" in error.upid
-    assert str(error).startswith("VM k3s-nappy (140), node nappy: start did not finish within 0.4 s")
+    assert str(error).startswith("VM k3s-nappy (140), node nappy: start did not finish within 1 s")
     assert "it may still be running" in str(error)
-    deadline = time.monotonic() + 10
-    while pve_lab.pve.tasks[error.upid]["status"] != "stopped" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    _, left = pve_lab.plan()  # the start did finish, late: nothing is left
+    assert clock.slept >= 1.0
+    assert pve_lab.pve.tasks[error.upid]["status"] == "running"
+    gate.set()  # the start ends, late
+    deadline = time.monotonic() + 60
+    while pve_lab.pve.tasks[error.upid]["status"] != "stopped":
+        assert time.monotonic() < deadline, "the held start never ended"
+        time.sleep(0.02)
+    assert pve_lab.pve.tasks[error.upid]["exitstatus"] == "OK"
+    _, left = pve_lab.plan()  # the start did finish: nothing is left
     assert left.empty
     converged(pve_lab)
 

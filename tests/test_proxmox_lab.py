@@ -83,7 +83,7 @@ def test_first_run_creates_every_vm_second_run_changes_nothing_then_decommission
     first = apply(lab_client, inv, desired, plan)
     assert first.applied
     assert len(first.steps) == 5 * len(lab.vms)  # clone, configure, grow, start, the guest agent's IP
-    assert dict(first.ips) == {f"t-{vm.name}": vm.address for vm in lab.vms}
+    assert dict(first.facts) == {f"t-{vm.name}": vm.address for vm in lab.vms}
 
     before = footprint(lab_client, lab)
     again = proxmox.plan(desired, proxmox.observe(lab_client, desired))

@@ -240,12 +240,11 @@ def test_the_launcher_process_started_as_the_lab_starts_it_serves_what_the_runbo
 
         client = clients.proxmox_client(inv)
         assert client.auth == "token"
-        desired = proxmox.desired_state(inv, only_vms=("docker-drowzee",))
-        result = proxmox.apply(
-            client, desired, proxmox.plan(desired, proxmox.observe(client, desired)), confirm=True, progress=Hook()
-        )
-        assert dict(result.ips) == {"docker-drowzee": "127.0.0.11"}  # the launcher's guest agent answered
-        again = proxmox.plan(desired, proxmox.observe(client, desired))
+        runbook = proxmox.ProxmoxAdapter(inv, client, only_vms=("docker-drowzee",))
+        desired = runbook.desired()
+        result = runbook.apply(desired, runbook.plan(desired, runbook.observe(desired)), confirm=True, progress=Hook())
+        assert dict(result.facts) == {"docker-drowzee": "127.0.0.11"}  # the launcher's guest agent answered
+        again = runbook.plan(desired, runbook.observe(desired))
         assert again.empty, again.table().to_string()  # the resize was recorded by the server
         assert "size=32G" in str(client.get("nodes/drowzee/qemu/110/config")["scsi0"])
 

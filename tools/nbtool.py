@@ -5,6 +5,8 @@
 
 Refreshed notebooks keep outputs (nbval compares them) but no execution
 timestamps, papermill metadata or kernel-specific noise, so diffs stay small.
+Both turn nbval's comment markers (``# NBVAL_IGNORE_OUTPUT`` as a cell's first
+line) into cell tags (``nbval-ignore-output``), which the reader does not see.
 """
 
 from __future__ import annotations
@@ -14,6 +16,27 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+# nbval's comment markers and the cell tags that say the same (nbval reads both).
+MARKER_TAGS = {
+    "# NBVAL_IGNORE_OUTPUT": "nbval-ignore-output",
+    "# NBVAL_CHECK_OUTPUT": "nbval-check-output",
+    "# NBVAL_SKIP": "nbval-skip",
+    "# NBVAL_RAISES_EXCEPTION": "raises-exception",
+}
+
+
+def markers_to_tags(cell: nbformat.NotebookNode) -> None:
+    """Move nbval comment markers at the top of a code cell into its tags."""
+    lines = cell.source.split("\n")
+    tags = list(cell.metadata.get("tags", []))
+    while lines and lines[0].strip() in MARKER_TAGS:
+        tag = MARKER_TAGS[lines.pop(0).strip()]
+        if tag not in tags:
+            tags.append(tag)
+    cell.source = "\n".join(lines)
+    if tags:
+        cell.metadata["tags"] = tags
 
 
 def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -26,6 +49,7 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         cell.id = f"cell-{i:02d}"
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
         if cell.cell_type == "code":
+            markers_to_tags(cell)
             # nbval wants an execution count on every cell that has outputs: number them in order.
             count += 1
             cell.execution_count = count if cell.get("outputs") else None

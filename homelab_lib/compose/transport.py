@@ -20,6 +20,7 @@ folder (SFTP) and the docker SDK (dial-stdio channels).
 from __future__ import annotations
 
 import contextlib
+import re
 import shlex
 import threading
 from collections.abc import Mapping
@@ -33,8 +34,10 @@ import requests
 from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from homelab_lib.errors import ComposeMissing, EngineUnreachable, ErrorTable, SshError, mapped
-from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
+from homelab_lib.errors import ComposeError, ComposeMissing, EngineUnreachable, ErrorTable, SshError, mapped
+from homelab_lib.inventory.model import NAME
+from homelab_lib.ssh import CommandResult as CommandResult  # re-exported: where it used to live
+from homelab_lib.ssh import SshTarget, connect, run_command, sftp_makedirs
 
 COMMAND_TIMEOUT_S = 300.0
 DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
@@ -78,18 +81,25 @@ ENGINE_ERRORS: ErrorTable[DockerHost] = MappingProxyType(
 )
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """The outcome of one remote command."""
+STACK_NAME = re.compile(NAME)
+PROJECT_FOLDER = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")  # <vm>-<stack>, both inventory names
 
-    command: str
-    exit_code: int
-    stdout: str
-    stderr: str
 
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0
+def check_stack_name(stack: str, *, where: str) -> str:
+    """A stack name read from a host (a container's label) must be an inventory name before it names a folder.
+
+    Raises:
+        ComposeError: it is not a lower-case DNS label (``..``, ``/``, spaces, upper case...).
+    """
+    if not STACK_NAME.match(stack):
+        raise ComposeError(
+            f"a container on the host names its stack {stack!r}, which is not a stack name "
+            "(lower-case letters, digits and '-'); refusing to touch anything by that name",
+            where=where,
+            hint="that container was not made by these runbooks, or its labels were changed: look at it "
+            "(docker inspect) and remove it by hand if it is not wanted",
+        )
+    return stack
 
 
 def compose_command(host: str, v2: CommandResult, v1: CommandResult | None) -> tuple[str, ...]:
@@ -161,20 +171,12 @@ class DockerHost:
     def run(self, command: str, timeout: float = COMMAND_TIMEOUT_S) -> CommandResult:
         """Run a shell command on the host; its exit code and output (never raises for a non-zero exit).
 
+        stdout and stderr are read together (see :func:`homelab_lib.ssh.run_command`).
+
         Raises:
             SshError: the channel could not be opened or broke, or the command ran past timeout.
         """
-        doing = Doing(
-            self.where,
-            f"command {command.split()[0]!r}",
-            f"the limit is {timeout:g}s; is the host overloaded or the network down?",
-        )
-        with mapped(SSH_ERRORS, where=doing):
-            _, out, err = self._ssh.exec_command(command, timeout=timeout)
-            stdout = out.read().decode(errors="replace")
-            stderr = err.read().decode(errors="replace")
-            code = out.channel.recv_exit_status()
-        return CommandResult(command, code, stdout, stderr)
+        return run_command(self._ssh, command, timeout=timeout, where=self.where)
 
     def put_files(
         self, folder: str, files: Mapping[str, tuple[bytes, int]], *, private_dirs: tuple[str, ...] = ()
@@ -218,7 +220,30 @@ class DockerHost:
         return written
 
     def remove_folder(self, folder: str) -> None:
-        """Remove a project folder on the host (after its stack is taken down)."""
+        """Remove a project folder on the host (after its stack is taken down).
+
+        The folder's name comes from a stack name, which may have been read from a container's
+        label: it must be ``.../compose/<vm>-<stack>`` with no ``.`` or ``..`` part, so ``rm -rf``
+        never reaches outside the project folders.
+
+        Raises:
+            ComposeError: the path is not a project folder; nothing is removed.
+            SshError: the host could not be reached.
+        """
+        parts = folder.split("/")
+        inner = parts[1:] if folder.startswith("/") else parts
+        if (
+            any(p in ("", ".", "..") for p in inner)
+            or not PROJECT_FOLDER.match(parts[-1])
+            or "compose" not in parts[:-1]
+        ):
+            raise ComposeError(
+                f"refusing to remove {folder!r}: not a project folder (.../compose/<vm>-<stack>, "
+                "no '.' or '..' parts); it was named from a stack name that is not one",
+                where=self.where,
+                hint="a container's homelab.stack label is not an inventory name; look at the containers of "
+                "this host (docker ps -a --filter label=homelab.stack) before removing anything by hand",
+            )
         self.run(f"rm -rf -- {shlex.quote(folder)}", timeout=60)
 
     def compose(self) -> tuple[str, ...]:

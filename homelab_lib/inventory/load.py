@@ -23,11 +23,11 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from homelab_lib.errors import ConfigError, Problem, SecretError
 from homelab_lib.inventory.checks import check
 from homelab_lib.inventory.model import Inventory
-from homelab_lib.secrets import REF_PATTERN, SecretRef, UnresolvedSecret
+from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 FIELDWISE = ("healthcheck", "resources")  # service keys whose override is merged field by field
-PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir"}
+PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers"}
 Loc = tuple[str | int, ...]
 
 
@@ -194,27 +194,51 @@ def _message(err: Any, model_keys: list[str]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     given = err.get("input")
-    secret = bool(err["loc"]) and str(err["loc"][-1]) in _secret_keys()
-    if not secret and not isinstance(given, dict | list):
+    if not under_secret(tuple(err["loc"])) and not isinstance(given, dict | list):
         msg += f" (got {given!r})"
     return msg
+
+
+def under_secret(loc: Loc) -> bool:
+    """True when loc is, or lies under, a key that holds a secret: a field typed as a secret
+    reference (``token_secret``, ``ref``), a service's ``secrets:``, or any key named like a secret.
+    Messages never echo a value found there: it may be the secret itself, written where a
+    reference belongs."""
+    return any(isinstance(part, str) and (part in _secret_keys() or SECRET_NAME.search(part)) for part in loc)
 
 
 def _fields_at(loc: Loc) -> list[str]:
     """Allowed keys of the model that loc's parent is (for unknown-key messages)."""
     model: type[BaseModel] | None = Inventory
+    keyed = 0  # parts of loc still to come that are list indexes or mapping keys, not fields
     for part in loc[:-1]:
         if model is None:
             return []
+        if keyed:
+            keyed -= 1
+            continue
         if isinstance(part, int):
             continue
         field = model.model_fields.get(str(part))
         if field is None:
             return []
+        keyed = _container_depth(field.annotation)
         model = _model_of(field.annotation)
-    if model is None:
+    if model is None or keyed:
         return []
     return [k for k in model.model_fields if k != "source_files"]
+
+
+def _container_depth(annotation: Any) -> int:
+    """How many list indexes or mapping keys stand between a field and the model it holds
+    (``dict[str, Service]``: 1; ``list[Vm]``: 1; ``Proxmox | None``: 0)."""
+    origin = getattr(annotation, "__origin__", None)
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    if origin in (dict, list, tuple) and args:
+        return 1 + _container_depth(args[-1])
+    if len(args) == 1 or (origin is not None and origin not in (dict, list, tuple) and args):
+        return max(_container_depth(a) for a in args)
+    return 0
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -241,6 +265,38 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
         ConfigError: with one Problem (file:line, key path, fix) per fault; SecretError when
             only secret references failed.
     """
+    inv, index = _load(files)
+    if check_secrets:
+        unresolved = [status.as_problem() for status in _check_secrets(inv, index) if not status.resolves]
+        if unresolved:
+            raise SecretError(_sorted(unresolved))
+    return inv
+
+
+def secret_readiness(files: str | Path | Sequence[str | Path]) -> tuple[Inventory, list[SecretStatus]]:
+    """Load and validate parameter files, then try every secret reference (values are not kept).
+
+    Returns:
+        The inventory, and one status per reference in inventory order: resolves or not, the
+        file:line it is written at, and what to do when it does not.
+
+    Raises:
+        ConfigError: the files do not validate (secret references that do not resolve are not errors here).
+    """
+    inv, index = _load(files)
+    return inv, _check_secrets(inv, index)
+
+
+def _check_secrets(inv: Inventory, index: LineIndex) -> list[SecretStatus]:
+    out = []
+    for key_path, ref in inv.secrets():
+        parts = key_path.replace("[", ".").replace("]", "").split(".")
+        where = index.find(tuple(int(p) if p.isdigit() else p for p in parts))
+        out.append(check_secret(key_path, ref, where.file, where.line))
+    return out
+
+
+def _load(files: str | Path | Sequence[str | Path]) -> tuple[Inventory, LineIndex]:
     paths = [Path(files)] if isinstance(files, str | Path) else [Path(f) for f in files]
     if not paths:
         raise ConfigError([Problem("(none)", 0, "", "no parameter file given; pass one, e.g. parameters/lab.yaml")])
@@ -297,18 +353,7 @@ def load_inventory(files: str | Path | Sequence[str | Path], *, check_secrets: b
     problems = check(inv, index.problem)
     if problems:
         raise ConfigError(_sorted(problems))
-    if check_secrets:
-        secret_problems = []
-        for key_path, ref in inv.secrets():
-            try:
-                ref.reveal()
-            except UnresolvedSecret as e:
-                parts = key_path.replace("[", ".").replace("]", "").split(".")
-                loc = tuple(int(p) if p.isdigit() else p for p in parts)
-                secret_problems.append(index.problem(loc, f"secret {ref} does not resolve: {e}"))
-        if secret_problems:
-            raise SecretError(_sorted(secret_problems))
-    return inv
+    return inv, index
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from homelab_lib.errors import NotFound
@@ -348,6 +349,27 @@ class Monitoring(Model):
     grafana_admin_password: Secret | None = None
 
 
+class Audit(Model):
+    """Anchoring of the audit archive: every run signs HEAD with the operator's SSH key; verify checks it.
+
+    ``signing_key`` signs (``ssh-keygen -Y sign -n homelab-audit``): a private key without passphrase,
+    or the public key of one held by ssh-agent. ``allowed_signers`` (``identity keytype key`` lines,
+    as ssh-keygen's ALLOWED SIGNERS) and ``identity`` are what ``homelab audit verify -f`` checks with.
+    """
+
+    signing_key: Secret | None = Field(default=None, description="file:~/.ssh/id_ed25519, or a .pub with ssh-agent")
+    allowed_signers: FilePath | None = Field(default=None, description="keep a copy off the archive's machine")
+    identity: Annotated[str, Field(pattern=r"^\S+$")] | None = Field(
+        default=None, description="the signer's name in allowed_signers, e.g. you@example.org"
+    )
+
+    @model_validator(mode="after")
+    def _identity_with_signers(self) -> Audit:
+        if self.allowed_signers is not None and self.identity is None:
+            raise ValueError("allowed_signers needs identity: the name the signing key has in that file")
+        return self
+
+
 class Lab(Model):
     """The rehearsal lab's own settings (profile ``lab`` only)."""
 
@@ -373,6 +395,7 @@ class Inventory(Model):
     services: dict[Name, Service] = Field(default_factory=dict, description="catalog additions/overrides")
     backups: Backups = Backups()
     monitoring: Monitoring | None = None
+    audit: Audit | None = None
     lab: Lab | None = None
     source_files: tuple[Path, ...] = ()
 

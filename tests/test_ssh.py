@@ -1,0 +1,163 @@
+"""SSH commands against a real OpenSSH server on 127.0.7.x, started by this module in tmp (not the lab)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from homelab_lib.compose.transport import DockerHost, check_stack_name
+from homelab_lib.errors import ComposeError, SshError
+from homelab_lib.secrets import SecretRef
+from homelab_lib.ssh import SshTarget, connect, run_command
+
+ADDRESS = "127.0.7.21"
+SSHD = "/usr/sbin/sshd"
+CHATTY = "sh -c 'head -c 3000000 /dev/zero | tr \"\\0\" x >&2; echo done'"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((ADDRESS, 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTarget]:
+    """An sshd of our own on ADDRESS, logging in this user with a key made here; its target."""
+    if not Path(SSHD).exists():
+        pytest.skip("openssh-server is not installed")
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    port = _free_port()
+    host_key = " ".join((d / "host.pub").read_text().split()[:2])
+    (d / "known_hosts").write_text(f"[{ADDRESS}]:{port} {host_key}\n")
+    (d / "sshd_config").write_text(
+        "\n".join(
+            [
+                f"ListenAddress {ADDRESS}:{port}",
+                f"HostKey {d / 'host'}",
+                f"PidFile {d / 'sshd.pid'}",
+                f"AuthorizedKeysFile {d / 'authorized_keys'}",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                f"AllowUsers {getpass.getuser()}",
+                "PermitRootLogin prohibit-password",
+                "UseDNS no",
+                "Subsystem sftp internal-sftp",
+                "",
+            ]
+        )
+    )
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    with (d / "log").open("wb") as log:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log)
+    target = SshTarget(
+        host="testvm",
+        address=ADDRESS,
+        port=port,
+        user=getpass.getuser(),
+        key=SecretRef("file", str(d / "client")),
+        known_hosts=d / "known_hosts",
+        timeout=10,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (d / "log").read_text()
+            try:
+                connect(target).close()
+                break
+            except SshError:
+                assert time.monotonic() < deadline, (d / "log").read_text()
+                time.sleep(0.1)
+        yield target
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def host(sshd: SshTarget) -> Iterator[DockerHost]:
+    with DockerHost.open(sshd) as h:
+        yield h
+
+
+@pytest.mark.timeout(120)
+def test_chatty_stderr_does_not_deadlock(host: DockerHost) -> None:
+    result = host.run(CHATTY, timeout=30)
+    assert result.ok
+    assert result.stdout == "done\n"
+    assert len(result.stderr) == 3_000_000
+    assert set(result.stderr) == {"x"}
+
+
+@pytest.mark.timeout(120)
+def test_run_command_keeps_stdout_and_stderr_apart(sshd: SshTarget) -> None:
+    client = connect(sshd)
+    try:
+        big = "sh -c 'head -c 3000000 /dev/zero | tr \"\\0\" o; echo err >&2; exit 3'"
+        result = run_command(client, big, timeout=30, where="VM testvm")
+        assert result.exit_code == 3
+        assert result.stdout == "o" * 3_000_000
+        assert result.stderr == "err\n"
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_command_past_its_timeout_raises(host: DockerHost) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(SshError) as e:
+        host.run("sleep 30", timeout=1)
+    assert "timed out" in str(e.value)
+    assert "VM testvm" in str(e.value)
+    assert time.monotonic() - t0 < 25  # it did not wait for the command
+
+
+def test_remove_folder_removes_a_project_folder(host: DockerHost, tmp_path: Path) -> None:
+    project = tmp_path / "homelab" / "compose" / "docker-a-media"
+    (project / "secrets").mkdir(parents=True)
+    (project / "compose.yaml").write_text("services: {}\n")
+    host.remove_folder(str(project))
+    assert not project.exists()
+    assert project.parent.exists()
+
+
+@pytest.mark.parametrize(
+    "stack", ["x/../..", "..", "media/../../../important", "media/..", ".", "a b", "UPPER", "x;rm -rf ~"]
+)
+def test_remove_folder_refuses_a_path_made_from_a_bad_stack_label(host: DockerHost, tmp_path: Path, stack: str) -> None:
+    root = tmp_path / "homelab" / "compose"
+    (root / "docker-a-x").mkdir(parents=True)
+    important = tmp_path / "important"
+    important.mkdir()
+    (important / "data").write_text("keep\n")
+    folder = f"{root}/docker-a-{stack}"  # as deploy builds it: remote_dir(host, project_name(host, stack))
+    with pytest.raises(ComposeError) as e:
+        host.remove_folder(folder)
+    assert "refusing to remove" in str(e.value)
+    assert e.value.where == host.where
+    assert (important / "data").read_text() == "keep\n"
+    assert (root / "docker-a-x").is_dir()
+    with pytest.raises(ComposeError):
+        check_stack_name(stack, where="VM testvm")
+
+
+def test_check_stack_name_accepts_inventory_names_only() -> None:
+    for stack in ("media", "arr", "exporters", "a", "k3s-core"):
+        assert check_stack_name(stack, where="VM testvm") == stack
+    for bad in ("-lead", "trail-", "", "a/b", "x" * 64):
+        with pytest.raises(ComposeError, match="is not a stack name"):
+            check_stack_name(bad, where="VM testvm")

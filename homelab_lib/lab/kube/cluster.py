@@ -89,6 +89,7 @@ class Cluster:
         self.registry = registry
         self.graceful_pods = graceful_pods
         self.on_crd: Callable[[], None] = lambda: None
+        self.admit: list[Callable[[Kind, Json, Json | None], None]] = []
 
     # ------------------------------------------------------------ reads
 
@@ -174,14 +175,16 @@ class Cluster:
             meta["managedFields"] = managed_fields
         if kind.status and not keep_status:
             obj.pop("status", None)
+        meta["uid"] = str(uuid.uuid4())
         defaults.apply_defaults(kind.kind, obj)
-        validation.validate(kind, obj, None)
         with self.store.lock:
+            for hook in self.admit:
+                hook(kind, obj, None)
+            validation.validate(kind, obj, None)
             self._check_namespace(kind, namespace)
             if self.find(kind, namespace, meta["name"]) is not None:
                 raise KubeStatus(409, "AlreadyExists", f'{what(kind)} "{meta["name"]}" already exists',
                                  {"name": meta["name"], "group": kind.group, "kind": kind.plural})  # fmt: skip
-            meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now()
             if kind.generation:
                 meta["generation"] = 1
@@ -243,6 +246,8 @@ class Cluster:
         if meta.get("deletionTimestamp") and meta.get("finalizers") is None:
             meta.pop("finalizers", None)
         defaults.apply_defaults(kind.kind, new)
+        for hook in self.admit:
+            hook(kind, new, old)
         validation.validate(kind, new, old)
         if kind.generation and _spec_part(new) != _spec_part(old):
             meta["generation"] = int(old_meta.get("generation") or 1) + 1

@@ -24,6 +24,14 @@ import yaml
 
 from homelab_lib.errors import KubeStandinError
 from homelab_lib.lab.kube import certs, system
+from homelab_lib.lab.kube.admission import Admission
+from homelab_lib.lab.kube.controllers import Loop
+from homelab_lib.lab.kube.controllers.core import Endpoints, GarbageCollector, LocalPath, Namespaces
+from homelab_lib.lab.kube.controllers.jobs import CronJobs, HelmCharts, Jobs
+from homelab_lib.lab.kube.controllers.kubelet import Kubelet, Scheduler
+from homelab_lib.lab.kube.controllers.workloads import Deployments, ReplicaSets, StatefulSets
+from homelab_lib.lab.kube.ingress import Ingress
+from homelab_lib.lab.kube.runtime import NoRuntime
 from homelab_lib.lab.kube.api import Api
 from homelab_lib.lab.kube.auth import Authenticator
 from homelab_lib.lab.kube.cluster import Cluster
@@ -137,10 +145,25 @@ class Standin:
         context = tls_context(tls / "serving-kube-apiserver.crt", tls / "serving-kube-apiserver.key",
                               tls / "client-ca.crt")  # fmt: skip
         self.http = HttpServer(cfg.bind_address or "0.0.0.0", cfg.https_port, self.api, context)
-        self.extras: list[Any] = []
+        Admission(self.cluster, cfg)
+        c = self.cluster
+        ca_pem = (tls / "server-ca.crt").read_text()
+        self.ingress = Ingress(c, cfg.bind_address if cfg.bind_address not in ("", "0.0.0.0") else "0.0.0.0",
+                               cfg.ingress_ports, context_plain(tls), cfg.host_ip, not cfg.disabled("traefik"))
+        controllers: list[Any] = [Namespaces(c, ca_pem), Deployments(c), ReplicaSets(c), StatefulSets(c), Jobs(c),
+                                  CronJobs(), HelmCharts(c), Scheduler(c, cfg.node_name),
+                                  LocalPath(c, cfg.storage_dir, cfg.node_name), Endpoints(c), GarbageCollector(c),
+                                  self.ingress]
+        self.loop = Loop(c, controllers)
+        self.kubelet = Loop(c, [Kubelet(c, runtime or NoRuntime(), cfg.node_name, cfg.pods_dir, cfg.host_ip)],
+                            name="kubelet", period=1.0)
+        self.extras: list[Any] = [self.ingress, self.loop, self.kubelet]
 
     def start(self) -> None:
         """Serve: system objects, then the API, then controllers, runtime and ingress."""
+        if self.runtime is not None and hasattr(self.runtime, "build_standins"):
+            roles = {ref: name for name, ref in system.IMAGES.items()}
+            self.runtime.build_standins(roles, self.cfg.broken_charts)
         system.ensure(self.cluster, self.cfg)
         self.http.start()
         for extra in self.extras:
@@ -153,4 +176,15 @@ class Standin:
         for extra in reversed(self.extras):
             extra.stop()
         self.http.stop()
+        if self.runtime is not None:
+            self.runtime.close()
         self.store.close()
+
+
+def context_plain(tls: Path) -> Any:
+    """TLS for the ingress's https port: the serving certificate (the lab CA signs it)."""
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(tls / "serving-kube-apiserver.crt"), str(tls / "serving-kube-apiserver.key"))
+    return ctx

@@ -154,7 +154,7 @@ def _required_fields(value: Any, node: Json, path: str, problems: Problems) -> N
                 problems.required(f"{path}.{req}" if path else req)
         for key, sub in value.items():
             child = schema.child(node, key)
-            if child is not None and key != "metadata":
+            if child is not None and key not in ("metadata", "status"):
                 _required_fields(sub, child, f"{path}.{key}" if path else key, problems)
     elif isinstance(value, list) and "items" in node:
         elem = schema.items(node)

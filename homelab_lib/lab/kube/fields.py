@@ -85,15 +85,7 @@ def to_fields_v1(paths: Iterable[Path]) -> Json:
             node = node.setdefault(element, {})
         if path and path[-1][:2] in ("k:", "v:", "i:"):
             node.setdefault(".", {})
-    # A path that is both a leaf and a parent: mark it with "." (as list items are).
-    _mark(trie)
     return trie
-
-
-def _mark(node: Json) -> None:
-    for key, sub in node.items():
-        if key != "." and sub:
-            _mark(sub)
 
 
 def from_fields_v1(trie: Json, prefix: Path = ()) -> set[Path]:
@@ -276,13 +268,19 @@ def apply(live: Json | None, applied: Json, root: Json, manager: str, force: boo
         if not any(len(o) > len(path) and o[: len(path)] == path for o in kept_by_others | new):
             _remove_at(result, path)
     _prune_empty(result, gone)
-    managed = []
-    for entry, owned in others:
-        if owned:
-            managed.append(entry if owned == _entry_set(entry) else {**entry, "fieldsV1": to_fields_v1(owned)})
     same_set = mine is not None and previous == set(new)
     time = str(mine.get("time")) if same_set and mine is not None else None
-    managed.append(_entry(manager, "Apply", api_version, new, subresource, time))
+    own = _entry(manager, "Apply", api_version, new, subresource, time)
+    kept = {id(entry): owned for entry, owned in others}
+    managed = []
+    for entry in entries:
+        if entry is mine:
+            managed.append(own)
+        elif kept.get(id(entry)):
+            owned = kept[id(entry)]
+            managed.append(entry if owned == _entry_set(entry) else {**entry, "fieldsV1": to_fields_v1(owned)})
+    if mine is None:
+        managed.append(own)
     result["metadata"]["managedFields"] = managed
     return result
 
@@ -311,19 +309,21 @@ def record_update(old: Json | None, new: Json, root: Json, manager: str, subreso
     if not changed and not removed:
         new.setdefault("metadata", {})["managedFields"] = entries
         return
+    mine = next((e for e in entries if _same(e, manager, "Update", subresource)), None)
+    owned_now = ((_entry_set(mine) if mine is not None else set()) | changed) - removed
+    owned_now = {p for p in owned_now if p in after}
+    own = _entry(manager, "Update", str(new.get("apiVersion") or ""), owned_now, subresource) if owned_now else None
     managed: list[Json] = []
-    mine: Json | None = None
     for entry in entries:
-        if _same(entry, manager, "Update", subresource):
-            mine = entry
+        if entry is mine:
+            if own is not None:
+                managed.append(own)
             continue
         owned = _entry_set(entry)
         if (entry.get("subresource") or "") == subresource:
             owned -= changed | removed
         if owned:
             managed.append(entry if owned == _entry_set(entry) else {**entry, "fieldsV1": to_fields_v1(owned)})
-    owned_now = ((_entry_set(mine) if mine is not None else set()) | changed) - removed
-    owned_now = {p for p in owned_now if p in after}
-    if owned_now:
-        managed.append(_entry(manager, "Update", str(new.get("apiVersion") or ""), owned_now, subresource))
+    if mine is None and own is not None:
+        managed.append(own)
     new.setdefault("metadata", {})["managedFields"] = managed

@@ -259,9 +259,17 @@ def _columns(kind: Kind) -> list[Column]:
             cols.append((str(c.get("name")), fmt, "", int(c.get("priority") or 0),
                          (lambda o, p=path, f=fmt: age(o, _jsonpath(o, p)) if f == "date" else _jsonpath(o, p))))
         return cols
-    if kind.kind in ("Deployment", "Pod") or kind.kind not in COLUMNS:
-        pass
-    return COLUMNS.get(kind.kind, [NAME, AGE])
+    cols = COLUMNS.get(kind.kind, [NAME, AGE])
+    if kind.kind in ("StorageClass", "IngressClass"):
+        return [("Name", "string", "name", 0, _default_name), *cols[1:]]
+    return cols
+
+
+def _default_name(o: Json) -> str:
+    notes = (o.get("metadata") or {}).get("annotations") or {}
+    default = "true" in (notes.get("storageclass.kubernetes.io/is-default-class"),
+                         notes.get("ingressclass.kubernetes.io/is-default-class"))
+    return _name(o) + (" (default)" if default else "")
 
 
 def _partial(obj: Json) -> Json:

@@ -159,9 +159,8 @@ def remove_engine_leftovers(data_dir: Path) -> None:
     for c in client.containers.list(all=True, filters={"label": f"{LABEL}={instance}"}):
         c.remove(force=True)
     for image in client.images.list(filters={"label": f"{LABEL}={instance}"}):
-        for tag in image.tags:
-            with contextlib.suppress(docker.errors.APIError):
-                client.images.remove(tag, force=True)
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(image.id, force=True)
     client.close()
 
 

@@ -179,7 +179,8 @@ def _selector_matches(selector: Json, labels: Json) -> bool:
     return True
 
 
-def _pod_spec(spec: Json, path: str, problems: Problems, restart: list[str] | None = None) -> None:
+def _pod_spec(spec: Json, path: str, problems: Problems, restart: list[str] | None = None,
+              claims: tuple[str, ...] = ()) -> None:
     containers = spec.get("containers")
     if not containers:
         problems.required(f"{path}.containers")
@@ -200,7 +201,7 @@ def _pod_spec(spec: Json, path: str, problems: Problems, restart: list[str] | No
                 problems.required(f"{where}.image")
     if restart is not None and spec.get("restartPolicy") not in restart:
         problems.unsupported(f"{path}.restartPolicy", spec.get("restartPolicy"), restart)
-    vols = [str(v.get("name")) for v in spec.get("volumes") or []]
+    vols = [str(v.get("name")) for v in spec.get("volumes") or []] + list(claims)
     for group in ("initContainers", "containers"):
         for i, c in enumerate(spec.get(group) or []):
             for j, m in enumerate(c.get("volumeMounts") or []):
@@ -231,7 +232,8 @@ def validate(kind: Kind, obj: Json, old: Json | None) -> None:
             problems.invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
         if selector and not (selector.get("matchLabels") or selector.get("matchExpressions")):
             problems.invalid("spec.selector", selector, "empty selector is invalid for deployment")
-        _pod_spec((spec.get("template") or {}).get("spec") or {}, "spec.template.spec", problems, ["Always"])
+        claims = tuple(str((t.get("metadata") or {}).get("name")) for t in spec.get("volumeClaimTemplates") or [])
+        _pod_spec((spec.get("template") or {}).get("spec") or {}, "spec.template.spec", problems, ["Always"], claims)
         if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
             problems.invalid("spec.selector", selector, "field is immutable")
     elif kind.kind == "Job":

@@ -49,8 +49,9 @@ class Kube:
     def standin(self) -> bool:
         return self.data_dir is not None
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True, binary: str = KUBECTL,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True, binary: str = KUBECTL, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         cmd = [binary, f"--cache-dir={self.cache}", *args]
         done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, timeout=timeout, check=False)
@@ -92,13 +93,17 @@ def _build_test_image(client: Any) -> None:
     """IMAGE built locally: static busybox serving /www on :80, with sh for probes and commands."""
     dockerfile = f"""FROM scratch
 COPY busybox /bin/busybox
-RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /www /tmp /data && echo hello > /www/index.html"]
+RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /www /tmp /data \\
+ && echo hello > /www/index.html"]
 LABEL {TEST_LABEL}=1
 CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
 """
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data, mode in (("Dockerfile", dockerfile.encode(), 0o644), ("busybox", Path("/bin/busybox").read_bytes(), 0o755)):
+        for name, data, mode in (
+            ("Dockerfile", dockerfile.encode(), 0o644),
+            ("busybox", Path("/bin/busybox").read_bytes(), 0o755),
+        ):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
@@ -106,16 +111,39 @@ CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
     client.images.build(fileobj=buf, custom_context=True, tag=IMAGE, rm=True, forcerm=True)
 
 
-def start_standin(data_dir: Path, address: str, *extra: str, runtime: str = "docker") -> tuple[subprocess.Popen[bytes], Path]:
+def start_standin(
+    data_dir: Path, address: str, *extra: str, runtime: str = "docker"
+) -> tuple[subprocess.Popen[bytes], Path]:
     """Start ``k3s server`` from this checkout; returns (process, kubeconfig) once /readyz answers."""
     kubeconfig = data_dir / "k3s.yaml"
     config = data_dir / "config.yaml"
     if not config.exists():
-        config.write_text(yaml.safe_dump({"node-label": ["homelab.test/role=conformance"], "lab-runtime": runtime,
-                                          "lab-broken-charts": ["broken-chart"]}))  # fmt: skip
-    argv = [sys.executable, "-m", "homelab_lib.lab.kube", "server", "--config", str(config), "--data-dir",
-            str(data_dir), "--bind-address", address, "--write-kubeconfig", str(kubeconfig), "--node-name",
-            "kube-test", *extra]  # fmt: skip
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "node-label": ["homelab.test/role=conformance"],
+                    "lab-runtime": runtime,
+                    "lab-broken-charts": ["broken-chart"],
+                }
+            )
+        )
+    argv = [
+        sys.executable,
+        "-m",
+        "homelab_lib.lab.kube",
+        "server",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(data_dir),
+        "--bind-address",
+        address,
+        "--write-kubeconfig",
+        str(kubeconfig),
+        "--node-name",
+        "kube-test",
+        *extra,
+    ]
     log = (data_dir / "server.log").open("ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=Path(__file__).resolve().parent.parent)
     deadline = time.monotonic() + 60
@@ -123,12 +151,18 @@ def start_standin(data_dir: Path, address: str, *extra: str, runtime: str = "doc
 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"k3s server exited {proc.returncode}:\n{(data_dir / 'server.log').read_text()[-3000:]}")
+            raise AssertionError(
+                f"k3s server exited {proc.returncode}:\n{(data_dir / 'server.log').read_text()[-3000:]}"
+            )
         tls = data_dir / "server" / "tls"
         if kubeconfig.exists() and (tls / "client-admin.crt").exists():
             with contextlib.suppress(requests.RequestException):
-                r = requests.get(f"https://{address}:6443/readyz", verify=str(tls / "server-ca.crt"),
-                                 cert=(str(tls / "client-admin.crt"), str(tls / "client-admin.key")), timeout=2)
+                r = requests.get(
+                    f"https://{address}:6443/readyz",
+                    verify=str(tls / "server-ca.crt"),
+                    cert=(str(tls / "client-admin.crt"), str(tls / "client-admin.key")),
+                    timeout=2,
+                )
                 if r.status_code == 200:
                     return proc, kubeconfig
         time.sleep(0.2)
@@ -199,9 +233,17 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 def ns(kube: Kube) -> Iterator[str]:
     """A fresh namespace for one test, deleted after it."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))  # fmt: skip
-    wait_for("the default ServiceAccount", lambda: kube.kubectl("get", "sa", "default", "-n", name, check=False)
-             .returncode == 0, 30)  # fmt: skip
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        stdin=validated({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}),
+    )
+    wait_for(
+        "the default ServiceAccount",
+        lambda: kube.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        30,
+    )
     yield name
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)

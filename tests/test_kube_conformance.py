@@ -19,12 +19,23 @@ from tests.kube_fixtures import IMAGE, KUBECTL_132, MISSING, REAL, Kube, validat
 
 
 def deployment(ns: str, name: str, image: str = IMAGE, replicas: int = 1, **spec: Any) -> dict[str, Any]:
-    container: dict[str, Any] = {"name": "web", "image": image, "ports": [{"containerPort": 80, "name": "http"}],
-                                 "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1}}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}, **spec}}
+    container: dict[str, Any] = {
+        "name": "web",
+        "image": image,
+        "ports": [{"containerPort": 80, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+            **spec,
+        },
+    }
 
 
 def configmap(ns: str, name: str, **data: str) -> dict[str, Any]:
@@ -37,8 +48,17 @@ def configmap(ns: str, name: str, **data: str) -> dict[str, Any]:
 def test_kubectl_version_reports_the_server(kube: Kube) -> None:
     out = kube.json("version")
     server = out["serverVersion"]
-    assert set(server) >= {"major", "minor", "gitVersion", "gitCommit", "gitTreeState", "buildDate", "goVersion",
-                           "compiler", "platform"}
+    assert set(server) >= {
+        "major",
+        "minor",
+        "gitVersion",
+        "gitCommit",
+        "gitTreeState",
+        "buildDate",
+        "goVersion",
+        "compiler",
+        "platform",
+    }
     assert server["gitVersion"].startswith(f"v{server['major']}.{server['minor']}.")
     if not REAL:
         assert server["gitVersion"] == "v1.31.4+k3s1"
@@ -50,7 +70,8 @@ def test_plain_kubectl_132_applies_and_gets(kube: Kube, ns: str) -> None:
     body = validated(configmap(ns, "from-132", a="1"))
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=body, binary=KUBECTL_132)
     out = kube.kubectl("get", "configmap", "from-132", "-n", ns, binary=KUBECTL_132).stdout
-    assert out.split()[:3] == ["NAME", "DATA", "AGE"] and "from-132" in out
+    assert out.split()[:3] == ["NAME", "DATA", "AGE"]
+    assert "from-132" in out
 
 
 def test_get_nodes_shows_a_ready_node(kube: Kube) -> None:
@@ -59,7 +80,8 @@ def test_get_nodes_shows_a_ready_node(kube: Kube) -> None:
     assert any(" Ready " in f" {line} " for line in out[1:])
     nodes = kube.json("get", "nodes")["items"]
     ready = [c for c in nodes[0]["status"]["conditions"] if c["type"] == "Ready"]
-    assert ready and ready[0]["status"] == "True"
+    assert ready
+    assert ready[0]["status"] == "True"
     assert nodes[0]["status"]["capacity"]["cpu"]
 
 
@@ -68,10 +90,14 @@ def test_apply_server_side_twice_changes_nothing(kube: Kube, ns: str) -> None:
     first = kube.kubectl("apply", "--server-side", "-f", "-", stdin=body).stdout
     assert "serverside-applied" in first
     kube.kubectl("rollout", "status", "deployment/twice", "-n", ns, "--timeout=60s")  # status settles first
-    before = {o["kind"]: o["metadata"] for o in kube.json("get", "configmap/settings", "deployment/twice", "-n", ns)["items"]}
+    before = {
+        o["kind"]: o["metadata"] for o in kube.json("get", "configmap/settings", "deployment/twice", "-n", ns)["items"]
+    }
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=body)
-    after = {o["kind"]: o["metadata"] for o in kube.json("get", "configmap/settings", "deployment/twice", "-n", ns,
-                                                       "--show-managed-fields")["items"]}
+    after = {
+        o["kind"]: o["metadata"]
+        for o in kube.json("get", "configmap/settings", "deployment/twice", "-n", ns, "--show-managed-fields")["items"]
+    }
     for kind in ("ConfigMap", "Deployment"):
         assert after[kind]["resourceVersion"] == before[kind]["resourceVersion"], kind
     assert after["Deployment"]["generation"] == before["Deployment"]["generation"] == 1
@@ -84,7 +110,8 @@ def test_conflicting_manager_is_refused_then_forced(kube: Kube, ns: str) -> None
     other = validated(configmap(ns, "owned", key="two"))
     refused = kube.kubectl("apply", "--server-side", "--field-manager=intruder", "-f", "-", stdin=other, check=False)
     assert refused.returncode == 1
-    assert 'conflict with "kubectl"' in refused.stderr and ".data.key" in refused.stderr
+    assert 'conflict with "kubectl"' in refused.stderr
+    assert ".data.key" in refused.stderr
     assert kube.json("get", "configmap", "owned", "-n", ns)["data"]["key"] == "one"
     kube.kubectl("apply", "--server-side", "--field-manager=intruder", "--force-conflicts", "-f", "-", stdin=other)
     cm = kube.json("get", "configmap", "owned", "-n", ns, "--show-managed-fields")
@@ -110,16 +137,32 @@ def test_rollout_status_and_wait_follow_the_deployment(kube: Kube, ns: str) -> N
 
 
 def test_pvc_binds_when_a_pod_uses_it(kube: Kube, ns: str) -> None:
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns},
-           "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
+    }
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(pvc))
     rows = kube.kubectl("get", "pvc", "-n", ns).stdout.splitlines()
-    assert rows[0].split()[:2] == ["NAME", "STATUS"] and rows[1].split()[1] == "Pending"
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "writer", "namespace": ns},
-           "spec": {"containers": [{"name": "w", "image": IMAGE, "command": ["sh", "-c",
-                                    "echo written-by-the-pod > /data/proof.txt && sleep 3600"],
-                                    "volumeMounts": [{"name": "d", "mountPath": "/data"}]}],
-                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]}}
+    assert rows[0].split()[:2] == ["NAME", "STATUS"]
+    assert rows[1].split()[1] == "Pending"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "writer", "namespace": ns},
+        "spec": {
+            "containers": [
+                {
+                    "name": "w",
+                    "image": IMAGE,
+                    "command": ["sh", "-c", "echo written-by-the-pod > /data/proof.txt && sleep 3600"],
+                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+        },
+    }
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(pod))
     kube.kubectl("wait", "--for=condition=Ready", "pod/writer", "-n", ns, "--timeout=90s")
     bound = kube.json("get", "pvc", "data", "-n", ns)
@@ -152,18 +195,27 @@ def test_set_image_to_a_missing_image_shows_image_pull_backoff(kube: Kube, ns: s
     assert "ImagePullBackOff" in table or "ErrImagePull" in table
     stuck = kube.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=3s", check=False)
     assert stuck.returncode != 0
-    running = [p for p in kube.json("get", "pods", "-n", ns, "-l", "app=app")["items"]
-               if p["status"].get("phase") == "Running"]
+    running = [
+        p for p in kube.json("get", "pods", "-n", ns, "-l", "app=app")["items"] if p["status"].get("phase") == "Running"
+    ]
     assert running, "the old pod keeps serving during a stuck rollout"
 
 
 def test_delete_namespace_removes_it_and_its_objects(kube: Kube) -> None:
     name = "t-doomed"
-    kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, configmap(name, "inside", a="1")))
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "-f",
+        "-",
+        stdin=validated(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, configmap(name, "inside", a="1")
+        ),
+    )
     kube.kubectl("delete", "namespace", name, "--timeout=90s")
     gone = kube.kubectl("get", "namespace", name, check=False)
-    assert gone.returncode == 1 and "NotFound" in gone.stderr
+    assert gone.returncode == 1
+    assert "NotFound" in gone.stderr
 
 
 # ---------------------------------------------------------------- the kubernetes client
@@ -177,21 +229,27 @@ def test_typed_client_create_list_patch_read_status(kube: Kube, ns: str) -> None
     body = deployment(ns, "typed")
     validated(body)
     created = apps.create_namespaced_deployment(ns, body)
-    assert created.metadata.uid and created.metadata.generation == 1
+    assert created.metadata.uid
+    assert created.metadata.generation == 1
     names = [d.metadata.name for d in apps.list_namespaced_deployment(ns).items]
     assert names == ["typed"]
     patched = apps.patch_namespaced_deployment("typed", ns, {"spec": {"replicas": 2}})
     assert patched.metadata.generation == 2
-    status = wait_for("two available replicas", lambda: (
-        s := apps.read_namespaced_deployment_status("typed", ns)).status.available_replicas == 2 and s, 90)
+    status = wait_for(
+        "two available replicas",
+        lambda: (s := apps.read_namespaced_deployment_status("typed", ns)).status.available_replicas == 2 and s,
+        90,
+    )
     assert status.status.observed_generation == 2
     pods = core.list_namespaced_pod(ns, label_selector="app=typed").items
-    assert len(pods) == 2 and all(p.status.phase == "Running" for p in pods)
+    assert len(pods) == 2
+    assert all(p.status.phase == "Running" for p in pods)
     by_name = core.list_namespaced_pod(ns, field_selector=f"metadata.name={pods[0].metadata.name}").items
     assert [p.metadata.name for p in by_name] == [pods[0].metadata.name]
     assert client.VersionApi(api).get_code().git_version
     nodes = core.list_node().items
-    assert nodes and nodes[0].status.node_info.kubelet_version
+    assert nodes
+    assert nodes[0].status.node_info.kubelet_version
 
 
 def test_dynamic_client_server_side_apply(kube: Kube, ns: str, tmp_path: Any) -> None:
@@ -248,22 +306,27 @@ def test_errors_are_status_objects(kube: Kube, ns: str) -> None:
     with pytest.raises(ApiException) as missing:
         core.read_namespaced_config_map("nope", ns)
     status = json.loads(missing.value.body)
-    assert missing.value.status == 404 and status["kind"] == "Status" and status["reason"] == "NotFound"
+    assert missing.value.status == 404
+    assert status["kind"] == "Status"
+    assert status["reason"] == "NotFound"
     assert status["message"] == 'configmaps "nope" not found'
     with pytest.raises(ApiException) as bad:
         core.create_namespaced_config_map(ns, {"metadata": {"name": "Bad_Name"}, "data": {}})
     status = json.loads(bad.value.body)
-    assert bad.value.status == 422 and status["reason"] == "Invalid"
+    assert bad.value.status == 422
+    assert status["reason"] == "Invalid"
     assert status["details"]["causes"][0]["field"] == "metadata.name"
     core.create_namespaced_config_map(ns, validated_obj(configmap(ns, "once")))
     with pytest.raises(ApiException) as twice:
         core.create_namespaced_config_map(ns, configmap(ns, "once"))
-    assert twice.value.status == 409 and json.loads(twice.value.body)["reason"] == "AlreadyExists"
+    assert twice.value.status == 409
+    assert json.loads(twice.value.body)["reason"] == "AlreadyExists"
     stale = core.read_namespaced_config_map("once", ns)
     core.patch_namespaced_config_map("once", ns, {"data": {"x": "1"}})
     with pytest.raises(ApiException) as conflict:
         core.replace_namespaced_config_map("once", ns, stale)
-    assert conflict.value.status == 409 and json.loads(conflict.value.body)["reason"] == "Conflict"
+    assert conflict.value.status == 409
+    assert json.loads(conflict.value.body)["reason"] == "Conflict"
 
 
 def _raw(kube: Kube, path: str, token: str) -> tuple[int, dict[str, Any]]:
@@ -277,8 +340,9 @@ def _raw(kube: Kube, path: str, token: str) -> tuple[int, dict[str, Any]]:
 
         ca.write(base64.b64decode(cluster["certificate-authority-data"]))
     try:
-        r = requests.get(cluster["server"] + path, headers={"Authorization": f"Bearer {token}"}, verify=ca.name,
-                         timeout=10)
+        r = requests.get(
+            cluster["server"] + path, headers={"Authorization": f"Bearer {token}"}, verify=ca.name, timeout=10
+        )
     finally:
         os.unlink(ca.name)
     return r.status_code, r.json()
@@ -288,13 +352,20 @@ def test_bad_token_401_and_a_token_without_rights_403(kube: Kube, ns: str) -> No
     from kubernetes import client
 
     code, body = _raw(kube, f"/api/v1/namespaces/{ns}/pods", "not-a-token")
-    assert code == 401 and body["kind"] == "Status" and body["reason"] == "Unauthorized"
+    assert code == 401
+    assert body["kind"] == "Status"
+    assert body["reason"] == "Unauthorized"
     core = client.CoreV1Api(kube.api_client())
-    core.create_namespaced_service_account(ns, validated_obj(
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "norights", "namespace": ns}}))
+    core.create_namespaced_service_account(
+        ns,
+        validated_obj(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "norights", "namespace": ns}}
+        ),
+    )
     token = core.create_namespaced_service_account_token("norights", ns, {"spec": {"audiences": []}}).status.token
     code, body = _raw(kube, f"/api/v1/namespaces/{ns}/pods", token)
-    assert code == 403 and body["reason"] == "Forbidden"
+    assert code == 403
+    assert body["reason"] == "Forbidden"
     assert f'"system:serviceaccount:{ns}:norights" cannot list resource "pods"' in body["message"]
 
 
@@ -304,7 +375,8 @@ def test_table_output_of_kubectl_get(kube: Kube) -> None:
     names = {line.split()[0] for line in out[1:]}
     assert {"coredns", "local-path-provisioner", "metrics-server"} <= names
     sc = kube.kubectl("get", "storageclass").stdout
-    assert "local-path (default)" in sc and "WaitForFirstConsumer" in sc
+    assert "local-path (default)" in sc
+    assert "WaitForFirstConsumer" in sc
 
 
 def test_kubectl_is_found() -> None:

@@ -19,20 +19,43 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube_fixtures import ADDRESS, IMAGE, REAL, STANDIN_ONLY, Kube, start_standin, stop_standin, validated, wait_for
+from tests.kube_fixtures import (
+    ADDRESS,
+    IMAGE,
+    REAL,
+    STANDIN_ONLY,
+    Kube,
+    start_standin,
+    stop_standin,
+    validated,
+    wait_for,
+)
 
 OWN = "127.0.9.15"
 standin_only = pytest.mark.skipif(bool(REAL), reason=STANDIN_ONLY)
 
 
 def k3s(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "homelab_lib.lab.kube", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "homelab_lib.lab.kube", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        check=False,
+    )
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["kubectl", *args], input=stdin, capture_output=True, text=True, timeout=60, check=False,
-                          env={**os.environ, "KUBECONFIG": str(kubeconfig)})  # fmt: skip
+    return subprocess.run(
+        ["kubectl", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+    )
 
 
 @standin_only
@@ -54,19 +77,43 @@ def test_restart_keeps_every_object_and_resource_versions_increase(tmp_path: Pat
         assert cfg["clusters"][0]["name"] == cfg["users"][0]["name"] == cfg["contexts"][0]["name"] == "default"
         assert cfg["clusters"][0]["cluster"]["server"] == f"https://{OWN}:6443"
         assert (tmp_path / "server" / "token").read_text().strip().endswith("::server:s3cret")
-        body = validated({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}},
-                         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept", "namespace": "keep"},
-                          "data": {"a": "1"}})  # fmt: skip
+        body = validated(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "keep"}},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "kept", "namespace": "keep"},
+                "data": {"a": "1"},
+            },
+        )
         assert kubectl(kc, "apply", "--server-side", "-f", "-", stdin=body).returncode == 0
         before = json.loads(kubectl(kc, "get", "cm", "kept", "-n", "keep", "-o", "json").stdout)
         assert kubectl(kc, "get", "deploy", "traefik", "-n", "kube-system").returncode == 1  # disabled
         assert kubectl(kc, "get", "deploy", "coredns", "-n", "kube-system").returncode == 0
     finally:
         stop_standin(proc)
-    refused = subprocess.run([sys.executable, "-m", "homelab_lib.lab.kube", "server", "--data-dir", str(tmp_path),
-                              "--bind-address", OWN, "--token", "other", "--write-kubeconfig", str(kc),
-                              "--config", str(tmp_path / "config.yaml")],
-                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "homelab_lib.lab.kube",
+            "server",
+            "--data-dir",
+            str(tmp_path),
+            "--bind-address",
+            OWN,
+            "--token",
+            "other",
+            "--write-kubeconfig",
+            str(kc),
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert refused.returncode == 1
     assert "bootstrap data already found and encrypted with different token" in refused.stderr
     proc, kc = start_standin(tmp_path, OWN, "--disable", "traefik", "--token", "s3cret", runtime="none")
@@ -86,8 +133,14 @@ def test_restart_keeps_every_object_and_resource_versions_increase(tmp_path: Pat
 def test_without_an_engine_pods_stay_pending_saying_why(tmp_path: Path) -> None:
     proc, kc = start_standin(tmp_path, OWN, runtime="none")
     try:
-        pod = validated({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "idle", "namespace": "default"},
-                         "spec": {"containers": [{"name": "c", "image": IMAGE}]}})  # fmt: skip
+        pod = validated(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "idle", "namespace": "default"},
+                "spec": {"containers": [{"name": "c", "image": IMAGE}]},
+            }
+        )
         kubectl(kc, "apply", "--server-side", "-f", "-", stdin=pod)
 
         def waiting() -> str:
@@ -106,15 +159,28 @@ def test_without_an_engine_pods_stay_pending_saying_why(tmp_path: Path) -> None:
 
 def test_job_completes_and_a_failing_job_fails(kube: Kube, ns: str) -> None:
     def job(name: str, command: str, backoff: int) -> dict[str, Any]:
-        return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": ns},
-                "spec": {"backoffLimit": backoff, "template": {"spec": {"restartPolicy": "Never", "containers": [
-                    {"name": "j", "image": IMAGE, "command": ["sh", "-c", command]}]}}}}  # fmt: skip
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "backoffLimit": backoff,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "j", "image": IMAGE, "command": ["sh", "-c", command]}],
+                    }
+                },
+            },
+        }
 
-    kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(job("ok", "echo done", 0), job("bad", "exit 3", 1)))
+    kube.kubectl(
+        "apply", "--server-side", "-f", "-", stdin=validated(job("ok", "echo done", 0), job("bad", "exit 3", 1))
+    )
     kube.kubectl("wait", "--for=condition=Complete", "job/ok", "-n", ns, "--timeout=90s")
     kube.kubectl("wait", "--for=condition=Failed", "job/bad", "-n", ns, "--timeout=90s")
     bad = kube.json("get", "job", "bad", "-n", ns)
-    failed = [c for c in bad["status"]["conditions"] if c["type"] == "Failed"][0]
+    failed = next(c for c in bad["status"]["conditions"] if c["type"] == "Failed")
     assert failed["reason"] == "BackoffLimitExceeded"
     assert bad["status"]["failed"] == 2
     logs = kube.kubectl("logs", "job/ok", "-n", ns, check=False).stdout
@@ -124,22 +190,38 @@ def test_job_completes_and_a_failing_job_fails(kube: Kube, ns: str) -> None:
 @standin_only
 def test_helmchart_runs_its_install_job_and_again_on_a_values_change(kube: Kube, ns: str) -> None:
     def chart(name: str, values: str) -> dict[str, Any]:
-        return {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart", "metadata": {"name": name, "namespace": ns},
-                "spec": {"chart": name, "repo": "https://charts.example.org", "version": "1.0.0",
-                         "targetNamespace": ns, "valuesContent": values}}  # fmt: skip
+        return {
+            "apiVersion": "helm.cattle.io/v1",
+            "kind": "HelmChart",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "chart": name,
+                "repo": "https://charts.example.org",
+                "version": "1.0.0",
+                "targetNamespace": ns,
+                "valuesContent": values,
+            },
+        }
 
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all([chart("good", "a: 1\n")]))
     kube.kubectl("wait", "--for=condition=Complete", "job/helm-install-good", "-n", ns, "--timeout=90s")
     first = kube.json("get", "job", "helm-install-good", "-n", ns)["metadata"]["uid"]
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all([chart("good", "a: 2\n")]))
-    wait_for("a new install job", lambda: kube.json("get", "job", "helm-install-good", "-n", ns)["metadata"]["uid"] != first, 60)
+    wait_for(
+        "a new install job",
+        lambda: kube.json("get", "job", "helm-install-good", "-n", ns)["metadata"]["uid"] != first,
+        60,
+    )
     kube.kubectl("wait", "--for=condition=Complete", "job/helm-install-good", "-n", ns, "--timeout=90s")
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all([chart("broken-chart", "")]))
 
     def crashing() -> bool:
         pods = kube.json("get", "pods", "-n", ns, "-l", "helmcharts.helm.cattle.io/chart=broken-chart")["items"]
-        return any(cs.get("restartCount", 0) > 0 or "terminated" in (cs.get("lastState") or {})
-                   for p in pods for cs in p["status"].get("containerStatuses") or [])  # fmt: skip
+        return any(
+            cs.get("restartCount", 0) > 0 or "terminated" in (cs.get("lastState") or {})
+            for p in pods
+            for cs in p["status"].get("containerStatuses") or []
+        )
 
     wait_for("the broken chart's install to fail", crashing, 90)
     job = kube.json("get", "job", "helm-install-broken-chart", "-n", ns)
@@ -150,21 +232,52 @@ def test_helmchart_runs_its_install_job_and_again_on_a_values_change(kube: Kube,
 def test_ingress_routes_by_host_to_ready_pods(kube: Kube, ns: str) -> None:
     host = f"{ns}.lab.test"
     objs = [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "site", "namespace": ns},
-         "spec": {"selector": {"matchLabels": {"app": "site"}}, "template": {"metadata": {"labels": {"app": "site"}},
-                  "spec": {"containers": [{"name": "web", "image": IMAGE, "ports": [{"containerPort": 80}]}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "site", "namespace": ns},
-         "spec": {"selector": {"app": "site"}, "ports": [{"port": 8080, "targetPort": 80}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "site", "namespace": ns},
-         "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
-             "service": {"name": "site", "port": {"number": 8080}}}}]}}]}},
-    ]  # fmt: skip
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "site", "namespace": ns},
+            "spec": {
+                "selector": {"matchLabels": {"app": "site"}},
+                "template": {
+                    "metadata": {"labels": {"app": "site"}},
+                    "spec": {"containers": [{"name": "web", "image": IMAGE, "ports": [{"containerPort": 80}]}]},
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "site", "namespace": ns},
+            "spec": {"selector": {"app": "site"}, "ports": [{"port": 8080, "targetPort": 80}]},
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": "site", "namespace": ns},
+            "spec": {
+                "rules": [
+                    {
+                        "host": host,
+                        "http": {
+                            "paths": [
+                                {
+                                    "path": "/",
+                                    "pathType": "Prefix",
+                                    "backend": {"service": {"name": "site", "port": {"number": 8080}}},
+                                }
+                            ]
+                        },
+                    }
+                ]
+            },
+        },
+    ]
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(*objs))
     kube.kubectl("rollout", "status", "deployment/site", "-n", ns, "--timeout=60s")
 
     def fetch() -> str:
         req = urllib.request.Request(f"http://{ADDRESS}/index.html", headers={"Host": host})
-        with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - the lab's ingress
+        with urllib.request.urlopen(req, timeout=5) as r:
             return str(r.read().decode())
 
     assert wait_for("the ingress to answer", fetch, 30) == "hello\n"
@@ -174,13 +287,30 @@ def test_ingress_routes_by_host_to_ready_pods(kube: Kube, ns: str) -> None:
 
 
 def test_statefulset_has_ordinal_pods_with_their_claims(kube: Kube, ns: str) -> None:
-    sts = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db", "namespace": ns},
-           "spec": {"serviceName": "db", "replicas": 2, "selector": {"matchLabels": {"app": "db"}},
-                    "template": {"metadata": {"labels": {"app": "db"}},
-                                 "spec": {"containers": [{"name": "db", "image": IMAGE,
-                                                          "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
-                    "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
-                        "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}}]}}  # fmt: skip
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": ns},
+        "spec": {
+            "serviceName": "db",
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": {
+                "metadata": {"labels": {"app": "db"}},
+                "spec": {
+                    "containers": [
+                        {"name": "db", "image": IMAGE, "volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+                    ]
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}},
+                }
+            ],
+        },
+    }
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(sts))
     kube.kubectl("rollout", "status", "statefulset/db", "-n", ns, "--timeout=90s")
     pods = sorted(p["metadata"]["name"] for p in kube.json("get", "pods", "-n", ns, "-l", "app=db")["items"])
@@ -190,8 +320,12 @@ def test_statefulset_has_ordinal_pods_with_their_claims(kube: Kube, ns: str) -> 
 
 
 def test_crashing_container_goes_to_crash_loop_backoff(kube: Kube, ns: str) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "crash", "namespace": ns},
-           "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "exit 2"]}]}}  # fmt: skip
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "crash", "namespace": ns},
+        "spec": {"containers": [{"name": "c", "image": IMAGE, "command": ["sh", "-c", "exit 2"]}]},
+    }
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(pod))
 
     def reason() -> str:

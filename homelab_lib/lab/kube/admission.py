@@ -23,8 +23,12 @@ class Admission:
         cluster.admit.append(self)
 
     def __call__(self, kind: Kind, obj: Json, old: Json | None) -> None:
-        handler = {"Service": self._service, "Job": self._job, "PersistentVolumeClaim": self._pvc,
-                   "Pod": self._pod}.get(kind.kind)  # fmt: skip
+        handler = {
+            "Service": self._service,
+            "Job": self._job,
+            "PersistentVolumeClaim": self._pvc,
+            "Pod": self._pod,
+        }.get(kind.kind)
         if handler is not None:
             handler(kind, obj, old)
 
@@ -44,22 +48,30 @@ class Admission:
             else:
                 used = {(s.get("spec") or {}).get("clusterIP") for s in others}
                 net = ipaddress.ip_network(self.cfg.service_cidr, strict=False)
-                spec["clusterIP"] = next(str(ip) for i, ip in enumerate(net.hosts()) if i >= 1 and i + 1 not in (10,)
-                                         and str(ip) not in used)  # fmt: skip
+                spec["clusterIP"] = next(
+                    str(ip) for i, ip in enumerate(net.hosts()) if i >= 1 and i + 1 not in (10,) and str(ip) not in used
+                )
         if spec["clusterIP"] != "None":
             spec["clusterIPs"] = [spec["clusterIP"]]
         if spec.get("type") in ("NodePort", "LoadBalancer"):
             used_ports = {p.get("nodePort") for s in others for p in (s.get("spec") or {}).get("ports") or []}
-            before = {(p.get("port"), p.get("protocol")): p.get("nodePort")
-                      for p in ((old or {}).get("spec") or {}).get("ports") or []}  # fmt: skip
+            before = {
+                (p.get("port"), p.get("protocol")): p.get("nodePort")
+                for p in ((old or {}).get("spec") or {}).get("ports") or []
+            }
             for p in spec.get("ports") or []:
                 if p.get("nodePort") in used_ports:
-                    raise KubeStatus(422, "Invalid", f'Service "{obj["metadata"]["name"]}" is invalid: '
-                                     f"spec.ports[0].nodePort: Invalid value: {p['nodePort']}: provided port is "
-                                     "already allocated")  # fmt: skip
+                    raise KubeStatus(
+                        422,
+                        "Invalid",
+                        f'Service "{obj["metadata"]["name"]}" is invalid: '
+                        f"spec.ports[0].nodePort: Invalid value: {p['nodePort']}: provided port is "
+                        "already allocated",
+                    )
                 if not p.get("nodePort"):
                     p["nodePort"] = before.get((p.get("port"), p.get("protocol"))) or next(
-                        n for n in NODE_PORTS if n not in used_ports)
+                        n for n in NODE_PORTS if n not in used_ports
+                    )
                 used_ports.add(p["nodePort"])
         else:
             for p in spec.get("ports") or []:
@@ -70,8 +82,12 @@ class Admission:
         if old is not None or spec.get("manualSelector"):
             return
         uid, name = obj["metadata"]["uid"], obj["metadata"]["name"]
-        labels = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
-                  "controller-uid": uid, "job-name": name}  # fmt: skip
+        labels = {
+            "batch.kubernetes.io/controller-uid": uid,
+            "batch.kubernetes.io/job-name": name,
+            "controller-uid": uid,
+            "job-name": name,
+        }
         spec.setdefault("selector", {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}})
         tmeta = spec.setdefault("template", {}).setdefault("metadata", {})
         tmeta["labels"] = {**(tmeta.get("labels") or {}), **labels}
@@ -81,8 +97,15 @@ class Admission:
         if old is None and "storageClassName" not in spec:
             sc_kind = self.c.registry.by_gvk("storage.k8s.io/v1", "StorageClass")
             assert sc_kind is not None
-            default = next((sc for sc in self.c.list(sc_kind)[0] if (sc["metadata"].get("annotations") or {})
-                            .get("storageclass.kubernetes.io/is-default-class") == "true"), None)  # fmt: skip
+            default = next(
+                (
+                    sc
+                    for sc in self.c.list(sc_kind)[0]
+                    if (sc["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class")
+                    == "true"
+                ),
+                None,
+            )
             if default is not None:
                 spec["storageClassName"] = default["metadata"]["name"]
         if old is None:
@@ -120,7 +143,11 @@ def _pod_update_allowed(new: Json, old: Json) -> None:
     strip_old = [{k: v for k, v in c.items() if k != "image"} for c in b.get("containers") or []]
     a["containers"], b["containers"] = strip, strip_old
     if a != b:
-        raise KubeStatus(422, "Invalid", f'Pod "{new["metadata"]["name"]}" is invalid: spec: Forbidden: pod updates '
-                         "may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
-                         "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
-                         "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)")
+        raise KubeStatus(
+            422,
+            "Invalid",
+            f'Pod "{new["metadata"]["name"]}" is invalid: spec: Forbidden: pod updates '
+            "may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
+            "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
+            "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
+        )

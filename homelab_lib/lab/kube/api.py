@@ -102,8 +102,15 @@ class Api:
         ready: a callable telling whether the server is ready (for /readyz).
     """
 
-    def __init__(self, cluster: Cluster, authn: auth.Authenticator, version: discovery.Version, address: str,
-                 logs: Logs | None = None, ready: Callable[[], bool] = lambda: True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cluster: Cluster,
+        authn: auth.Authenticator,
+        version: discovery.Version,
+        address: str,
+        logs: Logs | None = None,
+        ready: Callable[[], bool] = lambda: True,
+    ) -> None:
         self.cluster = cluster
         self.authn = authn
         self.version = version
@@ -128,8 +135,9 @@ class Api:
         if path in ("/healthz", "/livez", "/readyz"):
             ok = path != "/readyz" or self.ready()
             if req.q("verbose") != "" or "verbose" in req.query:
-                text = "[+]ping ok\n[+]etcd ok\n[+]informer-sync ok\n" + (f"{path[1:]} check passed\n" if ok else
-                                                                           f"{path[1:]} check failed\n")  # fmt: skip
+                text = "[+]ping ok\n[+]etcd ok\n[+]informer-sync ok\n" + (
+                    f"{path[1:]} check passed\n" if ok else f"{path[1:]} check failed\n"
+                )
             else:
                 text = "ok" if ok else "[-]informer-sync failed: not synced\nreadyz check failed"
             return Response(200 if ok else 500, text.encode(), "text/plain; charset=utf-8")
@@ -193,9 +201,13 @@ class Api:
             raise _no_resource()
         name = rest[1] if len(rest) > 1 else ""
         sub = rest[2] if len(rest) > 2 else ""
-        if sub and not ((sub == "status" and kind.status) or (sub == "scale" and kind.scale)
-                        or (sub == "log" and kind.kind == "Pod") or (sub == "token" and kind.kind == "ServiceAccount")
-                        or (sub == "finalize" and kind.kind == "Namespace")):  # fmt: skip
+        if sub and not (
+            (sub == "status" and kind.status)
+            or (sub == "scale" and kind.scale)
+            or (sub == "log" and kind.kind == "Pod")
+            or (sub == "token" and kind.kind == "ServiceAccount")
+            or (sub == "finalize" and kind.kind == "Namespace")
+        ):
             raise _no_resource()
         return Target(kind, namespace, name, sub)
 
@@ -207,8 +219,12 @@ class Api:
             if t.name:
                 return "get"
             return "watch" if req.flag("watch") else "list"
-        return {"POST": "create", "PUT": "update", "PATCH": "patch",
-                "DELETE": "delete" if t.name else "deletecollection"}.get(m, "")  # fmt: skip
+        return {
+            "POST": "create",
+            "PUT": "update",
+            "PATCH": "patch",
+            "DELETE": "delete" if t.name else "deletecollection",
+        }.get(m, "")
 
     def _authorize(self, req: Request, t: Target, verb: str) -> None:
         assert req.user is not None
@@ -219,8 +235,12 @@ class Api:
         manager = req.q("fieldManager")
         if not manager and req.headers.get("content-type", "").split(";")[0] != "application/apply-patch+yaml":
             manager = req.headers.get("user-agent", "unknown").split("/")[0].strip() or "unknown"
-        validation = req.q("fieldValidation", "Strict" if req.method == "PATCH" and
-                           req.headers.get("content-type", "").startswith("application/apply-patch") else "Warn")
+        validation = req.q(
+            "fieldValidation",
+            "Strict"
+            if req.method == "PATCH" and req.headers.get("content-type", "").startswith("application/apply-patch")
+            else "Warn",
+        )
         if validation not in ("Ignore", "Warn", "Strict"):
             raise KubeStatus(400, "BadRequest", f"fieldValidation parameter unsupported: {validation}")
         return WriteOptions(manager, req.q("dryRun") == "All", validation, req.flag("force"))
@@ -228,7 +248,7 @@ class Api:
     def _resource(self, req: Request, t: Target) -> Response:
         verb = self._verb(req, t)
         if not verb:
-            raise KubeStatus(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+            raise KubeStatus(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
         if t.kind.kind == "ServiceAccount" and t.sub == "token":
             verb = "create"
         self._authorize(req, t, verb)
@@ -265,8 +285,11 @@ class Api:
                 current = _scale(c.get(k, t.namespace, t.name))
                 from homelab_lib.lab.kube import patch as patches
 
-                body = patches.merge_patch(current, json.loads(req.body or b"{}")) if ctype != "application/json-patch+json" \
+                body = (
+                    patches.merge_patch(current, json.loads(req.body or b"{}"))
+                    if ctype != "application/json-patch+json"
                     else patches.json_patch(current, json.loads(req.body or b"[]"))
+                )
                 return self._set_scale(t, body, opts)
             existed = c.find(k, t.namespace, t.name) is not None
             obj = c.patch(k, t.namespace, t.name, ctype, req.body, opts, t.sub if t.sub == "status" else "")
@@ -283,8 +306,12 @@ class Api:
 
     def _one(self, req: Request, code: int, kind: Kind, obj: Json) -> Response:
         if req.wants_table:
-            return _json(code, tables.table(kind, [obj], obj["metadata"].get("resourceVersion", ""),
-                                            req.q("includeObject", "Metadata")))  # fmt: skip
+            return _json(
+                code,
+                tables.table(
+                    kind, [obj], obj["metadata"].get("resourceVersion", ""), req.q("includeObject", "Metadata")
+                ),
+            )
         return _json(code, obj)
 
     def _matches(self, req: Request, t: Target) -> list[Match]:
@@ -299,8 +326,15 @@ class Api:
         items, rv = self.cluster.list(t.kind, t.namespace or None, *self._matches(req, t))
         if req.wants_table:
             return _json(200, tables.table(t.kind, items, rv, req.q("includeObject", "Metadata")))
-        return _json(200, {"kind": f"{t.kind.kind}List", "apiVersion": t.kind.api_version,
-                           "metadata": {"resourceVersion": str(rv)}, "items": items})  # fmt: skip
+        return _json(
+            200,
+            {
+                "kind": f"{t.kind.kind}List",
+                "apiVersion": t.kind.api_version,
+                "metadata": {"resourceVersion": str(rv)},
+                "items": items,
+            },
+        )
 
     def _delete(self, req: Request, t: Target) -> Response:
         opts: Json = {}
@@ -311,14 +345,31 @@ class Api:
                 raise KubeStatus(400, "BadRequest", "the body of the request was in an unknown format") from None
         grace = req.q("gracePeriodSeconds") or opts.get("gracePeriodSeconds")
         dry = req.q("dryRun") == "All" or "All" in (opts.get("dryRun") or [])
-        obj, gone = self.cluster.delete(t.kind, t.namespace, t.name, dry_run=dry,
-                                        grace=int(grace) if grace not in (None, "") else None,
-                                        preconditions=opts.get("preconditions"))  # fmt: skip
+        obj, gone = self.cluster.delete(
+            t.kind,
+            t.namespace,
+            t.name,
+            dry_run=dry,
+            grace=int(grace) if grace not in (None, "") else None,
+            preconditions=opts.get("preconditions"),
+        )
         if gone and t.kind.kind != "Pod":
             meta = obj["metadata"]
-            return _json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                               "details": {"name": meta["name"], "group": t.kind.group, "kind": t.kind.plural,
-                                           "uid": meta.get("uid")}})  # fmt: skip
+            return _json(
+                200,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Success",
+                    "details": {
+                        "name": meta["name"],
+                        "group": t.kind.group,
+                        "kind": t.kind.plural,
+                        "uid": meta.get("uid"),
+                    },
+                },
+            )
         return _json(200, obj)
 
     def _delete_collection(self, req: Request, t: Target) -> Response:
@@ -330,8 +381,12 @@ class Api:
     def _set_scale(self, t: Target, body: Any, opts: WriteOptions) -> Response:
         replicas = ((body or {}).get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or replicas < 0:
-            raise KubeStatus(422, "Invalid", f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Invalid value: '
-                             f"{replicas}: must be greater than or equal to 0")  # fmt: skip
+            raise KubeStatus(
+                422,
+                "Invalid",
+                f'Scale.autoscaling "{t.name}" is invalid: spec.replicas: Invalid value: '
+                f"{replicas}: must be greater than or equal to 0",
+            )
         with self.cluster.store.lock:
             obj = copy.deepcopy(self.cluster.get(t.kind, t.namespace, t.name))
             obj["spec"]["replicas"] = replicas
@@ -347,21 +402,33 @@ class Api:
         audiences = list(spec.get("audiences") or ["https://kubernetes.default.svc.cluster.local", "k3s"])
         token, exp = self.authn.issue(t.namespace, sa, seconds, audiences)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(exp))
-        return _json(201, {"kind": "TokenRequest", "apiVersion": "authentication.k8s.io/v1",
-                           "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": now()},
-                           "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": None},
-                           "status": {"token": token, "expirationTimestamp": stamp}})  # fmt: skip
+        return _json(
+            201,
+            {
+                "kind": "TokenRequest",
+                "apiVersion": "authentication.k8s.io/v1",
+                "metadata": {"name": t.name, "namespace": t.namespace, "creationTimestamp": now()},
+                "spec": {"audiences": audiences, "expirationSeconds": seconds, "boundObjectRef": None},
+                "status": {"token": token, "expirationTimestamp": stamp},
+            },
+        )
 
     def _log(self, req: Request, t: Target) -> Response:
         pod = self.cluster.get(t.kind, t.namespace, t.name)
         containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
         container = req.q("container") or (containers[0] if len(containers) == 1 else "")
         if not container:
-            raise KubeStatus(400, "BadRequest", f"a container name must be specified for pod {t.name}, choose one of: "
-                             f"[{' '.join(containers)}]")  # fmt: skip
+            raise KubeStatus(
+                400,
+                "BadRequest",
+                f"a container name must be specified for pod {t.name}, choose one of: [{' '.join(containers)}]",
+            )
         if self.logs is None:
-            raise KubeStatus(400, "BadRequest", f'container "{container}" in pod "{t.name}" is waiting to start: '
-                             "no container runtime")  # fmt: skip
+            raise KubeStatus(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{t.name}" is waiting to start: no container runtime',
+            )
         tail = req.q("tailLines")
         return Response(200, self.logs.logs(pod, container, int(tail) if tail else None), "text/plain")
 
@@ -395,8 +462,9 @@ class Api:
             def wrap(obj: Json) -> Json:
                 if not table:
                     return obj
-                out = tables.table(t.kind, [obj], obj["metadata"].get("resourceVersion", ""),
-                                   req.q("includeObject", "Metadata"))  # fmt: skip
+                out = tables.table(
+                    t.kind, [obj], obj["metadata"].get("resourceVersion", ""), req.q("includeObject", "Metadata")
+                )
                 if not first[0]:
                     out["columnDefinitions"] = []
                 first[0] = False
@@ -477,9 +545,15 @@ def _body(req: Request) -> Json:
 def _scale(obj: Json) -> Json:
     meta = obj["metadata"]
     selector = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return {"kind": "Scale", "apiVersion": "autoscaling/v1",
-            "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-                         if k in meta},
-            "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
-            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                       "selector": ",".join(f"{k}={v}" for k, v in selector.items())}}  # fmt: skip
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp") if k in meta
+        },
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in selector.items()),
+        },
+    }

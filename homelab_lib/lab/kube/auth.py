@@ -76,10 +76,17 @@ class Authenticator:
     def issue(self, namespace: str, sa: Json, seconds: int, audiences: list[str]) -> tuple[str, int]:
         """A signed token for a ServiceAccount; (token, expiry unix time)."""
         exp = int(time.time()) + seconds
-        claims = {"iss": self.issuer, "aud": audiences, "exp": exp, "iat": int(time.time()),
-                  "sub": f"system:serviceaccount:{namespace}:{sa['metadata']['name']}",
-                  "kubernetes.io": {"namespace": namespace, "serviceaccount": {
-                      "name": sa["metadata"]["name"], "uid": sa["metadata"]["uid"]}}}  # fmt: skip
+        claims = {
+            "iss": self.issuer,
+            "aud": audiences,
+            "exp": exp,
+            "iat": int(time.time()),
+            "sub": f"system:serviceaccount:{namespace}:{sa['metadata']['name']}",
+            "kubernetes.io": {
+                "namespace": namespace,
+                "serviceaccount": {"name": sa["metadata"]["name"], "uid": sa["metadata"]["uid"]},
+            },
+        }
         head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self.key, f"{head}.{body}".encode(), hashlib.sha256).digest())
@@ -145,14 +152,17 @@ def _subject_is(subject: Json, user: User, namespace: str) -> bool:
     return False
 
 
-def allowed(cluster: Cluster, user: User, verb: str, group: str, resource: str, namespace: str, name: str,
-            sub: str = "") -> bool:  # fmt: skip
+def allowed(
+    cluster: Cluster, user: User, verb: str, group: str, resource: str, namespace: str, name: str, sub: str = ""
+) -> bool:
     """RBAC: may user do verb on group/resource[/sub] (name) in namespace?"""
     if user.is_admin:
         return True
     reg = cluster.registry
-    kinds = {k: reg.by_gvk("rbac.authorization.k8s.io/v1", k) for k in ("ClusterRoleBinding", "ClusterRole",
-                                                                         "RoleBinding", "Role")}  # fmt: skip
+    kinds = {
+        k: reg.by_gvk("rbac.authorization.k8s.io/v1", k)
+        for k in ("ClusterRoleBinding", "ClusterRole", "RoleBinding", "Role")
+    }
     if any(v is None for v in kinds.values()):
         return False
 
@@ -163,7 +173,8 @@ def allowed(cluster: Cluster, user: User, verb: str, group: str, resource: str, 
         return list((role or {}).get("rules") or [])
 
     crb_kind, rb_kind = kinds["ClusterRoleBinding"], kinds["RoleBinding"]
-    assert crb_kind is not None and rb_kind is not None
+    assert crb_kind is not None
+    assert rb_kind is not None
     bindings = [(b, "") for b in cluster.list(crb_kind)[0]]
     if namespace:
         bindings += [(b, namespace) for b in cluster.list(rb_kind, namespace)[0]]
@@ -180,8 +191,9 @@ def forbidden(user: User, verb: str, group: str, resource: str, namespace: str, 
     shown = f"{resource}.{group}" if group else resource
     subject = f'{shown} "{name}"' if name else shown
     scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-    message = (f'{subject} is forbidden: User "{user.name}" cannot {verb} resource "{res}" in API group "{group}" '
-               f"{scope}")  # fmt: skip
+    message = (
+        f'{subject} is forbidden: User "{user.name}" cannot {verb} resource "{res}" in API group "{group}" {scope}'
+    )
     details: Json = {"group": group, "kind": resource}
     if name:
         details["name"] = name

@@ -1,9 +1,9 @@
 """The stand-in's PKI, laid out as K3s lays it out under ``<data-dir>/server/tls``.
 
-    server-ca.crt/.key          signs the serving certificate (the kubeconfig's certificate-authority-data)
-    client-ca.crt/.key          signs client certificates (the kubeconfig's admin credential)
-    serving-kube-apiserver.crt/.key   the API's certificate: IP SANs for the addresses, DNS SANs for the names
-    client-admin.crt/.key       CN=system:admin, O=system:masters
+server-ca.crt/.key          signs the serving certificate (the kubeconfig's certificate-authority-data)
+client-ca.crt/.key          signs client certificates (the kubeconfig's admin credential)
+serving-kube-apiserver.crt/.key   the API's certificate: IP SANs for the addresses, DNS SANs for the names
+client-admin.crt/.key       CN=system:admin, O=system:masters
 """
 
 from __future__ import annotations
@@ -29,14 +29,23 @@ def _write_private(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: Key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _usage(*, ca: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=not ca,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-                         encipher_only=False, decipher_only=False)  # fmt: skip
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=not ca,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def ensure_ca(folder: Path, name: str, common_name: str) -> tuple[Key, x509.Certificate]:
@@ -51,33 +60,45 @@ def ensure_ca(folder: Path, name: str, common_name: str) -> tuple[Key, x509.Cert
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name}@{int(now.timestamp())}")])
     cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=3650))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
-    )  # fmt: skip
+    )
     _write_private(key_file, _key_pem(key))
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key, cert
 
 
-def _leaf(ca: tuple[Key, x509.Certificate], subject: x509.Name, usage: ExtendedKeyUsageOID | object,
-          sans: list[x509.GeneralName]) -> tuple[Key, x509.Certificate]:  # fmt: skip
+def _leaf(
+    ca: tuple[Key, x509.Certificate],
+    subject: x509.Name,
+    usage: ExtendedKeyUsageOID | object,
+    sans: list[x509.GeneralName],
+) -> tuple[Key, x509.Certificate]:
     ca_key, ca_cert = ca
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
     builder = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=365))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)  # type: ignore[list-item]
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-    )  # fmt: skip
+    )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return key, builder.sign(ca_key, hashes.SHA256())
@@ -114,15 +135,31 @@ def ensure(folder: Path, sans: list[str]) -> None:
     server_ca = ensure_ca(folder, "server-ca", "k3s-server-ca")
     client_ca = ensure_ca(folder, "client-ca", "k3s-client-ca")
     serving = folder / "serving-kube-apiserver.crt"
-    wanted = [*sans, "127.0.0.1", "::1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-              "kubernetes.default.svc.cluster.local"]  # fmt: skip
+    wanted = [
+        *sans,
+        "127.0.0.1",
+        "::1",
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ]
     if _current_sans(serving) != {str(ipaddress.ip_address(s)) if _is_ip(s) else s for s in wanted}:
-        key, cert = _leaf(server_ca, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
-                          ExtendedKeyUsageOID.SERVER_AUTH, _sans(wanted))  # fmt: skip
+        key, cert = _leaf(
+            server_ca,
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            _sans(wanted),
+        )
         _save(folder, "serving-kube-apiserver", key, cert, server_ca[1])
     if not (folder / "client-admin.crt").exists():
-        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                             x509.NameAttribute(NameOID.COMMON_NAME, "system:admin")])  # fmt: skip
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                x509.NameAttribute(NameOID.COMMON_NAME, "system:admin"),
+            ]
+        )
         key, cert = _leaf(client_ca, subject, ExtendedKeyUsageOID.CLIENT_AUTH, [])
         _save(folder, "client-admin", key, cert, client_ca[1])
 

@@ -19,16 +19,64 @@ from homelab_lib.errors import HomelabError, KubeStandinError
 from homelab_lib.lab.kube.config import DEFAULT_CONFIG, DEFAULT_KUBECONFIG, Config
 from homelab_lib.lab.kube.discovery import Version
 
-LISTS = ("tls-san", "disable", "node-label", "node-taint", "lab-broken-charts", "kube-apiserver-arg", "kubelet-arg",
-         "kube-controller-manager-arg", "kube-scheduler-arg", "kube-proxy-arg", "node-external-ip")  # fmt: skip
-SCALARS = ("data-dir", "bind-address", "advertise-address", "node-ip", "https-listen-port", "node-name",
-           "cluster-cidr", "service-cidr", "token", "token-file", "write-kubeconfig", "write-kubeconfig-mode",
-           "lab-node-cpu", "lab-node-memory", "lab-runtime", "lab-ingress-ports", "cluster-dns", "cluster-domain",
-           "flannel-backend", "default-local-storage-path", "system-default-registry", "egress-selector-mode",
-           "selinux", "secrets-encryption", "cluster-init", "disable-network-policy", "disable-helm-controller",
-           "protect-kernel-defaults", "debug", "agent-token", "server", "prefer-bundled-bin", "write-kubeconfig-group")
-FLAGS = ("selinux", "secrets-encryption", "cluster-init", "disable-network-policy", "disable-helm-controller",
-         "protect-kernel-defaults", "debug", "prefer-bundled-bin")  # fmt: skip
+LISTS = (
+    "tls-san",
+    "disable",
+    "node-label",
+    "node-taint",
+    "lab-broken-charts",
+    "kube-apiserver-arg",
+    "kubelet-arg",
+    "kube-controller-manager-arg",
+    "kube-scheduler-arg",
+    "kube-proxy-arg",
+    "node-external-ip",
+)
+SCALARS = (
+    "data-dir",
+    "bind-address",
+    "advertise-address",
+    "node-ip",
+    "https-listen-port",
+    "node-name",
+    "cluster-cidr",
+    "service-cidr",
+    "token",
+    "token-file",
+    "write-kubeconfig",
+    "write-kubeconfig-mode",
+    "lab-node-cpu",
+    "lab-node-memory",
+    "lab-runtime",
+    "lab-ingress-ports",
+    "cluster-dns",
+    "cluster-domain",
+    "flannel-backend",
+    "default-local-storage-path",
+    "system-default-registry",
+    "egress-selector-mode",
+    "selinux",
+    "secrets-encryption",
+    "cluster-init",
+    "disable-network-policy",
+    "disable-helm-controller",
+    "protect-kernel-defaults",
+    "debug",
+    "agent-token",
+    "server",
+    "prefer-bundled-bin",
+    "write-kubeconfig-group",
+)
+FLAGS = (
+    "selinux",
+    "secrets-encryption",
+    "cluster-init",
+    "disable-network-policy",
+    "disable-helm-controller",
+    "protect-kernel-defaults",
+    "debug",
+    "prefer-bundled-bin",
+)
 SHORT = {"-c": "--config", "-d": "--data-dir", "-o": "--write-kubeconfig", "-t": "--token", "-v": "--v"}
 
 
@@ -77,8 +125,11 @@ def _config_file(path: Path, explicit: bool) -> dict[str, Any]:
             append = key.endswith("+")
             key = key.rstrip("+")
             if key not in LISTS and key not in SCALARS:
-                raise KubeStandinError(f"unknown key {key!r} in {f}", where=str(f),
-                                       hint="keys are k3s server flag names without the leading dashes")  # fmt: skip
+                raise KubeStandinError(
+                    f"unknown key {key!r} in {f}",
+                    where=str(f),
+                    hint="keys are k3s server flag names without the leading dashes",
+                )
             if key in LISTS:
                 merged[key] = (merged.get(key, []) if append else []) + _split(value)
             else:
@@ -92,8 +143,9 @@ def config_from(argv: Sequence[str]) -> Config:
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:
-        raise KubeStandinError("Incorrect Usage: " + " ".join(argv), where="k3s server",
-                               hint="see `k3s server --help`") from e  # fmt: skip
+        raise KubeStandinError(
+            "Incorrect Usage: " + " ".join(argv), where="k3s server", hint="see `k3s server --help`"
+        ) from e
     path = Path(args.config or os.environ.get("K3S_CONFIG_FILE") or DEFAULT_CONFIG)
     values = _config_file(path, explicit=args.config is not None)
     for name in LISTS:
@@ -121,13 +173,20 @@ def config_from(argv: Sequence[str]) -> Config:
         "runtime": str(values.get("lab-runtime") or env.get("HOMELAB_K3S_RUNTIME") or "docker"),
         "node_cpu": str(values.get("lab-node-cpu") or env.get("HOMELAB_K3S_NODE_CPU") or "2"),
         "node_memory": str(values.get("lab-node-memory") or env.get("HOMELAB_K3S_NODE_MEMORY") or "4Gi"),
-        "write_kubeconfig": Path(str(values.get("write-kubeconfig") or env.get("K3S_KUBECONFIG_OUTPUT")
-                                     or DEFAULT_KUBECONFIG)),  # fmt: skip
+        "write_kubeconfig": Path(
+            str(values.get("write-kubeconfig") or env.get("K3S_KUBECONFIG_OUTPUT") or DEFAULT_KUBECONFIG)
+        ),
         "write_kubeconfig_mode": str(values.get("write-kubeconfig-mode") or env.get("K3S_KUBECONFIG_MODE") or ""),
     }
-    for key, attr in (("data-dir", "data_dir"), ("bind-address", "bind_address"),
-                      ("advertise-address", "advertise_address"), ("node-ip", "node_ip"), ("node-name", "node_name"),
-                      ("cluster-cidr", "cluster_cidr"), ("service-cidr", "service_cidr")):  # fmt: skip
+    for key, attr in (
+        ("data-dir", "data_dir"),
+        ("bind-address", "bind_address"),
+        ("advertise-address", "advertise_address"),
+        ("node-ip", "node_ip"),
+        ("node-name", "node_name"),
+        ("cluster-cidr", "cluster_cidr"),
+        ("service-cidr", "service_cidr"),
+    ):
         if values.get(key) not in (None, ""):
             kw[attr] = Path(str(values[key])) if attr == "data_dir" else str(values[key])
     if values.get("node-name") in (None, "") and env.get("K3S_NODE_NAME"):
@@ -168,8 +227,10 @@ def serve(cfg: Config, stop: threading.Event | None = None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print("usage: k3s [--version] <server|kubectl> [flags]\n  server   run the K3s server (the lab's stand-in)\n"
-              "  kubectl  run kubectl against this server's kubeconfig")  # fmt: skip
+        print(
+            "usage: k3s [--version] <server|kubectl> [flags]\n  server   run the K3s server (the lab's stand-in)\n"
+            "  kubectl  run kubectl against this server's kubeconfig"
+        )
         return 0
     if args[0] in ("--version", "-v", "version"):
         sys.stdout.write(Version(os.environ.get("HOMELAB_K3S_VERSION") or Config().version).cli())

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+List = list
+
 import yaml
 
 from homelab_lib.errors import KubeStatus
@@ -44,14 +46,19 @@ def what(kind: Kind) -> str:
 
 
 def not_found(kind: Kind, name: str) -> KubeStatus:
-    return KubeStatus(404, "NotFound", f'{what(kind)} "{name}" not found',
-                      {"name": name, "group": kind.group, "kind": kind.plural})  # fmt: skip
+    return KubeStatus(
+        404, "NotFound", f'{what(kind)} "{name}" not found', {"name": name, "group": kind.group, "kind": kind.plural}
+    )
 
 
 def stale(kind: Kind, name: str) -> KubeStatus:
-    return KubeStatus(409, "Conflict", f'Operation cannot be fulfilled on {what(kind)} "{name}": the object has been '
-                      "modified; please apply your changes to the latest version and try again",
-                      {"name": name, "group": kind.group, "kind": kind.plural})  # fmt: skip
+    return KubeStatus(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {what(kind)} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        {"name": name, "group": kind.group, "kind": kind.plural},
+    )
 
 
 @dataclass
@@ -111,7 +118,9 @@ class Cluster:
     def kind(self, api_version: str, kind: str) -> Kind:
         found = self.registry.by_gvk(api_version, kind)
         if found is None:
-            raise KubeStatus(404, "NotFound", f'the server could not find the requested resource ({kind} {api_version})')
+            raise KubeStatus(
+                404, "NotFound", f"the server could not find the requested resource ({kind} {api_version})"
+            )
         return found
 
     # ------------------------------------------------------------ writes
@@ -121,14 +130,27 @@ class Cluster:
             return
         ns = self.store.get("/namespaces", "", namespace)
         if ns is None:
-            raise KubeStatus(404, "NotFound", f'namespaces "{namespace}" not found',
-                             {"name": namespace, "kind": "namespaces"})  # fmt: skip
+            raise KubeStatus(
+                404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace, "kind": "namespaces"}
+            )
         if (ns.get("metadata") or {}).get("deletionTimestamp"):
-            raise KubeStatus(403, "Forbidden", f"{what(kind)} is forbidden: unable to create new content in namespace "
-                             f"{namespace} because it is being terminated",
-                             {"kind": kind.plural, "group": kind.group,
-                              "causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace",
-                                          "message": f"namespace {namespace} is being terminated"}]})  # fmt: skip
+            raise KubeStatus(
+                403,
+                "Forbidden",
+                f"{what(kind)} is forbidden: unable to create new content in namespace "
+                f"{namespace} because it is being terminated",
+                {
+                    "kind": kind.plural,
+                    "group": kind.group,
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "field": "metadata.namespace",
+                            "message": f"namespace {namespace} is being terminated",
+                        }
+                    ],
+                },
+            )
 
     def _identity(self, kind: Kind, namespace: str, body: Json, name: str | None) -> Json:
         if not isinstance(body, dict):
@@ -138,18 +160,28 @@ class Cluster:
         if not isinstance(meta, dict):
             raise KubeStatus(400, "BadRequest", "metadata must be an object")
         if obj.get("kind") not in (None, "", kind.kind) or obj.get("apiVersion") not in (None, "", kind.api_version):
-            raise KubeStatus(400, "BadRequest", f"the API version in the data ({obj.get('apiVersion')}) does not match "
-                             f"the expected API version ({kind.api_version})")  # fmt: skip
+            raise KubeStatus(
+                400,
+                "BadRequest",
+                f"the API version in the data ({obj.get('apiVersion')}) does not match "
+                f"the expected API version ({kind.api_version})",
+            )
         obj["apiVersion"], obj["kind"] = kind.api_version, kind.kind
         if name is not None and meta.get("name") not in (None, name):
-            raise KubeStatus(400, "BadRequest", f"the name of the object ({meta.get('name')}) does not match the name "
-                             f"on the URL ({name})")  # fmt: skip
+            raise KubeStatus(
+                400,
+                "BadRequest",
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})",
+            )
         if name is not None:
             meta["name"] = name
         if kind.namespaced:
             if meta.get("namespace") not in (None, "", namespace):
-                raise KubeStatus(400, "BadRequest", "the namespace of the provided object does not match the "
-                                 "namespace sent on the request")  # fmt: skip
+                raise KubeStatus(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             meta["namespace"] = namespace
         else:
             meta.pop("namespace", None)
@@ -161,15 +193,30 @@ class Cluster:
             obj = validation.strip_unknown(obj, schema.kind_schema(kind))
         return obj
 
-    def create(self, kind: Kind, namespace: str, body: Json, opts: WriteOptions, *, keep_status: bool = False,
-               managed_fields: list[Json] | None = None) -> Json:  # fmt: skip
+    def create(
+        self,
+        kind: Kind,
+        namespace: str,
+        body: Json,
+        opts: WriteOptions,
+        *,
+        keep_status: bool = False,
+        managed_fields: List[Json] | None = None,
+    ) -> Json:
         """POST: a new object (409 AlreadyExists when the name is taken)."""
         obj = self._prepare(kind, self._identity(kind, namespace, body, None), opts)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = f"{meta['generateName']}{random_suffix()}"
-        for k in ("uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "generation", "managedFields",
-                  "selfLink"):  # fmt: skip
+        for k in (
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "generation",
+            "managedFields",
+            "selfLink",
+        ):
             meta.pop(k, None)
         if managed_fields is not None:
             meta["managedFields"] = managed_fields
@@ -183,8 +230,12 @@ class Cluster:
             validation.validate(kind, obj, None)
             self._check_namespace(kind, namespace)
             if self.find(kind, namespace, meta["name"]) is not None:
-                raise KubeStatus(409, "AlreadyExists", f'{what(kind)} "{meta["name"]}" already exists',
-                                 {"name": meta["name"], "group": kind.group, "kind": kind.plural})  # fmt: skip
+                raise KubeStatus(
+                    409,
+                    "AlreadyExists",
+                    f'{what(kind)} "{meta["name"]}" already exists',
+                    {"name": meta["name"], "group": kind.group, "kind": kind.plural},
+                )
             meta["creationTimestamp"] = now()
             if kind.generation:
                 meta["generation"] = 1
@@ -219,15 +270,23 @@ class Cluster:
             self.registry.set_crd(obj["metadata"]["name"], None)
             self.on_crd()
 
-    def _finish(self, kind: Kind, old: Json, new: Json, opts: WriteOptions, subresource: str,
-                managed: bool = False) -> Json:  # fmt: skip
+    def _finish(
+        self, kind: Kind, old: Json, new: Json, opts: WriteOptions, subresource: str, managed: bool = False
+    ) -> Json:
         """Carry identity and the other half (spec or status) over from old; defaults, validation, generation."""
         meta, old_meta = new.setdefault("metadata", {}), old["metadata"]
         rv = meta.get("resourceVersion")
         if rv not in (None, "") and str(rv) != str(old_meta.get("resourceVersion")):
             raise stale(kind, old_meta["name"])
-        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "name",
-                  "namespace"):  # fmt: skip
+        for k in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "name",
+            "namespace",
+        ):
             if k in old_meta:
                 meta[k] = old_meta[k]
             else:
@@ -257,7 +316,9 @@ class Cluster:
                 fields.record_update(old, new, schema.kind_schema(kind), opts.manager, subresource)
         return new
 
-    def update(self, kind: Kind, namespace: str, name: str, body: Json, opts: WriteOptions, subresource: str = "") -> Json:
+    def update(
+        self, kind: Kind, namespace: str, name: str, body: Json, opts: WriteOptions, subresource: str = ""
+    ) -> Json:
         """PUT: replace an object (409 Conflict when body's resourceVersion is not the current one)."""
         obj = self._prepare(kind, self._identity(kind, namespace, body, name), opts)
         with self.store.lock:
@@ -265,8 +326,16 @@ class Cluster:
             new = self._finish(kind, old, obj, opts, subresource)
             return self._store(kind, new, old, opts.dry_run)
 
-    def patch(self, kind: Kind, namespace: str, name: str, content_type: str, raw: bytes, opts: WriteOptions,
-              subresource: str = "") -> Json:  # fmt: skip
+    def patch(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        opts: WriteOptions,
+        subresource: str = "",
+    ) -> Json:
         """PATCH: merge, strategic merge, JSON patch, or server-side apply (which creates when absent)."""
         body = _parse(raw, content_type)
         with self.store.lock:
@@ -280,14 +349,22 @@ class Cluster:
                 new = patch.merge_patch(base, body)
             elif content_type == "application/strategic-merge-patch+json":
                 if kind.crd is not None:
-                    raise KubeStatus(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                     "accepted media types include: application/json-patch+json, "
-                                     "application/merge-patch+json, application/apply-patch+yaml")  # fmt: skip
+                    raise KubeStatus(
+                        415,
+                        "UnsupportedMediaType",
+                        "the body of the request was in an unknown format - "
+                        "accepted media types include: application/json-patch+json, "
+                        "application/merge-patch+json, application/apply-patch+yaml",
+                    )
                 new = patch.strategic_merge(base, body, schema.kind_schema(kind))
             else:
-                raise KubeStatus(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                                 f"accepted media types include: application/json-patch+json, application/merge-patch+json, "
-                                 f"application/apply-patch+yaml, application/strategic-merge-patch+json")  # fmt: skip
+                raise KubeStatus(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - "
+                    "accepted media types include: application/json-patch+json, application/merge-patch+json, "
+                    "application/apply-patch+yaml, application/strategic-merge-patch+json",
+                )
             if not isinstance(new, dict):
                 raise KubeStatus(400, "BadRequest", "the patch did not produce an object")
             new = self._prepare(kind, self._identity(kind, namespace, new, name), opts)
@@ -300,8 +377,11 @@ class Cluster:
         if not isinstance(body, dict):
             raise KubeStatus(400, "BadRequest", "the apply configuration must be an object")
         if not opts.manager:
-            raise KubeStatus(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: "
-                             "is required for apply patch")  # fmt: skip
+            raise KubeStatus(
+                400,
+                "BadRequest",
+                'PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch',
+            )
         for k in ("apiVersion", "kind"):
             if not body.get(k):
                 raise KubeStatus(400, "BadRequest", f"invalid object type: {k} not set")
@@ -314,8 +394,13 @@ class Cluster:
             merged = fields.apply(None, applied, root, opts.manager, opts.force)
             meta = merged["metadata"]
             meta.update({k: v for k, v in applied["metadata"].items() if k not in meta})
-            return self.create(kind, namespace, merged, WriteOptions(opts.manager, opts.dry_run, "Ignore"),
-                               managed_fields=meta.pop("managedFields"))
+            return self.create(
+                kind,
+                namespace,
+                merged,
+                WriteOptions(opts.manager, opts.dry_run, "Ignore"),
+                managed_fields=meta.pop("managedFields"),
+            )
         merged = fields.apply(old, applied, root, opts.manager, opts.force, subresource)
         new = self._finish(kind, old, merged, opts, subresource, managed=True)
         return self._store(kind, new, old, opts.dry_run)
@@ -344,19 +429,33 @@ class Cluster:
 
     # ------------------------------------------------------------ delete
 
-    def delete(self, kind: Kind, namespace: str, name: str, *, dry_run: bool = False,
-               grace: int | None = None, preconditions: Json | None = None) -> tuple[Json, bool]:  # fmt: skip
+    def delete(
+        self,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        *,
+        dry_run: bool = False,
+        grace: int | None = None,
+        preconditions: Json | None = None,
+    ) -> tuple[Json, bool]:
         """DELETE: (object, gone). Objects with finalizers, namespaces and running pods are marked first."""
         with self.store.lock:
             old = self.get(kind, namespace, name)
             pre = preconditions or {}
             if pre.get("uid") and pre["uid"] != old["metadata"].get("uid"):
-                raise KubeStatus(409, "Conflict", f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                 f"UID in object meta: {old['metadata'].get('uid')}")  # fmt: skip
+                raise KubeStatus(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: UID in precondition: {pre['uid']}, "
+                    f"UID in object meta: {old['metadata'].get('uid')}",
+                )
             if pre.get("resourceVersion") and str(pre["resourceVersion"]) != old["metadata"].get("resourceVersion"):
                 raise stale(kind, name)
             meta = old["metadata"]
-            pod_grace = kind.kind == "Pod" and self.graceful_pods and grace != 0 and (old.get("spec") or {}).get("nodeName")
+            pod_grace = (
+                kind.kind == "Pod" and self.graceful_pods and grace != 0 and (old.get("spec") or {}).get("nodeName")
+            )
             if meta.get("finalizers") or kind.kind == "Namespace" or pod_grace:
                 if meta.get("deletionTimestamp"):
                     return old, False
@@ -364,7 +463,8 @@ class Cluster:
                 new["metadata"]["deletionTimestamp"] = now()
                 if kind.kind == "Pod":
                     new["metadata"]["deletionGracePeriodSeconds"] = int(
-                        grace if grace is not None else (old.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+                        grace if grace is not None else (old.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+                    )
                 if kind.kind == "Namespace":
                     new.setdefault("status", {})["phase"] = "Terminating"
                 if dry_run:
@@ -407,15 +507,31 @@ class Cluster:
                     self.write(kind, {**ev, "count": int(ev.get("count") or 1) + 1, "lastTimestamp": now()}, component)
                     return
             stamp = now()
-            self.create(kind, ns, {
-                "metadata": {"name": f"{meta.get('name')}.{secrets.token_hex(8)}", "namespace": ns},
-                "involvedObject": {"kind": obj.get("kind"), "namespace": meta.get("namespace"), "name": meta.get("name"),
-                                   "uid": meta.get("uid"), "apiVersion": obj.get("apiVersion"),
-                                   "resourceVersion": meta.get("resourceVersion")},
-                "reason": reason, "message": message, "type": type_, "count": 1,
-                "firstTimestamp": stamp, "lastTimestamp": stamp,
-                "source": {"component": component}, "reportingComponent": component, "reportingInstance": "",
-            }, WriteOptions(component, False, "Ignore"))  # fmt: skip
+            self.create(
+                kind,
+                ns,
+                {
+                    "metadata": {"name": f"{meta.get('name')}.{secrets.token_hex(8)}", "namespace": ns},
+                    "involvedObject": {
+                        "kind": obj.get("kind"),
+                        "namespace": meta.get("namespace"),
+                        "name": meta.get("name"),
+                        "uid": meta.get("uid"),
+                        "apiVersion": obj.get("apiVersion"),
+                        "resourceVersion": meta.get("resourceVersion"),
+                    },
+                    "reason": reason,
+                    "message": message,
+                    "type": type_,
+                    "count": 1,
+                    "firstTimestamp": stamp,
+                    "lastTimestamp": stamp,
+                    "source": {"component": component},
+                    "reportingComponent": component,
+                    "reportingInstance": "",
+                },
+                WriteOptions(component, False, "Ignore"),
+            )
 
 
 def _parse(raw: bytes, content_type: str) -> Any:

@@ -20,7 +20,12 @@ def _container(c: Json) -> None:
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         if isinstance(c.get(probe), dict):
             pr = c[probe]
-            for k, v in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)):
+            for k, v in (
+                ("timeoutSeconds", 1),
+                ("periodSeconds", 10),
+                ("successThreshold", 1),
+                ("failureThreshold", 3),
+            ):
                 pr.setdefault(k, v)
             if isinstance(pr.get("httpGet"), dict):
                 pr["httpGet"].setdefault("path", "/")

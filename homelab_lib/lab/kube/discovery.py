@@ -28,7 +28,7 @@ class Version:
         known = RELEASES.get(self.git_version)
         if known is not None:
             return known
-        commit = hashlib.sha1(self.git_version.encode()).hexdigest()  # noqa: S324 - a stable made-up commit id
+        commit = hashlib.sha1(self.git_version.encode()).hexdigest()
         return commit, "go1.22.9", "2024-12-13T21:12:14Z"
 
     @property
@@ -50,9 +50,17 @@ class Version:
 
     def document(self) -> Json:
         commit, go, built = self._release()
-        return {"major": self.major, "minor": self.minor, "gitVersion": self.git_version, "gitCommit": commit,
-                "gitTreeState": "clean", "buildDate": built, "goVersion": go, "compiler": "gc",
-                "platform": "linux/amd64"}  # fmt: skip
+        return {
+            "major": self.major,
+            "minor": self.minor,
+            "gitVersion": self.git_version,
+            "gitCommit": commit,
+            "gitTreeState": "clean",
+            "buildDate": built,
+            "goVersion": go,
+            "compiler": "gc",
+            "platform": "linux/amd64",
+        }
 
     def cli(self) -> str:
         """What ``k3s --version`` prints."""
@@ -64,8 +72,11 @@ def _hash(kind: Kind) -> str:
 
 
 def api_versions(address: str) -> Json:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}]}  # fmt: skip
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}],
+    }
 
 
 def _group(name: str, versions: list[str]) -> Json:
@@ -90,27 +101,57 @@ def resource_list(registry: Registry, group: str, version: str) -> Json | None:
         return None
     resources: list[Json] = []
     for k in kinds:
-        entry: Json = {"name": k.plural, "singularName": k.singular, "namespaced": k.namespaced, "kind": k.kind,
-                       "verbs": list(VERBS), "storageVersionHash": _hash(k)}  # fmt: skip
+        entry: Json = {
+            "name": k.plural,
+            "singularName": k.singular,
+            "namespaced": k.namespaced,
+            "kind": k.kind,
+            "verbs": list(VERBS),
+            "storageVersionHash": _hash(k),
+        }
         if k.short:
             entry["shortNames"] = list(k.short)
         if k.categories:
             entry["categories"] = list(k.categories)
         resources.append(entry)
         if k.status:
-            resources.append({"name": f"{k.plural}/status", "singularName": "", "namespaced": k.namespaced,
-                              "kind": k.kind, "verbs": ["get", "patch", "update"]})  # fmt: skip
+            resources.append(
+                {
+                    "name": f"{k.plural}/status",
+                    "singularName": "",
+                    "namespaced": k.namespaced,
+                    "kind": k.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         if k.scale:
-            resources.append({"name": f"{k.plural}/scale", "singularName": "", "namespaced": k.namespaced,
-                              "group": "autoscaling", "version": "v1", "kind": "Scale",
-                              "verbs": ["get", "patch", "update"]})  # fmt: skip
+            resources.append(
+                {
+                    "name": f"{k.plural}/scale",
+                    "singularName": "",
+                    "namespaced": k.namespaced,
+                    "group": "autoscaling",
+                    "version": "v1",
+                    "kind": "Scale",
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         if k.kind == "Pod":
-            resources.append({"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod",
-                              "verbs": ["get"]})  # fmt: skip
+            resources.append(
+                {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
+            )
         if k.kind == "ServiceAccount":
-            resources.append({"name": "serviceaccounts/token", "singularName": "", "namespaced": True,
-                              "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
-                              "verbs": ["create"]})  # fmt: skip
+            resources.append(
+                {
+                    "name": "serviceaccounts/token",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "authentication.k8s.io",
+                    "version": "v1",
+                    "kind": "TokenRequest",
+                    "verbs": ["create"],
+                }
+            )
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 

@@ -32,8 +32,7 @@ def now() -> str:
 
 def _key_element(item: Json, keys: list[str]) -> str:
     values = {k: item.get(k, _KEY_DEFAULTS.get(k)) for k in keys}
-    return "k:" + json.dumps({k: v for k, v in values.items() if v is not None}, separators=(",", ":"),
-                             sort_keys=True)  # fmt: skip
+    return "k:" + json.dumps({k: v for k, v in values.items() if v is not None}, separators=(",", ":"), sort_keys=True)
 
 
 def _walk_set(value: Any, node: Json | None, prefix: Path, out: set[Path]) -> None:
@@ -111,8 +110,14 @@ def _value_at(obj: Any, path: Path) -> Any:
             want = json.loads(rest)
             if not isinstance(obj, list):
                 return _ABSENT
-            obj = next((x for x in obj if isinstance(x, dict) and all(
-                x.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in want.items())), _ABSENT)  # fmt: skip
+            obj = next(
+                (
+                    x
+                    for x in obj
+                    if isinstance(x, dict) and all(x.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in want.items())
+                ),
+                _ABSENT,
+            )
             if obj is _ABSENT:
                 return obj
         elif kind == "v":
@@ -133,8 +138,11 @@ def _remove_at(obj: Any, path: Path) -> None:
         parent.pop(rest, None)
     elif kind == "k" and isinstance(parent, list):
         want = json.loads(rest)
-        parent[:] = [x for x in parent if not (isinstance(x, dict) and all(
-            x.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in want.items()))]  # fmt: skip
+        parent[:] = [
+            x
+            for x in parent
+            if not (isinstance(x, dict) and all(x.get(k, _KEY_DEFAULTS.get(k)) == v for k, v in want.items()))
+        ]
     elif kind == "v" and isinstance(parent, list):
         want = json.loads(rest)
         parent[:] = [x for x in parent if x != want]
@@ -193,14 +201,24 @@ def _entry_set(entry: Json) -> set[Path]:
 
 
 def _same(entry: Json, manager: str, operation: str, subresource: str) -> bool:
-    return (entry.get("manager") == manager and entry.get("operation") == operation
-            and (entry.get("subresource") or "") == subresource)  # fmt: skip
+    return (
+        entry.get("manager") == manager
+        and entry.get("operation") == operation
+        and (entry.get("subresource") or "") == subresource
+    )
 
 
-def _entry(manager: str, operation: str, api_version: str, paths: Iterable[Path], subresource: str,
-           time: str | None = None) -> Json:  # fmt: skip
-    out: Json = {"manager": manager, "operation": operation, "apiVersion": api_version, "time": time or now(),
-                 "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(paths)}  # fmt: skip
+def _entry(
+    manager: str, operation: str, api_version: str, paths: Iterable[Path], subresource: str, time: str | None = None
+) -> Json:
+    out: Json = {
+        "manager": manager,
+        "operation": operation,
+        "apiVersion": api_version,
+        "time": time or now(),
+        "fieldsType": "FieldsV1",
+        "fieldsV1": to_fields_v1(paths),
+    }
     if subresource:
         out["subresource"] = subresource
     return out
@@ -217,8 +235,10 @@ def conflict_error(conflicts: dict[str, list[Path]], api_versions: dict[str, str
             parts.append(f'conflict with "{manager}"{using}: {shown[0]}')
         else:
             parts.append(f'conflicts with "{manager}"{using}:\n' + "\n".join(f"- {s}" for s in shown))
-        causes += [{"reason": "FieldManagerConflict", "message": f'conflict with "{manager}"{using}', "field": s}
-                   for s in shown]  # fmt: skip
+        causes += [
+            {"reason": "FieldManagerConflict", "message": f'conflict with "{manager}"{using}', "field": s}
+            for s in shown
+        ]
     plural = "s" if total != 1 else ""
     message = f"Apply failed with {total} conflict{plural}: " + "\n".join(parts)
     return KubeStatus(409, "Conflict", message, {"causes": causes})
@@ -242,8 +262,9 @@ def apply(live: Json | None, applied: Json, root: Json, manager: str, force: boo
         if entry is mine:
             continue
         owned = _entry_set(entry)
-        clash = [p for p in owned & new if p[-1][:2] not in ("k:", "v:")
-                 and _value_at(base, p) != _value_at(applied, p)]  # fmt: skip
+        clash = [
+            p for p in owned & new if p[-1][:2] not in ("k:", "v:") and _value_at(base, p) != _value_at(applied, p)
+        ]
         if clash and (entry.get("subresource") or "") == subresource:
             if force:
                 owned -= set(clash)
@@ -257,12 +278,13 @@ def apply(live: Json | None, applied: Json, root: Json, manager: str, force: boo
     previous = _entry_set(mine) if mine is not None else set()
     kept_by_others: set[Path] = set().union(*(owned for _, owned in others)) if others else set()
     gone = previous - new - kept_by_others
-    result = _merge(base, {k: v for k, v in applied.items() if k != "metadata"}, root)
+    result: Json = _merge(base, {k: v for k, v in applied.items() if k != "metadata"}, root)
     meta = dict(result.get("metadata") or {})
     for mk in _META_KEPT:
         if mk in (applied.get("metadata") or {}):
-            meta[mk] = _merge(meta.get(mk), applied["metadata"][mk], schema.child(schema.child(root, "metadata")
-                                                                                  or {}, mk))  # fmt: skip
+            meta[mk] = _merge(
+                meta.get(mk), applied["metadata"][mk], schema.child(schema.child(root, "metadata") or {}, mk)
+            )
     result["metadata"] = meta
     for path in sorted(gone, key=len, reverse=True):
         if not any(len(o) > len(path) and o[: len(path)] == path for o in kept_by_others | new):
@@ -300,12 +322,13 @@ def record_update(old: Json | None, new: Json, root: Json, manager: str, subreso
     """Give ``manager`` (operation Update) the fields new changes from old; writes new's managedFields."""
     entries = _entries(old) if old is not None else _entries(new)
     after = field_set(new, root, subresource)
+    removed: set[Path] = set()
     if old is None:
-        changed, removed = set(after), set()
+        changed = set(after)
     else:
         before = field_set(old, root, subresource)
         changed = {p for p in after if _value_at(old, p) != _value_at(new, p)}
-        removed = before - after
+        removed = set(before - after)
     if not changed and not removed:
         new.setdefault("metadata", {})["managedFields"] = entries
         return

@@ -46,7 +46,9 @@ class Router:
                 for p in (rule.get("http") or {}).get("paths") or []:
                     want = str(p.get("path") or "/")
                     exact = p.get("pathType") == "Exact"
-                    if (exact and path.split("?")[0] != want) or (not exact and not path.startswith(want.rstrip("/") or "/")):
+                    if (exact and path.split("?")[0] != want) or (
+                        not exact and not path.startswith(want.rstrip("/") or "/")
+                    ):
                         continue
                     score = len(want) + (1000 if rh else 0) + (1 if exact else 0)
                     if best is None or score > best[0]:
@@ -63,8 +65,15 @@ class Router:
         if svc is None:
             return None
         port_ref = svc_ref.get("port") or {}
-        sport = next((p for p in svc["spec"].get("ports") or [] if p.get("port") == port_ref.get("number")
-                      or (port_ref.get("name") and p.get("name") == port_ref.get("name"))), None)  # fmt: skip
+        sport = next(
+            (
+                p
+                for p in svc["spec"].get("ports") or []
+                if p.get("port") == port_ref.get("number")
+                or (port_ref.get("name") and p.get("name") == port_ref.get("name"))
+            ),
+            None,
+        )
         if sport is None:
             return None
         return self.endpoint(ns, svc, sport)
@@ -90,7 +99,7 @@ class _Proxy(BaseHTTPRequestHandler):
     sys_version = ""
     server: Any
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _relay(self) -> None:
@@ -130,7 +139,7 @@ class _Proxy(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(text)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _relay  # noqa: N815
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _relay
 
 
 class _HTTP(ThreadingHTTPServer):
@@ -220,8 +229,15 @@ class Ingress:
         enabled: False when traefik is disabled (NodePorts are still served).
     """
 
-    def __init__(self, cluster: Cluster, host: str, ports: tuple[int, int], context: ssl.SSLContext | None,
-                 host_ip: str, enabled: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cluster: Cluster,
+        host: str,
+        ports: tuple[int, int],
+        context: ssl.SSLContext | None,
+        host_ip: str,
+        enabled: bool = True,
+    ) -> None:
         self.c = cluster
         self.host = host
         self.host_ip = host_ip
@@ -235,9 +251,11 @@ class Ingress:
                     try:
                         self.servers.append(_HTTP((host, port), self.router, ctx))
                     except OSError as e:
-                        raise KubeStandinError(f"traefik cannot listen on {host}:{port}: {e.strerror}",
-                                               where=f"{host}:{port}", hint="free the port or start with "
-                                               "--disable traefik") from None  # fmt: skip
+                        raise KubeStandinError(
+                            f"traefik cannot listen on {host}:{port}: {e.strerror}",
+                            where=f"{host}:{port}",
+                            hint="free the port or start with --disable traefik",
+                        ) from None
 
     def start(self) -> None:
         for s in self.servers:

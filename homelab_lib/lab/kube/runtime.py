@@ -56,13 +56,18 @@ class ContainerStatus:
 class NoRuntime:
     """No container engine: every container waits, with the reason given."""
 
-    def __init__(self, reason: str = "no container runtime on this node (the stand-in was started without one)") -> None:
+    def __init__(
+        self, reason: str = "no container runtime on this node (the stand-in was started without one)"
+    ) -> None:
         self.reason = reason
 
     def sync(self, pod: Json, mounts: dict[str, list[Mount]], env: dict[str, dict[str, str]]) -> list[ContainerStatus]:
-        return [ContainerStatus(c["name"], c.get("image", ""), {"waiting": {"reason": "ContainerCreating",
-                                                                           "message": self.reason}})
-                for c in (pod.get("spec") or {}).get("containers") or []]  # fmt: skip
+        return [
+            ContainerStatus(
+                c["name"], c.get("image", ""), {"waiting": {"reason": "ContainerCreating", "message": self.reason}}
+            )
+            for c in (pod.get("spec") or {}).get("containers") or []
+        ]
 
     def kill(self, uid: str) -> None:
         return
@@ -96,9 +101,12 @@ class DockerRuntime:
         try:
             self.client = client or docker.from_env()
             self.client.ping()
-        except Exception as e:  # noqa: BLE001 - the SDK raises many kinds here
-            raise KubeStandinError(f"the Docker Engine is not reachable ({e})", where="pod runtime",
-                                   hint="start dockerd, set DOCKER_HOST, or run with the runtime 'none'") from None
+        except Exception as e:
+            raise KubeStandinError(
+                f"the Docker Engine is not reachable ({e})",
+                where="pod runtime",
+                hint="start dockerd, set DOCKER_HOST, or run with the runtime 'none'",
+            ) from None
         self.errors = docker.errors
         self.backoff = backoff
         self._lock = threading.Lock()
@@ -137,8 +145,12 @@ class DockerRuntime:
             with contextlib.suppress(Exception):
                 if self.client.images.get(ref).labels.get(IMAGE_LABEL) == digest:
                     continue
-            files = {"Dockerfile": _DOCKERFILE.format(label=LABEL, image_label=IMAGE_LABEL).encode(),
-                     "busybox": busybox, "entry.sh": script.encode(), "broken": extra.encode()}  # fmt: skip
+            files = {
+                "Dockerfile": _DOCKERFILE.format(label=LABEL, image_label=IMAGE_LABEL).encode(),
+                "busybox": busybox,
+                "entry.sh": script.encode(),
+                "broken": extra.encode(),
+            }
             buf = io.BytesIO()
             with tarfile.open(fileobj=buf, mode="w") as tar:
                 for name, data in files.items():
@@ -146,16 +158,23 @@ class DockerRuntime:
                     info.size, info.mode = len(data), 0o755
                     tar.addfile(info, io.BytesIO(data))
             buf.seek(0)
-            repo, _, tag = ref.rpartition(":")
-            self.client.images.build(fileobj=buf, custom_context=True, tag=ref, rm=True, forcerm=True,
-                                     labels={LABEL: self.instance, IMAGE_LABEL: digest})  # fmt: skip
+            _repo, _, _tag = ref.rpartition(":")
+            self.client.images.build(
+                fileobj=buf,
+                custom_context=True,
+                tag=ref,
+                rm=True,
+                forcerm=True,
+                labels={LABEL: self.instance, IMAGE_LABEL: digest},
+            )
             self._images.pop(ref, None)
 
     # ------------------------------------------------------------ containers
 
     def _containers(self, uid: str) -> dict[str, Any]:
-        found = self.client.containers.list(all=True, filters={"label": [f"{LABEL}={self.instance}",
-                                                                         f"io.kubernetes.pod.uid={uid}"]})  # fmt: skip
+        found = self.client.containers.list(
+            all=True, filters={"label": [f"{LABEL}={self.instance}", f"io.kubernetes.pod.uid={uid}"]}
+        )
         return {c.labels.get("io.kubernetes.container.name"): c for c in found}
 
     def uids(self) -> set[str]:
@@ -175,14 +194,20 @@ class DockerRuntime:
 
     def _create(self, pod: Json, c: Json, mounts: list[Mount], env: dict[str, str], net: Any) -> Any:
         meta = pod["metadata"]
-        labels = {LABEL: self.instance, "io.kubernetes.pod.namespace": meta["namespace"],
-                  "io.kubernetes.pod.name": meta["name"], "io.kubernetes.pod.uid": meta["uid"],
-                  "io.kubernetes.container.name": c["name"]}  # fmt: skip
+        labels = {
+            LABEL: self.instance,
+            "io.kubernetes.pod.namespace": meta["namespace"],
+            "io.kubernetes.pod.name": meta["name"],
+            "io.kubernetes.pod.uid": meta["uid"],
+            "io.kubernetes.container.name": c["name"],
+        }
         kwargs: dict[str, Any] = {
             "name": f"k8s_{c['name']}_{meta['name']}_{meta['namespace']}_{meta['uid']}_0",
-            "labels": labels, "environment": env, "detach": True,
+            "labels": labels,
+            "environment": env,
+            "detach": True,
             "volumes": {host: {"bind": path, "mode": "ro" if ro else "rw"} for host, path, ro in mounts},
-        }  # fmt: skip
+        }
         if c.get("command"):
             kwargs["entrypoint"] = c["command"]
         if c.get("args"):
@@ -234,8 +259,13 @@ class DockerRuntime:
                     with contextlib.suppress(Exception):
                         if container is not None:
                             container.remove(force=True)
-                    out.append(ContainerStatus(name, image, {"waiting": {"reason": "CreateContainerError",
-                                                                         "message": str(e.explanation or e)}}))
+                    out.append(
+                        ContainerStatus(
+                            name,
+                            image,
+                            {"waiting": {"reason": "CreateContainerError", "message": str(e.explanation or e)}},
+                        )
+                    )
                     continue
             container.reload()
             st = container.attrs.get("State") or {}
@@ -248,11 +278,17 @@ class DockerRuntime:
                 out.append(ContainerStatus(name, image, state, True, None, cid, image_id, last, restarts, ip))
                 continue
             code = int(st.get("ExitCode") or 0)
-            term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "containerID": cid,
-                    "startedAt": _stamp(st.get("StartedAt")), "finishedAt": _stamp(st.get("FinishedAt"))}  # fmt: skip
+            term = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "containerID": cid,
+                "startedAt": _stamp(st.get("StartedAt")),
+                "finishedAt": _stamp(st.get("FinishedAt")),
+            }
             if policy == "Never" or (policy == "OnFailure" and code == 0):
-                out.append(ContainerStatus(name, image, {"terminated": term}, False, code, cid, image_id, last,
-                                           restarts))  # fmt: skip
+                out.append(
+                    ContainerStatus(name, image, {"terminated": term}, False, code, cid, image_id, last, restarts)
+                )
                 continue
             key = (uid, name)
             count, since = self._crash.get(key, (restarts, time.monotonic()))
@@ -263,13 +299,27 @@ class DockerRuntime:
                 container.start()
                 self._crash[key] = (count + 1, time.monotonic())
                 state = {"running": {"startedAt": _stamp()}}
-                out.append(ContainerStatus(name, image, state, True, None, cid, image_id, {"terminated": term},
-                                           count + 1, ip))  # fmt: skip
+                out.append(
+                    ContainerStatus(name, image, state, True, None, cid, image_id, {"terminated": term}, count + 1, ip)
+                )
             else:
-                msg = (f"back-off {int(wait)}s restarting failed container={name} "
-                       f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({uid})")  # fmt: skip
-                out.append(ContainerStatus(name, image, {"waiting": {"reason": "CrashLoopBackOff", "message": msg}},
-                                           False, code, cid, image_id, {"terminated": term}, count))  # fmt: skip
+                msg = (
+                    f"back-off {int(wait)}s restarting failed container={name} "
+                    f"pod={pod['metadata']['name']}_{pod['metadata']['namespace']}({uid})"
+                )
+                out.append(
+                    ContainerStatus(
+                        name,
+                        image,
+                        {"waiting": {"reason": "CrashLoopBackOff", "message": msg}},
+                        False,
+                        code,
+                        cid,
+                        image_id,
+                        {"terminated": term},
+                        count,
+                    )
+                )
         return out
 
     def logs(self, pod: Json, container: str, tail: int | None) -> bytes:
@@ -292,9 +342,9 @@ class DockerRuntime:
 def http_ok(ip: str, port: int, path: str, timeout: float) -> bool:
     """An HTTP readiness probe: 200-399 from http://ip:port/path."""
     try:
-        with urllib.request.urlopen(f"http://{ip}:{port}{path}", timeout=timeout) as r:  # noqa: S310 - a probe
-            return 200 <= r.status < 400
-    except Exception:  # noqa: BLE001 - any failure fails the probe
+        with urllib.request.urlopen(f"http://{ip}:{port}{path}", timeout=timeout) as r:
+            return bool(200 <= int(r.status) < 400)
+    except Exception:
         return False
 
 
@@ -307,12 +357,17 @@ def tcp_ok(ip: str, port: int, timeout: float) -> bool:
 
 
 def _pull_error(image: str) -> str:
-    ref = image if "/" in image.split(":")[0] and "." in image.split("/")[0] else (
-        f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}")  # fmt: skip
+    ref = (
+        image
+        if "/" in image.split(":")[0] and "." in image.split("/")[0]
+        else (f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}")
+    )
     if ":" not in ref.rsplit("/", 1)[-1] and "@" not in ref:
         ref += ":latest"
-    return (f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": failed to do request: '
-            f"Head \"https://{ref.split('/')[0]}/v2/\": dial tcp: lookup {ref.split('/')[0]}: no such host")
+    return (
+        f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": failed to do request: '
+        f'Head "https://{ref.split("/")[0]}/v2/": dial tcp: lookup {ref.split("/")[0]}: no such host'
+    )
 
 
 _DOCKERFILE = """\

@@ -112,8 +112,9 @@ def definitions() -> dict[str, Json]:
     defs: dict[str, Json] = _normalise(json.loads(raw)["$defs"])
     defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": "string", "format": "int-or-string"}
     defs["io.k8s.apimachinery.pkg.api.resource.Quantity"] = {"type": "string", "format": "quantity"}
-    defs["io.cattle.helm.v1.HelmChart"] = _kind_schema("A Helm chart K3s's helm-controller installs", _HELM_SPEC,
-                                                      _HELM_STATUS)  # fmt: skip
+    defs["io.cattle.helm.v1.HelmChart"] = _kind_schema(
+        "A Helm chart K3s's helm-controller installs", _HELM_SPEC, _HELM_STATUS
+    )
     cfg = {"type": "object", "properties": {k: _HELM_SPEC["properties"][k] for k in ("valuesContent", "failurePolicy")}}
     defs["io.cattle.helm.v1.HelmChartConfig"] = _kind_schema("Values for a packaged HelmChart", cfg, None)
     return defs
@@ -165,8 +166,11 @@ def preserves(node: Json) -> bool:
     node = resolve(node)
     if node.get("x-kubernetes-preserve-unknown-fields"):
         return True
-    return "properties" not in node and "additionalProperties" not in node and "items" not in node and (
-        node.get("type") in (None, "object")
+    return (
+        "properties" not in node
+        and "additionalProperties" not in node
+        and "items" not in node
+        and (node.get("type") in (None, "object"))
     )
 
 
@@ -247,8 +251,13 @@ def _gvk(kind: Kind) -> list[Json]:
 
 
 def _param(name: str, schema_type: str = "string", description: str = "") -> Json:
-    return {"name": name, "in": "query", "description": description, "schema": {"type": schema_type},
-            "uniqueItems": True}  # fmt: skip
+    return {
+        "name": name,
+        "in": "query",
+        "description": description,
+        "schema": {"type": schema_type},
+        "uniqueItems": True,
+    }
 
 
 _WRITE_PARAMS = [
@@ -290,21 +299,30 @@ def _kind_paths(kind: Kind, name: str) -> dict[str, Json]:
         "parameters": path_params,
     }
     item["patch"]["requestBody"] = {
-        "content": {t: {"schema": {"type": "object"}} for t in (
-            "application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json",
-            "application/strategic-merge-patch+json")},
+        "content": {
+            t: {"schema": {"type": "object"}}
+            for t in (
+                "application/apply-patch+yaml",
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            )
+        },
         "required": True,
-    }  # fmt: skip
+    }
     collection: Json = {
-        "get": _op(kind, "list", ref, [_param("labelSelector"), _param("fieldSelector"), _param("watch", "boolean")],
-                   False),
+        "get": _op(
+            kind, "list", ref, [_param("labelSelector"), _param("fieldSelector"), _param("watch", "boolean")], False
+        ),
         "post": _op(kind, "post", ref, list(_WRITE_PARAMS), True),
         "parameters": path_params[1:],
-    }  # fmt: skip
+    }
     paths = {coll: collection, f"{coll}/{{name}}": item}
     if kind.status:
-        status = {m: _op(kind, a, ref, patch_params if m == "patch" else list(_WRITE_PARAMS), m != "get")
-                  for m, a in (("get", "get"), ("put", "put"), ("patch", "patch"))}  # fmt: skip
+        status: Json = {
+            m: _op(kind, a, ref, patch_params if m == "patch" else list(_WRITE_PARAMS), m != "get")
+            for m, a in (("get", "get"), ("put", "put"), ("patch", "patch"))
+        }
         status["parameters"] = path_params
         paths[f"{coll}/{{name}}/status"] = status
     return paths
@@ -338,14 +356,21 @@ class OpenAPI:
             paths.update(_kind_paths(kind, name))
         names: set[str] = set()
         _refs(schemas, names)
-        for extra in ("io.k8s.apimachinery.pkg.apis.meta.v1.Status", "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"):
+        for extra in (
+            "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
+            "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+        ):
             names.add(extra)
             _refs(definitions().get(extra), names)
         for n in sorted(names):
             schemas.setdefault(n, definitions()[n])
         title = "Kubernetes"
-        doc = {"openapi": "3.0.0", "info": {"title": title, "version": "v1.31.4+k3s1"}, "paths": paths,
-               "components": {"schemas": schemas}}  # fmt: skip
+        doc = {
+            "openapi": "3.0.0",
+            "info": {"title": title, "version": "v1.31.4+k3s1"},
+            "paths": paths,
+            "components": {"schemas": schemas},
+        }
         body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
         digest = hashlib.sha512(body).hexdigest()[:128].upper()
         with _lock:
@@ -374,17 +399,24 @@ def name_problem(kind: Kind, name: str) -> str | None:
         if len(name) > 63:
             return "must be no more than 63 characters"
         if not ok:
-            return (f"a lowercase {rule} must consist of lower case alphanumeric characters or '-', "
-                    f"{first}, and end with an alphanumeric character (e.g. {example}, regex used for validation "
-                    f"is '{regex}')")  # fmt: skip
+            return (
+                f"a lowercase {rule} must consist of lower case alphanumeric characters or '-', "
+                f"{first}, and end with an alphanumeric character (e.g. {example}, regex used for validation "
+                f"is '{regex}')"
+            )
         return None
     if kind.kind in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"):
-        return None if name and "/" not in name and "%" not in name and name not in (".", "..") else (
-            "may not contain '/' or '%'")  # fmt: skip
+        return (
+            None
+            if name and "/" not in name and "%" not in name and name not in (".", "..")
+            else ("may not contain '/' or '%'")
+        )
     if len(name) > 253:
         return "must be no more than 253 characters"
     if not _DNS1123_SUBDOMAIN.match(name):
-        return ("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
-                "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
-                "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')")  # fmt: skip
+        return (
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and "
+            "must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
+            "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+        )
     return None

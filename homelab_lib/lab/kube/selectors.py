@@ -32,28 +32,38 @@ def _split(text: str) -> list[str]:
     return parts
 
 
+Labels = dict[str, Any]
+
+
+def _equals(key: str, value: str, negate: bool) -> Callable[[Labels], bool]:
+    return lambda lb: (lb.get(key) == value) != negate
+
+
+def _member(key: str, allowed: set[str], negate: bool) -> Callable[[Labels], bool]:
+    return lambda lb: (lb.get(key) in allowed) != negate
+
+
+def _exists(key: str, negate: bool) -> Callable[[Labels], bool]:
+    return lambda lb: (key in lb) != negate
+
+
+def _field_test(path: str, value: str, negate: bool) -> Match:
+    return lambda o: (_field(o, path) == value) != negate
+
+
 def label_selector(text: str) -> Match:
     """A predicate on an object's labels; 400 BadRequest for a malformed selector."""
     tests: list[Callable[[dict[str, Any]], bool]] = []
     for part in _split(text or ""):
         if m := _CMP.match(part):
             key, op, value = m.groups()
-            if op == "!=":
-                tests.append(lambda lb, k=key, v=value: lb.get(k) != v)
-            else:
-                tests.append(lambda lb, k=key, v=value: lb.get(k) == v)
+            tests.append(_equals(key, value, op == "!="))
         elif m := _SET.match(part):
             neg, key, op, values = m.groups()
             if op:
-                allowed = {v.strip() for v in values.split(",") if v.strip()}
-                if op == "in":
-                    tests.append(lambda lb, k=key, a=allowed: lb.get(k) in a)
-                else:
-                    tests.append(lambda lb, k=key, a=allowed: lb.get(k) not in a)
-            elif neg:
-                tests.append(lambda lb, k=key: k not in lb)
+                tests.append(_member(key, {v.strip() for v in values.split(",") if v.strip()}, op == "notin"))
             else:
-                tests.append(lambda lb, k=key: k in lb)
+                tests.append(_exists(key, bool(neg)))
         else:
             raise KubeStatus(400, "BadRequest", f"unable to parse requirement: {part.strip()!r}")
     return lambda obj: all(t((obj.get("metadata") or {}).get("labels") or {}) for t in tests)
@@ -78,10 +88,7 @@ def field_selector(text: str) -> Match:
         if not m:
             raise KubeStatus(400, "BadRequest", f"invalid field selector: {part.strip()!r}")
         path, op, value = m.groups()
-        if op == "!=":
-            tests.append(lambda o, p=path, v=value: _field(o, p) != v)
-        else:
-            tests.append(lambda o, p=path, v=value: _field(o, p) == v)
+        tests.append(_field_test(path, value, op == "!="))
     return lambda obj: all(t(obj) for t in tests)
 
 

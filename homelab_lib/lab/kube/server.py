@@ -28,7 +28,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
     def _handle(self) -> None:
@@ -80,7 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
             if close is not None:
                 close()
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle  # noqa: N815
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
 
 
 class _Server(ThreadingHTTPServer):
@@ -127,9 +127,12 @@ class HttpServer:
         try:
             self._server = _Server((host, port), api, context)
         except OSError as e:
-            raise KubeStandinError(f"cannot listen on {host}:{port}: {e.strerror or e}", where=f"{host}:{port}",
-                                   hint="another k3s (or program) holds the port; stop it or pick another "
-                                   "--https-listen-port / --bind-address") from None  # fmt: skip
+            raise KubeStandinError(
+                f"cannot listen on {host}:{port}: {e.strerror or e}",
+                where=f"{host}:{port}",
+                hint="another k3s (or program) holds the port; stop it or pick another "
+                "--https-listen-port / --bind-address",
+            ) from None
         self._thread = threading.Thread(target=self._server.serve_forever, name=f"api {host}:{port}", daemon=True)
 
     @property

@@ -25,19 +25,19 @@ import yaml
 from homelab_lib.errors import KubeStandinError
 from homelab_lib.lab.kube import certs, system
 from homelab_lib.lab.kube.admission import Admission
+from homelab_lib.lab.kube.api import Api
+from homelab_lib.lab.kube.auth import Authenticator
+from homelab_lib.lab.kube.cluster import Cluster
+from homelab_lib.lab.kube.config import Config
 from homelab_lib.lab.kube.controllers import Loop
 from homelab_lib.lab.kube.controllers.core import Endpoints, GarbageCollector, LocalPath, Namespaces
 from homelab_lib.lab.kube.controllers.jobs import CronJobs, HelmCharts, Jobs
 from homelab_lib.lab.kube.controllers.kubelet import Kubelet, Scheduler
 from homelab_lib.lab.kube.controllers.workloads import Deployments, ReplicaSets, StatefulSets
-from homelab_lib.lab.kube.ingress import Ingress
-from homelab_lib.lab.kube.runtime import NoRuntime
-from homelab_lib.lab.kube.api import Api
-from homelab_lib.lab.kube.auth import Authenticator
-from homelab_lib.lab.kube.cluster import Cluster
-from homelab_lib.lab.kube.config import Config
 from homelab_lib.lab.kube.discovery import Version
+from homelab_lib.lab.kube.ingress import Ingress
 from homelab_lib.lab.kube.resources import Registry
+from homelab_lib.lab.kube.runtime import NoRuntime
 from homelab_lib.lab.kube.server import HttpServer, tls_context
 from homelab_lib.lab.kube.store import Store
 
@@ -90,14 +90,28 @@ def kubeconfig(cfg: Config) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "default", "cluster": {"certificate-authority-data": _b64(tls / "server-ca.crt"),
-                                                     "server": f"https://{host}:{cfg.https_port}"}}],
+        "clusters": [
+            {
+                "name": "default",
+                "cluster": {
+                    "certificate-authority-data": _b64(tls / "server-ca.crt"),
+                    "server": f"https://{host}:{cfg.https_port}",
+                },
+            }
+        ],
         "contexts": [{"name": "default", "context": {"cluster": "default", "user": "default"}}],
         "current-context": "default",
         "preferences": {},
-        "users": [{"name": "default", "user": {"client-certificate-data": _b64(tls / "client-admin.crt"),
-                                               "client-key-data": _b64(tls / "client-admin.key")}}],
-    }  # fmt: skip
+        "users": [
+            {
+                "name": "default",
+                "user": {
+                    "client-certificate-data": _b64(tls / "client-admin.crt"),
+                    "client-key-data": _b64(tls / "client-admin.key"),
+                },
+            }
+        ],
+    }
 
 
 def write_kubeconfig(cfg: Config) -> None:
@@ -120,8 +134,11 @@ class Standin:
         self._stop = threading.Event()
         cfg.server_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tls = cfg.server_dir / "tls"
-        certs.ensure(tls, [cfg.address, cfg.host_ip, *cfg.tls_san, cfg.node_name]
-                     + ([cfg.bind_address] if cfg.bind_address not in ("", "0.0.0.0", "::") else []))  # fmt: skip
+        certs.ensure(
+            tls,
+            [cfg.address, cfg.host_ip, *cfg.tls_san, cfg.node_name]
+            + ([cfg.bind_address] if cfg.bind_address not in ("", "0.0.0.0", "::") else []),
+        )
         self.token = ensure_token(cfg)
         cred = cfg.server_dir / "cred"
         passwd = cred / "passwd"
@@ -139,24 +156,51 @@ class Standin:
             self.registry.set_crd(crd["metadata"]["name"], crd)
         self.authn = Authenticator(passwd, key_file.read_text().strip().encode())
         self.version = Version(cfg.version)
-        self.api = Api(self.cluster, self.authn, self.version, f"{cfg.address}:{cfg.https_port}", logs=runtime,
-                       ready=lambda: self._ready.is_set())  # fmt: skip
+        self.api = Api(
+            self.cluster,
+            self.authn,
+            self.version,
+            f"{cfg.address}:{cfg.https_port}",
+            logs=runtime,
+            ready=lambda: self._ready.is_set(),
+        )
         self._ready = threading.Event()
-        context = tls_context(tls / "serving-kube-apiserver.crt", tls / "serving-kube-apiserver.key",
-                              tls / "client-ca.crt")  # fmt: skip
+        context = tls_context(
+            tls / "serving-kube-apiserver.crt", tls / "serving-kube-apiserver.key", tls / "client-ca.crt"
+        )
         self.http = HttpServer(cfg.bind_address or "0.0.0.0", cfg.https_port, self.api, context)
         Admission(self.cluster, cfg)
         c = self.cluster
         ca_pem = (tls / "server-ca.crt").read_text()
-        self.ingress = Ingress(c, cfg.bind_address if cfg.bind_address not in ("", "0.0.0.0") else "0.0.0.0",
-                               cfg.ingress_ports, context_plain(tls), cfg.host_ip, not cfg.disabled("traefik"))
-        controllers: list[Any] = [Namespaces(c, ca_pem), Deployments(c), ReplicaSets(c), StatefulSets(c), Jobs(c),
-                                  CronJobs(), HelmCharts(c), Scheduler(c, cfg.node_name),
-                                  LocalPath(c, cfg.storage_dir, cfg.node_name), Endpoints(c), GarbageCollector(c),
-                                  self.ingress]
+        self.ingress = Ingress(
+            c,
+            cfg.bind_address if cfg.bind_address not in ("", "0.0.0.0") else "0.0.0.0",
+            cfg.ingress_ports,
+            context_plain(tls),
+            cfg.host_ip,
+            not cfg.disabled("traefik"),
+        )
+        controllers: list[Any] = [
+            Namespaces(c, ca_pem),
+            Deployments(c),
+            ReplicaSets(c),
+            StatefulSets(c),
+            Jobs(c),
+            CronJobs(),
+            HelmCharts(c),
+            Scheduler(c, cfg.node_name),
+            LocalPath(c, cfg.storage_dir, cfg.node_name),
+            Endpoints(c),
+            GarbageCollector(c),
+            self.ingress,
+        ]
         self.loop = Loop(c, controllers)
-        self.kubelet = Loop(c, [Kubelet(c, runtime or NoRuntime(), cfg.node_name, cfg.pods_dir, cfg.host_ip)],
-                            name="kubelet", period=1.0)
+        self.kubelet = Loop(
+            c,
+            [Kubelet(c, runtime or NoRuntime(), cfg.node_name, cfg.pods_dir, cfg.host_ip)],
+            name="kubelet",
+            period=1.0,
+        )
         self.extras: list[Any] = [self.ingress, self.loop, self.kubelet]
 
     def start(self) -> None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+List = list
+
 Json = dict[str, Any]
 HISTORY = 50_000
 
@@ -86,7 +88,7 @@ class Store:
                 return [found[k] for k in sorted(found)]
             return [found[k] for k in sorted(found) if k[0] == namespace]
 
-    def keys(self) -> list[str]:
+    def keys(self) -> List[str]:
         with self._lock:
             return [k for k, v in self._objs.items() if v]
 

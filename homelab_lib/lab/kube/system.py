@@ -38,7 +38,7 @@ def parse_labels(items: tuple[str, ...], what: str) -> dict[str, str]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not key or not sep and what == "taint":
+        if not key or (not sep and what == "taint"):
             raise KubeStandinError(f"bad {what} {item!r}", where=f"--node-{what}", hint="use key=value")
         out[key] = value
     return out
@@ -50,8 +50,11 @@ def taints(cfg: Config) -> list[Json]:
         key, _, rest = item.partition("=")
         value, _, effect = rest.rpartition(":") if ":" in rest else (rest, "", "")
         if ":" not in item or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-            raise KubeStandinError(f"bad taint {item!r}", where="--node-taint",
-                                   hint="use key=value:NoSchedule (or PreferNoSchedule, NoExecute)")  # fmt: skip
+            raise KubeStandinError(
+                f"bad taint {item!r}",
+                where="--node-taint",
+                hint="use key=value:NoSchedule (or PreferNoSchedule, NoExecute)",
+            )
         if not rest.count(":"):
             value = ""
         taint: Json = {"key": key.split(":")[0], "effect": effect}
@@ -63,40 +66,81 @@ def taints(cfg: Config) -> list[Json]:
 
 def node(cfg: Config) -> Json:
     labels = {
-        "beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/instance-type": "k3s", "beta.kubernetes.io/os": "linux",
-        "kubernetes.io/arch": "amd64", "kubernetes.io/hostname": cfg.node_name, "kubernetes.io/os": "linux",
-        "node-role.kubernetes.io/control-plane": "true", "node-role.kubernetes.io/master": "true",
-        "node.kubernetes.io/instance-type": "k3s", **parse_labels(cfg.node_labels, "label"),
-    }  # fmt: skip
+        "beta.kubernetes.io/arch": "amd64",
+        "beta.kubernetes.io/instance-type": "k3s",
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/hostname": cfg.node_name,
+        "kubernetes.io/os": "linux",
+        "node-role.kubernetes.io/control-plane": "true",
+        "node-role.kubernetes.io/master": "true",
+        "node.kubernetes.io/instance-type": "k3s",
+        **parse_labels(cfg.node_labels, "label"),
+    }
     stamp = now()
-    capacity = {"cpu": cfg.node_cpu, "memory": cfg.node_memory, "pods": "110", "ephemeral-storage": "20Gi",
-                "hugepages-2Mi": "0"}  # fmt: skip
-    cond = [("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            ("Ready", "True", "KubeletReady", "kubelet is posting ready status")]  # fmt: skip
+    capacity = {
+        "cpu": cfg.node_cpu,
+        "memory": cfg.node_memory,
+        "pods": "110",
+        "ephemeral-storage": "20Gi",
+        "hugepages-2Mi": "0",
+    }
+    cond = [
+        ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+    ]
     spec: Json = {"podCIDR": _pod_cidr(cfg), "podCIDRs": [_pod_cidr(cfg)], "providerID": f"k3s://{cfg.node_name}"}
     if cfg.node_taints:
         spec["taints"] = taints(cfg)
     return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": cfg.node_name, "labels": labels, "annotations": {
-            "node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-            "k3s.io/internal-ip": cfg.host_ip, "k3s.io/hostname": cfg.node_name}},
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": cfg.node_name,
+            "labels": labels,
+            "annotations": {
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                "k3s.io/internal-ip": cfg.host_ip,
+                "k3s.io/hostname": cfg.node_name,
+            },
+        },
         "spec": spec,
         "status": {
-            "capacity": capacity, "allocatable": dict(capacity),
-            "conditions": [{"type": t, "status": s, "reason": r, "message": m, "lastHeartbeatTime": stamp,
-                            "lastTransitionTime": stamp} for t, s, r, m in cond],
-            "addresses": [{"type": "InternalIP", "address": cfg.host_ip}, {"type": "Hostname", "address": cfg.node_name}],
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            "conditions": [
+                {
+                    "type": t,
+                    "status": s,
+                    "reason": r,
+                    "message": m,
+                    "lastHeartbeatTime": stamp,
+                    "lastTransitionTime": stamp,
+                }
+                for t, s, r, m in cond
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": cfg.host_ip},
+                {"type": "Hostname", "address": cfg.node_name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-            "nodeInfo": {"architecture": "amd64", "bootID": str(uuid.uuid4()), "containerRuntimeVersion": CONTAINERD,
-                         "kernelVersion": platform.release(), "kubeProxyVersion": cfg.version,
-                         "kubeletVersion": cfg.version, "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, cfg.node_name).hex,
-                         "operatingSystem": "linux", "osImage": "Debian GNU/Linux 12 (bookworm)",
-                         "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, cfg.node_name))},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": str(uuid.uuid4()),
+                "containerRuntimeVersion": CONTAINERD,
+                "kernelVersion": platform.release(),
+                "kubeProxyVersion": cfg.version,
+                "kubeletVersion": cfg.version,
+                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, cfg.node_name).hex,
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, cfg.node_name)),
+            },
         },
-    }  # fmt: skip
+    }
 
 
 def _pod_cidr(cfg: Config) -> str:
@@ -104,30 +148,53 @@ def _pod_cidr(cfg: Config) -> str:
     return str(next(net.subnets(new_prefix=24)) if net.prefixlen <= 24 else net)
 
 
-def _deployment(name: str, labels: dict[str, str], image: str, ports: list[Json], probe: Json | None,
-                args: list[str] | None = None, sa: str = "") -> Json:  # fmt: skip
-    container: Json = {"name": name.split("-")[0] if name != "local-path-provisioner" else name, "image": image,
-                       "ports": ports}  # fmt: skip
+def _deployment(
+    name: str,
+    labels: dict[str, str],
+    image: str,
+    ports: list[Json],
+    probe: Json | None,
+    args: list[str] | None = None,
+    sa: str = "",
+) -> Json:
+    container: Json = {
+        "name": name.split("-")[0] if name != "local-path-provisioner" else name,
+        "image": image,
+        "ports": ports,
+    }
     if probe is not None:
         container["readinessProbe"] = probe
     if args:
         container["args"] = args
-    spec: Json = {"containers": [container], "priorityClassName": "system-cluster-critical",
-                  "tolerations": [{"key": "CriticalAddonsOnly", "operator": "Exists"},
-                                  {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists",
-                                   "effect": "NoSchedule"}]}  # fmt: skip
+    spec: Json = {
+        "containers": [container],
+        "priorityClassName": "system-cluster-critical",
+        "tolerations": [
+            {"key": "CriticalAddonsOnly", "operator": "Exists"},
+            {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"},
+        ],
+    }
     if sa:
         spec["serviceAccountName"] = sa
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": "kube-system", "labels": dict(labels)},
-            "spec": {"replicas": 1, "selector": {"matchLabels": dict(labels)},
-                     "template": {"metadata": {"labels": dict(labels)}, "spec": spec}}}  # fmt: skip
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": dict(labels)},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {"metadata": {"labels": dict(labels)}, "spec": spec},
+        },
+    }
 
 
 def _service(name: str, labels: dict[str, str], ip: str, ports: list[Json], kind: str = "ClusterIP") -> Json:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": "kube-system", "labels": dict(labels)},
-            "spec": {"type": kind, "clusterIP": ip, "clusterIPs": [ip], "selector": dict(labels), "ports": ports}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "kube-system", "labels": dict(labels)},
+        "spec": {"type": kind, "clusterIP": ip, "clusterIPs": [ip], "selector": dict(labels), "ports": ports},
+    }
 
 
 def _http(port: int | str, path: str) -> Json:
@@ -143,70 +210,176 @@ def components(cfg: Config) -> dict[str, list[Json]]:
     return {
         "coredns": [
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "coredns", "namespace": "kube-system"}},
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "coredns", "namespace": "kube-system"},
-             "data": {"Corefile": ".:53 {\n    errors\n    health\n    ready\n    kubernetes cluster.local in-addr.arpa "
-                      "ip6.arpa {\n      pods insecure\n      fallthrough in-addr.arpa ip6.arpa\n    }\n    "
-                      "forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n    loadbalance\n}\n",
-                      "NodeHosts": f"{cfg.host_ip} {cfg.node_name}\n"}},
-            _deployment("coredns", dns, IMAGES["coredns"], [{"name": "dns", "containerPort": 53, "protocol": "UDP"},
-                        {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
-                        {"name": "metrics", "containerPort": 9153, "protocol": "TCP"}], _http(8181, "/ready"),
-                        ["-conf", "/etc/coredns/Corefile"], "coredns"),
-            _service("kube-dns", dns, service_ip(cfg, 10), [{"name": "dns", "port": 53, "protocol": "UDP"},
-                     {"name": "dns-tcp", "port": 53, "protocol": "TCP"}, {"name": "metrics", "port": 9153}]),
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "coredns", "namespace": "kube-system"},
+                "data": {
+                    "Corefile": ".:53 {\n    errors\n    health\n    ready\n    kubernetes cluster.local in-addr.arpa "
+                    "ip6.arpa {\n      pods insecure\n      fallthrough in-addr.arpa ip6.arpa\n    }\n    "
+                    "forward . /etc/resolv.conf\n    cache 30\n    loop\n    reload\n    loadbalance\n}\n",
+                    "NodeHosts": f"{cfg.host_ip} {cfg.node_name}\n",
+                },
+            },
+            _deployment(
+                "coredns",
+                dns,
+                IMAGES["coredns"],
+                [
+                    {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": 9153, "protocol": "TCP"},
+                ],
+                _http(8181, "/ready"),
+                ["-conf", "/etc/coredns/Corefile"],
+                "coredns",
+            ),
+            _service(
+                "kube-dns",
+                dns,
+                service_ip(cfg, 10),
+                [
+                    {"name": "dns", "port": 53, "protocol": "UDP"},
+                    {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+                    {"name": "metrics", "port": 9153},
+                ],
+            ),
         ],
         "local-storage": [
-            {"apiVersion": "v1", "kind": "ServiceAccount",
-             "metadata": {"name": "local-path-provisioner-service-account", "namespace": "kube-system"}},
-            _deployment("local-path-provisioner", lpp, IMAGES["local-storage"], [], None,
-                        ["start", "--config", "/etc/config/config.json"], "local-path-provisioner-service-account"),
-            {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-             "metadata": {"name": "local-path", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-             "provisioner": "rancher.io/local-path", "reclaimPolicy": "Delete",
-             "volumeBindingMode": "WaitForFirstConsumer", "allowVolumeExpansion": False},
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "local-path-provisioner-service-account", "namespace": "kube-system"},
+            },
+            _deployment(
+                "local-path-provisioner",
+                lpp,
+                IMAGES["local-storage"],
+                [],
+                None,
+                ["start", "--config", "/etc/config/config.json"],
+                "local-path-provisioner-service-account",
+            ),
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": "local-path",
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": "rancher.io/local-path",
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "allowVolumeExpansion": False,
+            },
         ],
         "metrics-server": [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "metrics-server", "namespace": "kube-system"}},
-            _deployment("metrics-server", ms, IMAGES["metrics-server"],
-                        [{"name": "https", "containerPort": 10250, "protocol": "TCP"}], _http(10250, "/readyz"),
-                        ["--cert-dir=/tmp", "--secure-port=10250"], "metrics-server"),
-            _service("metrics-server", ms, service_ip(cfg, 200), [{"name": "https", "port": 443, "targetPort": "https"}]),
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+            },
+            _deployment(
+                "metrics-server",
+                ms,
+                IMAGES["metrics-server"],
+                [{"name": "https", "containerPort": 10250, "protocol": "TCP"}],
+                _http(10250, "/readyz"),
+                ["--cert-dir=/tmp", "--secure-port=10250"],
+                "metrics-server",
+            ),
+            _service(
+                "metrics-server", ms, service_ip(cfg, 200), [{"name": "https", "port": 443, "targetPort": "https"}]
+            ),
         ],
         "traefik": [
-            {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart",
-             "metadata": {"name": "traefik-crd", "namespace": "kube-system"},
-             "spec": {"chart": "https://%{KUBERNETES_API}%/static/charts/traefik-crd-27.0.201+up27.0.2.tgz"}},
-            {"apiVersion": "helm.cattle.io/v1", "kind": "HelmChart", "metadata": {"name": "traefik", "namespace": "kube-system"},
-             "spec": {"chart": "https://%{KUBERNETES_API}%/static/charts/traefik-27.0.201+up27.0.2.tgz",
-                      "set": {"global.systemDefaultRegistry": ""},
-                      "valuesContent": "deployment:\n  podAnnotations:\n    prometheus.io/port: \"8082\"\n"}},
+            {
+                "apiVersion": "helm.cattle.io/v1",
+                "kind": "HelmChart",
+                "metadata": {"name": "traefik-crd", "namespace": "kube-system"},
+                "spec": {"chart": "https://%{KUBERNETES_API}%/static/charts/traefik-crd-27.0.201+up27.0.2.tgz"},
+            },
+            {
+                "apiVersion": "helm.cattle.io/v1",
+                "kind": "HelmChart",
+                "metadata": {"name": "traefik", "namespace": "kube-system"},
+                "spec": {
+                    "chart": "https://%{KUBERNETES_API}%/static/charts/traefik-27.0.201+up27.0.2.tgz",
+                    "set": {"global.systemDefaultRegistry": ""},
+                    "valuesContent": 'deployment:\n  podAnnotations:\n    prometheus.io/port: "8082"\n',
+                },
+            },
             {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "traefik", "namespace": "kube-system"}},
-            _deployment("traefik", tr, IMAGES["traefik"], [{"name": "web", "containerPort": 8000},
-                        {"name": "websecure", "containerPort": 8443}, {"name": "traefik", "containerPort": 9000}],
-                        _http(9000, "/ping"), ["--entryPoints.web.address=:8000/tcp", "--ping=true"], "traefik"),
-            _service("traefik", tr, service_ip(cfg, 100), [{"name": "web", "port": 80, "targetPort": "web", "nodePort": 30080},
-                     {"name": "websecure", "port": 443, "targetPort": "websecure", "nodePort": 30443}], "LoadBalancer"),
-            {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-             "metadata": {"name": "traefik", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
-             "spec": {"controller": "traefik.io/ingress-controller"}},
+            _deployment(
+                "traefik",
+                tr,
+                IMAGES["traefik"],
+                [
+                    {"name": "web", "containerPort": 8000},
+                    {"name": "websecure", "containerPort": 8443},
+                    {"name": "traefik", "containerPort": 9000},
+                ],
+                _http(9000, "/ping"),
+                ["--entryPoints.web.address=:8000/tcp", "--ping=true"],
+                "traefik",
+            ),
+            _service(
+                "traefik",
+                tr,
+                service_ip(cfg, 100),
+                [
+                    {"name": "web", "port": 80, "targetPort": "web", "nodePort": 30080},
+                    {"name": "websecure", "port": 443, "targetPort": "websecure", "nodePort": 30443},
+                ],
+                "LoadBalancer",
+            ),
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "IngressClass",
+                "metadata": {"name": "traefik", "annotations": {"ingressclass.kubernetes.io/is-default-class": "true"}},
+                "spec": {"controller": "traefik.io/ingress-controller"},
+            },
         ],
-    }  # fmt: skip
+    }
 
 
 def base(cfg: Config) -> list[Json]:
     """Namespaces, the node and the kubernetes Service: always there."""
-    ns = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
-          for n in ("default", "kube-system", "kube-public", "kube-node-lease")]  # fmt: skip
+    ns = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
+        for n in ("default", "kube-system", "kube-public", "kube-node-lease")
+    ]
     ip = service_ip(cfg, 1)
-    svc = {"apiVersion": "v1", "kind": "Service",
-           "metadata": {"name": "kubernetes", "namespace": "default",
-                        "labels": {"component": "apiserver", "provider": "kubernetes"}},
-           "spec": {"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
-                    "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": cfg.https_port}]}}  # fmt: skip
-    eps = {"apiVersion": "v1", "kind": "Endpoints",
-           "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-           "subsets": [{"addresses": [{"ip": cfg.host_ip}],
-                        "ports": [{"name": "https", "port": cfg.https_port, "protocol": "TCP"}]}]}  # fmt: skip
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ip,
+            "clusterIPs": [ip],
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": cfg.https_port}],
+        },
+    }
+    eps = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+        },
+        "subsets": [
+            {
+                "addresses": [{"ip": cfg.host_ip}],
+                "ports": [{"name": "https", "port": cfg.https_port, "protocol": "TCP"}],
+            }
+        ],
+    }
     return [*ns, node(cfg), svc, eps]
 
 
@@ -232,8 +405,9 @@ def ensure(cluster: Cluster, cfg: Config) -> None:
             fresh = node(cfg)
             status: Any = fresh["status"]
             labels = {**live["metadata"].get("labels", {}), **fresh["metadata"]["labels"]}
-            cluster.write(kind, {**live, "metadata": {**live["metadata"], "labels": labels}, "spec": fresh["spec"]},
-                          MANAGER)  # fmt: skip
+            cluster.write(
+                kind, {**live, "metadata": {**live["metadata"], "labels": labels}, "spec": fresh["spec"]}, MANAGER
+            )
             cluster.set_status(kind, cluster.get(kind, "", meta["name"]), status, MANAGER)
     for name, objs in parts.items():
         if cfg.disabled(name):

@@ -64,7 +64,9 @@ def _pod_status(o: Json) -> str:
             reason = state["waiting"]["reason"]
         elif "terminated" in state:
             t = state["terminated"]
-            reason = t.get("reason") or (f"Signal:{t['signal']}" if t.get("signal") else f"ExitCode:{t.get('exitCode')}")
+            reason = t.get("reason") or (
+                f"Signal:{t['signal']}" if t.get("signal") else f"ExitCode:{t.get('exitCode')}"
+            )
     return str(reason)
 
 
@@ -85,8 +87,9 @@ def _node_status(o: Json) -> str:
 
 
 def _roles(o: Json) -> str:
-    roles = sorted(k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {})
-                   if k.startswith("node-role.kubernetes.io/"))  # fmt: skip
+    roles = sorted(
+        k.split("/", 1)[1] for k in (o["metadata"].get("labels") or {}) if k.startswith("node-role.kubernetes.io/")
+    )
     return ",".join(roles) or "<none>"
 
 
@@ -155,91 +158,209 @@ def _cond(o: Json, kind: str) -> str:
 NAME: Column = ("Name", "string", "name", 0, _name)
 AGE: Column = ("Age", "string", "", 0, age)
 COLUMNS: dict[str, list[Column]] = {
-    "Pod": [NAME, ("Ready", "string", "", 0, _pod_ready), ("Status", "string", "", 0, _pod_status),
-            ("Restarts", "string", "", 0, _restarts), AGE,
-            ("IP", "string", "", 1, lambda o: _status(o).get("podIP") or "<none>"),
-            ("Node", "string", "", 1, lambda o: _spec(o).get("nodeName") or "<none>"),
-            ("Nominated Node", "string", "", 1, lambda o: "<none>"),
-            ("Readiness Gates", "string", "", 1, lambda o: "<none>")],
-    "Node": [NAME, ("Status", "string", "", 0, _node_status), ("Roles", "string", "", 0, _roles), AGE,
-             ("Version", "string", "", 0, lambda o: (_status(o).get("nodeInfo") or {}).get("kubeletVersion", "")),
-             ("Internal-IP", "string", "", 1, lambda o: next((a.get("address") for a in _status(o).get("addresses") or []
-                                                              if a.get("type") == "InternalIP"), "<none>")),
-             ("OS-Image", "string", "", 1, lambda o: (_status(o).get("nodeInfo") or {}).get("osImage", "")),
-             ("Kernel-Version", "string", "", 1, lambda o: (_status(o).get("nodeInfo") or {}).get("kernelVersion", "")),
-             ("Container-Runtime", "string", "", 1,
-              lambda o: (_status(o).get("nodeInfo") or {}).get("containerRuntimeVersion", ""))],
+    "Pod": [
+        NAME,
+        ("Ready", "string", "", 0, _pod_ready),
+        ("Status", "string", "", 0, _pod_status),
+        ("Restarts", "string", "", 0, _restarts),
+        AGE,
+        ("IP", "string", "", 1, lambda o: _status(o).get("podIP") or "<none>"),
+        ("Node", "string", "", 1, lambda o: _spec(o).get("nodeName") or "<none>"),
+        ("Nominated Node", "string", "", 1, lambda o: "<none>"),
+        ("Readiness Gates", "string", "", 1, lambda o: "<none>"),
+    ],
+    "Node": [
+        NAME,
+        ("Status", "string", "", 0, _node_status),
+        ("Roles", "string", "", 0, _roles),
+        AGE,
+        ("Version", "string", "", 0, lambda o: (_status(o).get("nodeInfo") or {}).get("kubeletVersion", "")),
+        (
+            "Internal-IP",
+            "string",
+            "",
+            1,
+            lambda o: next(
+                (a.get("address") for a in _status(o).get("addresses") or [] if a.get("type") == "InternalIP"), "<none>"
+            ),
+        ),
+        ("OS-Image", "string", "", 1, lambda o: (_status(o).get("nodeInfo") or {}).get("osImage", "")),
+        ("Kernel-Version", "string", "", 1, lambda o: (_status(o).get("nodeInfo") or {}).get("kernelVersion", "")),
+        (
+            "Container-Runtime",
+            "string",
+            "",
+            1,
+            lambda o: (_status(o).get("nodeInfo") or {}).get("containerRuntimeVersion", ""),
+        ),
+    ],
     "Namespace": [NAME, ("Status", "string", "", 0, lambda o: _status(o).get("phase", "")), AGE],
-    "Service": [NAME, ("Type", "string", "", 0, lambda o: _spec(o).get("type", "")),
-                ("Cluster-IP", "string", "", 0, lambda o: _spec(o).get("clusterIP") or "<none>"),
-                ("External-IP", "string", "", 0, _external), ("Port(s)", "string", "", 0, _ports), AGE,
-                ("Selector", "string", "", 1, lambda o: ",".join(f"{k}={v}" for k, v in
-                                                                 (_spec(o).get("selector") or {}).items()) or "<none>")],
-    "Deployment": [NAME,
-                   ("Ready", "string", "", 0, lambda o: f"{_status(o).get('readyReplicas', 0)}/{_spec(o).get('replicas', 1)}"),
-                   ("Up-to-date", "integer", "", 0, lambda o: _status(o).get("updatedReplicas", 0)),
-                   ("Available", "integer", "", 0, lambda o: _status(o).get("availableReplicas", 0)), AGE],
-    "StatefulSet": [NAME,
-                    ("Ready", "string", "", 0, lambda o: f"{_status(o).get('readyReplicas', 0)}/{_spec(o).get('replicas', 1)}"),
-                    AGE],
-    "ReplicaSet": [NAME, ("Desired", "integer", "", 0, lambda o: _spec(o).get("replicas", 1)),
-                   ("Current", "integer", "", 0, lambda o: _status(o).get("replicas", 0)),
-                   ("Ready", "integer", "", 0, lambda o: _status(o).get("readyReplicas", 0)), AGE],
-    "Job": [NAME, ("Status", "string", "", 0, _job_status),
-            ("Completions", "string", "", 0, lambda o: f"{_status(o).get('succeeded', 0)}/{_spec(o).get('completions', 1)}"),
-            ("Duration", "string", "", 0, _job_duration), AGE],
-    "CronJob": [NAME, ("Schedule", "string", "", 0, lambda o: _spec(o).get("schedule", "")),
-                ("Timezone", "string", "", 0, lambda o: _spec(o).get("timeZone") or "<none>"),
-                ("Suspend", "boolean", "", 0, lambda o: bool(_spec(o).get("suspend"))),
-                ("Active", "integer", "", 0, lambda o: len(_status(o).get("active") or [])),
-                ("Last Schedule", "string", "", 0, lambda o: "<none>"), AGE],
-    "PersistentVolumeClaim": [NAME, ("Status", "string", "", 0, lambda o: _status(o).get("phase", "Pending")),
-                              ("Volume", "string", "", 0, lambda o: _spec(o).get("volumeName", "")),
-                              ("Capacity", "string", "", 0, lambda o: (_status(o).get("capacity") or {}).get("storage", "")),
-                              ("Access Modes", "string", "", 0, lambda o: _modes(_status(o).get("accessModes"))),
-                              ("StorageClass", "string", "", 0, lambda o: _spec(o).get("storageClassName") or "<unset>"),
-                              ("VolumeAttributesClass", "string", "", 0, lambda o: "<unset>"), AGE,
-                              ("VolumeMode", "string", "", 1, lambda o: _spec(o).get("volumeMode", ""))],
-    "PersistentVolume": [NAME, ("Capacity", "string", "", 0, lambda o: (_spec(o).get("capacity") or {}).get("storage", "")),
-                         ("Access Modes", "string", "", 0, lambda o: _modes(_spec(o).get("accessModes"))),
-                         ("Reclaim Policy", "string", "", 0, lambda o: _spec(o).get("persistentVolumeReclaimPolicy", "")),
-                         ("Status", "string", "", 0, lambda o: _status(o).get("phase", "")),
-                         ("Claim", "string", "", 0, lambda o: "/".join(
-                             str((_spec(o).get("claimRef") or {}).get(k, "")) for k in ("namespace", "name")).strip("/")),
-                         ("StorageClass", "string", "", 0, lambda o: _spec(o).get("storageClassName", "")),
-                         ("VolumeAttributesClass", "string", "", 0, lambda o: "<unset>"),
-                         ("Reason", "string", "", 0, lambda o: _status(o).get("reason", "")), AGE],
-    "StorageClass": [NAME, ("Provisioner", "string", "", 0, lambda o: o.get("provisioner", "")),
-                     ("ReclaimPolicy", "string", "", 0, lambda o: o.get("reclaimPolicy", "Delete")),
-                     ("VolumeBindingMode", "string", "", 0, lambda o: o.get("volumeBindingMode", "Immediate")),
-                     ("AllowVolumeExpansion", "boolean", "", 0, lambda o: bool(o.get("allowVolumeExpansion"))), AGE],
-    "Ingress": [NAME, ("Class", "string", "", 0, lambda o: _spec(o).get("ingressClassName") or "<none>"),
-                ("Hosts", "string", "", 0, _hosts), ("Address", "string", "", 0, _address),
-                ("Ports", "string", "", 0, lambda o: "80, 443" if _spec(o).get("tls") else "80"), AGE],
-    "ConfigMap": [NAME, ("Data", "integer", "", 0, lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})),
-                  AGE],
-    "Secret": [NAME, ("Type", "string", "", 0, lambda o: o.get("type", "Opaque")),
-               ("Data", "integer", "", 0, lambda o: len(o.get("data") or {})), AGE],
-    "Endpoints": [NAME, ("Endpoints", "string", "", 0, lambda o: ",".join(
-        f"{a.get('ip')}:{p.get('port')}" for s in o.get("subsets") or [] for a in s.get("addresses") or []
-        for p in s.get("ports") or []) or "<none>"), AGE],
-    "Event": [("Last Seen", "string", "", 0, lambda o: age(o, o.get("lastTimestamp"))),
-              ("Type", "string", "", 0, lambda o: o.get("type", "")), ("Reason", "string", "", 0, lambda o: o.get("reason", "")),
-              ("Object", "string", "", 0, lambda o: f"{str((o.get('involvedObject') or {}).get('kind', '')).lower()}/"
-                                                   f"{(o.get('involvedObject') or {}).get('name', '')}"),
-              ("Message", "string", "", 0, lambda o: o.get("message", ""))],
-    "CustomResourceDefinition": [NAME, ("Created At", "date", "", 0,
-                                        lambda o: (o.get("metadata") or {}).get("creationTimestamp"))],
-    "HelmChart": [NAME, ("Job", "string", "", 0, lambda o: _status(o).get("jobName", "")),
-                  ("Chart", "string", "", 0, lambda o: _spec(o).get("chart", "")),
-                  ("TargetNamespace", "string", "", 0, lambda o: _spec(o).get("targetNamespace", "")),
-                  ("Version", "string", "", 0, lambda o: _spec(o).get("version", "")),
-                  ("Repo", "string", "", 0, lambda o: _spec(o).get("repo", "")),
-                  ("HelmVersion", "string", "", 0, lambda o: _spec(o).get("helmVersion", "")),
-                  ("Bootstrap", "string", "", 0, lambda o: str(bool(_spec(o).get("bootstrap"))).lower())],
+    "Service": [
+        NAME,
+        ("Type", "string", "", 0, lambda o: _spec(o).get("type", "")),
+        ("Cluster-IP", "string", "", 0, lambda o: _spec(o).get("clusterIP") or "<none>"),
+        ("External-IP", "string", "", 0, _external),
+        ("Port(s)", "string", "", 0, _ports),
+        AGE,
+        (
+            "Selector",
+            "string",
+            "",
+            1,
+            lambda o: ",".join(f"{k}={v}" for k, v in (_spec(o).get("selector") or {}).items()) or "<none>",
+        ),
+    ],
+    "Deployment": [
+        NAME,
+        ("Ready", "string", "", 0, lambda o: f"{_status(o).get('readyReplicas', 0)}/{_spec(o).get('replicas', 1)}"),
+        ("Up-to-date", "integer", "", 0, lambda o: _status(o).get("updatedReplicas", 0)),
+        ("Available", "integer", "", 0, lambda o: _status(o).get("availableReplicas", 0)),
+        AGE,
+    ],
+    "StatefulSet": [
+        NAME,
+        ("Ready", "string", "", 0, lambda o: f"{_status(o).get('readyReplicas', 0)}/{_spec(o).get('replicas', 1)}"),
+        AGE,
+    ],
+    "ReplicaSet": [
+        NAME,
+        ("Desired", "integer", "", 0, lambda o: _spec(o).get("replicas", 1)),
+        ("Current", "integer", "", 0, lambda o: _status(o).get("replicas", 0)),
+        ("Ready", "integer", "", 0, lambda o: _status(o).get("readyReplicas", 0)),
+        AGE,
+    ],
+    "Job": [
+        NAME,
+        ("Status", "string", "", 0, _job_status),
+        (
+            "Completions",
+            "string",
+            "",
+            0,
+            lambda o: f"{_status(o).get('succeeded', 0)}/{_spec(o).get('completions', 1)}",
+        ),
+        ("Duration", "string", "", 0, _job_duration),
+        AGE,
+    ],
+    "CronJob": [
+        NAME,
+        ("Schedule", "string", "", 0, lambda o: _spec(o).get("schedule", "")),
+        ("Timezone", "string", "", 0, lambda o: _spec(o).get("timeZone") or "<none>"),
+        ("Suspend", "boolean", "", 0, lambda o: bool(_spec(o).get("suspend"))),
+        ("Active", "integer", "", 0, lambda o: len(_status(o).get("active") or [])),
+        ("Last Schedule", "string", "", 0, lambda o: "<none>"),
+        AGE,
+    ],
+    "PersistentVolumeClaim": [
+        NAME,
+        ("Status", "string", "", 0, lambda o: _status(o).get("phase", "Pending")),
+        ("Volume", "string", "", 0, lambda o: _spec(o).get("volumeName", "")),
+        ("Capacity", "string", "", 0, lambda o: (_status(o).get("capacity") or {}).get("storage", "")),
+        ("Access Modes", "string", "", 0, lambda o: _modes(_status(o).get("accessModes"))),
+        ("StorageClass", "string", "", 0, lambda o: _spec(o).get("storageClassName") or "<unset>"),
+        ("VolumeAttributesClass", "string", "", 0, lambda o: "<unset>"),
+        AGE,
+        ("VolumeMode", "string", "", 1, lambda o: _spec(o).get("volumeMode", "")),
+    ],
+    "PersistentVolume": [
+        NAME,
+        ("Capacity", "string", "", 0, lambda o: (_spec(o).get("capacity") or {}).get("storage", "")),
+        ("Access Modes", "string", "", 0, lambda o: _modes(_spec(o).get("accessModes"))),
+        ("Reclaim Policy", "string", "", 0, lambda o: _spec(o).get("persistentVolumeReclaimPolicy", "")),
+        ("Status", "string", "", 0, lambda o: _status(o).get("phase", "")),
+        (
+            "Claim",
+            "string",
+            "",
+            0,
+            lambda o: "/".join(str((_spec(o).get("claimRef") or {}).get(k, "")) for k in ("namespace", "name")).strip(
+                "/"
+            ),
+        ),
+        ("StorageClass", "string", "", 0, lambda o: _spec(o).get("storageClassName", "")),
+        ("VolumeAttributesClass", "string", "", 0, lambda o: "<unset>"),
+        ("Reason", "string", "", 0, lambda o: _status(o).get("reason", "")),
+        AGE,
+    ],
+    "StorageClass": [
+        NAME,
+        ("Provisioner", "string", "", 0, lambda o: o.get("provisioner", "")),
+        ("ReclaimPolicy", "string", "", 0, lambda o: o.get("reclaimPolicy", "Delete")),
+        ("VolumeBindingMode", "string", "", 0, lambda o: o.get("volumeBindingMode", "Immediate")),
+        ("AllowVolumeExpansion", "boolean", "", 0, lambda o: bool(o.get("allowVolumeExpansion"))),
+        AGE,
+    ],
+    "Ingress": [
+        NAME,
+        ("Class", "string", "", 0, lambda o: _spec(o).get("ingressClassName") or "<none>"),
+        ("Hosts", "string", "", 0, _hosts),
+        ("Address", "string", "", 0, _address),
+        ("Ports", "string", "", 0, lambda o: "80, 443" if _spec(o).get("tls") else "80"),
+        AGE,
+    ],
+    "ConfigMap": [
+        NAME,
+        ("Data", "integer", "", 0, lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})),
+        AGE,
+    ],
+    "Secret": [
+        NAME,
+        ("Type", "string", "", 0, lambda o: o.get("type", "Opaque")),
+        ("Data", "integer", "", 0, lambda o: len(o.get("data") or {})),
+        AGE,
+    ],
+    "Endpoints": [
+        NAME,
+        (
+            "Endpoints",
+            "string",
+            "",
+            0,
+            lambda o: (
+                ",".join(
+                    f"{a.get('ip')}:{p.get('port')}"
+                    for s in o.get("subsets") or []
+                    for a in s.get("addresses") or []
+                    for p in s.get("ports") or []
+                )
+                or "<none>"
+            ),
+        ),
+        AGE,
+    ],
+    "Event": [
+        ("Last Seen", "string", "", 0, lambda o: age(o, o.get("lastTimestamp"))),
+        ("Type", "string", "", 0, lambda o: o.get("type", "")),
+        ("Reason", "string", "", 0, lambda o: o.get("reason", "")),
+        (
+            "Object",
+            "string",
+            "",
+            0,
+            lambda o: (
+                f"{str((o.get('involvedObject') or {}).get('kind', '')).lower()}/"
+                f"{(o.get('involvedObject') or {}).get('name', '')}"
+            ),
+        ),
+        ("Message", "string", "", 0, lambda o: o.get("message", "")),
+    ],
+    "CustomResourceDefinition": [
+        NAME,
+        ("Created At", "date", "", 0, lambda o: (o.get("metadata") or {}).get("creationTimestamp")),
+    ],
+    "HelmChart": [
+        NAME,
+        ("Job", "string", "", 0, lambda o: _status(o).get("jobName", "")),
+        ("Chart", "string", "", 0, lambda o: _spec(o).get("chart", "")),
+        ("TargetNamespace", "string", "", 0, lambda o: _spec(o).get("targetNamespace", "")),
+        ("Version", "string", "", 0, lambda o: _spec(o).get("version", "")),
+        ("Repo", "string", "", 0, lambda o: _spec(o).get("repo", "")),
+        ("HelmVersion", "string", "", 0, lambda o: _spec(o).get("helmVersion", "")),
+        ("Bootstrap", "string", "", 0, lambda o: str(bool(_spec(o).get("bootstrap"))).lower()),
+    ],
     "Lease": [NAME, ("Holder", "string", "", 0, lambda o: _spec(o).get("holderIdentity", "")), AGE],
     "ServiceAccount": [NAME, ("Secrets", "integer", "", 0, lambda o: len(o.get("secrets") or [])), AGE],
-}  # fmt: skip
+}
 
 
 def _jsonpath(obj: Any, path: str) -> Any:
@@ -256,8 +377,15 @@ def _columns(kind: Kind) -> list[Column]:
         for c in kind.printer_columns:
             path = str(c.get("jsonPath", ""))
             fmt = str(c.get("type", "string"))
-            cols.append((str(c.get("name")), fmt, "", int(c.get("priority") or 0),
-                         (lambda o, p=path, f=fmt: age(o, _jsonpath(o, p)) if f == "date" else _jsonpath(o, p))))
+            cols.append(
+                (
+                    str(c.get("name")),
+                    fmt,
+                    "",
+                    int(c.get("priority") or 0),
+                    _printer(path, fmt),
+                )
+            )
         return cols
     cols = COLUMNS.get(kind.kind, [NAME, AGE])
     if kind.kind in ("StorageClass", "IngressClass"):
@@ -267,9 +395,19 @@ def _columns(kind: Kind) -> list[Column]:
 
 def _default_name(o: Json) -> str:
     notes = (o.get("metadata") or {}).get("annotations") or {}
-    default = "true" in (notes.get("storageclass.kubernetes.io/is-default-class"),
-                         notes.get("ingressclass.kubernetes.io/is-default-class"))
+    default = "true" in (
+        notes.get("storageclass.kubernetes.io/is-default-class"),
+        notes.get("ingressclass.kubernetes.io/is-default-class"),
+    )
     return _name(o) + (" (default)" if default else "")
+
+
+def _printer(path: str, fmt: str) -> Callable[[Json], Any]:
+    def cell(o: Json) -> Any:
+        value = _jsonpath(o, path)
+        return age(o, value) if fmt == "date" else value
+
+    return cell
 
 
 def _partial(obj: Json) -> Json:
@@ -298,7 +436,8 @@ def table(kind: Kind, items: list[Json], rv: int | str, include: str = "Metadata
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",
         "metadata": {"resourceVersion": str(rv)},
-        "columnDefinitions": [{"name": n, "type": t, "format": f, "description": n, "priority": p}
-                              for n, t, f, p, _ in cols],  # fmt: skip
+        "columnDefinitions": [
+            {"name": n, "type": t, "format": f, "description": n, "priority": p} for n, t, f, p, _ in cols
+        ],
         "rows": rows,
     }

@@ -15,14 +15,27 @@ from homelab_lib.lab.kube import schema
 from homelab_lib.lab.kube.resources import Kind
 from homelab_lib.lab.kube.schema import Json
 
-_PY = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list}
+_PY: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
 
 
 def _go_type(node: Json) -> str:
     t = schema.type_of(node)
     fmt = schema.resolve(node).get("format")
-    return {"integer": str(fmt or "int64"), "number": "float64", "boolean": "bool", "string": "string",
-            "array": "[]interface {}", "object": "map[string]interface {}"}.get(t, "interface {}")  # fmt: skip
+    return {
+        "integer": str(fmt or "int64"),
+        "number": "float64",
+        "boolean": "bool",
+        "string": "string",
+        "array": "[]interface {}",
+        "object": "map[string]interface {}",
+    }.get(t, "interface {}")
 
 
 def _json_type(value: Any) -> str:
@@ -42,7 +55,7 @@ def _json_type(value: Any) -> str:
 def decode_problems(value: Any, node: Json, path: str, unknown: list[str], types: list[str]) -> None:
     """Collect unknown fields (as dotted paths) and type mismatches below value."""
     node = schema.resolve(node)
-    if value is None or schema.preserves(node) and not node.get("properties"):
+    if value is None or (schema.preserves(node) and not node.get("properties")):
         return
     fmt = node.get("format")
     if fmt == "int-or-string" or node.get("x-kubernetes-int-or-string"):
@@ -55,11 +68,10 @@ def decode_problems(value: Any, node: Json, path: str, unknown: list[str], types
         return
     t = schema.type_of(node)
     expected = _PY.get(t)
-    if expected is not None and (not isinstance(value, expected) or (t != "boolean" and isinstance(value, bool))):
-        if not (t == "integer" and isinstance(value, float) and value.is_integer()):
-            types.append(f"json: cannot unmarshal {_json_type(value)} into Go struct field {path} of type "
-                         f"{_go_type(node)}")  # fmt: skip
-            return
+    wrong = expected is not None and (not isinstance(value, expected) or (t != "boolean" and isinstance(value, bool)))
+    if wrong and not (t == "integer" and isinstance(value, float) and value.is_integer()):
+        types.append(f"json: cannot unmarshal {_json_type(value)} into Go struct field {path} of type {_go_type(node)}")
+        return
     if isinstance(value, dict):
         for key, sub in value.items():
             child = schema.child(node, key)
@@ -118,14 +130,19 @@ class Problems:
 
     def invalid(self, field: str, value: Any, detail: str) -> None:
         shown = json.dumps(value) if not isinstance(value, dict) else _go_map(value)
-        self.causes.append({"reason": "FieldValueInvalid", "message": f"Invalid value: {shown}: {detail}",
-                            "field": field})  # fmt: skip
+        self.causes.append(
+            {"reason": "FieldValueInvalid", "message": f"Invalid value: {shown}: {detail}", "field": field}
+        )
 
     def unsupported(self, field: str, value: Any, allowed: list[str]) -> None:
         options = ", ".join(json.dumps(a) for a in allowed)
-        self.causes.append({"reason": "FieldValueNotSupported",
-                            "message": f"Unsupported value: {json.dumps(value)}: supported values: {options}",
-                            "field": field})  # fmt: skip
+        self.causes.append(
+            {
+                "reason": "FieldValueNotSupported",
+                "message": f"Unsupported value: {json.dumps(value)}: supported values: {options}",
+                "field": field,
+            }
+        )
 
     def forbidden(self, field: str, detail: str) -> None:
         self.causes.append({"reason": "FieldValueForbidden", "message": f"Forbidden: {detail}", "field": field})
@@ -137,7 +154,7 @@ class Problems:
         if len(self.causes) > 1:
             listed = f"[{listed}]"
         what = f"{kind.kind}.{kind.group}" if kind.group else kind.kind
-        details = {"name": name, "group": kind.group, "kind": kind.kind, "causes": self.causes}
+        details: dict[str, object] = {"name": name, "group": kind.group, "kind": kind.kind, "causes": self.causes}
         raise KubeStatus(422, "Invalid", f'{what} "{name}" is invalid: {listed}', details)
 
 
@@ -179,8 +196,9 @@ def _selector_matches(selector: Json, labels: Json) -> bool:
     return True
 
 
-def _pod_spec(spec: Json, path: str, problems: Problems, restart: list[str] | None = None,
-              claims: tuple[str, ...] = ()) -> None:
+def _pod_spec(
+    spec: Json, path: str, problems: Problems, restart: list[str] | None = None, claims: tuple[str, ...] = ()
+) -> None:
     containers = spec.get("containers")
     if not containers:
         problems.required(f"{path}.containers")
@@ -194,8 +212,13 @@ def _pod_spec(spec: Json, path: str, problems: Problems, restart: list[str] | No
             elif schema.name_problem(_LABEL_KIND, name):
                 problems.invalid(f"{where}.name", name, str(schema.name_problem(_LABEL_KIND, name)))
             elif name in names:
-                problems.causes.append({"reason": "FieldValueDuplicate", "message": f"Duplicate value: {json.dumps(name)}",
-                                        "field": f"{where}.name"})  # fmt: skip
+                problems.causes.append(
+                    {
+                        "reason": "FieldValueDuplicate",
+                        "message": f"Duplicate value: {json.dumps(name)}",
+                        "field": f"{where}.name",
+                    }
+                )
             names.add(name)
             if not c.get("image"):
                 problems.required(f"{where}.image")
@@ -206,9 +229,13 @@ def _pod_spec(spec: Json, path: str, problems: Problems, restart: list[str] | No
         for i, c in enumerate(spec.get(group) or []):
             for j, m in enumerate(c.get("volumeMounts") or []):
                 if m.get("name") not in vols:
-                    problems.causes.append({"reason": "FieldValueNotFound",
-                                            "message": f"Not found: {json.dumps(m.get('name'))}",
-                                            "field": f"{path}.{group}[{i}].volumeMounts[{j}].name"})  # fmt: skip
+                    problems.causes.append(
+                        {
+                            "reason": "FieldValueNotFound",
+                            "message": f"Not found: {json.dumps(m.get('name'))}",
+                            "field": f"{path}.{group}[{i}].volumeMounts[{j}].name",
+                        }
+                    )
 
 
 _LABEL_KIND = Kind("", "v1", "Namespace", "namespaces", False)
@@ -237,8 +264,9 @@ def validate(kind: Kind, obj: Json, old: Json | None) -> None:
         if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
             problems.invalid("spec.selector", selector, "field is immutable")
     elif kind.kind == "Job":
-        _pod_spec((spec.get("template") or {}).get("spec") or {}, "spec.template.spec", problems,
-                  ["OnFailure", "Never"])  # fmt: skip
+        _pod_spec(
+            (spec.get("template") or {}).get("spec") or {}, "spec.template.spec", problems, ["OnFailure", "Never"]
+        )
     elif kind.kind == "CronJob":
         job = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}
         _pod_spec(job.get("spec") or {}, "spec.jobTemplate.spec.template.spec", problems, ["OnFailure", "Never"])

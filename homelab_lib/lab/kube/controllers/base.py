@@ -25,8 +25,9 @@ class Controller(Protocol):
 class Loop:
     """Runs controllers in one daemon thread, on every store change and at least every ``period`` seconds."""
 
-    def __init__(self, cluster: Cluster, controllers: list[Controller], name: str = "controllers",
-                 period: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self, cluster: Cluster, controllers: list[Controller], name: str = "controllers", period: float = 0.5
+    ) -> None:
         self.cluster = cluster
         self.controllers = controllers
         self.period = period
@@ -49,7 +50,7 @@ class Loop:
             except KubeStatus as e:  # a race with a client (409, 404): the next round sees the new state
                 if e.code not in (404, 409):
                     print(f"controller {type(c).__name__}: {e}", file=sys.stderr)
-            except Exception:  # noqa: BLE001 - one controller's bug must not stop the others
+            except Exception:
                 traceback.print_exc()
 
     def _run(self) -> None:
@@ -70,8 +71,14 @@ def kind(cluster: Cluster, api_version: str, name: str) -> Kind:
 
 def owner_ref(obj: Json, controller: bool = True) -> Json:
     meta = obj["metadata"]
-    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"],
-            "controller": controller, "blockOwnerDeletion": True}  # fmt: skip
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": controller,
+        "blockOwnerDeletion": True,
+    }
 
 
 def owned_by(obj: Json, owner: Json) -> bool:
@@ -79,8 +86,9 @@ def owned_by(obj: Json, owner: Json) -> bool:
     return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
 
 
-def condition(conds: list[Json], type_: str, status: str, reason: str = "", message: str = "",
-              probe_times: bool = False) -> list[Json]:  # fmt: skip
+def condition(
+    conds: list[Json], type_: str, status: str, reason: str = "", message: str = "", probe_times: bool = False
+) -> list[Json]:
     """conds with type_ set; lastTransitionTime (and lastUpdateTime) kept when nothing changed."""
     out = [copy.deepcopy(c) for c in conds]
     old = next((c for c in out if c.get("type") == type_), None)
@@ -100,9 +108,14 @@ def condition(conds: list[Json], type_: str, status: str, reason: str = "", mess
         if probe_times:
             new["lastUpdateTime"] = stamp
     if probe_times:
-        new = {"type": type_, "status": status, "lastUpdateTime": new["lastUpdateTime"],
-               "lastTransitionTime": new["lastTransitionTime"], **({"reason": reason} if reason else {}),
-               **({"message": message} if message else {})}  # fmt: skip
+        new = {
+            "type": type_,
+            "status": status,
+            "lastUpdateTime": new["lastUpdateTime"],
+            "lastTransitionTime": new["lastTransitionTime"],
+            **({"reason": reason} if reason else {}),
+            **({"message": message} if message else {}),
+        }
     if old is None:
         out.append(new)
     else:

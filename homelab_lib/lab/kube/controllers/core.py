@@ -14,10 +14,18 @@ from homelab_lib.lab.kube.selectors import matches_selector
 
 SELECTED_NODE = "volume.kubernetes.io/selected-node"
 PROVISIONER = "rancher.io/local-path"
+_CA_NOTE = (
+    "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as "
+    "the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of "
+    "Kubernetes clusters."
+)
 
 
 class Namespaces:
-    """Every namespace gets a ``default`` ServiceAccount and ``kube-root-ca.crt``; a deleted one is emptied, then removed."""
+    """Every namespace gets a ``default`` ServiceAccount and ``kube-root-ca.crt``.
+
+    A deleted namespace is emptied, then removed.
+    """
 
     def __init__(self, cluster: Cluster, ca_pem: str) -> None:
         self.c = cluster
@@ -35,11 +43,18 @@ class Namespaces:
             if self.c.find(self.sa, name, "default") is None:
                 self.c.create(self.sa, name, {"metadata": {"name": "default"}}, WriteOptions(MANAGER, False, "Ignore"))
             if self.c.find(self.cm, name, "kube-root-ca.crt") is None:
-                self.c.create(self.cm, name, {"metadata": {"name": "kube-root-ca.crt", "annotations": {
-                    "kubernetes.io/description": "Contains a CA bundle that can be used to verify the kube-apiserver "
-                    "when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other "
-                    "usage is guaranteed across distributions of Kubernetes clusters."}},
-                    "data": {"ca.crt": self.ca}}, WriteOptions(MANAGER, False, "Ignore"))  # fmt: skip
+                self.c.create(
+                    self.cm,
+                    name,
+                    {
+                        "metadata": {
+                            "name": "kube-root-ca.crt",
+                            "annotations": {"kubernetes.io/description": _CA_NOTE},
+                        },
+                        "data": {"ca.crt": self.ca},
+                    },
+                    WriteOptions(MANAGER, False, "Ignore"),
+                )
 
     def _terminate(self, ns: Json) -> None:
         name = ns["metadata"]["name"]
@@ -101,9 +116,14 @@ class Endpoints:
             if not selector:
                 continue
             ns = s["metadata"]["namespace"]
-            chosen = [p for p in pods if p["metadata"]["namespace"] == ns and (p.get("status") or {}).get("podIP")
-                      and matches_selector({"matchLabels": selector}, p["metadata"].get("labels") or {})
-                      and not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+            chosen = [
+                p
+                for p in pods
+                if p["metadata"]["namespace"] == ns
+                and (p.get("status") or {}).get("podIP")
+                and matches_selector({"matchLabels": selector}, p["metadata"].get("labels") or {})
+                and not p["metadata"].get("deletionTimestamp")
+            ]
             subsets: dict[str, Json] = {}
             for p in chosen:
                 ports = []
@@ -116,13 +136,26 @@ class Endpoints:
                         ports.append(entry)
                 key = repr(ports)
                 sub = subsets.setdefault(key, {"ports": ports})
-                addr = {"ip": p["status"]["podIP"], "nodeName": (p.get("spec") or {}).get("nodeName", ""),
-                        "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
-                                      "uid": p["metadata"]["uid"]}}  # fmt: skip
+                addr = {
+                    "ip": p["status"]["podIP"],
+                    "nodeName": (p.get("spec") or {}).get("nodeName", ""),
+                    "targetRef": {
+                        "kind": "Pod",
+                        "namespace": ns,
+                        "name": p["metadata"]["name"],
+                        "uid": p["metadata"]["uid"],
+                    },
+                }
                 sub.setdefault("addresses" if pod_ready(p) else "notReadyAddresses", []).append(addr)
-            ep: Json = {"apiVersion": "v1", "kind": "Endpoints",
-                        "metadata": {"name": s["metadata"]["name"], "namespace": ns,
-                                     "labels": dict(s["metadata"].get("labels") or {})}}  # fmt: skip
+            ep: Json = {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {
+                    "name": s["metadata"]["name"],
+                    "namespace": ns,
+                    "labels": dict(s["metadata"].get("labels") or {}),
+                },
+            }
             if not ep["metadata"]["labels"]:
                 del ep["metadata"]["labels"]
             if subsets:
@@ -157,16 +190,21 @@ class LocalPath:
         classes = {sc["metadata"]["name"]: sc for sc in self.c.list(self.sc)[0]}
         claims = self.c.list(self.pvc)[0]
         pod_kind = kind(self.c, "v1", "Pod")
-        in_use = {(p["metadata"]["namespace"], v["persistentVolumeClaim"].get("claimName"))
-                  for p in self.c.list(pod_kind)[0] for v in (p.get("spec") or {}).get("volumes") or []
-                  if v.get("persistentVolumeClaim")}  # fmt: skip
+        in_use = {
+            (p["metadata"]["namespace"], v["persistentVolumeClaim"].get("claimName"))
+            for p in self.c.list(pod_kind)[0]
+            for v in (p.get("spec") or {}).get("volumes") or []
+            if v.get("persistentVolumeClaim")
+        }
         for pvc in claims:
             meta = pvc["metadata"]
             if meta.get("deletionTimestamp") and (meta["namespace"], meta["name"]) not in in_use:
                 self._unprotect(self.pvc, pvc, "kubernetes.io/pvc-protection")
         for pv in self.c.list(self.pv)[0]:
             ref = (pv.get("spec") or {}).get("claimRef") or {}
-            if pv["metadata"].get("deletionTimestamp") and not any(c["metadata"]["uid"] == ref.get("uid") for c in claims):
+            if pv["metadata"].get("deletionTimestamp") and not any(
+                c["metadata"]["uid"] == ref.get("uid") for c in claims
+            ):
                 self._unprotect(self.pv, pv, "kubernetes.io/pv-protection")
         for pvc in claims:
             sc = classes.get(str((pvc.get("spec") or {}).get("storageClassName") or ""))
@@ -176,8 +214,12 @@ class LocalPath:
                 continue
             annotations = pvc["metadata"].get("annotations") or {}
             if sc.get("volumeBindingMode") == "WaitForFirstConsumer" and SELECTED_NODE not in annotations:
-                self.c.event(pvc, "WaitForFirstConsumer", "waiting for first consumer to be created before binding",
-                             component="persistentvolume-controller")  # fmt: skip
+                self.c.event(
+                    pvc,
+                    "WaitForFirstConsumer",
+                    "waiting for first consumer to be created before binding",
+                    component="persistentvolume-controller",
+                )
                 continue
             self._provision(pvc, sc)
         live = {p["metadata"]["uid"] for p in claims}
@@ -201,30 +243,75 @@ class LocalPath:
         size = ((spec.get("resources") or {}).get("requests") or {}).get("storage", "1Gi")
         pv = self.c.find(self.pv, "", name)
         if pv is None:
-            pv = self.c.write(self.pv, {
-                "apiVersion": "v1", "kind": "PersistentVolume",
-                "metadata": {"name": name, "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER,
-                                                           "local.path.provisioner/selected-node": self.node},
-                             "finalizers": ["kubernetes.io/pv-protection"]},
-                "spec": {"capacity": {"storage": size}, "accessModes": list(spec.get("accessModes") or []),
-                         "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
-                         "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
-                                      "name": meta["name"], "uid": meta["uid"],
-                                      "resourceVersion": meta.get("resourceVersion")},
-                         "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
-                         "storageClassName": sc["metadata"]["name"], "volumeMode": spec.get("volumeMode", "Filesystem"),
-                         "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                             {"key": "kubernetes.io/hostname", "operator": "In", "values": [self.node]}]}]}}},
-            }, "local-path-provisioner")  # fmt: skip
-            self.c.event(pvc, "ProvisioningSucceeded", f"Successfully provisioned volume {name}",
-                         component="rancher.io/local-path_local-path-provisioner")  # fmt: skip
+            pv = self.c.write(
+                self.pv,
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {
+                            "pv.kubernetes.io/provisioned-by": PROVISIONER,
+                            "local.path.provisioner/selected-node": self.node,
+                        },
+                        "finalizers": ["kubernetes.io/pv-protection"],
+                    },
+                    "spec": {
+                        "capacity": {"storage": size},
+                        "accessModes": list(spec.get("accessModes") or []),
+                        "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
+                        "claimRef": {
+                            "apiVersion": "v1",
+                            "kind": "PersistentVolumeClaim",
+                            "namespace": meta["namespace"],
+                            "name": meta["name"],
+                            "uid": meta["uid"],
+                            "resourceVersion": meta.get("resourceVersion"),
+                        },
+                        "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
+                        "storageClassName": sc["metadata"]["name"],
+                        "volumeMode": spec.get("volumeMode", "Filesystem"),
+                        "nodeAffinity": {
+                            "required": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {"key": "kubernetes.io/hostname", "operator": "In", "values": [self.node]}
+                                        ]
+                                    }
+                                ]
+                            }
+                        },
+                    },
+                },
+                "local-path-provisioner",
+            )
+            self.c.event(
+                pvc,
+                "ProvisioningSucceeded",
+                f"Successfully provisioned volume {name}",
+                component="rancher.io/local-path_local-path-provisioner",
+            )
         self.c.set_status(self.pv, pv, {"phase": "Bound"}, MANAGER)
-        annotations = {**(meta.get("annotations") or {}), "pv.kubernetes.io/bind-completed": "yes",
-                       "pv.kubernetes.io/bound-by-controller": "yes",
-                       "volume.beta.kubernetes.io/storage-provisioner": PROVISIONER,
-                       "volume.kubernetes.io/storage-provisioner": PROVISIONER}  # fmt: skip
-        bound = self.c.write(self.pvc, {**pvc, "metadata": {**meta, "annotations": annotations,
-                                                            "finalizers": ["kubernetes.io/pvc-protection"]},
-                                        "spec": {**spec, "volumeName": name}}, MANAGER)  # fmt: skip
-        self.c.set_status(self.pvc, bound, {"phase": "Bound", "accessModes": list(spec.get("accessModes") or []),
-                                            "capacity": {"storage": size}}, MANAGER)  # fmt: skip
+        annotations = {
+            **(meta.get("annotations") or {}),
+            "pv.kubernetes.io/bind-completed": "yes",
+            "pv.kubernetes.io/bound-by-controller": "yes",
+            "volume.beta.kubernetes.io/storage-provisioner": PROVISIONER,
+            "volume.kubernetes.io/storage-provisioner": PROVISIONER,
+        }
+        bound = self.c.write(
+            self.pvc,
+            {
+                **pvc,
+                "metadata": {**meta, "annotations": annotations, "finalizers": ["kubernetes.io/pvc-protection"]},
+                "spec": {**spec, "volumeName": name},
+            },
+            MANAGER,
+        )
+        self.c.set_status(
+            self.pvc,
+            bound,
+            {"phase": "Bound", "accessModes": list(spec.get("accessModes") or []), "capacity": {"storage": size}},
+            MANAGER,
+        )

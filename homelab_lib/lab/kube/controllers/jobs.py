@@ -10,6 +10,7 @@ import time
 
 from homelab_lib.lab.kube.cluster import Cluster, WriteOptions, now
 from homelab_lib.lab.kube.controllers.base import MANAGER, condition, get_condition, kind, owned_by, owner_ref
+from homelab_lib.lab.kube.resources import Kind
 from homelab_lib.lab.kube.schema import Json
 from homelab_lib.lab.kube.system import IMAGES
 
@@ -51,25 +52,38 @@ class Jobs:
         status = copy.deepcopy(job.get("status") or {})
         phase = {p["metadata"]["name"]: (p.get("status") or {}).get("phase") for p in pods}
         succeeded = sum(1 for v in phase.values() if v == "Succeeded")
-        restarts = sum(int(c.get("restartCount") or 0) for p in pods
-                       for c in (p.get("status") or {}).get("containerStatuses") or [])  # fmt: skip
+        restarts = sum(
+            int(c.get("restartCount") or 0)
+            for p in pods
+            for c in (p.get("status") or {}).get("containerStatuses") or []
+        )
         failed = sum(1 for v in phase.values() if v == "Failed") + restarts
-        active = [p for p in pods if phase[p["metadata"]["name"]] not in ("Succeeded", "Failed")
-                  and not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+        active = [
+            p
+            for p in pods
+            if phase[p["metadata"]["name"]] not in ("Succeeded", "Failed")
+            and not p["metadata"].get("deletionTimestamp")
+        ]
         completions = int(spec.get("completions") or 1)
         done = finished(job)
         conds = list(status.get("conditions") or [])
         status.setdefault("startTime", now())
         if not done and succeeded >= completions:
-            conds = condition(conds, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of "
-                              "succeeded pods")  # fmt: skip
-            conds = condition(conds, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods")
+            conds = condition(
+                conds, "SuccessCriteriaMet", "True", "CompletionsReached", "Reached expected number of succeeded pods"
+            )
+            conds = condition(
+                conds, "Complete", "True", "CompletionsReached", "Reached expected number of succeeded pods"
+            )
             status["completionTime"] = now()
             done = "Complete"
         elif not done and failed > int(spec.get("backoffLimit", 6)):
-            conds = condition(conds, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified "
-                              "backoff limit")  # fmt: skip
-            conds = condition(conds, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+            conds = condition(
+                conds, "FailureTarget", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            )
+            conds = condition(
+                conds, "Failed", "True", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+            )
             done = "Failed"
         if done:
             for p in active:
@@ -86,18 +100,32 @@ class Jobs:
             if need > 0 and time.monotonic() - at >= wait:
                 for _ in range(need):
                     tmpl = spec["template"]
-                    pod = {"apiVersion": "v1", "kind": "Pod",
-                           "metadata": {"generateName": f"{job['metadata']['name']}-", "namespace": ns,
-                                        "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
-                                        "annotations": dict((tmpl.get("metadata") or {}).get("annotations") or {}),
-                                        "ownerReferences": [owner_ref(job)]},
-                           "spec": copy.deepcopy(tmpl.get("spec") or {})}  # fmt: skip
+                    pod: Json = {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "generateName": f"{job['metadata']['name']}-",
+                            "namespace": ns,
+                            "labels": dict((tmpl.get("metadata") or {}).get("labels") or {}),
+                            "annotations": dict((tmpl.get("metadata") or {}).get("annotations") or {}),
+                            "ownerReferences": [owner_ref(job)],
+                        },
+                        "spec": copy.deepcopy(tmpl.get("spec") or {}),
+                    }
                     if not pod["metadata"]["annotations"]:
                         del pod["metadata"]["annotations"]
                     active.append(self.c.create(self.pod, ns, pod, _opts()))
         ready = sum(1 for p in active if (get_condition(p, "Ready") or {}).get("status") == "True")
-        status.update({"active": len(active), "succeeded": succeeded, "failed": failed, "ready": ready,
-                       "terminating": 0, "uncountedTerminatedPods": {}})  # fmt: skip
+        status.update(
+            {
+                "active": len(active),
+                "succeeded": succeeded,
+                "failed": failed,
+                "ready": ready,
+                "terminating": 0,
+                "uncountedTerminatedPods": {},
+            }
+        )
         for k in ("active", "succeeded", "failed"):
             if not status[k]:
                 del status[k]
@@ -152,40 +180,96 @@ class HelmCharts:
 
     def _support(self, hc: Json, ns: str, name: str, spec: Json) -> None:
         owner = [owner_ref(hc, controller=False)]
-        objs = [
-            (self.sa, {"apiVersion": "v1", "kind": "ServiceAccount",
-                       "metadata": {"name": f"helm-{name}", "namespace": ns, "ownerReferences": owner}}),
-            (self.secret, {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                           "metadata": {"name": f"chart-values-{name}", "namespace": ns, "ownerReferences": owner},
-                           "stringData": {"values-01_HelmChart.yaml": spec.get("valuesContent", "")}}),
-            (self.cm, {"apiVersion": "v1", "kind": "ConfigMap",
-                       "metadata": {"name": f"chart-content-{name}", "namespace": ns, "ownerReferences": owner}}),
-        ]  # fmt: skip
+        objs: list[tuple[Kind, Json]] = [
+            (
+                self.sa,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": f"helm-{name}", "namespace": ns, "ownerReferences": owner},
+                },
+            ),
+            (
+                self.secret,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "Opaque",
+                    "metadata": {"name": f"chart-values-{name}", "namespace": ns, "ownerReferences": owner},
+                    "stringData": {"values-01_HelmChart.yaml": spec.get("valuesContent", "")},
+                },
+            ),
+            (
+                self.cm,
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": f"chart-content-{name}", "namespace": ns, "ownerReferences": owner},
+                },
+            ),
+        ]
         for k, obj in objs:
             if k.kind == "Secret":
                 import base64
 
-                obj["data"] = {key: base64.b64encode(str(v).encode()).decode() for key, v in obj.pop("stringData").items()}
+                obj["data"] = {
+                    key: base64.b64encode(str(v).encode()).decode() for key, v in obj.pop("stringData").items()
+                }
             self.c.write(k, obj, MANAGER)
 
     def _job(self, hc: Json, ns: str, name: str, spec: Json, digest: str) -> Json:
         target = spec.get("targetNamespace") or ns
-        env = {"NAME": name, "VERSION": spec.get("version", ""), "REPO": spec.get("repo", ""), "HELM_DRIVER": "secret",
-               "CHART_NAMESPACE": target, "CHART": spec.get("chart", ""), "HELM_VERSION": spec.get("helmVersion", ""),
-               "TARGET_NAMESPACE": target, "AUTH_PASS_CREDENTIALS": "false", "INSECURE_SKIP_TLS_VERIFY": "false",
-               "PLAIN_HTTP": "false", "NO_PROXY": ".svc,.cluster.local,10.42.0.0/16,10.43.0.0/16",
-               "FAILURE_POLICY": spec.get("failurePolicy", "reinstall"), "CREATE_NAMESPACE": "true"}  # fmt: skip
+        env = {
+            "NAME": name,
+            "VERSION": spec.get("version", ""),
+            "REPO": spec.get("repo", ""),
+            "HELM_DRIVER": "secret",
+            "CHART_NAMESPACE": target,
+            "CHART": spec.get("chart", ""),
+            "HELM_VERSION": spec.get("helmVersion", ""),
+            "TARGET_NAMESPACE": target,
+            "AUTH_PASS_CREDENTIALS": "false",
+            "INSECURE_SKIP_TLS_VERIFY": "false",
+            "PLAIN_HTTP": "false",
+            "NO_PROXY": ".svc,.cluster.local,10.42.0.0/16,10.43.0.0/16",
+            "FAILURE_POLICY": spec.get("failurePolicy", "reinstall"),
+            "CREATE_NAMESPACE": "true",
+        }
         labels = {CHART_LABEL: name}
-        return {"apiVersion": "batch/v1", "kind": "Job",
-                "metadata": {"name": f"helm-install-{name}", "namespace": ns, "labels": labels,
-                             "annotations": {CONFIG_HASH: digest}, "ownerReferences": [owner_ref(hc)]},
-                "spec": {"backoffLimit": int(spec.get("backOffLimit") or 1000),
-                         "template": {"metadata": {"labels": dict(labels), "annotations": {CONFIG_HASH: digest}},
-                                      "spec": {"restartPolicy": "OnFailure", "serviceAccountName": f"helm-{name}",
-                                               "containers": [{"name": "helm", "image": spec.get("jobImage") or IMAGES["helm"],
-                                                               "args": ["install"],
-                                                               "env": [{"name": k, "value": str(v)} for k, v in env.items()],
-                                                               "volumeMounts": [{"name": "values", "mountPath": "/config"},
-                                                                                {"name": "content", "mountPath": "/chart"}]}],
-                                               "volumes": [{"name": "values", "secret": {"secretName": f"chart-values-{name}"}},
-                                                           {"name": "content", "configMap": {"name": f"chart-content-{name}"}}]}}}}  # fmt: skip
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": f"helm-install-{name}",
+                "namespace": ns,
+                "labels": labels,
+                "annotations": {CONFIG_HASH: digest},
+                "ownerReferences": [owner_ref(hc)],
+            },
+            "spec": {
+                "backoffLimit": int(spec.get("backOffLimit") or 1000),
+                "template": {
+                    "metadata": {"labels": dict(labels), "annotations": {CONFIG_HASH: digest}},
+                    "spec": {
+                        "restartPolicy": "OnFailure",
+                        "serviceAccountName": f"helm-{name}",
+                        "containers": [
+                            {
+                                "name": "helm",
+                                "image": spec.get("jobImage") or IMAGES["helm"],
+                                "args": ["install"],
+                                "env": [{"name": k, "value": str(v)} for k, v in env.items()],
+                                "volumeMounts": [
+                                    {"name": "values", "mountPath": "/config"},
+                                    {"name": "content", "mountPath": "/chart"},
+                                ],
+                            }
+                        ],
+                        "volumes": [
+                            {"name": "values", "secret": {"secretName": f"chart-values-{name}"}},
+                            {"name": "content", "configMap": {"name": f"chart-content-{name}"}},
+                        ],
+                    },
+                },
+            },
+        }

@@ -20,7 +20,10 @@ from homelab_lib.lab.kube.schema import Json
 
 
 class Scheduler:
-    """Binds pending pods to the node once their PVCs can bind (setting the selected node on WaitForFirstConsumer claims)."""
+    """Binds pending pods to the node once their PVCs can bind.
+
+    A WaitForFirstConsumer claim gets the node as its selected node, so the provisioner binds it.
+    """
 
     def __init__(self, cluster: Cluster, node_name: str) -> None:
         self.c = cluster
@@ -30,10 +33,12 @@ class Scheduler:
         self.node = kind(cluster, "v1", "Node")
 
     def _unschedulable(self, pod: Json, message: str) -> None:
-        conds = condition((pod.get("status") or {}).get("conditions") or [], "PodScheduled", "False", "Unschedulable",
-                          message)  # fmt: skip
-        self.c.set_status(self.pod, pod, {**(pod.get("status") or {}), "phase": "Pending", "conditions": conds},
-                          "default-scheduler")  # fmt: skip
+        conds = condition(
+            (pod.get("status") or {}).get("conditions") or [], "PodScheduled", "False", "Unschedulable", message
+        )
+        self.c.set_status(
+            self.pod, pod, {**(pod.get("status") or {}), "phase": "Pending", "conditions": conds}, "default-scheduler"
+        )
 
     def reconcile(self) -> None:
         node = self.c.find(self.node, "", self.node_name)
@@ -49,10 +54,15 @@ class Scheduler:
             return
         tolerations = pod["spec"].get("tolerations") or []
         for taint in (node.get("spec") or {}).get("taints") or []:
-            if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(_tolerates(t, taint) for t in tolerations):
+            if taint.get("effect") in ("NoSchedule", "NoExecute") and not any(
+                _tolerates(t, taint) for t in tolerations
+            ):
                 shown = f"{taint['key']}: {taint.get('value', '')}" if taint.get("value") else taint["key"]
-                self._unschedulable(pod, f"0/1 nodes are available: 1 node(s) had untolerated taint {{{shown}}}. "
-                                    "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
+                self._unschedulable(
+                    pod,
+                    f"0/1 nodes are available: 1 node(s) had untolerated taint {{{shown}}}. "
+                    "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+                )
                 return
         waiting = False
         for v in pod["spec"].get("volumes") or []:
@@ -61,8 +71,11 @@ class Scheduler:
                 continue
             pvc = self.c.find(self.pvc, ns, claim)
             if pvc is None:
-                self._unschedulable(pod, f'0/1 nodes are available: persistentvolumeclaim "{claim}" not found. '
-                                    "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.")
+                self._unschedulable(
+                    pod,
+                    f'0/1 nodes are available: persistentvolumeclaim "{claim}" not found. '
+                    "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.",
+                )
                 return
             if (pvc.get("status") or {}).get("phase") != "Bound":
                 waiting = True
@@ -181,10 +194,10 @@ class Kubelet:
             self._write_files(folder, data, int(src.get("defaultMode", 0o644)))
             return str(folder)
         if vol.get("hostPath"):
-            path = Path(vol["hostPath"]["path"])
-            if vol["hostPath"].get("type") in ("DirectoryOrCreate", "", None) and not path.exists():
-                path.mkdir(parents=True, exist_ok=True)
-            return str(path)
+            host = Path(vol["hostPath"]["path"])
+            if vol["hostPath"].get("type") in ("DirectoryOrCreate", "", None) and not host.exists():
+                host.mkdir(parents=True, exist_ok=True)
+            return str(host)
         folder = base / "kubernetes.io~empty-dir" / name
         folder.mkdir(parents=True, exist_ok=True)
         os.chmod(folder, 0o777)
@@ -219,15 +232,22 @@ class Kubelet:
         if value is None:
             if ref.get("optional"):
                 return None
-            raise _ConfigError(f"couldn't find key {ref.get('key')} in {'Secret' if secret else 'ConfigMap'} "
-                               f"{ns}/{ref.get('name')}")  # fmt: skip
+            raise _ConfigError(
+                f"couldn't find key {ref.get('key')} in {'Secret' if secret else 'ConfigMap'} {ns}/{ref.get('name')}"
+            )
         return base64.b64decode(value).decode(errors="replace") if secret else str(value)
 
     def _env(self, pod: Json) -> dict[str, dict[str, str]]:
         ns, meta = pod["metadata"]["namespace"], pod["metadata"]
-        fields = {"metadata.name": meta["name"], "metadata.namespace": ns, "metadata.uid": meta["uid"],
-                  "spec.nodeName": self.node_name, "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
-                  "status.hostIP": self.host_ip, "status.podIP": (pod.get("status") or {}).get("podIP", "")}  # fmt: skip
+        fields = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": ns,
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": self.node_name,
+            "spec.serviceAccountName": pod["spec"].get("serviceAccountName", ""),
+            "status.hostIP": self.host_ip,
+            "status.podIP": (pod.get("status") or {}).get("podIP", ""),
+        }
         out: dict[str, dict[str, str]] = {}
         for c in pod["spec"].get("containers") or []:
             env: dict[str, str] = {}
@@ -237,7 +257,9 @@ class Kubelet:
                     if key in src:
                         obj = self.c.find(self.secret if secret else self.cm, ns, str(src[key].get("name")))
                         if obj is None and not src[key].get("optional"):
-                            raise _ConfigError(f'{"secret" if secret else "configmap"} "{src[key].get("name")}" not found')
+                            raise _ConfigError(
+                                f'{"secret" if secret else "configmap"} "{src[key].get("name")}" not found'
+                            )
                         for k, v in ((obj or {}).get("data") or {}).items():
                             env[prefix + k] = base64.b64decode(v).decode(errors="replace") if secret else str(v)
             for e in c.get("env") or []:
@@ -275,8 +297,9 @@ class Kubelet:
         if "exec" in probe:
             ok = self.rt.exec_ok(pod, c["name"], list(probe["exec"].get("command") or []))
         elif "httpGet" in probe:
-            ok = bool(st.ip) and rt.http_ok(st.ip, _port(c, probe["httpGet"].get("port")),
-                                            probe["httpGet"].get("path", "/"), timeout)  # fmt: skip
+            ok = bool(st.ip) and rt.http_ok(
+                st.ip, _port(c, probe["httpGet"].get("port")), probe["httpGet"].get("path", "/"), timeout
+            )
         elif "tcpSocket" in probe:
             ok = bool(st.ip) and rt.tcp_ok(st.ip, _port(c, probe["tcpSocket"].get("port")), timeout)
         else:
@@ -290,8 +313,14 @@ class Kubelet:
             mounts, env = self._mounts(pod), self._env(pod)
             states = self.rt.sync(pod, mounts, env)
         except _ConfigError as e:
-            states = [rt.ContainerStatus(c["name"], c.get("image", ""), {"waiting": {
-                "reason": "CreateContainerConfigError", "message": str(e)}}) for c in pod["spec"].get("containers") or []]
+            states = [
+                rt.ContainerStatus(
+                    c["name"],
+                    c.get("image", ""),
+                    {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}},
+                )
+                for c in pod["spec"].get("containers") or []
+            ]
         except KubeStatus:
             raise
         specs = {c["name"]: c for c in pod["spec"].get("containers") or []}
@@ -299,9 +328,16 @@ class Kubelet:
         statuses = []
         for st in states:
             ready = self._ready(pod, specs[st.name], st)
-            entry: Json = {"name": st.name, "image": st.image, "imageID": st.image_id, "ready": ready,
-                           "restartCount": st.restart_count, "started": st.running, "state": st.state,
-                           "lastState": st.last_state}  # fmt: skip
+            entry: Json = {
+                "name": st.name,
+                "image": st.image,
+                "imageID": st.image_id,
+                "ready": ready,
+                "restartCount": st.restart_count,
+                "started": st.running,
+                "state": st.state,
+                "lastState": st.last_state,
+            }
             if st.container_id:
                 entry["containerID"] = st.container_id
             statuses.append(entry)
@@ -329,9 +365,15 @@ class Kubelet:
         conds.sort(key=lambda c: order.index(c["type"]) if c["type"] in order else 99)
         for c in conds:
             c.setdefault("lastProbeTime", None)
-        new: Json = {"phase": phase, "conditions": conds, "hostIP": self.host_ip, "hostIPs": [{"ip": self.host_ip}],
-                     "startTime": status.get("startTime") or now(), "containerStatuses": statuses,
-                     "qosClass": status.get("qosClass", "BestEffort")}  # fmt: skip
+        new: Json = {
+            "phase": phase,
+            "conditions": conds,
+            "hostIP": self.host_ip,
+            "hostIPs": [{"ip": self.host_ip}],
+            "startTime": status.get("startTime") or now(),
+            "containerStatuses": statuses,
+            "qosClass": status.get("qosClass", "BestEffort"),
+        }
         if ip:
             new["podIP"], new["podIPs"] = ip, [{"ip": ip}]
         self.c.set_status(self.pod, pod, new, MANAGER)
@@ -350,9 +392,13 @@ class Kubelet:
                 self.c.event(pod, "BackOff", f'Back-off pulling image "{image}"', "Normal")
                 self.c.event(pod, "Failed", "Error: ImagePullBackOff", "Warning")
             elif reason == "CrashLoopBackOff":
-                self.c.event(pod, "BackOff", f"Back-off restarting failed container {c['name']} in pod "
-                             f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
-                             "Warning")  # fmt: skip
+                self.c.event(
+                    pod,
+                    "BackOff",
+                    f"Back-off restarting failed container {c['name']} in pod "
+                    f"{pod['metadata']['name']}_{pod['metadata']['namespace']}({pod['metadata']['uid']})",
+                    "Warning",
+                )
             else:
                 self.c.event(pod, "Failed", f"Error: {new['waiting'].get('message', reason)}", "Warning")
         if "running" in new and "running" not in old and not after["restartCount"]:

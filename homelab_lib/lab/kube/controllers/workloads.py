@@ -7,8 +7,16 @@ import datetime
 import math
 
 from homelab_lib.lab.kube.cluster import Cluster, WriteOptions
-from homelab_lib.lab.kube.controllers.base import (MANAGER, condition, get_condition, kind, owned_by, owner_ref,
-                                                   pod_ready, template_hash)  # fmt: skip
+from homelab_lib.lab.kube.controllers.base import (
+    MANAGER,
+    condition,
+    get_condition,
+    kind,
+    owned_by,
+    owner_ref,
+    pod_ready,
+    template_hash,
+)
 from homelab_lib.lab.kube.schema import Json
 
 REVISION = "deployment.kubernetes.io/revision"
@@ -20,15 +28,21 @@ def _opts() -> WriteOptions:
 
 def _active(pod: Json) -> bool:
     return not pod["metadata"].get("deletionTimestamp") and (pod.get("status") or {}).get("phase") not in (
-        "Succeeded", "Failed")  # fmt: skip
+        "Succeeded",
+        "Failed",
+    )
 
 
-def _pod_from_template(template: Json, owner: Json, extra_labels: dict[str, str], name: str = "",
-                       generate: str = "") -> Json:  # fmt: skip
+def _pod_from_template(
+    template: Json, owner: Json, extra_labels: dict[str, str], name: str = "", generate: str = ""
+) -> Json:
     meta = copy.deepcopy(template.get("metadata") or {})
     labels = {**(meta.get("labels") or {}), **extra_labels}
-    pod_meta: Json = {"namespace": owner["metadata"]["namespace"], "labels": labels,
-                      "ownerReferences": [owner_ref(owner)]}  # fmt: skip
+    pod_meta: Json = {
+        "namespace": owner["metadata"]["namespace"],
+        "labels": labels,
+        "ownerReferences": [owner_ref(owner)],
+    }
     if meta.get("annotations"):
         pod_meta["annotations"] = meta["annotations"]
     if name:
@@ -63,9 +77,13 @@ class ReplicaSets:
                     self.c.delete(self.pod, ns, p["metadata"]["name"])
                     active.remove(p)
             ready = sum(1 for p in active if pod_ready(p))
-            status: Json = {"replicas": len(active), "fullyLabeledReplicas": len(active), "readyReplicas": ready,
-                            "availableReplicas": ready,
-                            "observedGeneration": rs["metadata"].get("generation", 1)}  # fmt: skip
+            status: Json = {
+                "replicas": len(active),
+                "fullyLabeledReplicas": len(active),
+                "readyReplicas": ready,
+                "availableReplicas": ready,
+                "observedGeneration": rs["metadata"].get("generation", 1),
+            }
             status = {k: v for k, v in status.items() if v or k in ("replicas", "observedGeneration")}
             self.c.set_status(self.rs, rs, status, MANAGER)
 
@@ -87,8 +105,10 @@ class Deployments:
         all_rs, _ = self.c.list(self.rs)
         for d in self.c.list(self.d)[0]:
             if not d["metadata"].get("deletionTimestamp"):
-                self._one(d, [r for r in all_rs if r["metadata"]["namespace"] == d["metadata"]["namespace"]
-                              and owned_by(r, d)])  # fmt: skip
+                self._one(
+                    d,
+                    [r for r in all_rs if r["metadata"]["namespace"] == d["metadata"]["namespace"] and owned_by(r, d)],
+                )
 
     def _one(self, d: Json, owned: list[Json]) -> None:
         spec, ns, name = d["spec"], d["metadata"]["namespace"], d["metadata"]["name"]
@@ -101,21 +121,32 @@ class Deployments:
             template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = h
             selector = copy.deepcopy(spec["selector"])
             selector.setdefault("matchLabels", {})["pod-template-hash"] = h
-            rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                  "metadata": {"name": f"{name}-{h}", "namespace": ns,
-                               "labels": dict(template["metadata"]["labels"]),
-                               "annotations": {REVISION: str(max(revisions, default=0) + 1),
-                                               "deployment.kubernetes.io/desired-replicas": str(want),
-                                               "deployment.kubernetes.io/max-replicas": str(want + 1)},
-                               "ownerReferences": [owner_ref(d)]},
-                  "spec": {"replicas": want, "selector": selector, "template": template}}  # fmt: skip
+            rs = {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "metadata": {
+                    "name": f"{name}-{h}",
+                    "namespace": ns,
+                    "labels": dict(template["metadata"]["labels"]),
+                    "annotations": {
+                        REVISION: str(max(revisions, default=0) + 1),
+                        "deployment.kubernetes.io/desired-replicas": str(want),
+                        "deployment.kubernetes.io/max-replicas": str(want + 1),
+                    },
+                    "ownerReferences": [owner_ref(d)],
+                },
+                "spec": {"replicas": want, "selector": selector, "template": template},
+            }
             new = self.c.create(self.rs, ns, rs, _opts())
             owned.append(new)
         elif new["spec"].get("replicas") != want:
             new = self.c.write(self.rs, {**new, "spec": {**new["spec"], "replicas": want}}, MANAGER)
         new_ready = int((new.get("status") or {}).get("availableReplicas") or 0)
-        old = sorted((r for r in owned if r is not new and r["metadata"]["uid"] != new["metadata"]["uid"]),
-                     key=lambda r: r["metadata"]["creationTimestamp"], reverse=True)  # fmt: skip
+        old = sorted(
+            (r for r in owned if r is not new and r["metadata"]["uid"] != new["metadata"]["uid"]),
+            key=lambda r: r["metadata"]["creationTimestamp"],
+            reverse=True,
+        )
         room = max(0, want - new_ready)
         for r in old:
             keep = min(int(r["spec"].get("replicas", 0)), room)
@@ -133,34 +164,77 @@ class Deployments:
         updated = st(new, "replicas")
         ready = sum(st(r, "readyReplicas") for r in every)
         available = sum(st(r, "availableReplicas") for r in every)
-        max_unavailable = _int_or_percent(((d["spec"].get("strategy") or {}).get("rollingUpdate") or {})
-                                          .get("maxUnavailable", "25%"), want, False)  # fmt: skip
+        max_unavailable = _int_or_percent(
+            ((d["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", "25%"), want, False
+        )
         conds = list((d.get("status") or {}).get("conditions") or [])
         if available >= want - max_unavailable:
-            conds = condition(conds, "Available", "True", "MinimumReplicasAvailable", "Deployment has minimum "
-                              "availability.", probe_times=True)  # fmt: skip
+            conds = condition(
+                conds,
+                "Available",
+                "True",
+                "MinimumReplicasAvailable",
+                "Deployment has minimum availability.",
+                probe_times=True,
+            )
         else:
-            conds = condition(conds, "Available", "False", "MinimumReplicasUnavailable", "Deployment does not have "
-                              "minimum availability.", probe_times=True)  # fmt: skip
+            conds = condition(
+                conds,
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+                probe_times=True,
+            )
         rs_name = new["metadata"]["name"]
         done = updated == want and replicas == want and available >= want
         prog = get_condition(d, "Progressing")
         deadline = int(d["spec"].get("progressDeadlineSeconds", 600))
         if done:
-            conds = condition(conds, "Progressing", "True", "NewReplicaSetAvailable",
-                              f'ReplicaSet "{rs_name}" has successfully progressed.', probe_times=True)  # fmt: skip
-        elif prog is not None and prog.get("reason") == "ProgressDeadlineExceeded" and rs_name in prog.get("message", ""):
+            conds = condition(
+                conds,
+                "Progressing",
+                "True",
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs_name}" has successfully progressed.',
+                probe_times=True,
+            )
+        elif (
+            prog is not None and prog.get("reason") == "ProgressDeadlineExceeded" and rs_name in prog.get("message", "")
+        ):
             pass
-        elif (prog is not None and prog.get("reason") == "ReplicaSetUpdated" and rs_name in prog.get("message", "")
-              and _age_s(prog.get("lastUpdateTime")) > deadline):  # fmt: skip
-            conds = condition(conds, "Progressing", "False", "ProgressDeadlineExceeded",
-                              f'ReplicaSet "{rs_name}" has timed out progressing.', probe_times=True)  # fmt: skip
+        elif (
+            prog is not None
+            and prog.get("reason") == "ReplicaSetUpdated"
+            and rs_name in prog.get("message", "")
+            and _age_s(prog.get("lastUpdateTime")) > deadline
+        ):
+            conds = condition(
+                conds,
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{rs_name}" has timed out progressing.',
+                probe_times=True,
+            )
         else:
-            conds = condition(conds, "Progressing", "True", "ReplicaSetUpdated",
-                              f'ReplicaSet "{rs_name}" is progressing.', probe_times=True)  # fmt: skip
-        status: Json = {"observedGeneration": d["metadata"].get("generation", 1), "replicas": replicas,
-                        "updatedReplicas": updated, "readyReplicas": ready, "availableReplicas": available,
-                        "unavailableReplicas": max(0, want - available), "conditions": conds}  # fmt: skip
+            conds = condition(
+                conds,
+                "Progressing",
+                "True",
+                "ReplicaSetUpdated",
+                f'ReplicaSet "{rs_name}" is progressing.',
+                probe_times=True,
+            )
+        status: Json = {
+            "observedGeneration": d["metadata"].get("generation", 1),
+            "replicas": replicas,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "unavailableReplicas": max(0, want - available),
+            "conditions": conds,
+        }
         status = {k: v for k, v in status.items() if v or k in ("observedGeneration", "conditions")}
         self.c.set_status(self.d, d, status, MANAGER)
 
@@ -184,13 +258,18 @@ class StatefulSets:
         for s in self.c.list(self.sts)[0]:
             if not s["metadata"].get("deletionTimestamp"):
                 ns = s["metadata"]["namespace"]
-                self._one(s, {p["metadata"]["name"]: p for p in all_pods
-                              if p["metadata"]["namespace"] == ns and owned_by(p, s)})  # fmt: skip
+                self._one(
+                    s,
+                    {p["metadata"]["name"]: p for p in all_pods if p["metadata"]["namespace"] == ns and owned_by(p, s)},
+                )
 
     def _pod(self, s: Json, i: int, revision: str) -> Json:
         name = f"{s['metadata']['name']}-{i}"
-        labels = {"controller-revision-hash": revision, "statefulset.kubernetes.io/pod-name": name,
-                  "apps.kubernetes.io/pod-index": str(i)}  # fmt: skip
+        labels = {
+            "controller-revision-hash": revision,
+            "statefulset.kubernetes.io/pod-name": name,
+            "apps.kubernetes.io/pod-index": str(i),
+        }
         pod = _pod_from_template(s["spec"]["template"], s, labels, name=name)
         spec = pod["spec"]
         spec["hostname"] = name
@@ -210,15 +289,26 @@ class StatefulSets:
         for t in s["spec"].get("volumeClaimTemplates") or []:
             claim = f"{t['metadata']['name']}-{name}"
             if self.c.find(self.pvc, ns, claim) is None:
-                labels = {**(t["metadata"].get("labels") or {}),
-                          **((s["spec"].get("selector") or {}).get("matchLabels") or {})}  # fmt: skip
+                labels = {
+                    **(t["metadata"].get("labels") or {}),
+                    **((s["spec"].get("selector") or {}).get("matchLabels") or {}),
+                }
                 meta: Json = {"name": claim, "namespace": ns}
                 if labels:
                     meta["labels"] = labels
                 if t["metadata"].get("annotations"):
                     meta["annotations"] = t["metadata"]["annotations"]
-                self.c.create(self.pvc, ns, {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta,
-                                             "spec": copy.deepcopy(t.get("spec") or {})}, _opts())  # fmt: skip
+                self.c.create(
+                    self.pvc,
+                    ns,
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolumeClaim",
+                        "metadata": meta,
+                        "spec": copy.deepcopy(t.get("spec") or {}),
+                    },
+                    _opts(),
+                )
 
     def _one(self, s: Json, pods: dict[str, Json]) -> None:
         spec, ns, name = s["spec"], s["metadata"]["namespace"], s["metadata"]["name"]
@@ -240,23 +330,42 @@ class StatefulSets:
                 break
         current = [p for n, p in pods.items() if _ordinal(n) < want]
         all_ready = len(current) == want and all(pod_ready(p) for p in current)
-        outdated = [p for p in current if (p["metadata"].get("labels") or {}).get("controller-revision-hash") != revision]
-        if all_ready and outdated and (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate":
+        outdated = [
+            p for p in current if (p["metadata"].get("labels") or {}).get("controller-revision-hash") != revision
+        ]
+        if (
+            all_ready
+            and outdated
+            and (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
+        ):
             victim = max(outdated, key=lambda p: _ordinal(p["metadata"]["name"]))
             self.c.delete(self.pod, ns, victim["metadata"]["name"])
         live = [p for p in current if not p["metadata"].get("deletionTimestamp")]
         ready = sum(1 for p in live if pod_ready(p))
-        updated = sum(1 for p in live if (p["metadata"].get("labels") or {}).get("controller-revision-hash") == revision)
+        updated = sum(
+            1 for p in live if (p["metadata"].get("labels") or {}).get("controller-revision-hash") == revision
+        )
         old_status = s.get("status") or {}
         current_rev = revision if updated == want and ready == want else old_status.get("currentRevision", revision)
-        at_current = sum(1 for p in live if (p["metadata"].get("labels") or {}).get("controller-revision-hash")
-                         == current_rev)  # fmt: skip
-        status: Json = {"observedGeneration": s["metadata"].get("generation", 1), "replicas": len(live),
-                        "readyReplicas": ready, "currentReplicas": at_current, "updatedReplicas": updated,
-                        "availableReplicas": ready, "currentRevision": current_rev, "updateRevision": revision,
-                        "collisionCount": 0}  # fmt: skip
-        status = {k: v for k, v in status.items() if v or k in ("observedGeneration", "replicas", "availableReplicas",
-                                                                "collisionCount")}  # fmt: skip
+        at_current = sum(
+            1 for p in live if (p["metadata"].get("labels") or {}).get("controller-revision-hash") == current_rev
+        )
+        status: Json = {
+            "observedGeneration": s["metadata"].get("generation", 1),
+            "replicas": len(live),
+            "readyReplicas": ready,
+            "currentReplicas": at_current,
+            "updatedReplicas": updated,
+            "availableReplicas": ready,
+            "currentRevision": current_rev,
+            "updateRevision": revision,
+            "collisionCount": 0,
+        }
+        status = {
+            k: v
+            for k, v in status.items()
+            if v or k in ("observedGeneration", "replicas", "availableReplicas", "collisionCount")
+        }
         self.c.set_status(self.sts, s, status, MANAGER)
 
 

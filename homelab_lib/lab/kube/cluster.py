@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-List = list
-
 import yaml
 
 from homelab_lib.errors import KubeStatus
@@ -27,6 +25,8 @@ from homelab_lib.lab.kube.resources import Kind, Registry
 from homelab_lib.lab.kube.schema import Json
 from homelab_lib.lab.kube.selectors import Match
 from homelab_lib.lab.kube.store import Store
+
+List = list
 
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _SKIP_META = ("resourceVersion", "managedFields")

@@ -152,6 +152,8 @@ class _HTTP(ThreadingHTTPServer):
         super().__init__(address, _Proxy)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
+        with contextlib.suppress(OSError):
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.context is not None:
             try:
                 request = self.context.wrap_socket(request, server_side=True)

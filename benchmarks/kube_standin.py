@@ -21,7 +21,8 @@ import docker
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.kube_fixtures import (  # noqa: E402 - the tests' helpers start and clean up the stand-in
+# The tests' helpers start the stand-in and clean up after it.
+from tests.kube_fixtures import (
     IMAGE,
     _build_test_image,
     remove_engine_leftovers,
@@ -116,7 +117,8 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}   load average: {load}")
     print(f"kubectl get --raw /version (median of 5)          {base:6.2f} s   (baseline)")
     print(
-        f"kubectl apply --server-side, 200 objects            {apply:6.2f} s   ({apply / base:5.1f}x baseline; target <= 5 s)"
+        f"kubectl apply --server-side, 200 objects            {apply:6.2f} s   ({apply / base:5.1f}x baseline; "
+        "target <= 5 s)"
     )
     print(f"  the same again (no change)                        {again:6.2f} s   ({again / base:5.1f}x baseline)")
     print(f"rollout status of 20 Deployments (after apply)      {rollout:6.2f} s   ({rollout / base:5.1f}x baseline)")

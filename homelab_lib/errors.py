@@ -27,6 +27,8 @@ passes through unchanged.
     │   └── SecretLeak              a resolved secret value was found in a notebook
     ├── AuditError                  the audit archive: a record or file altered or removed
     ├── LabError                    the rehearsal lab could not start, stop or be reached
+    │   └── KubeStandinError        the lab's Kubernetes stand-in (k3s) refused to start: flags, token, address
+    │       └── KubeStatus          an API request the stand-in refuses; carries the Kubernetes Status it answers
     └── AdapterError                an outside system answered with an error
         ├── SshError                SSH to a VM failed: refused, timed out, login refused
         │   └── HostKeyRejected     the VM's host key is not the one known_hosts names (or none is)
@@ -290,6 +292,42 @@ class AuditError(HomelabError):
 
 class LabError(HomelabError):
     """The rehearsal lab could not be started, stopped or reached."""
+
+
+class KubeStandinError(LabError):
+    """The lab's Kubernetes stand-in (its ``k3s server``) could not start: bad flags or config, a token
+    other than the stored one, an address in use."""
+
+
+class KubeStatus(KubeStandinError):
+    """A request the stand-in's API refuses; it is answered as a Kubernetes ``Status`` object.
+
+    Attributes:
+        code: the HTTP status (400, 401, 403, 404, 409, 410, 415, 422, 500...).
+        reason: the Status reason (``NotFound``, ``AlreadyExists``, ``Conflict``, ``Invalid``...).
+        details: the Status ``details`` (name, group, kind, causes), possibly empty.
+    """
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, object] | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        self.details = dict(details or {})
+        super().__init__(message)
+
+    def status(self) -> dict[str, object]:
+        """The Status object the API answers."""
+        out: dict[str, object] = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
+        if self.details:
+            out["details"] = self.details
+        return out
 
 
 class AdapterError(HomelabError):

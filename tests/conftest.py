@@ -13,7 +13,10 @@ from ruamel.yaml import YAML
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"
 
-pytest_plugins = ["tests.lab_fixtures"] if (Path(__file__).parent / "lab_fixtures.py").exists() else []
+pytest_plugins = [
+    *(["tests.lab_fixtures"] if (Path(__file__).parent / "lab_fixtures.py").exists() else []),
+    "tests.kube_fixtures",
+]
 
 
 @pytest.fixture

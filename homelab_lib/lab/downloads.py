@@ -50,15 +50,33 @@ def folder(inv: Inventory) -> Path:
     return common.lab_settings(inv).state_dir / "downloads"
 
 
-def k3s_binary(version: str) -> str:
-    """The lab's ``k3s`` for one release: this machine's Python running the stand-in."""
+def k3s_binary(inv: Inventory, version: str) -> str:
+    """The lab's ``k3s`` for one release: this machine's Python running the stand-in.
+
+    The node's capacity is the K3s VM's (cores, memory); ``k3s server`` listens on the VM's
+    own address unless told otherwise (the lab's VMs share one network namespace, where
+    K3s's default 0.0.0.0 would take every VM's port 6443, 80 and 443).
+    """
+    assert inv.k3s is not None
+    vm = inv.vm(inv.k3s.vm)
+    q = shlex.quote
     return "\n".join(
         [
             "#!/bin/sh",
             f"# k3s {version} of the rehearsal lab: its Kubernetes API stand-in (homelab_lib.lab.kube).",
-            f"K3S_STANDIN_VERSION={shlex.quote(version)}",
-            "export K3S_STANDIN_VERSION",
-            f'exec {shlex.quote(sys.executable)} -m homelab_lib.lab.kube "$@"',
+            f"HOMELAB_K3S_VERSION={q(version)}",
+            f"HOMELAB_K3S_NODE_CPU={vm.cores}",
+            f"HOMELAB_K3S_NODE_MEMORY={vm.memory_mib}Mi",
+            "export HOMELAB_K3S_VERSION HOMELAB_K3S_NODE_CPU HOMELAB_K3S_NODE_MEMORY",
+            'if [ "${1:-}" = server ]; then',
+            '    case " $* " in *" --bind-address"*) bound=1 ;; *) bound= ;; esac',
+            "    config=/etc/rancher/k3s/config.yaml",
+            '    for f in "$config" "$config".d/*.yaml; do',
+            '        [ -f "$f" ] && grep -q "^bind-address:" "$f" && bound=1',
+            "    done",
+            f'    [ -n "$bound" ] || set -- "$@" --bind-address {q(vm.address)}',
+            "fi",
+            f'exec {q(sys.executable)} -m homelab_lib.lab.kube "$@"',
             "",
         ]
     )
@@ -80,7 +98,7 @@ def prepare(inv: Inventory) -> list[str]:
     for version in versions:
         release = root / "k3s" / version
         release.mkdir(parents=True, exist_ok=True)
-        binary = k3s_binary(version).encode()
+        binary = k3s_binary(inv, version).encode()
         (release / "k3s").write_bytes(binary)
         (release / "sha256sum-amd64.txt").write_text(f"{hashlib.sha256(binary).hexdigest()}  k3s\n")
     (root / "k3s" / "stable.txt").write_text(inv.k3s.version + "\n")

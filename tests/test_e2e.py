@@ -79,3 +79,48 @@ def test_lab_status_command(lab: Inventory, repo: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for vm in lab.vms:
         assert vm.address in done.stdout
+
+
+def _machine_view() -> dict[str, object]:
+    """What the lab must never touch on the machine itself (its VMs write into their own folders)."""
+    import docker
+
+    listing = {d: sorted(p.name for p in Path(d).iterdir()) if Path(d).is_dir() else None for d in ("/srv", "/opt")}
+    view: dict[str, object] = {**listing, "/etc/rancher": Path("/etc/rancher").exists()}
+    try:
+        engine = docker.from_env()
+        engine.ping()
+    except docker.errors.DockerException:
+        return view  # no engine on the machine: nothing of the lab can be in it
+    view["containers"] = sorted(c.name for c in engine.containers.list(all=True, filters={"label": "homelab.homelab"}))
+    view["images"] = sorted(t for i in engine.images.list() for t in i.tags if "homelab-lab/" in t)
+    engine.close()
+    return view
+
+
+def test_runbooks_01_and_02_touch_nothing_outside_the_lab(lab: Inventory, repo: Path, tmp_path: Path) -> None:
+    from homelab_lib import compose
+    from homelab_lib.lab import vms
+
+    before = _machine_view()
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "rt")}
+    archive = tmp_path / "archive"
+    for nb in ("01_provision_nodes", "02_deploy_compose_core"):
+        done = homelab(
+            "run", f"notebooks/{nb}.ipynb", "-f", "parameters/lab.yaml", "-p", "confirm", "true",
+            "--archive", str(archive), "-q", cwd=repo, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    after = _machine_view()
+    assert after == before, "the runbooks changed the machine itself, not only the lab's VMs"
+    assert after.get("containers", []) == []
+    # what 02 wrote on each Docker VM is in that VM's folder of the lab's state dir
+    for vm in lab.docker_hosts:
+        for stack in vm.stacks:
+            folder = vms.vm_dir(lab, vm.name) / "fs" / "root" / compose.remote_dir(compose.project_name(vm.name, stack))
+            assert (folder / "compose.yaml").is_file(), folder
+    # every chart an archived runbook shows is an image (a Figure's repr is not a chart)
+    for archived in archive.rglob("*.ipynb"):
+        text = archived.read_text()
+        assert "<Figure size" not in text or "image/png" in text, archived
+    assert "image/png" in next(archive.rglob("*-02_deploy_compose_core-ok.ipynb")).read_text()

@@ -14,12 +14,10 @@ from datetime import datetime
 from typing import Any
 
 import docker
-import paramiko
-import requests
 
 from homelab_lib.compose.render import HASH_LABEL, LABEL, Project
-from homelab_lib.compose.transport import DockerClient, DockerHost
-from homelab_lib.errors import EngineUnreachable
+from homelab_lib.compose.transport import ENGINE_ERRORS, DockerClient, DockerHost
+from homelab_lib.errors import EngineUnreachable, mapped
 
 DEFAULT_REGISTRY = "docker.io"
 COMPOSE_PROJECT = "com.docker.compose.project"
@@ -255,10 +253,8 @@ def observe(host: DockerHost, homelab: str) -> HostState:
         EngineUnreachable: the engine does not answer.
     """
     client = host.docker()
-    try:
+    with mapped(ENGINE_ERRORS, where=host):
         return observe_client(host.name, client, homelab)
-    except (docker.errors.DockerException, requests.RequestException, paramiko.SSHException, OSError) as e:
-        raise host.engine_error(e) from e
 
 
 def observe_all(hosts: Mapping[str, DockerHost], homelab: str) -> dict[str, HostState]:

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from homelab_lib.errors import ConfigError, Problem
+from homelab_lib.errors import ConfigError, NotFound, Problem
 from homelab_lib.inventory.model import Healthcheck, Inventory, Vm
 from homelab_lib.secrets import SecretRef, UnresolvedSecret
 
@@ -133,10 +133,15 @@ class Project:
     networks: tuple[str, ...] = ()
 
     def service(self, name: str) -> DesiredService:
+        """The service of this project by name.
+
+        Raises:
+            NotFound: the project has no such service (also a KeyError).
+        """
         for svc in self.services:
             if svc.name == name:
                 return svc
-        raise KeyError(name)
+        raise NotFound(name, what="service", known=[s.name for s in self.services], where=f"{self.host}/{self.stack}")
 
     @property
     def digest(self) -> str:

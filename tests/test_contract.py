@@ -106,8 +106,16 @@ def proxmox_world(tmp: Path) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def engines(lab: Inventory) -> Iterator[dict[str, Any]]:
-    """The docker SDK on each lab VM's own engine, by the test homelab's VM name."""
+    """The docker SDK on each lab VM's own engine, by the test homelab's VM name.
+
+    The test homelab starts on empty VMs: whatever ran there (the lab's own stacks, from an earlier
+    test or a rehearsal) is removed first, since every container on a host's engine is that host's
+    business and would show in its plan as a conflict.
+    """
     clients_ = {name: vms.engine(lab, lab.vm(vm)) for name, vm in VMS.items()}
+    for engine in clients_.values():
+        for c in engine.containers.list(all=True):
+            c.remove(force=True)
     yield clients_
     for c in clients_.values():
         c.close()

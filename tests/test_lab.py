@@ -298,7 +298,7 @@ def test_a_second_lab_comes_up_and_its_down_leaves_nothing_behind(lab: Inventory
     two = load_inventory(write_lab_copy(tmp_path, edit=edit))
     state_dir = common.lab_settings(two).state_dir
     vm = two.vms[0]
-    bridge = vms.bridge_name(two, vm)
+    bridge = vms.bridge_name(two, vm.name)
     try:
         parts = lab_api.up(two, progress=lambda _line: None)
         assert all(p.state == "up" for p in parts)

@@ -35,6 +35,7 @@ import getpass
 import hashlib
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -94,10 +95,10 @@ def engine_socket(inv: Inventory, vm_name: str) -> Path:
     return vm_dir(inv, vm_name) / "docker.sock"
 
 
-def bridge_name(inv: Inventory, vm: Vm) -> str:
+def bridge_name(inv: Inventory, vm_name: str) -> str:
     """The Linux bridge of a VM's engine (interface names have at most 15 characters)."""
     state_dir = common.lab_settings(inv).state_dir
-    return "hl" + hashlib.sha256(f"{state_dir}/{vm.name}".encode()).hexdigest()[:10]
+    return "hl" + hashlib.sha256(f"{state_dir}/{vm_name}".encode()).hexdigest()[:10]
 
 
 def _octet(vm: Vm) -> int:
@@ -231,7 +232,7 @@ def _bridge_exists(name: str) -> bool:
 
 
 def _ensure_bridge(inv: Inventory, vm: Vm) -> None:
-    name = bridge_name(inv, vm)
+    name = bridge_name(inv, vm.name)
     if _bridge_exists(name):
         return
     where = f"VM {vm.name} bridge {name}"
@@ -248,7 +249,7 @@ def _forward_rules(inv: Inventory, vm: Vm) -> list[list[str]]:
     bridged traffic inside one of the VM's networks is accepted, traffic between two of
     its networks stays dropped, as Docker isolates networks on a real VM.
     """
-    comment = f"homelab-lab {bridge_name(inv, vm)}"
+    comment = f"homelab-lab {bridge_name(inv, vm.name)}"
     pool = address_pool(vm).split(",")[0].removeprefix("base=")
     return [
         ["FORWARD", "-m", "physdev", "--physdev-is-bridged", "-s", net, "-d", net,
@@ -269,17 +270,17 @@ def _ensure_forwarding(inv: Inventory, vm: Vm) -> None:
             _iptables(["-I", *rule])
 
 
-def _remove_forwarding(inv: Inventory, vm: Vm) -> None:
-    for rule in _forward_rules(inv, vm):
-        while _iptables(["-D", *rule]):
-            pass
-
-
-def _remove_bridge(inv: Inventory, vm_name: str) -> None:
-    state_dir = common.lab_settings(inv).state_dir
-    name = "hl" + hashlib.sha256(f"{state_dir}/{vm_name}".encode()).hexdigest()[:10]
+def _remove_network(inv: Inventory, vm_name: str) -> None:
+    """Remove a VM's bridge and its forwarding rules (found by their comment, so a VM gone from the inventory too)."""
+    name = bridge_name(inv, vm_name)
     if _bridge_exists(name):
         subprocess.run(["ip", "link", "del", name], capture_output=True, check=False, timeout=30)
+    if shutil.which("iptables") is None:
+        return
+    listed = subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True, check=False)
+    for line in listed.stdout.splitlines():
+        if line.startswith("-A FORWARD ") and f'"homelab-lab {name}"' in line:
+            _iptables(["-D", *shlex.split(line)[1:]])
 
 
 # ---------------------------------------------------------------- boot and stop
@@ -292,7 +293,7 @@ def _env(inv: Inventory, vm: Vm) -> dict[str, str]:
         "VM_DIR": str(vm_dir(inv, vm.name)),
         "SSHD_CONFIG": str(vm_dir(inv, vm.name) / "sshd_config"),
         "VM_ENGINE": "1",
-        "VM_BRIDGE": bridge_name(inv, vm),
+        "VM_BRIDGE": bridge_name(inv, vm.name),
         "VM_POOL": address_pool(vm),
         "VM_DEVICES": " ".join(device_standins(inv, vm)),
     }
@@ -322,10 +323,7 @@ def _stop_vm(inv: Inventory, vm_name: str, progress: Callable[[str], None] | Non
         progress(f"vm: stopped {vm_name} (sshd pid {init.pid})")
     common.record(state_dir, ENGINE_PREFIX + vm_name, None)
     common.record(state_dir, KEY_PREFIX + vm_name, None)
-    _remove_bridge(inv, vm_name)
-    for vm in inv.vms:
-        if vm.name == vm_name:
-            _remove_forwarding(inv, vm)
+    _remove_network(inv, vm_name)
 
 
 def _engine_proc(inv: Inventory, vm_name: str) -> Proc | None:

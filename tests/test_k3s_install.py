@@ -116,3 +116,52 @@ def test_a_second_install_with_another_token_is_refused_as_k3s_refuses_it(
     assert "bootstrap data already found and encrypted with different token" in done.stderr + log
     fixed = nappy.run("rm -f /etc/systemd/system/k3s.service.env && systemctl restart k3s", timeout=120)
     assert fixed.ok, fixed.stderr
+
+
+def test_a_pvc_binds_on_first_use_and_its_folder_on_the_vm_holds_what_the_pod_wrote(
+    lab: Inventory, nappy: DockerHost, installed: str, tmp_path: Path
+) -> None:
+    """local-path, as K3s: Pending until a pod uses it, then Bound to a folder on the VM the pod writes into."""
+    assert lab.k3s is not None
+    api = k8s.CoreV1Api(k8s_config.new_client_from_config(str(kubeconfig(lab, nappy, tmp_path))))
+    claim = k8s.V1PersistentVolumeClaim(
+        metadata=k8s.V1ObjectMeta(name="home"),
+        spec=k8s.V1PersistentVolumeClaimSpec(
+            access_modes=["ReadWriteOnce"], resources=k8s.V1VolumeResourceRequirements(requests={"storage": "1Gi"})
+        ),
+    )
+    made = api.create_namespaced_persistent_volume_claim("default", claim)
+    assert api.read_namespaced_persistent_volume_claim("home", "default").status.phase == "Pending"
+    image = lab.services["devenv"].image  # a stand-in the K3s VM's engine holds; it writes into its volume
+    pod = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="devenv"),
+        spec=k8s.V1PodSpec(
+            containers=[
+                k8s.V1Container(
+                    name="devenv",
+                    image=image,
+                    volume_mounts=[k8s.V1VolumeMount(name="home", mount_path="/home/coder")],
+                )
+            ],
+            volumes=[
+                k8s.V1Volume(
+                    name="home", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(claim_name="home")
+                )
+            ],
+        ),
+    )
+    api.create_namespaced_pod("default", pod)
+    waited = nappy.run(
+        f"kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml wait --for=condition=Ready pod/devenv --timeout=90s"
+        f" --server https://{lab.vm(lab.k3s.vm).address}:6443",
+        timeout=120,
+    )
+    assert waited.ok, waited.stdout + waited.stderr
+    bound = api.read_namespaced_persistent_volume_claim("home", "default")
+    assert bound.status.phase == "Bound"
+    folder = f"pvc-{made.metadata.uid}_default_home"
+    on_vm = nappy.run(f"cat /var/lib/rancher/k3s/storage/{folder}/boots.log")
+    assert on_vm.ok, on_vm.stderr
+    assert "boot of devenv stand-in" in on_vm.stdout, on_vm.stdout
+    storage = vms.vm_dir(lab, lab.k3s.vm) / "fs" / "var" / "lib" / "rancher" / "k3s" / "storage" / folder
+    assert (storage / "boots.log").read_text() == on_vm.stdout, "the VM's folder of the lab's state holds it"

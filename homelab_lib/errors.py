@@ -40,6 +40,12 @@ passes through unchanged.
         │       ├── ImagePullFailed an image is not on the host and cannot be pulled
         │       ├── PortTaken       a published port is already in use on the host
         │       └── Unhealthy       a container never became healthy before the timeout
+        ├── K3sError                K3s on its VM could not be installed, configured, reached or verified
+        │   ├── K3sInstallFailed    the install script failed; carries its exit code and last lines
+        │   ├── K3sUnreachable      the Kubernetes API does not answer (refused, timed out, TLS)
+        │   ├── K3sApiError         the Kubernetes API refused a request; carries the HTTP status
+        │   │   └── K3sAuthError    401/403: the kubeconfig's credentials are wrong, expired or lack rights
+        │   └── K3sNotReady         the API, the node or kube-system did not become ready in time
         └── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
             ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
             ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
@@ -533,6 +539,56 @@ class PortTaken(DeployFailed):
 
 class Unhealthy(DeployFailed):
     """A container did not become healthy (or stopped) before the timeout."""
+
+
+class K3sError(AdapterError):
+    """K3s on its VM could not be installed, configured, reached or verified."""
+
+
+class K3sInstallFailed(K3sError):
+    """The K3s install script (or a restart of the service) failed on the VM.
+
+    Attributes:
+        exit_code: the command's exit code.
+        tail: its last lines of output (secrets redacted).
+    """
+
+    def __init__(
+        self, message: str, *, exit_code: int, tail: Sequence[str] = (), where: str = "", hint: str = ""
+    ) -> None:
+        self.exit_code = exit_code
+        self.tail = tuple(tail)
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.tail:
+            text += "\n  last lines:\n    " + "\n    ".join(self.tail)
+        return text
+
+
+class K3sUnreachable(K3sError):
+    """The Kubernetes API of the K3s VM does not answer: refused, timed out, or its certificate did not verify."""
+
+
+class K3sApiError(K3sError):
+    """The Kubernetes API refused a request.
+
+    Attributes:
+        status: the HTTP status (0 when unknown).
+    """
+
+    def __init__(self, message: str, *, status: int = 0, where: str = "", hint: str = "") -> None:
+        self.status = status
+        super().__init__(message, where=where, hint=hint)
+
+
+class K3sAuthError(K3sApiError):
+    """HTTP 401 or 403: the kubeconfig's credentials are wrong or expired, or lack a right."""
+
+
+class K3sNotReady(K3sError):
+    """The API (/readyz), the node or a kube-system component did not become ready before the timeout."""
 
 
 # ---------------------------------------------------------------- translating outside errors

@@ -184,8 +184,17 @@ class Vm(Model):
         return str(self.ip.ip)
 
 
+K3S_COMPONENTS = ("coredns", "traefik", "local-storage", "metrics-server", "servicelb")
+LabelKey = Annotated[str, Field(pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")]
+Taint = Annotated[str, Field(pattern=r"^[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")]
+
+
 class K3s(Model):
-    """The single-node K3s cluster and what runs on it."""
+    """The single-node K3s cluster and what runs on it.
+
+    The keys from ``tls_san`` to ``service_cidr`` are written into the VM's
+    ``/etc/rancher/k3s/config.yaml`` (the VM's address and name are always in ``tls-san``).
+    """
 
     vm: Name
     version: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+\+k3s\d+$")]
@@ -193,6 +202,22 @@ class K3s(Model):
     kubeconfig: FilePath | None = Field(default=None, description="where the fetched kubeconfig is kept")
     install_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = Field(
         default="https://get.k3s.io", description="the K3s install script (curl -sfL URL | sh -s -)"
+    )
+    token: Secret | None = Field(
+        default=None,
+        description="the cluster token (file: reference: made once if missing, then reused); none: K3s makes one",
+    )
+    tls_san: list[str] = Field(default_factory=list, description="extra names and addresses for the API certificate")
+    node_labels: dict[LabelKey, str] = Field(default_factory=dict, description="node labels (node-label)")
+    node_taints: list[Taint] = Field(default_factory=list, description="node taints, key=value:Effect")
+    disable: list[Literal["coredns", "traefik", "local-storage", "metrics-server", "servicelb"]] = Field(
+        default_factory=list, description="packaged components K3s does not deploy"
+    )
+    data_dir: Annotated[str, Field(pattern=r"^/\S*$")] = "/var/lib/rancher/k3s"
+    cluster_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.42.0.0/16")
+    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.43.0.0/16")
+    ready_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=300.0, description="how long the API, the node and kube-system may take to be ready"
     )
 
 

@@ -1,0 +1,161 @@
+"""K3s on its VM over SSH: what is installed and configured, the install script, the service.
+
+The install is K3s's documented one, the same on every VM::
+
+    curl -sfL <k3s.install_url> | INSTALL_K3S_VERSION=<k3s.version> INSTALL_K3S_EXEC=server sh -s -
+
+with the settings in ``/etc/rancher/k3s/config.yaml`` (written first) and the cluster token
+handed over as ``K3S_TOKEN`` from a private file that is removed at once (the installer keeps it
+in ``k3s.service.env``, mode 600). The script is downloaded before it runs, so a failed
+download is an error rather than an empty script run by ``sh``.
+"""
+
+from __future__ import annotations
+
+import secrets as pysecrets
+import shlex
+from collections.abc import Sequence
+
+from homelab_lib.compose.transport import DockerHost
+from homelab_lib.errors import K3sError, K3sInstallFailed, UnresolvedSecret
+from homelab_lib.k3s.state import CONFIG_PATH, REMOTE_KUBECONFIG, K3sDesired
+from homelab_lib.secrets import SecretRef
+
+INSTALL_TIMEOUT_S = 600.0
+TOKEN_FILE = "/root/.homelab-k3s-token"
+TAIL_LINES = 12
+#: The exit code :func:`install_command` gives when the script cannot be downloaded (curl's "HTTP error").
+DOWNLOAD_FAILED = 22
+
+
+def installed_version(host: DockerHost) -> str:
+    """The installed release (``v1.31.4+k3s1``) from ``k3s --version``; '' when k3s is not installed."""
+    done = host.run("command -v k3s >/dev/null 2>&1 && k3s --version", timeout=60)
+    if not done.ok:
+        return ""
+    first = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
+    parts = first.split()
+    return parts[2] if len(parts) >= 3 and parts[0] == "k3s" and parts[1] == "version" else first
+
+
+def read_file(host: DockerHost, path: str) -> str | None:
+    """A file's content on the VM; None when it is not there."""
+    done = host.run(f"test -f {shlex.quote(path)} && cat {shlex.quote(path)}", timeout=60)
+    return done.stdout if done.ok else None
+
+
+def active(host: DockerHost) -> bool:
+    """``systemctl is-active k3s`` says active."""
+    return host.run("systemctl is-active k3s", timeout=60).stdout.strip() == "active"
+
+
+def remote_kubeconfig(host: DockerHost) -> str | None:
+    """The VM's /etc/rancher/k3s/k3s.yaml (a secret: never shown); None when K3s has not written it."""
+    return read_file(host, REMOTE_KUBECONFIG)
+
+
+def write_config(host: DockerHost, desired: K3sDesired) -> None:
+    """Write /etc/rancher/k3s/config.yaml (mode 600, atomically)."""
+    folder, name = CONFIG_PATH.rsplit("/", 1)
+    host.put_files(folder, {name: (desired.config.encode(), 0o600)})
+
+
+def token_value(ref: SecretRef, *, where: str) -> str:
+    """The cluster token: read from its reference; a missing ``file:`` is made once (mode 600) and reused.
+
+    Raises:
+        K3sError: an ``env:`` reference is unset (a token cannot be made for it), or the file cannot be written.
+    """
+    try:
+        return ref.reveal()
+    except UnresolvedSecret:
+        if ref.kind != "file" or ref.path.exists():
+            raise K3sError(
+                f"the cluster token {ref} cannot be read",
+                where=where,
+                hint="set it (an env: reference is never made for you), or use a file: reference, which "
+                "runbook 03 fills once",
+            ) from None
+    import os
+
+    value = pysecrets.token_hex(32)
+    try:
+        ref.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(ref.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(value + "\n")
+    except OSError as e:
+        raise K3sError(
+            f"cannot write the new cluster token to {ref.path} ({e.strerror})", where=where, hint="check the folder"
+        ) from None
+    return ref.reveal()
+
+
+def install_command(desired: K3sDesired, *, with_token: bool) -> str:
+    """The documented install, the script downloaded first (exit 22 when it cannot be)."""
+    q = shlex.quote
+    token = f'K3S_TOKEN="$(cat {TOKEN_FILE})"; rm -f {TOKEN_FILE}; export K3S_TOKEN; ' if with_token else ""
+    return (
+        f"{token}script=$(curl -sfL {q(desired.install_url)}) || "
+        f"{{ echo 'cannot download the K3s install script from {desired.install_url}' >&2; exit {DOWNLOAD_FAILED}; }}; "
+        f'printf "%s\\n" "$script" | INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server sh -s - 2>&1'
+    )
+
+
+def tail(text: str, secrets: Sequence[str] = (), lines: int = TAIL_LINES) -> tuple[str, ...]:
+    """The last lines of output, any secret value replaced by ``***``."""
+    out = []
+    for line in text.strip().splitlines()[-lines:]:
+        for value in secrets:
+            if value:
+                line = line.replace(value, "***")
+        out.append(line)
+    return tuple(out)
+
+
+def install(host: DockerHost, desired: K3sDesired, *, timeout: float = INSTALL_TIMEOUT_S) -> tuple[str, ...]:
+    """Run the install script for desired.version (install or upgrade); its last lines.
+
+    Raises:
+        K3sInstallFailed: the script exited non-zero; its exit code and last lines (token redacted).
+        K3sError: the token cannot be read or made.
+    """
+    token = token_value(desired.token, where=desired.where) if desired.token else ""
+    if token:
+        host.put_files(TOKEN_FILE.rsplit("/", 1)[0], {TOKEN_FILE.rsplit("/", 1)[1]: (token.encode(), 0o600)})
+    done = host.run(install_command(desired, with_token=bool(token)), timeout=timeout)
+    if token:
+        host.run(f"rm -f {TOKEN_FILE}", timeout=60)
+    last = tail(done.stdout + ("\n" + done.stderr if done.stderr.strip() else ""), [token])
+    if not done.ok:
+        different = any("different token" in line for line in last)
+        raise K3sInstallFailed(
+            f"the K3s install script ({desired.install_url}, {desired.version}) failed with exit code {done.exit_code}",
+            exit_code=done.exit_code,
+            tail=last,
+            where=desired.where,
+            hint=(
+                "K3s on the VM holds data made with another token: set k3s.token to the token it was installed "
+                "with, or uninstall K3s there (k3s-uninstall.sh) to start over"
+                if different
+                else "read the last lines above; fix the cause (URL, version, disk, network), then run again"
+            ),
+        )
+    return last
+
+
+def restart(host: DockerHost, desired: K3sDesired) -> None:
+    """``systemctl restart k3s`` (reads the new config.yaml).
+
+    Raises:
+        K3sInstallFailed: systemctl failed; its exit code and last lines.
+    """
+    done = host.run("systemctl restart k3s", timeout=INSTALL_TIMEOUT_S)
+    if not done.ok:
+        raise K3sInstallFailed(
+            "systemctl restart k3s failed",
+            exit_code=done.exit_code,
+            tail=tail(done.stdout + "\n" + done.stderr),
+            where=desired.where,
+            hint="look at the service's log on the VM (journalctl -u k3s); a bad config.yaml key stops k3s",
+        )

@@ -44,8 +44,10 @@ passes through unchanged.
         │   ├── K3sInstallFailed    the install script failed; carries its exit code and last lines
         │   ├── K3sUnreachable      the Kubernetes API does not answer (refused, timed out, TLS)
         │   ├── K3sApiError         the Kubernetes API refused a request; carries the HTTP status
-        │   │   └── K3sAuthError    401/403: the kubeconfig's credentials are wrong, expired or lack rights
-        │   └── K3sNotReady         the API, the node or kube-system did not become ready in time
+        │   │   ├── K3sAuthError    401/403: the kubeconfig's credentials are wrong, expired or lack rights
+        │   │   └── K3sFieldConflict 409 on server-side apply: another field manager owns a field
+        │   ├── K3sNotReady         the API, the node or kube-system did not become ready in time
+        │   └── K3sRolloutFailed    a workload, Job or HelmChart did not get ready: names the pod, reason, events
         └── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
             ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
             ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
@@ -585,6 +587,41 @@ class K3sApiError(K3sError):
 
 class K3sAuthError(K3sApiError):
     """HTTP 401 or 403: the kubeconfig's credentials are wrong or expired, or lack a right."""
+
+
+class K3sFieldConflict(K3sApiError):
+    """HTTP 409 on a server-side apply: another field manager owns a field the homelab sets (named in the message)."""
+
+
+class K3sRolloutFailed(K3sError):
+    """A Deployment, StatefulSet, Job or HelmChart install did not get ready (or failed) before the timeout.
+
+    Attributes:
+        pod: the pod that is not ready ('' when none was found).
+        reason: its container's state reason (``ImagePullBackOff``, ``CrashLoopBackOff``...), or the Job's.
+        events: the last events about it, oldest first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        pod: str = "",
+        reason: str = "",
+        events: Sequence[str] = (),
+        where: str = "",
+        hint: str = "",
+    ) -> None:
+        self.pod = pod
+        self.reason = reason
+        self.events = tuple(events)
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.events:
+            text += "\n  last events:\n    " + "\n    ".join(self.events)
+        return text
 
 
 class K3sNotReady(K3sError):

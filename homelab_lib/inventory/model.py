@@ -189,6 +189,14 @@ LabelKey = Annotated[str, Field(pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9
 Taint = Annotated[str, Field(pattern=r"^[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")]
 
 
+class DevEnv(Model):
+    """One development environment on K3s (code-server with its own volume and Ingress host)."""
+
+    name: Name
+    host: str | None = Field(default=None, description="its Ingress host (default <name>.dev.<network.domain>)")
+    storage: Annotated[str, Field(pattern=r"^\d+(Mi|Gi|Ti)$")] = "10Gi"
+
+
 class K3s(Model):
     """The single-node K3s cluster and what runs on it.
 
@@ -218,6 +226,13 @@ class K3s(Model):
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.43.0.0/16")
     ready_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=300.0, description="how long the API, the node and kube-system may take to be ready"
+    )
+    devenvs: list[DevEnv] = Field(default_factory=list, description="development environments (runbook 04)")
+    gitlab_root_password: Secret | None = Field(default=None, description="GitLab's initial root password")
+    harbor_admin_password: Secret | None = Field(default=None, description="Harbor's admin password")
+    harbor_chart_version: str = Field(default="1.16.0", description="the goharbor/harbor chart (Harbor v2.12.0)")
+    rollout_timeout_s: Annotated[float, Field(gt=0)] = Field(
+        default=600.0, description="how long a service of runbook 04 may take to roll out (install Jobs too)"
     )
 
 

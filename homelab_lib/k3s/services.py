@@ -1,0 +1,303 @@
+"""Runbook 04: the homelab's services on K3s (GitLab CE, Harbor, dev environments), as manifests.
+
+What each service is, in Kubernetes terms:
+
+- **gitlab**: namespace ``gitlab``; a Secret with the initial root password (from
+  ``k3s.gitlab_root_password``); a StatefulSet of the omnibus image with PVCs for config, data and
+  logs (local-path) and a readiness probe on its health path; a Service; an Ingress through traefik
+  at ``gitlab.<network.domain>``.
+- **harbor**: namespace ``harbor``; a Secret with the admin password (``k3s.harbor_admin_password``);
+  a ``HelmChart`` (``helm.cattle.io/v1``) of goharbor's chart, pinned, its values naming that Secret
+  (the password never enters the chart's values) and local-path persistence; success is its
+  ``helm-install-harbor`` Job's ``Complete``.
+- **devenv**: namespace ``devenv``; per ``k3s.devenvs`` entry a PVC, a Deployment of code-server,
+  a Service and an Ingress at its own host.
+
+Manifests are built from the inventory and the catalog only, validated with kubernetes-validate for
+the K3s release's Kubernetes minor, sealed with the config hash, and applied by
+:class:`homelab_lib.kube.KubeManifests`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import TYPE_CHECKING, Any
+
+from homelab_lib.clock import SYSTEM, Clock
+from homelab_lib.errors import ConfigError, K3sError, Problem
+from homelab_lib.kube import Kube, KubeDesired, KubeManifests, Probe, ordered, sealed, validate
+from homelab_lib.kube.objects import Manifest, config_hash
+
+if TYPE_CHECKING:
+    from homelab_lib.inventory.model import Inventory, Service
+
+RUNBOOK = "04_deploy_k3s_services"
+INGRESS_CLASS = "traefik"
+STORAGE_CLASS = "local-path"
+HARBOR_REPO = "https://helm.goharbor.io"
+
+
+def _meta(name: str, namespace: str = "", app: str = "") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace:
+        meta["namespace"] = namespace
+    if app:
+        meta["labels"] = {"app.kubernetes.io/name": app, "app.kubernetes.io/instance": name}
+    return meta
+
+
+def namespace(name: str) -> Manifest:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(name)}
+
+
+def secret(name: str, ns: str, values: dict[str, str]) -> Manifest:
+    """A Secret with ``data`` (base64), as the API stores it, so what runs compares with what is applied."""
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(name, ns), "type": "Opaque", "data": data}
+
+
+def service(name: str, ns: str, ports: list[tuple[str, int]]) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, ns, name),
+        "spec": {
+            "selector": {"app.kubernetes.io/instance": name},
+            "ports": [{"name": n, "port": p, "targetPort": p, "protocol": "TCP"} for n, p in ports],
+        },
+    }
+
+
+def ingress(name: str, ns: str, host: str, port: int) -> Manifest:
+    backend = {"service": {"name": name, "port": {"number": port}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _meta(name, ns, name),
+        "spec": {
+            "ingressClassName": INGRESS_CLASS,
+            "rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}],
+        },
+    }
+
+
+def pvc(name: str, ns: str, size: str) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": _meta(name, ns),
+        "spec": _claim(size),
+    }
+
+
+def _claim(size: str) -> dict[str, Any]:
+    return {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": STORAGE_CLASS,
+        "resources": {"requests": {"storage": size}},
+    }
+
+
+def _probe(path: str, port: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
+
+
+def _roll_on(workload: Manifest, secrets: list[Manifest]) -> None:
+    """Annotate the pod template with the hash of the Secrets it reads, so a changed Secret rolls the pods."""
+    if secrets:
+        template = workload["spec"]["template"]["metadata"]
+        template.setdefault("annotations", {})["homelab.io/secrets-hash"] = config_hash({"secrets": secrets})[:16]
+
+
+def _health(svc: Service) -> str:
+    return svc.health if svc.health.startswith("/") else "/"
+
+
+def gitlab(inv: Inventory, domain: str) -> list[Manifest]:
+    assert inv.k3s is not None
+    svc = inv.services["gitlab"]
+    ns, host = "gitlab", f"gitlab.{domain}"
+    env: list[dict[str, Any]] = [
+        {
+            "name": "GITLAB_OMNIBUS_CONFIG",
+            "value": f"external_url 'http://{host}'",
+        },
+    ]
+    objs = [namespace(ns)]
+    if inv.k3s.gitlab_root_password is not None:
+        objs.append(secret("gitlab-root", ns, {"password": inv.k3s.gitlab_root_password.reveal()}))
+        env.append(
+            {"name": "GITLAB_ROOT_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "gitlab-root", "key": "password"}}}
+        )
+    volumes = {"config": "/etc/gitlab", "data": "/var/opt/gitlab", "logs": "/var/log/gitlab", **svc.volumes}
+    sizes = {"config": "1Gi", "data": "50Gi", "logs": "5Gi"}
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": _meta("gitlab", ns, "gitlab"),
+        "spec": {
+            "serviceName": "gitlab",
+            "replicas": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/instance": "gitlab"}},
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "gitlab", "app.kubernetes.io/instance": "gitlab"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "gitlab",
+                            "image": svc.image,
+                            "ports": [{"name": "http", "containerPort": 80}, {"name": "ssh", "containerPort": 22}],
+                            "env": env,
+                            "readinessProbe": _probe(_health(svc), 80),
+                            "resources": {
+                                "requests": {"cpu": "1", "memory": "3Gi"},
+                                "limits": {"memory": "6Gi"},
+                            },
+                            "volumeMounts": [{"name": n, "mountPath": p} for n, p in sorted(volumes.items())],
+                        }
+                    ]
+                },
+            },
+            "volumeClaimTemplates": [
+                {"metadata": {"name": n}, "spec": _claim(sizes.get(n, "5Gi"))} for n in sorted(volumes)
+            ],
+        },
+    }
+    _roll_on(sts, [o for o in objs if o["kind"] == "Secret"])
+    objs += [sts, service("gitlab", ns, [("http", 80), ("ssh", 22)]), ingress("gitlab", ns, host, 80)]
+    return objs
+
+
+def harbor(inv: Inventory, domain: str) -> list[Manifest]:
+    assert inv.k3s is not None
+    ns, host = "harbor", f"harbor.{domain}"
+    values = [
+        "expose:",
+        "  type: ingress",
+        "  tls: {enabled: false}",
+        f"  ingress: {{className: {INGRESS_CLASS}, hosts: {{core: {host}}}}}",
+        f"externalURL: http://{host}",
+        "persistence:",
+        "  persistentVolumeClaim:",
+        f"    registry: {{storageClass: {STORAGE_CLASS}}}",
+        f"    jobservice: {{jobLog: {{storageClass: {STORAGE_CLASS}}}}}",
+        f"    database: {{storageClass: {STORAGE_CLASS}}}",
+        f"    redis: {{storageClass: {STORAGE_CLASS}}}",
+        f"    trivy: {{storageClass: {STORAGE_CLASS}}}",
+    ]
+    objs = [namespace(ns)]
+    if inv.k3s.harbor_admin_password is not None:
+        objs.append(secret("harbor-admin", ns, {"HARBOR_ADMIN_PASSWORD": inv.k3s.harbor_admin_password.reveal()}))
+        values += ["existingSecretAdminPassword: harbor-admin", "existingSecretAdminPasswordKey: HARBOR_ADMIN_PASSWORD"]
+    chart = {
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChart",
+        "metadata": _meta("harbor", ns),
+        "spec": {
+            "chart": "harbor",
+            "repo": HARBOR_REPO,
+            "version": inv.k3s.harbor_chart_version,
+            "targetNamespace": ns,
+            "valuesContent": "\n".join(values) + "\n",
+        },
+    }
+    return [*objs, chart]
+
+
+def devenvs(inv: Inventory, domain: str) -> tuple[list[Manifest], list[tuple[str, str]]]:
+    assert inv.k3s is not None
+    svc = inv.services["devenv"]
+    ns = "devenv"
+    objs, hosts = [namespace(ns)], []
+    for env in inv.k3s.devenvs:
+        name = f"devenv-{env.name}"
+        host = env.host or f"{env.name}.dev.{domain}"
+        hosts.append((name, host))
+        home = svc.volumes.get("home", "/home/coder")
+        deploy = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(name, ns, "devenv"),
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": {"app.kubernetes.io/instance": name}},
+                "template": {
+                    "metadata": {"labels": {"app.kubernetes.io/name": "devenv", "app.kubernetes.io/instance": name}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "code-server",
+                                "image": svc.image,
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "readinessProbe": _probe(_health(svc), 8080),
+                                "resources": {
+                                    "requests": {"cpu": "250m", "memory": "512Mi"},
+                                    "limits": {"memory": "2Gi"},
+                                },
+                                "volumeMounts": [{"name": "home", "mountPath": home}],
+                            }
+                        ],
+                        "volumes": [{"name": "home", "persistentVolumeClaim": {"claimName": name}}],
+                    },
+                },
+            },
+        }
+        objs += [pvc(name, ns, env.storage), deploy, service(name, ns, [("http", 8080)]), ingress(name, ns, host, 8080)]
+    return objs, hosts
+
+
+def kubernetes_version(k3s_version: str) -> str:
+    """The Kubernetes schemas a K3s release is validated against: ``v1.31.4+k3s1`` -> ``1.31.0``."""
+    major, minor = k3s_version.lstrip("v").split(".")[:2]
+    return f"{major}.{minor}.0"
+
+
+def desired_services(inv: Inventory) -> KubeDesired:
+    """The manifests of the inventory's K3s services, validated and sealed.
+
+    Raises:
+        ConfigError: no k3s: section, or a manifest does not validate.
+        UnresolvedSecret: a password reference cannot be read.
+    """
+    if inv.k3s is None:
+        raise ConfigError([Problem("parameters", 0, "k3s", "there is no k3s: section")])
+    domain = inv.network.domain
+    address = inv.vm(inv.k3s.vm).address
+    objs: list[Manifest] = []
+    probes: list[Probe] = []
+    if "gitlab" in inv.k3s.services:
+        objs += gitlab(inv, domain)
+        probes.append(Probe("gitlab", f"gitlab.{domain}", address, _health(inv.services["gitlab"])))
+    if "harbor" in inv.k3s.services:
+        objs += harbor(inv, domain)
+    if "devenv" in inv.k3s.services and inv.k3s.devenvs:
+        made, hosts = devenvs(inv, domain)
+        objs += made
+        health = _health(inv.services["devenv"])
+        probes += [Probe(name, host, address, health) for name, host in hosts]
+    try:
+        validate(objs, kubernetes_version(inv.k3s.version))
+    except ValueError as e:
+        raise ConfigError([Problem("runbook 04 manifests", 0, "k3s.services", str(e))]) from None
+    sealed_objs = tuple(ordered([sealed(o, RUNBOOK) for o in objs]))
+    return KubeDesired(inv.name, RUNBOOK, sealed_objs, tuple(probes), inv.k3s.rollout_timeout_s)
+
+
+def adapter(inv: Inventory, *, force_conflicts: bool = False, clock: Clock = SYSTEM) -> KubeManifests:
+    """Runbook 04's adapter: the inventory's K3s services, through the kubeconfig runbook 03 keeps."""
+
+    def kube() -> Kube:
+        assert inv.k3s is not None
+        path = inv.k3s.kubeconfig
+        if path is None or not path.exists():
+            raise K3sError(
+                f"no kubeconfig at {path}" if path else "k3s.kubeconfig is not set",
+                where=f"VM {inv.k3s.vm}",
+                hint="run 03_bootstrap_k3s with confirm=True first: it fetches the kubeconfig",
+            )
+        return Kube(path, where=f"K3s on {inv.k3s.vm}")
+
+    return KubeManifests(
+        lambda: desired_services(inv), kube, name="k3s-services", force_conflicts=force_conflicts, clock=clock
+    )

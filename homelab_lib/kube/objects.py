@@ -1,0 +1,112 @@
+"""Kubernetes objects as the toolkit makes them: keys, apply order by kind, the config hash.
+
+Every object the toolkit applies carries the annotation :data:`CONFIG_HASH`: the sha256 of its
+manifest (that annotation left out). An object whose annotation equals the hash of the manifest
+made now is unchanged: a no-op without a request beyond its GET. The label :data:`MANAGED` marks
+what the toolkit owns, so a delete never reaches anything else.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+Manifest = dict[str, Any]
+
+CONFIG_HASH = "homelab.io/config-hash"
+MANAGED = "app.kubernetes.io/managed-by"
+MANAGER = "homelab"
+PART_OF = "homelab.io/runbook"
+
+#: Apply order by kind (lower first; deletes go in reverse), as lightkube's RANK_ORDER.
+RANK = {
+    "Namespace": 0,
+    "CustomResourceDefinition": 1,
+    "ServiceAccount": 2,
+    "ClusterRole": 3,
+    "ClusterRoleBinding": 3,
+    "Role": 3,
+    "RoleBinding": 3,
+    "Secret": 4,
+    "ConfigMap": 4,
+    "PersistentVolumeClaim": 5,
+    "HelmChart": 6,
+    "Service": 7,
+    "Deployment": 8,
+    "StatefulSet": 8,
+    "Job": 8,
+    "Ingress": 9,
+}
+
+
+@dataclass(frozen=True, order=True)
+class Key:
+    """Which object: apiVersion, kind, namespace ('' when cluster-scoped), name."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+    @property
+    def target(self) -> str:
+        """How a plan names it: ``namespace/name`` or ``name``."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def key(obj: Manifest) -> Key:
+    meta = obj.get("metadata") or {}
+    return Key(str(obj["apiVersion"]), str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
+
+
+def rank(obj: Manifest) -> int:
+    return RANK.get(str(obj.get("kind")), 8)
+
+
+def config_hash(obj: Manifest) -> str:
+    """The sha256 of a manifest, its own :data:`CONFIG_HASH` annotation left out."""
+    body = copy.deepcopy(obj)
+    (body.get("metadata") or {}).get("annotations", {}).pop(CONFIG_HASH, None)
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(obj: Manifest, runbook: str) -> Manifest:
+    """The manifest with the toolkit's labels and its config hash annotation."""
+    out = copy.deepcopy(obj)
+    meta = out.setdefault("metadata", {})
+    meta.setdefault("labels", {}).update({MANAGED: MANAGER, PART_OF: runbook})
+    meta.setdefault("annotations", {}).pop(CONFIG_HASH, None)
+    meta["annotations"][CONFIG_HASH] = config_hash(out)
+    return out
+
+
+def ordered(objs: list[Manifest]) -> list[Manifest]:
+    """Objects in apply order: by kind's rank, then key."""
+    return sorted(objs, key=lambda o: (rank(o), key(o)))
+
+
+def validate(objs: list[Manifest], version: str) -> None:
+    """Validate each object of a built-in kind against Kubernetes's schemas (kubernetes-validate, strict).
+
+    Custom resources (HelmChart) have no schema there and are left to the server's dry run.
+
+    Raises:
+        ValueError: an object does not validate (its key and the schema's message).
+    """
+    import kubernetes_validate
+
+    for obj in objs:
+        if "." in str(obj.get("apiVersion", "")).split("/")[0] and not str(obj["apiVersion"]).startswith(
+            ("apps/", "batch/", "networking.k8s.io/", "rbac.authorization.k8s.io/", "storage.k8s.io/")
+        ):
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            raise ValueError(f"{key(obj)}: {e.message}") from None

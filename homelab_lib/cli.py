@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -213,6 +214,43 @@ def cmd_audit_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from homelab_lib import schedule as sched
+
+    if args.list:
+        found = sched.list_schedules(args.unit_dir)
+        for s in found:
+            when = s.every.on_calendar or f"OnUnitActiveSec={s.every.interval}"
+            print(f"{s.name}: every {s.every.spec} ({when}): {shlex.join(s.command[1:])}")
+        print(f"{len(found)} schedule(s) in {args.unit_dir or sched.default_unit_dir()}")
+        return 0
+    if args.remove:
+        gone = sched.remove_schedule(args.remove, args.unit_dir)
+        print(f"removed {gone.timer} and {gone.service}")
+        print(f"then: systemctl --user disable --now {gone.timer.name}; systemctl --user daemon-reload")
+        return 0
+    if args.notebook is None or args.every is None:
+        print("homelab schedule: give NOTEBOOK --every SPEC, or --list, or --remove NAME", file=sys.stderr)
+        return 2
+    planned = sched.plan_schedule(
+        args.notebook,
+        sched.parse_every(args.every),
+        param_files=args.file,
+        parameters={k: _parse_value(v) for k, v in args.param},
+        name=args.name,
+        archive_dir=args.archive,
+        unit_dir=args.unit_dir,
+    )
+    sched.write_schedule(planned, delay=args.delay)
+    print(f"wrote {planned.service}\nwrote {planned.timer}")
+    print(f"enable: {planned.enable_hint()}")
+    if planned.crontab:
+        print(f"or, with cron instead (crontab -e):\n{planned.crontab}")
+    else:
+        print(f"(cron cannot say 'every {args.every}': use the timer, or a calendar expression cron can say)")
+    return 0
+
+
 def _lab_inventory(args: argparse.Namespace) -> Any:
     from homelab_lib.inventory import load_inventory
 
@@ -338,6 +376,19 @@ def build_parser() -> argparse.ArgumentParser:
                 help="also when HEAD differs for another reason: make it the index's end (after looking into it)",
             )
         a.set_defaults(func=func)
+
+    p = sub.add_parser("schedule", help="run a notebook on a schedule: systemd timer + service (and a crontab line)")
+    p.add_argument("notebook", type=Path, nargs="?")
+    p.add_argument("--every", metavar="SPEC", help="systemd calendar (daily, hourly, '*-*-* 02:00:00') or 15m / 6h")
+    p.add_argument("-f", "--file", action="append", default=[], type=Path, metavar="PARAMS", help="parameter file")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    p.add_argument("--name", default="", help="suffix of the units' name (to schedule a notebook twice)")
+    p.add_argument("--archive", type=Path, help="archive folder (default: archive/ in the repository)")
+    p.add_argument("--delay", default="5min", help="RandomizedDelaySec= (default: 5min)")
+    p.add_argument("--unit-dir", type=Path, help="unit folder (default: ~/.config/systemd/user)")
+    p.add_argument("--list", action="store_true", help="the schedules written by `homelab schedule`")
+    p.add_argument("--remove", metavar="NAME", help="remove a schedule's timer and service")
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("lab", help="the rehearsal lab: up, down, status")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -88,11 +88,19 @@ def _show_cell_output() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from homelab_lib import alerts
     from homelab_lib.runner import run_notebook
 
     if args.log_output:
         _show_cell_output()
     params = {k: _parse_value(v) for k, v in args.param}
+    deliveries: list[alerts.Delivery] = []
+
+    def alert(record: Any, root: Path) -> None:  # a failed run, or drift found by a dry run
+        delivery = alerts.after_run(record, root)
+        if delivery is not None:
+            deliveries.append(delivery)
+
     try:
         result = run_notebook(
             args.notebook,
@@ -102,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress_bar=not args.quiet,
             log_output=args.log_output,
             approve=args.approve,
+            on_record=alert,
         )
     except ApprovalRefused as e:
         print(f"REFUSED, nothing was changed: {e}", file=sys.stderr)
@@ -109,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except NotebookFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
+    finally:
+        for delivery in deliveries:  # never changes the exit code
+            print(delivery, file=sys.stderr if not delivery.sent else sys.stdout)
     approves = f", applying the plan approved in {result.record.approves}" if result.record.approves else ""
     print(f"ok: {result.record.run} archived at {result.archived}{approves}")
     return 0
@@ -196,6 +208,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         print(f"audit verify: FAILED ({len(problems)} problem(s); the first is the first break)", file=sys.stderr)
+        from homelab_lib.alerts import after_verify
+
+        delivery = after_verify(getattr(args, "file", []), problems, archive.root)
+        if delivery is not None:
+            print(delivery, file=sys.stderr)
         return 1
     extra = []
     if anchor is not None:

@@ -1,0 +1,350 @@
+"""Alerts: `homelab run` and `audit verify` post to a webhook; here a real HTTP receiver on 127.0.4.x."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from homelab_lib.alerts import Alert, notify
+from homelab_lib.inventory.model import Alerts
+
+NOTEBOOKS = Path(__file__).parent / "alert_notebooks"
+TOKEN = "tok-9c1e5b7d"  # a test value that must never show
+TOPIC = "hook-secret-path-7f3a"
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """An HTTP server in a thread that keeps every request and answers ``status``."""
+
+    host: str
+    port: int = 0
+    status: int = 200
+    got: list[Received] = field(default_factory=list)
+
+    def url(self, path: str = f"/{TOPIC}", query: str = f"token={TOKEN}") -> str:
+        return f"http://{self.host}:{self.port}{path}" + (f"?{query}" if query else "")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    box = Receiver("127.0.4.1")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            box.got.append(Received("POST", self.path, dict(self.headers.items()), body))
+            answer = b"ok" if box.status < 300 else f"no such hook {self.path}".encode()  # echoes the token
+            self.send_response(box.status)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer((box.host, 0), Handler)
+    box.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield box
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def closed_port(host: str) -> int:
+    """A port on host that nothing listens on (bound, then closed)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def homelab(*args: str, url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOMELAB_ALERT_URL": url, "XDG_RUNTIME_DIR": str(cwd / "rt")}
+    return subprocess.run(
+        [sys.executable, "-m", "homelab_lib.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
+
+
+def assert_no_url(url: str, *texts: str) -> None:
+    for text in texts:
+        assert TOKEN not in text
+        assert TOPIC not in text
+        assert url not in text
+
+
+def everything_written(archive: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in archive.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def alerting_params(make_params: Callable[..., Path]) -> Callable[..., Path]:
+    def make(**alerts: Any) -> Path:
+        return make_params(alerts={"webhook": "env:HOMELAB_ALERT_URL", **alerts})
+
+    return make
+
+
+def test_failed_run_posts_the_failing_cell(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
+    params = alerting_params(kind="json")
+    archive = tmp_path / "archive"
+    url = receiver.url()
+    done = homelab(
+        "run", str(NOTEBOOKS / "fails.ipynb"), "-f", str(params), "--archive", str(archive), "-q", url=url, cwd=tmp_path
+    )
+    assert done.returncode == 1, done.stderr
+    assert "FAILED" in done.stderr
+    assert "alert failure (json) sent to alerts.webhook (env:HOMELAB_ALERT_URL)" in done.stdout
+    [got] = receiver.got
+    assert got.path == f"/{TOPIC}?token={TOKEN}"
+    body = got.json()
+    [record] = [json.loads(line) for line in (archive / "index.jsonl").read_text().splitlines()]
+    assert body["event"] == "failure"
+    assert body["severity"] == "critical"
+    assert body["runbook"] == "fails"
+    assert body["homelab"] == record["homelab"] == "dreamland"
+    assert body["status"] == "failed"
+    assert body["run"] == record["run"]
+    assert body["failed_cell"] == record["failed_cell"]
+    assert body["failed_cell"] is not None
+    assert body["error"] == "RuntimeError: disk /dev/sdz is gone"
+    assert f"failed at cell {record['failed_cell']}: RuntimeError: disk /dev/sdz is gone" in body["message"]
+    assert body["archive"] == str(archive / record["archived"])
+    assert Path(body["archive"]).is_file()
+    assert_no_url(url, done.stdout, done.stderr, everything_written(archive))
+
+
+def test_dry_run_with_changes_posts_drift(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
+    params = alerting_params(kind="slack")
+    archive = tmp_path / "archive"
+    nb = str(NOTEBOOKS / "drift.ipynb")
+    url = receiver.url()
+    done = homelab("run", nb, "-f", str(params), "--archive", str(archive), "-q", url=url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr  # drift is not a failed run
+    assert "ok: " in done.stdout
+    [got] = receiver.got
+    text = got.json()["text"]
+    assert text.startswith("homelab dreamland: drift drift\n")
+    assert "status: ok" in text
+    assert "plan: 1 create" in text
+    assert "  create vm web-1 (node1): not on node1" in text
+    assert "failed at" not in text
+
+    same = homelab(
+        "run", nb, "-f", str(params), "-p", "changes", "0", "--archive", str(archive), "-q", url=url, cwd=tmp_path
+    )
+    assert same.returncode == 0, same.stderr
+    applied = homelab(
+        "run", nb, "-f", str(params), "-p", "confirm", "true", "--archive", str(archive), "-q", url=url, cwd=tmp_path
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert len(receiver.got) == 1  # no changes: no drift; a confirmed run is not a dry run
+    assert_no_url(url, done.stdout, done.stderr, everything_written(archive))
+
+
+def test_failed_post_is_reported_and_changes_nothing(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
+    params = alerting_params(kind="gotify")
+    archive = tmp_path / "archive"
+    receiver.status = 500
+    url = receiver.url()
+    done = homelab(
+        "run", str(NOTEBOOKS / "fails.ipynb"), "-f", str(params), "--archive", str(archive), "-q", url=url, cwd=tmp_path
+    )
+    assert done.returncode == 1  # the run's own result, not the alert's
+    assert "FAILED: " in done.stderr
+    assert "alert failure (gotify) NOT sent: alerts.webhook (env:HOMELAB_ALERT_URL): the webhook answered HTTP 500" in (
+        done.stderr
+    )
+    assert len(receiver.got) == 1
+    assert_no_url(url, done.stdout, done.stderr, everything_written(archive))
+
+    gone = f"http://127.0.4.1:{closed_port('127.0.4.1')}/{TOPIC}?token={TOKEN}"
+    drift = homelab(
+        "run",
+        str(NOTEBOOKS / "drift.ipynb"),
+        "-f",
+        str(params),
+        "--archive",
+        str(archive),
+        "-q",
+        url=gone,
+        cwd=tmp_path,
+    )
+    assert drift.returncode == 0, drift.stderr
+    assert (
+        "alert drift (gotify) NOT sent: alerts.webhook (env:HOMELAB_ALERT_URL): the webhook could not be reached"
+        in (drift.stderr)
+    )
+    assert_no_url(gone, drift.stdout, drift.stderr, everything_written(archive))
+
+
+def test_events_not_asked_for_are_not_sent(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
+    params = alerting_params(on=["failure"])
+    done = homelab(
+        "run", str(NOTEBOOKS / "drift.ipynb"), "-f", str(params), "--archive", str(tmp_path / "a"), "-q",
+        url=receiver.url(), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert receiver.got == []
+    assert "drift is not in alerts.on" in done.stdout + done.stderr
+
+
+def test_audit_verify_posts_tamper(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
+    params = alerting_params(kind="ntfy", on=["tamper"])
+    archive = tmp_path / "archive"
+    url = receiver.url()
+    ran = homelab(
+        "run", str(NOTEBOOKS / "drift.ipynb"), "-f", str(params), "--archive", str(archive), "-q", url=url, cwd=tmp_path
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert receiver.got == []  # drift is not in alerts.on here
+    [notebook] = archive.rglob("*.ipynb")
+    notebook.write_text(notebook.read_text().replace("web-1", "web-2"))
+
+    bare = homelab("audit", "verify", "--archive", str(archive), url=url, cwd=tmp_path)
+    assert bare.returncode == 1
+    assert receiver.got == []  # without -f there are no alerts: settings
+    done = homelab("audit", "verify", "--archive", str(archive), "-f", str(params), url=url, cwd=tmp_path)
+    assert done.returncode == 1
+    [got] = receiver.got
+    assert got.headers["Title"] == "homelab dreamland: audit tampering found"
+    assert got.headers["Priority"] == "urgent"
+    assert got.headers["Tags"] == "homelab,tamper,audit"
+    text = got.body.decode()
+    assert "audit verify found:" in text
+    assert notebook.name in text
+    assert f"archive: {archive}" in text
+    assert_no_url(url, done.stdout, done.stderr)
+
+
+# ------------------------------------------------------------------ each payload's shape
+
+ALERT = Alert(
+    event="failure",
+    runbook="01_provision_nodes",
+    homelab="drowzee",
+    status="failed",
+    run="20261125T174205Z-01_provision_nodes",
+    failed_cell=4,
+    error="TaskFailed: clone of vm 101 failed",
+    plan_summary="1 create, 2 no-op",
+    changes=("create vm web-1 (pve1)",),
+    archive="/srv/archive/2026/11/25/174205Z-01_provision_nodes-failed.ipynb",
+    start="2026-11-25T17:42:05+00:00",
+)
+
+
+@pytest.fixture
+def send(receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Received]:
+    """Notify ALERT with alerts.kind = kind and the webhook at url (default: the receiver); what it got."""
+
+    def post(kind: str, url: str | None = None) -> Received:
+        monkeypatch.setenv("HOMELAB_TEST_ALERT_URL", url or receiver.url())
+        config = Alerts.model_validate({"webhook": "env:HOMELAB_TEST_ALERT_URL", "kind": kind})
+        delivery = notify(config, ALERT)
+        assert delivery.sent, delivery.detail
+        [got] = receiver.got
+        return got
+
+    return post
+
+
+def test_ntfy_shape(send: Callable[..., Received]) -> None:
+    got = send("ntfy")
+    assert got.headers["Title"] == "homelab drowzee: 01_provision_nodes failed"
+    assert got.headers["Priority"] == "high"
+    assert got.headers["Tags"] == "homelab,failure,01_provision_nodes"
+    assert got.headers["Content-Type"].startswith("text/plain")
+    text = got.body.decode()
+    assert "failed at cell 4: TaskFailed: clone of vm 101 failed" in text
+    assert "plan: 1 create, 2 no-op\n  create vm web-1 (pve1)" in text
+    assert f"archive: {ALERT.archive}" in text
+
+
+def test_gotify_shape(send: Callable[..., Received]) -> None:
+    body = send("gotify").json()
+    assert set(body) == {"title", "message", "priority"}
+    assert body["title"] == "homelab drowzee: 01_provision_nodes failed"
+    assert body["priority"] == 8
+    assert "failed at cell 4" in body["message"]
+
+
+def test_slack_shape(send: Callable[..., Received]) -> None:
+    body = send("slack").json()
+    assert set(body) == {"text"}
+    assert body["text"].startswith("homelab drowzee: 01_provision_nodes failed\nrunbook: 01_provision_nodes")
+
+
+def test_alertmanager_shape(send: Callable[..., Received], receiver: Receiver) -> None:
+    got = send("alertmanager", receiver.url(path="", query=""))
+    assert got.path == "/api/v2/alerts"
+    [one] = got.json()
+    assert one["labels"] == {
+        "alertname": "HomelabRunFailed",
+        "runbook": "01_provision_nodes",
+        "homelab": "drowzee",
+        "severity": "critical",
+        "event": "failure",
+    }
+    assert one["annotations"]["summary"] == "homelab drowzee: 01_provision_nodes failed"
+    assert one["annotations"]["failed_cell"] == "4"
+    assert one["annotations"]["archive"] == ALERT.archive
+    assert one["startsAt"] == ALERT.start
+    assert all(isinstance(v, str) for v in [*one["labels"].values(), *one["annotations"].values()])
+
+
+def test_alertmanager_path_is_kept(send: Callable[..., Received], receiver: Receiver) -> None:
+    got = send("alertmanager", receiver.url(path="/am/api/v2/alerts", query=""))
+    assert got.path == "/am/api/v2/alerts"
+
+
+def test_json_shape(send: Callable[..., Received]) -> None:
+    body = send("json").json()
+    assert body["event"] == "failure"
+    assert body["failed_cell"] == 4
+    assert body["plan_changes"] == ["create vm web-1 (pve1)"]
+    assert body["archive"] == ALERT.archive
+
+
+def test_not_http_is_refused_without_showing_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOMELAB_TEST_ALERT_URL", f"ftp://{TOKEN}@host/{TOPIC}")
+    delivery = notify(Alerts.model_validate({"webhook": "env:HOMELAB_TEST_ALERT_URL"}), ALERT)
+    assert not delivery.sent
+    assert "not an http(s) URL" in delivery.detail
+    assert_no_url("ftp://", str(delivery).replace("ftp://", ""))
+
+
+def test_webhook_must_be_a_reference(make_params: Callable[..., Path]) -> None:
+    from homelab_lib.errors import ConfigError
+    from homelab_lib.inventory import load_inventory
+
+    params = make_params(alerts={"webhook": "https://ntfy.sh/my-topic", "kind": "ntfy"})
+    with pytest.raises(ConfigError) as e:
+        load_inventory([params])
+    assert "alerts.webhook" in str(e.value)
+    assert "my-topic" not in str(e.value)

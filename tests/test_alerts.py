@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -348,3 +350,80 @@ def test_webhook_must_be_a_reference(make_params: Callable[..., Path]) -> None:
         load_inventory([params])
     assert "alerts.webhook" in str(e.value)
     assert "my-topic" not in str(e.value)
+
+
+# ------------------------------------------------------------------ a real Alertmanager takes the payload
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """Debian's Alertmanager on 127.0.4.2, clustering off; its base URL."""
+    if ALERTMANAGER is None:
+        pytest.skip("Alertmanager is not installed (Debian package prometheus-alertmanager)")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text('route:\n  receiver: "null"\nreceivers:\n  - name: "null"\n')
+    port = closed_port("127.0.4.2")
+    base = f"http://127.0.4.2:{port}"
+    log = (tmp_path / "alertmanager.log").open("w")
+    proc = subprocess.Popen(
+        [ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'am-data'}",
+         f"--web.listen-address=127.0.4.2:{port}", "--cluster.listen-address="],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
+                threading.Event().wait(0.1)
+        else:
+            pytest.fail("Alertmanager did not get ready: " + (tmp_path / "alertmanager.log").read_text())
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_alertmanager_takes_the_alert(alertmanager: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOMELAB_TEST_ALERT_URL", alertmanager)
+    delivery = notify(Alerts.model_validate({"webhook": "env:HOMELAB_TEST_ALERT_URL", "kind": "alertmanager"}), ALERT)
+    assert delivery.sent, delivery.detail
+    with urllib.request.urlopen(f"{alertmanager}/api/v2/alerts?filter=homelab%3D%22drowzee%22", timeout=10) as answer:
+        [active] = json.loads(answer.read())
+    assert active["labels"]["alertname"] == "HomelabRunFailed"
+    assert active["labels"]["runbook"] == "01_provision_nodes"
+    assert active["labels"]["severity"] == "critical"
+    assert active["annotations"]["failed_cell"] == "4"
+    assert active["status"]["state"] == "active"
+
+
+# ------------------------------------------------------------------ a scheduled run that fails
+
+
+def test_scheduled_failing_run_posts(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
+    """What the timer's service runs (its ExecStart, from its WorkingDirectory) posts the failing cell."""
+    from homelab_lib import schedule as sched
+
+    planned = sched.plan_schedule(
+        NOTEBOOKS / "fails.ipynb",
+        sched.parse_every("hourly"),
+        param_files=[alerting_params(kind="ntfy")],
+        archive_dir=tmp_path / "archive",
+        unit_dir=tmp_path / "units",
+    )
+    sched.write_schedule(planned)
+    [unit] = sched.list_schedules(tmp_path / "units")
+    env = {**os.environ, "HOMELAB_ALERT_URL": receiver.url(), "XDG_RUNTIME_DIR": str(tmp_path / "rt")}
+    done = subprocess.run(list(unit.command), cwd=unit.workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    [got] = receiver.got
+    assert got.headers["Title"] == "homelab dreamland: fails failed"
+    [record] = [json.loads(line) for line in (tmp_path / "archive" / "index.jsonl").read_text().splitlines()]
+    assert f"failed at cell {record['failed_cell']}: RuntimeError: disk /dev/sdz is gone" in got.body.decode()
+    assert_no_url(receiver.url(), done.stdout, done.stderr)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -89,6 +88,7 @@ def _show_cell_output() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from homelab_lib import alerts
+    from homelab_lib.archive import Record
     from homelab_lib.runner import run_notebook
 
     if args.log_output:
@@ -96,7 +96,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = {k: _parse_value(v) for k, v in args.param}
     deliveries: list[alerts.Delivery] = []
 
-    def alert(record: Any, root: Path) -> None:  # a failed run, or drift found by a dry run
+    def alert(record: Record, root: Path) -> None:  # a failed run, or drift found by a dry run
         delivery = alerts.after_run(record, root)
         if delivery is not None:
             deliveries.append(delivery)
@@ -237,8 +237,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.list:
         found = sched.list_schedules(args.unit_dir)
         for s in found:
-            when = s.every.on_calendar or f"OnUnitActiveSec={s.every.interval}"
-            print(f"{s.name}: every {s.every.spec} ({when}): {shlex.join(s.command[1:])}")
+            print(s.line())
         print(f"{len(found)} schedule(s) in {args.unit_dir or sched.default_unit_dir()}")
         return 0
     if args.remove:
@@ -257,9 +256,14 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         name=args.name,
         archive_dir=args.archive,
         unit_dir=args.unit_dir,
+        env_file=args.env_file,
     )
     sched.write_schedule(planned, delay=args.delay)
     print(f"wrote {planned.service}\nwrote {planned.timer}")
+    names = sched.env_references(args.file)
+    if names and planned.env_file is None:
+        print(f"note: the parameters read {', '.join(names)} from the environment, which a timer's service does "
+              "not have: put NAME=value lines in a file (mode 600) and give it with --env-file")  # fmt: skip
     print(f"enable: {planned.enable_hint()}")
     if planned.crontab:
         print(f"or, with cron instead (crontab -e):\n{planned.crontab}")
@@ -402,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="", help="suffix of the units' name (to schedule a notebook twice)")
     p.add_argument("--archive", type=Path, help="archive folder (default: archive/ in the repository)")
     p.add_argument("--delay", default="5min", help="RandomizedDelaySec= (default: 5min)")
+    p.add_argument("--env-file", type=Path, help="NAME=value lines for env: references (EnvironmentFile=)")
     p.add_argument("--unit-dir", type=Path, help="unit folder (default: ~/.config/systemd/user)")
     p.add_argument("--list", action="store_true", help="the schedules written by `homelab schedule`")
     p.add_argument("--remove", metavar="NAME", help="remove a schedule's timer and service")

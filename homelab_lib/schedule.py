@@ -81,6 +81,8 @@ class Schedule:
         command: the command the service runs (argv).
         workdir: the service's working folder.
         crontab: the crontab line that does the same ('' when cron cannot say ``every``).
+        env_file: a file of ``NAME=value`` lines the service reads (``EnvironmentFile=``), for the
+            ``env:`` secret references of the parameters; None when not given.
     """
 
     name: str
@@ -90,6 +92,12 @@ class Schedule:
     command: tuple[str, ...]
     workdir: Path
     crontab: str
+    env_file: Path | None = None
+
+    def line(self) -> str:
+        """One line for ``--list``: name, when, and the command after ``homelab``."""
+        when = self.every.on_calendar or f"OnUnitActiveSec={self.every.interval}"
+        return f"{self.name}: every {self.every.spec} ({when}): {shlex.join(self.command[1:])}"
 
     def enable_hint(self) -> str:
         """The commands that load and start the timer (user units)."""
@@ -234,6 +242,7 @@ def plan_schedule(
     unit_dir: Path | None = None,
     homelab: Path | None = None,
     workdir: Path | None = None,
+    env_file: str | Path | None = None,
 ) -> Schedule:
     """What :func:`write_schedule` writes, without writing it.
 
@@ -247,6 +256,8 @@ def plan_schedule(
         unit_dir: the unit folder (default: :func:`default_unit_dir`).
         homelab: the ``homelab`` command (default: :func:`homelab_executable`).
         workdir: the service's working folder (default: :func:`repo_root` of the notebook).
+        env_file: ``NAME=value`` lines for the run's ``env:`` references (a timer's service does
+            not have your shell's environment); made absolute.
 
     Raises:
         ConfigError: no such notebook or parameter file, a literal secret in ``parameters``, or
@@ -258,12 +269,22 @@ def plan_schedule(
         problems.append(Problem(str(notebook), 0, "", "no such notebook; the runbooks are in notebooks/"))
     files = [Path(f).resolve() for f in param_files]
     problems += [Problem(str(f), 0, "", "no such parameter file") for f in files if not f.is_file()]
+    env = Path(env_file).expanduser().resolve() if env_file is not None else None
+    if env is not None and not env.is_file():
+        problems.append(
+            Problem(
+                f"--env-file {env_file}",
+                0,
+                "",
+                "no such file; write NAME=value lines (mode 600; quote a value with spaces: systemd and sh read it)",
+            )
+        )
     params = dict(parameters or {})
     problems += [
         Problem(f"-p {key}", 0, key, "looks like a secret and holds a value; pass a reference (env:NAME or file:PATH)")
         for key in literal_secrets(params)
     ]
-    texts = [str(nb), *map(str, files), *(f"{k} {_param_text(v)}" for k, v in params.items()), name]
+    texts = [str(nb), str(env or ""), *map(str, files), *(f"{k} {_param_text(v)}" for k, v in params.items()), name]
     problems += [Problem("homelab schedule", 0, "", f"{t!r} has a line break") for t in texts if "\n" in t or "\r" in t]
     if problems:
         raise ConfigError(problems)
@@ -281,9 +302,24 @@ def plan_schedule(
     folder = unit_dir or default_unit_dir()
     crontab = ""
     if every.cron:
-        crontab = f"{every.cron} cd {shlex.quote(str(root))} && " + " ".join(shlex.quote(a) for a in argv)
+        load = f"set -a && . {shlex.quote(str(env))} && set +a && " if env is not None else ""
+        crontab = f"{every.cron} {load}cd {shlex.quote(str(root))} && " + " ".join(shlex.quote(a) for a in argv)
         crontab = crontab.replace("%", "\\%")  # cron reads % as a line break
-    return Schedule(unit, folder / f"{unit}.service", folder / f"{unit}.timer", every, tuple(argv), root, crontab)
+    return Schedule(unit, folder / f"{unit}.service", folder / f"{unit}.timer", every, tuple(argv), root, crontab, env)
+
+
+def env_references(param_files: Sequence[str | Path]) -> list[str]:
+    """The environment variables the parameters' ``env:`` secret references read (names only, sorted).
+
+    Raises:
+        ConfigError: a parameter file does not load.
+    """
+    if not param_files:
+        return []
+    from homelab_lib.inventory import load_inventory
+
+    inv = load_inventory([Path(f) for f in param_files])
+    return sorted({ref.target for _key, ref in inv.secrets() if ref.kind == "env"})
 
 
 def _described(schedule: Schedule) -> str:
@@ -300,7 +336,8 @@ def service_text(schedule: Schedule) -> str:
         "[Service]\n"
         "Type=oneshot\n"
         f"WorkingDirectory={_exec_arg(str(schedule.workdir))}\n"
-        f"ExecStart={_exec_line(schedule.command)}\n"
+        + (f"EnvironmentFile={_exec_arg(str(schedule.env_file))}\n" if schedule.env_file else "")
+        + f"ExecStart={_exec_line(schedule.command)}\n"
     )
 
 
@@ -380,7 +417,9 @@ def list_schedules(unit_dir: Path | None = None) -> list[Schedule]:
         svc = service.read_text() if service.is_file() else ""
         command = tuple(shlex.split(_setting(svc, "ExecStart").replace("%%", "%").replace("$$", "$")))
         workdir = Path(shlex.split(_setting(svc, "WorkingDirectory") or ".")[0])
-        found.append(Schedule(timer.stem, service, timer, every, command, workdir, ""))
+        env = _setting(svc, "EnvironmentFile")
+        env_file = Path(shlex.split(env.replace("%%", "%"))[0]) if env else None
+        found.append(Schedule(timer.stem, service, timer, every, command, workdir, "", env_file))
     return found
 
 
@@ -411,6 +450,7 @@ __all__ = [
     "Every",
     "Schedule",
     "default_unit_dir",
+    "env_references",
     "homelab_executable",
     "list_schedules",
     "parse_every",

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,9 @@ def test_verify_catches_a_broken_unit(tmp_path: Path, repo: Path) -> None:
 def test_crontab_line_runs_the_notebook(tmp_path: Path) -> None:
     """The crontab line, as cron hands it to sh (``\\%`` back to ``%``), runs the notebook into the archive."""
     (tmp_path / "nb").mkdir()
-    nb = write_nb(tmp_path / "nb" / "hello.ipynb", "print(label)")
+    nb = write_nb(tmp_path / "nb" / "hello.ipynb", "print(label)", "import os; print(os.environ['HOMELAB_SCHED_T'])")
+    env_file = tmp_path / "env"
+    env_file.write_text("HOMELAB_SCHED_T='from the env file'\n")  # quoted: systemd and sh both read it
     (tmp_path / "pyproject.toml").write_text("")  # the repository the schedule runs in
     planned = sched.plan_schedule(
         nb,
@@ -153,16 +156,18 @@ def test_crontab_line_runs_the_notebook(tmp_path: Path) -> None:
         archive_dir=tmp_path / "arch",
         unit_dir=tmp_path / "units",
         homelab=Path(sys.executable).absolute().parent / "homelab",
+        env_file=env_file,
     )
     assert planned.workdir == tmp_path
-    fields, _, command = planned.crontab.partition(" cd ")
+    fields, _, command = planned.crontab.partition(" set -a && ")
     assert fields == "5 4 * * *"
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "rt")}
     done = subprocess.run(
-        ["sh", "-c", "cd " + command.replace("\\%", "%")], capture_output=True, text=True, env=env, timeout=300
+        ["sh", "-c", "set -a && " + command.replace("\\%", "%")], capture_output=True, text=True, env=env, timeout=300
     )
     assert done.returncode == 0, done.stderr
     assert "100% it's ok" in done.stdout  # --log-output: the cell's output reaches the journal (here stdout)
+    assert "from the env file" in done.stdout
     [record] = [json.loads(line) for line in (tmp_path / "arch" / "index.jsonl").read_text().splitlines()]
     assert record["status"] == "ok"
     assert record["parameters"]["label"] == "100% it's ok"
@@ -229,3 +234,32 @@ def test_unit_name_is_systemd_safe() -> None:
         "homelab-05-migrate-service-pg-night"
     )
     assert shlex.split(sched._exec_line(["/a b/homelab", "x%y"]).replace("%%", "%")) == ["/a b/homelab", "x%y"]
+
+
+@needs_analyze
+def test_env_file_for_env_references(tmp_path: Path, make_params: Callable[..., Path]) -> None:
+    """Parameters with env: references: the note names them; --env-file becomes EnvironmentFile=."""
+    params = make_params(alerts={"webhook": "env:HOMELAB_ALERT_URL"})
+    nb = write_nb(tmp_path / "hello.ipynb", "print(1)")
+    units = tmp_path / "units"
+    bare = homelab("schedule", str(nb), "--every", "daily", "-f", str(params), "--unit-dir", str(units), cwd=tmp_path)
+    assert bare.returncode == 0, bare.stderr
+    assert "note: the parameters read HOMELAB_ALERT_URL" in bare.stdout
+    assert "--env-file" in bare.stdout
+
+    env_file = tmp_path / "my env"
+    env_file.write_text("HOMELAB_ALERT_URL=http://127.0.4.9/x\n")
+    env_file.chmod(0o600)
+    args = ("schedule", str(nb), "--every", "daily", "-f", str(params), "--env-file", str(env_file))
+    done = homelab(*args, "--unit-dir", str(units), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "note:" not in done.stdout
+    [found] = sched.list_schedules(units)
+    assert found.env_file == env_file
+    assert f'EnvironmentFile="{env_file}"\n' in found.service.read_text()
+    verified = verify_units(found.service, found.timer, tmp=tmp_path)
+    assert verified.returncode == 0, verified.stderr
+
+    missing = homelab(*args[:-1], str(tmp_path / "nope"), "--unit-dir", str(units), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "--env-file" in missing.stderr

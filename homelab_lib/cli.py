@@ -110,7 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress_bar=not args.quiet,
             log_output=args.log_output,
             approve=args.approve,
-            on_record=alert,
+            on_record=None if args.no_alert else alert,
         )
     except ApprovalRefused as e:
         print(f"REFUSED, nothing was changed: {e}", file=sys.stderr)
@@ -357,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
     p.add_argument("--log-output", action="store_true", help="echo cell outputs (headless runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-alert", action="store_true", help="post no alert for this run (a dry run you review yourself)")
     p.add_argument(
         "--approve",
         metavar="RUN_ID",

@@ -166,6 +166,9 @@ def test_dry_run_with_changes_posts_drift(tmp_path: Path, receiver: Receiver, al
     )
     assert applied.returncode == 0, applied.stderr
     assert len(receiver.got) == 1  # no changes: no drift; a confirmed run is not a dry run
+    quiet = homelab("run", nb, "-f", str(params), "--no-alert", "--archive", str(archive), "-q", url=url, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    assert len(receiver.got) == 1  # a dry run someone reviews by hand
     assert_no_url(url, done.stdout, done.stderr, everything_written(archive))
 
 

@@ -31,6 +31,7 @@ name the reference (``alerts.webhook (env:NAME)``) and any part of the URL in a 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import urllib.error
@@ -332,12 +333,20 @@ def post(config: Alerts, alert: Alert) -> None:
     where = f"alerts.webhook ({config.webhook})"
     url = config.webhook.reveal().strip()
     masked = _url_redactor(url)
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise AlertError("the webhook is not an http(s) URL", where=where, hint="give http://... or https://...")
-    request = PAYLOADS[config.kind](alert, url)
-    http = urllib.request.Request(request.url, data=request.body, headers=dict(request.headers), method="POST")
     try:
-        with urllib.request.urlopen(http, timeout=config.timeout_s) as answer:  # http(s) only: checked above
+        parts = urllib.parse.urlsplit(url)
+        _port = parts.port  # raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AlertError("the webhook is not an http(s) URL", where=where, hint="give http://HOST/... or https://...")
+    request = PAYLOADS[config.kind](alert, url)
+    try:
+        outgoing = urllib.request.Request(request.url, data=request.body, headers=dict(request.headers), method="POST")
+    except ValueError:
+        raise AlertError("the webhook URL is not valid", where=where, hint="check it; it is not shown") from None
+    try:
+        with urllib.request.urlopen(outgoing, timeout=config.timeout_s) as answer:  # http(s) only: checked above
             status = answer.status
     except urllib.error.HTTPError as e:
         said = e.read(300).decode(errors="replace").strip()
@@ -346,8 +355,8 @@ def post(config: Alerts, alert: Alert) -> None:
             where=where,
             hint=f"check the URL and what a {config.kind} webhook expects",
         ) from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+        reason = e.reason if isinstance(e, urllib.error.URLError) else f"{type(e).__name__}: {e}"
         raise AlertError(
             masked.redact(f"the webhook could not be reached: {reason}"),
             where=where,
@@ -372,6 +381,9 @@ def notify(config: Alerts | None, alert: Alert) -> Delivery:
     except HomelabError as e:
         log.warning("alert %s not delivered: %s", alert.event, e)
         return Delivery(alert.event, config.kind, False, str(e))
+    except Exception as e:  # never hide the run's own result; the text may hold the URL, so only the class
+        log.warning("alert %s not delivered: %s", alert.event, type(e).__name__)
+        return Delivery(alert.event, config.kind, False, f"alerts.webhook ({config.webhook}): {type(e).__name__}")
     return Delivery(alert.event, config.kind, True, f"alerts.webhook ({config.webhook})")
 
 

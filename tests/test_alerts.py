@@ -434,3 +434,20 @@ def test_scheduled_failing_run_posts(tmp_path: Path, receiver: Receiver, alertin
     [record] = [json.loads(line) for line in (tmp_path / "archive" / "index.jsonl").read_text().splitlines()]
     assert f"failed at cell {record['failed_cell']}: RuntimeError: disk /dev/sdz is gone" in got.body.decode()
     assert_no_url(receiver.url(), done.stdout, done.stderr)
+
+
+def test_notebook_that_prints_the_url_is_not_archived(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
+    """The webhook is a secret of the inventory: a notebook that shows it is refused by the leak scan."""
+    from tests.test_runner import write_nb
+
+    nb = write_nb(tmp_path / "chatty.ipynb", "import os\nprint(os.environ['HOMELAB_ALERT_URL'])")
+    archive = tmp_path / "archive"
+    url = receiver.url()
+    done = homelab("run", str(nb), "-f", str(alerting_params()), "--archive", str(archive), "-q", url=url, cwd=tmp_path)
+    assert done.returncode == 1
+    [record] = [json.loads(line) for line in (archive / "index.jsonl").read_text().splitlines()]
+    assert record["status"] == "leak"
+    assert not list(archive.rglob("*.ipynb"))
+    [got] = receiver.got
+    assert got.json()["status"] == "leak"
+    assert_no_url(url, done.stdout, done.stderr, everything_written(archive))

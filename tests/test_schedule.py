@@ -32,9 +32,12 @@ def verify_units(*units: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
     runtime = tmp / "xdg-runtime"
     runtime.mkdir(mode=0o700, exist_ok=True)
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "SYSTEMD_LOG_LEVEL": "notice"}
-    return subprocess.run(
+    done = subprocess.run(
         [ANALYZE, "--user", "verify", *map(str, units)], capture_output=True, text=True, env=env, timeout=120
     )
+    if "Failed to initialize manager" in done.stderr:  # the analyzer could not start, whatever the units say
+        pytest.skip(f"systemd-analyze --user verify cannot run here: {done.stderr.strip()}")
+    return done
 
 
 def homelab(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -37,6 +37,8 @@ need iproute2 sh -c 'command -v ip'             # the bridge of each lab VM's en
 need iptables sh -c 'command -v iptables'       # a lab VM engine's forwarding rule
 need util-linux sh -c 'command -v unshare && command -v mountpoint'  # each lab VM's namespace
 need curl sh -c 'command -v curl'               # the K3s installer is fetched with it on the K3s VM
+need systemd sh -c 'command -v systemd-analyze'  # tests verify the units `homelab schedule` writes
+need prometheus-alertmanager sh -c 'command -v prometheus-alertmanager'  # tests post alerts to a real one
 
 [ -z "$missing" ] && exit 0
 

@@ -87,11 +87,20 @@ def _show_cell_output() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from homelab_lib import alerts
+    from homelab_lib.archive import Record
     from homelab_lib.runner import run_notebook
 
     if args.log_output:
         _show_cell_output()
     params = {k: _parse_value(v) for k, v in args.param}
+    deliveries: list[alerts.Delivery] = []
+
+    def alert(record: Record, root: Path) -> None:  # a failed run, or drift found by a dry run
+        delivery = alerts.after_run(record, root)
+        if delivery is not None:
+            deliveries.append(delivery)
+
     try:
         result = run_notebook(
             args.notebook,
@@ -101,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress_bar=not args.quiet,
             log_output=args.log_output,
             approve=args.approve,
+            on_record=None if args.no_alert else alert,
         )
     except ApprovalRefused as e:
         print(f"REFUSED, nothing was changed: {e}", file=sys.stderr)
@@ -108,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except NotebookFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
+    finally:
+        for delivery in deliveries:  # never changes the exit code
+            print(delivery, file=sys.stderr if not delivery.sent else sys.stdout)
     approves = f", applying the plan approved in {result.record.approves}" if result.record.approves else ""
     print(f"ok: {result.record.run} archived at {result.archived}{approves}")
     return 0
@@ -195,6 +208,11 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         print(f"audit verify: FAILED ({len(problems)} problem(s); the first is the first break)", file=sys.stderr)
+        from homelab_lib.alerts import after_verify
+
+        delivery = after_verify(getattr(args, "file", []), problems, archive.root)
+        if delivery is not None:
+            print(delivery, file=sys.stderr)
         return 1
     extra = []
     if anchor is not None:
@@ -210,6 +228,47 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
 def cmd_audit_repair(args: argparse.Namespace) -> int:
     print(_audit_archive(args).repair(accept=args.accept))
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from homelab_lib import schedule as sched
+
+    if args.list:
+        found = sched.list_schedules(args.unit_dir)
+        for s in found:
+            print(s.line())
+        print(f"{len(found)} schedule(s) in {args.unit_dir or sched.default_unit_dir()}")
+        return 0
+    if args.remove:
+        gone = sched.remove_schedule(args.remove, args.unit_dir)
+        print(f"removed {gone.timer} and {gone.service}")
+        print(f"then: systemctl --user disable --now {gone.timer.name}; systemctl --user daemon-reload")
+        return 0
+    if args.notebook is None or args.every is None:
+        print("homelab schedule: give NOTEBOOK --every SPEC, or --list, or --remove NAME", file=sys.stderr)
+        return 2
+    planned = sched.plan_schedule(
+        args.notebook,
+        sched.parse_every(args.every),
+        param_files=args.file,
+        parameters={k: _parse_value(v) for k, v in args.param},
+        name=args.name,
+        archive_dir=args.archive,
+        unit_dir=args.unit_dir,
+        env_file=args.env_file,
+    )
+    sched.write_schedule(planned, delay=args.delay)
+    print(f"wrote {planned.service}\nwrote {planned.timer}")
+    names = sched.env_references(args.file)
+    if names and planned.env_file is None:
+        print(f"note: the parameters read {', '.join(names)} from the environment, which a timer's service does "
+              "not have: put NAME=value lines in a file (mode 600) and give it with --env-file")  # fmt: skip
+    print(f"enable: {planned.enable_hint()}")
+    if planned.crontab:
+        print(f"or, with cron instead (crontab -e):\n{planned.crontab}")
+    else:
+        print(f"(cron cannot say 'every {args.every}': use the timer, or a calendar expression cron can say)")
     return 0
 
 
@@ -298,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
     p.add_argument("--log-output", action="store_true", help="echo cell outputs (headless runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-alert", action="store_true", help="post no alert for this run (a dry run you review yourself)")
     p.add_argument(
         "--approve",
         metavar="RUN_ID",
@@ -338,6 +398,20 @@ def build_parser() -> argparse.ArgumentParser:
                 help="also when HEAD differs for another reason: make it the index's end (after looking into it)",
             )
         a.set_defaults(func=func)
+
+    p = sub.add_parser("schedule", help="run a notebook on a schedule: systemd timer + service (and a crontab line)")
+    p.add_argument("notebook", type=Path, nargs="?")
+    p.add_argument("--every", metavar="SPEC", help="systemd calendar (daily, hourly, '*-*-* 02:00:00') or 15m / 6h")
+    p.add_argument("-f", "--file", action="append", default=[], type=Path, metavar="PARAMS", help="parameter file")
+    p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    p.add_argument("--name", default="", help="suffix of the units' name (to schedule a notebook twice)")
+    p.add_argument("--archive", type=Path, help="archive folder (default: archive/ in the repository)")
+    p.add_argument("--delay", default="5min", help="RandomizedDelaySec= (default: 5min)")
+    p.add_argument("--env-file", type=Path, help="NAME=value lines for env: references (EnvironmentFile=)")
+    p.add_argument("--unit-dir", type=Path, help="unit folder (default: ~/.config/systemd/user)")
+    p.add_argument("--list", action="store_true", help="the schedules written by `homelab schedule`")
+    p.add_argument("--remove", metavar="NAME", help="remove a schedule's timer and service")
+    p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("lab", help="the rehearsal lab: up, down, status")
     p.add_argument("action", choices=["up", "down", "status"])

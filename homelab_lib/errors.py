@@ -26,6 +26,8 @@ passes through unchanged.
     │   ├── LockUnsafe              the run-lock folder or a file in it is not private, or is a link
     │   └── SecretLeak              a resolved secret value was found in a notebook
     ├── AuditError                  the audit archive: a record or file altered or removed
+    ├── ScheduleError               `homelab schedule`: a unit cannot be written or is not ours
+    ├── AlertError                  an alert could not be delivered (the webhook URL is never shown)
     ├── LabError                    the rehearsal lab could not start, stop or be reached
     │   └── KubeStandinError        the lab's Kubernetes stand-in (k3s) refused to start: flags, token, address
     │       └── KubeStatus          an API request the stand-in refuses; carries the Kubernetes Status it answers
@@ -296,6 +298,14 @@ class SecretLeak(RunError):
 
 class AuditError(HomelabError):
     """The audit archive does not verify: a record or file was altered or removed."""
+
+
+class ScheduleError(HomelabError):
+    """A scheduled run's units could not be written, or a unit of that name is not one ``homelab schedule`` wrote."""
+
+
+class AlertError(HomelabError):
+    """An alert could not be delivered to the webhook. The message names the reference, never the URL."""
 
 
 class LabError(HomelabError):

@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -150,6 +150,7 @@ def run_notebook(
     log_output: bool = False,
     kernel_name: str | None = None,
     approve: str | None = None,
+    on_record: Callable[[Record, Path], None] | None = None,
 ) -> RunResult:
     """Execute a notebook with papermill, archive it and record the run.
 
@@ -165,6 +166,8 @@ def run_notebook(
         kernel_name: override the notebook's kernel.
         approve: the id of a dry run whose archived plan this run applies, and only that plan
             (``confirm=True`` and ``approved_plan`` are set for the notebook).
+        on_record: called with each run's record and the archive's folder once the record is written,
+            before the run's result is returned or raised (``homelab run`` sends alerts from it).
 
     Returns:
         The run's result (status ``ok``).
@@ -212,6 +215,7 @@ def run_notebook(
             log_output,
             kernel_name,
             approved,
+            on_record,
         )
 
 
@@ -227,6 +231,7 @@ def _execute(
     log_output: bool,
     kernel_name: str | None,
     approved: Record | None = None,
+    on_record: Callable[[Record, Path], None] | None = None,
 ) -> RunResult:
     os.environ["HOMELAB_HEADLESS"] = "1"  # the kernel inherits it: progress as lines, not widgets
     start = clock.now()
@@ -276,14 +281,21 @@ def _execute(
         diff = [redactor.redact(line) for line in diff]
         error += "\n" + "\n".join(diff)
     cell = failure[0] if failure else None
+
+    def commit(done: Record, data: bytes | None) -> Record:
+        written = archive.commit(done, data, stamp, nb_path.stem)
+        if on_record is not None:
+            on_record(written, archive.root)
+        return written
+
     if nb is None:
-        archive.commit(record("failed", error), None, stamp, nb_path.stem)
+        commit(record("failed", error), None)
         raise RunError(f"the notebook could not be run: {error}", where=str(nb_path))
 
     places = find_leaks(nb, redactor)
     if places:
         note = f"secret value found in {', '.join(places)}; notebook not archived"
-        written = archive.commit(record("leak", note), None, stamp, nb_path.stem)
+        written = commit(record("leak", note), None)
         raise SecretLeak(
             f"a secret value appeared in the executed notebook ({', '.join(places)}); it was NOT archived",
             where=str(nb_path),
@@ -293,7 +305,7 @@ def _execute(
     status = "failed" if failure else "ok"
     nb.metadata.setdefault("papermill", {})["output_path"] = None  # it was a private temporary file
     data = (json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
-    written = archive.commit(record(status, error), data, stamp, nb_path.stem)
+    written = commit(record(status, error), data)
     path = archive.root / written.archived
     if failure and refused and approved is not None:
         raise ApprovalRefused(

@@ -410,6 +410,23 @@ class Audit(Model):
         return self
 
 
+class Alerts(Model):
+    """Where failed runs, drift and tampering are reported (:mod:`homelab_lib.alerts`).
+
+    ``webhook`` is a secret reference: the URL may hold a token (Gotify's ``?token=``, a Slack
+    hook's path, an ntfy topic), so it never reaches a log, an error or the archive.
+    """
+
+    webhook: Secret = Field(description="env:NAME or file:PATH holding the webhook URL")
+    kind: Literal["ntfy", "gotify", "slack", "alertmanager", "json"] = Field(
+        default="json", description="payload shape: ntfy, gotify, slack (also Discord's /slack), alertmanager, json"
+    )
+    on: tuple[Literal["failure", "drift", "tamper"], ...] = Field(
+        default=("failure", "drift", "tamper"), description="which events are sent"
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+
+
 class Lab(Model):
     """The rehearsal lab's own settings (profile ``lab`` only)."""
 
@@ -436,6 +453,7 @@ class Inventory(Model):
     backups: Backups = Backups()
     monitoring: Monitoring | None = None
     audit: Audit | None = None
+    alerts: Alerts | None = None
     lab: Lab | None = None
     source_files: tuple[Path, ...] = ()
 

@@ -21,10 +21,11 @@ the K3s release's Kubernetes minor, sealed with the config hash, and applied by
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.errors import ConfigError, K3sError, Problem
+from homelab_lib.errors import ConfigError, K3sError, NotFound, Problem
 from homelab_lib.kube import Kube, KubeDesired, KubeManifests, Probe, ordered, sealed, validate
 from homelab_lib.kube.objects import Manifest, config_hash
 
@@ -253,7 +254,7 @@ def kubernetes_version(k3s_version: str) -> str:
     return f"{major}.{minor}.0"
 
 
-def desired_services(inv: Inventory) -> KubeDesired:
+def desired_services(inv: Inventory, only: Sequence[str] = ()) -> KubeDesired:
     """The manifests of the inventory's K3s services, validated and sealed.
 
     Raises:
@@ -262,16 +263,20 @@ def desired_services(inv: Inventory) -> KubeDesired:
     """
     if inv.k3s is None:
         raise ConfigError([Problem("parameters", 0, "k3s", "there is no k3s: section")])
+    unknown = sorted(set(only) - set(inv.k3s.services))
+    if unknown:
+        raise NotFound(unknown[0], what="K3s service", known=inv.k3s.services, where="services")
+    chosen = [s for s in inv.k3s.services if not only or s in only]
     domain = inv.network.domain
     address = inv.vm(inv.k3s.vm).address
     objs: list[Manifest] = []
     probes: list[Probe] = []
-    if "gitlab" in inv.k3s.services:
+    if "gitlab" in chosen:
         objs += gitlab(inv, domain)
         probes.append(Probe("gitlab", f"gitlab.{domain}", address, _health(inv.services["gitlab"])))
-    if "harbor" in inv.k3s.services:
+    if "harbor" in chosen:
         objs += harbor(inv, domain)
-    if "devenv" in inv.k3s.services and inv.k3s.devenvs:
+    if "devenv" in chosen and inv.k3s.devenvs:
         made, hosts = devenvs(inv, domain)
         objs += made
         health = _health(inv.services["devenv"])
@@ -281,11 +286,14 @@ def desired_services(inv: Inventory) -> KubeDesired:
     except ValueError as e:
         raise ConfigError([Problem("runbook 04 manifests", 0, "k3s.services", str(e))]) from None
     sealed_objs = tuple(ordered([sealed(o, RUNBOOK) for o in objs]))
-    return KubeDesired(inv.name, RUNBOOK, sealed_objs, tuple(probes), inv.k3s.rollout_timeout_s)
+    scope = tuple(chosen) if only else ()
+    return KubeDesired(inv.name, RUNBOOK, sealed_objs, tuple(probes), inv.k3s.rollout_timeout_s, scope)
 
 
-def adapter(inv: Inventory, *, force_conflicts: bool = False, clock: Clock = SYSTEM) -> KubeManifests:
-    """Runbook 04's adapter: the inventory's K3s services, through the kubeconfig runbook 03 keeps."""
+def adapter(
+    inv: Inventory, *, services: Sequence[str] = (), force_conflicts: bool = False, clock: Clock = SYSTEM
+) -> KubeManifests:
+    """Runbook 04's adapter: the inventory's K3s services (or those named), through runbook 03's kubeconfig."""
 
     def kube() -> Kube:
         assert inv.k3s is not None
@@ -299,5 +307,5 @@ def adapter(inv: Inventory, *, force_conflicts: bool = False, clock: Clock = SYS
         return Kube(path, where=f"K3s on {inv.k3s.vm}")
 
     return KubeManifests(
-        lambda: desired_services(inv), kube, name="k3s-services", force_conflicts=force_conflicts, clock=clock
+        lambda: desired_services(inv, services), kube, name="k3s-services", force_conflicts=force_conflicts, clock=clock
     )

@@ -52,6 +52,8 @@ class KubeDesired:
         objects: the manifests, sealed, in apply order.
         probes: the Ingress checks verify makes.
         rollout_timeout_s: how long a workload, Job or install Job may take.
+        scope: the namespaces the run is limited to (empty: all); the homelab's objects elsewhere are
+            neither applied nor proposed for deletion.
     """
 
     homelab: str
@@ -59,6 +61,7 @@ class KubeDesired:
     objects: tuple[Manifest, ...]
     probes: tuple[Probe, ...] = ()
     rollout_timeout_s: float = 600.0
+    scope: tuple[str, ...] = ()
 
     def table(self) -> pd.DataFrame:
         import pandas as pd
@@ -218,7 +221,8 @@ class KubeManifests(BaseAdapter[KubeDesired, KubeObserved, KubeReport]):
                 found.setdefault("apiVersion", api_version)
                 found.setdefault("kind", kind)
                 k = key(found)
-                if k not in wanted and not (found.get("metadata") or {}).get("deletionTimestamp"):
+                in_scope = not desired.scope or (k.namespace or k.name) in desired.scope
+                if in_scope and k not in wanted and not (found.get("metadata") or {}).get("deletionTimestamp"):
                     strays.add(k)
         default = ""
         for sc in self.kube.list("storage.k8s.io/v1", "StorageClass"):

@@ -1,0 +1,149 @@
+"""Runbook 04 against the lab's K3s (after runbook 03): a no-op re-run keeps every resourceVersion; a
+change of Harbor's chart re-runs only its install Job; faults: an image that cannot be pulled (named
+with the pod and the image), a 409 field conflict with another manager (named; forced only when asked)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from homelab_lib import contract
+from homelab_lib.clock import SYSTEM
+from homelab_lib.errors import K3sFieldConflict, K3sRolloutFailed
+from homelab_lib.inventory import Inventory
+from homelab_lib.k3s import K3sBootstrap, services
+from homelab_lib.kube import Key, Kube, KubeDesired, KubeManifests, key, ordered, sealed
+from homelab_lib.plan import Action
+
+pytestmark = pytest.mark.lab
+PULL_NS = "homelab-test-pull"
+CONFLICT_NS = "homelab-test-conflict"
+
+
+def with_k3s(inv: Inventory, **changes: object) -> Inventory:
+    assert inv.k3s is not None
+    return inv.model_copy(update={"k3s": inv.k3s.model_copy(update=changes)})
+
+
+@pytest.fixture(scope="module")
+def deployed(lab: Inventory) -> Iterator[Inventory]:
+    """K3s (runbook 03) and the services (runbook 04) as lab.yaml wants them."""
+    k3s = K3sBootstrap(lab)
+    assert contract.run(k3s, confirm=True).verified.ok
+    k3s.close()
+    runbook = services.adapter(lab)
+    assert contract.run(runbook, confirm=True).verified.ok
+    runbook.close()
+    yield lab
+    runbook = services.adapter(lab)
+    contract.run(runbook, confirm=True)
+    runbook.close()
+
+
+@pytest.fixture
+def kube(deployed: Inventory) -> Iterator[Kube]:
+    assert deployed.k3s is not None
+    assert deployed.k3s.kubeconfig is not None
+    k = Kube(deployed.k3s.kubeconfig, where="test")
+    yield k
+    for ns in (PULL_NS, CONFLICT_NS):
+        k.delete(Key("v1", "Namespace", "", ns))
+
+
+def versions(kube: Kube, desired: KubeDesired) -> dict[str, str]:
+    out = {}
+    for obj in desired.objects:
+        got = kube.get(key(obj))
+        assert got is not None
+        out[str(key(obj))] = got["metadata"]["resourceVersion"]
+    return out
+
+
+def test_a_second_run_plans_only_no_ops_and_keeps_every_resource_version(deployed: Inventory, kube: Kube) -> None:
+    runbook = services.adapter(deployed)
+    desired = runbook.desired()
+    before = versions(kube, desired)
+    done = contract.run(runbook, confirm=True)
+    assert done.plan.empty, done.plan.summary()
+    assert not done.result.applied
+    assert done.verified.ok
+    assert versions(kube, desired) == before
+    assert {p[2] for p in done.verified.report.probes} == {"200 OK"}
+    runbook.close()
+
+
+def test_a_harbor_chart_change_reruns_only_its_install_job(deployed: Inventory, kube: Kube) -> None:
+    old_job = kube.get(Key("batch/v1", "Job", "harbor", "helm-install-harbor"))
+    assert old_job is not None
+    runbook = services.adapter(with_k3s(deployed, harbor_chart_version="1.16.1"))
+    desired = runbook.desired()
+    before = versions(kube, desired)
+    plan = runbook.plan(desired, runbook.observe(desired))
+    (change,) = plan.of_action(Action.UPDATE)
+    assert (change.kind, change.target) == ("HelmChart", "harbor/harbor")
+    assert [(f.name, f.old, f.new) for f in change.fields] == [("spec.version", "'1.16.0'", "'1.16.1'")]
+    result = runbook.apply(desired, plan, confirm=True)
+    assert [o.detail for o in result.outcomes] == ["job helm-install-harbor Complete"]
+    new_job = kube.get(Key("batch/v1", "Job", "harbor", "helm-install-harbor"))
+    assert new_job is not None
+    assert new_job["metadata"]["uid"] != old_job["metadata"]["uid"]
+    after = versions(kube, desired)
+    assert {k for k in after if after[k] != before[k]} == {"HelmChart harbor/harbor"}
+    runbook.close()
+
+
+def _manifests(ns: str, *objs: dict[str, object], timeout: float = 20.0) -> KubeDesired:
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+    sealed_objs = tuple(ordered([sealed(dict(o), "test-faults") for o in (namespace, *objs)]))
+    return KubeDesired("rehearsal", "test-faults", sealed_objs, (), timeout, (ns,))
+
+
+def _adapter(kube: Kube, desired: KubeDesired, *, force: bool = False) -> KubeManifests:
+    return KubeManifests(lambda: desired, lambda: kube, name="test-faults", force_conflicts=force, clock=SYSTEM)
+
+
+def test_an_image_that_cannot_be_pulled_is_named_with_its_pod(kube: Kube) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "nopull", "namespace": PULL_NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "nopull"}},
+            "template": {
+                "metadata": {"labels": {"app": "nopull"}},
+                "spec": {"containers": [{"name": "c", "image": "docker.io/library/no-such-image:0.0.1"}]},
+            },
+        },
+    }
+    desired = _manifests(PULL_NS, deployment)
+    runbook = _adapter(kube, desired)
+    with pytest.raises(K3sRolloutFailed) as e:
+        contract.run(runbook, confirm=True)
+    assert e.value.pod.startswith("nopull-")
+    assert "ImagePullBackOff" in e.value.reason or "ErrImagePull" in e.value.reason
+    assert "docker.io/library/no-such-image:0.0.1" in str(e.value)
+    assert e.value.where == f"Deployment {PULL_NS}/nopull"
+
+
+def test_a_field_another_manager_owns_is_a_named_409_unless_forced(kube: Kube) -> None:
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "shared", "namespace": CONFLICT_NS},
+        "data": {"mode": "theirs"},
+    }
+    assert contract.run(_adapter(kube, _manifests(CONFLICT_NS)), confirm=True).verified.ok
+    cm = kube.resource("v1", "ConfigMap")
+    kube.dyn.server_side_apply(cm, body=theirs, namespace=CONFLICT_NS, field_manager="someone-else")
+    ours = {**theirs, "data": {"mode": "ours"}}
+    desired = _manifests(CONFLICT_NS, ours)
+    with pytest.raises(K3sFieldConflict) as e:
+        _adapter(kube, desired).observe(desired)  # the server-side dry run already meets the conflict
+    assert e.value.status == 409
+    assert "someone-else" in str(e.value)
+    assert "force_conflicts" in e.value.hint
+    assert contract.run(_adapter(kube, desired, force=True), confirm=True).verified.ok
+    got = kube.get(key(ours))
+    assert got is not None
+    assert got["data"] == {"mode": "ours"}

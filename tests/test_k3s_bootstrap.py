@@ -203,3 +203,58 @@ def test_wrong_credentials_are_a_401_with_the_fix_and_the_runbook_fetches_them_a
     result = runbook.apply(desired, plan, confirm=True)
     assert runbook.verify(desired, result).ok
     assert api.report(api.client_from(wrong, where="test"), (), where="test").readyz == "ok"
+
+
+def airgap_files(inv: Inventory, folder: Path, version: str) -> tuple[Path, str, Path]:
+    """The release's files as an operator downloads them for an air-gapped VM (here: from the lab's server)."""
+    import urllib.request
+
+    assert inv.k3s is not None
+    base = inv.k3s.install_url.rsplit("/", 1)[0]
+    binary, script = folder / "k3s", folder / "install.sh"
+    with urllib.request.urlopen(f"{base}/k3s/{version}/k3s", timeout=30) as r:
+        binary.write_bytes(r.read())
+    with urllib.request.urlopen(f"{base}/k3s/{version}/sha256sum-amd64.txt", timeout=30) as r:
+        sha = r.read().decode().split()[0]
+    with urllib.request.urlopen(inv.k3s.install_url, timeout=30) as r:
+        script.write_bytes(r.read())
+    return binary, sha, script
+
+
+def test_an_airgap_binary_with_another_checksum_installs_nothing(
+    bootstrapped: Inventory, nappy: DockerHost, tmp_path: Path, converge: None
+) -> None:
+    from homelab_lib.inventory.model import K3sAirgap
+
+    binary, _sha, script = airgap_files(bootstrapped, tmp_path, "v1.31.4+k3s1")
+    airgap = K3sAirgap(binary=str(binary), sha256="0" * 64, install_script=str(script))
+    runbook = K3sBootstrap(with_k3s(bootstrapped, version="v1.31.9+k3s1", airgap=airgap), host=nappy)
+    desired = runbook.desired()
+    with pytest.raises(K3sInstallFailed) as e:
+        runbook.apply(desired, runbook.plan(desired, runbook.observe(desired)), confirm=True)
+    assert "checksum mismatch" in str(e.value)
+    assert "nothing was installed" in str(e.value)
+    assert nappy.run("k3s --version").stdout.startswith("k3s version v1.31.4+k3s1 ")
+    assert nappy.run("ls /usr/local/bin/k3s.homelab-new /root/.homelab-k3s-install.sh").exit_code != 0
+
+
+def test_an_airgap_install_on_a_fresh_vm_then_converges_with_the_usual_parameters(
+    bootstrapped: Inventory, nappy: DockerHost, tmp_path: Path
+) -> None:
+    from homelab_lib.inventory.model import K3sAirgap
+
+    binary, sha, script = airgap_files(bootstrapped, tmp_path, "v1.31.4+k3s1")
+    assert nappy.run("/usr/local/bin/k3s-uninstall.sh", timeout=120).ok
+    runbook = K3sBootstrap(
+        with_k3s(
+            bootstrapped,
+            install_url="http://127.0.0.2:1/unreachable.sh",  # an air-gapped VM reaches no download
+            airgap=K3sAirgap(binary=str(binary), sha256=sha, install_script=str(script)),
+        ),
+        host=nappy,
+    )
+    done = contract.run(runbook, confirm=True)
+    assert done.verified.ok, done.verified.summary()
+    assert [c.kind for c in done.plan.of_action(Action.CREATE)] == ["config", "k3s", "kubeconfig"]
+    again = K3sBootstrap(bootstrapped, host=nappy)
+    assert again.plan(again.desired(), again.observe(again.desired())).empty

@@ -197,6 +197,14 @@ class DevEnv(Model):
     storage: Annotated[str, Field(pattern=r"^\d+(Mi|Gi|Ti)$")] = "10Gi"
 
 
+class K3sAirgap(Model):
+    """An air-gapped install: the files K3s's releases page offers, on this machine, copied to the VM."""
+
+    binary: FilePath = Field(description="the k3s binary of k3s.version")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(description="its sha256 (sha256sum-amd64.txt)")
+    install_script: FilePath = Field(description="a copy of the install script (https://get.k3s.io)")
+
+
 class K3s(Model):
     """The single-node K3s cluster and what runs on it.
 
@@ -226,6 +234,9 @@ class K3s(Model):
     service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.43.0.0/16")
     ready_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=300.0, description="how long the API, the node and kube-system may take to be ready"
+    )
+    airgap: K3sAirgap | None = Field(
+        default=None, description="install from local files (INSTALL_K3S_SKIP_DOWNLOAD=true) instead of install_url"
     )
     devenvs: list[DevEnv] = Field(default_factory=list, description="development environments (runbook 04)")
     gitlab_root_password: Secret | None = Field(default=None, description="GitLab's initial root password")

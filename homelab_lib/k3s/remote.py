@@ -102,6 +102,65 @@ def install_command(desired: K3sDesired, *, with_token: bool) -> str:
     )
 
 
+AIRGAP_SCRIPT = "/root/.homelab-k3s-install.sh"
+BIN = "/usr/local/bin/k3s"
+
+
+def airgap_command(desired: K3sDesired, *, with_token: bool) -> str:
+    """The documented air-gapped install: the copied script with INSTALL_K3S_SKIP_DOWNLOAD=true."""
+    q = shlex.quote
+    token = f'K3S_TOKEN="$(cat {TOKEN_FILE})"; rm -f {TOKEN_FILE}; export K3S_TOKEN; ' if with_token else ""
+    return (
+        f"{token}INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server "
+        f"sh {AIRGAP_SCRIPT} 2>&1; rc=$?; rm -f {AIRGAP_SCRIPT}; exit $rc"
+    )
+
+
+def copy_airgap(host: DockerHost, desired: K3sDesired) -> None:
+    """Check the local binary's sha256, copy it and the install script to the VM, check it there, put it in place.
+
+    Raises:
+        K3sInstallFailed: the binary's sha256 is not the one the parameters name (nothing was copied),
+            or the copy on the VM does not match (it was removed; nothing installed).
+    """
+    import hashlib
+
+    assert desired.airgap is not None
+    binary, sha, script = desired.airgap
+    try:
+        data = binary.read_bytes()
+        script_text = script.read_bytes()
+    except OSError as e:
+        raise K3sError(
+            f"cannot read the air-gap files ({e.strerror}: {e.filename})",
+            where=desired.where,
+            hint="download the release's k3s binary and install script to the paths in k3s.airgap",
+        ) from None
+    have = hashlib.sha256(data).hexdigest()
+    if have != sha:
+        raise K3sInstallFailed(
+            f"checksum mismatch: {binary} has sha256 {have}, k3s.airgap.sha256 says {sha}; nothing was installed",
+            exit_code=0,
+            where=desired.where,
+            hint="download the binary again from the release (and its sha256sum-amd64.txt), then run again",
+        )
+    folder, name = BIN.rsplit("/", 1)
+    host.put_files(folder, {f"{name}.homelab-new": (data, 0o755)})
+    host.put_files(AIRGAP_SCRIPT.rsplit("/", 1)[0], {AIRGAP_SCRIPT.rsplit("/", 1)[1]: (script_text, 0o700)})
+    check = host.run(
+        f"echo '{sha}  {BIN}.homelab-new' | sha256sum -c - >/dev/null 2>&1 && mv -f {BIN}.homelab-new {BIN}",
+        timeout=120,
+    )
+    if not check.ok:
+        host.run(f"rm -f {BIN}.homelab-new {AIRGAP_SCRIPT}", timeout=60)
+        raise K3sInstallFailed(
+            "the binary copied to the VM does not match its sha256; it was removed, nothing was installed",
+            exit_code=check.exit_code,
+            where=desired.where,
+            hint="is the VM's disk full? run again",
+        )
+
+
 def tail(text: str, secrets: Sequence[str] = (), lines: int = TAIL_LINES) -> tuple[str, ...]:
     """The last lines of output, any secret value replaced by ``***``."""
     out = []
@@ -120,17 +179,21 @@ def install(host: DockerHost, desired: K3sDesired, *, timeout: float = INSTALL_T
         K3sInstallFailed: the script exited non-zero; its exit code and last lines (token redacted).
         K3sError: the token cannot be read or made.
     """
+    if desired.airgap:
+        copy_airgap(host, desired)
     token = token_value(desired.token, where=desired.where) if desired.token else ""
     if token:
         host.put_files(TOKEN_FILE.rsplit("/", 1)[0], {TOKEN_FILE.rsplit("/", 1)[1]: (token.encode(), 0o600)})
-    done = host.run(install_command(desired, with_token=bool(token)), timeout=timeout)
+    command = airgap_command if desired.airgap else install_command
+    done = host.run(command(desired, with_token=bool(token)), timeout=timeout)
     if token:
         host.run(f"rm -f {TOKEN_FILE}", timeout=60)
     last = tail(done.stdout + ("\n" + done.stderr if done.stderr.strip() else ""), [token])
     if not done.ok:
         different = any("different token" in line for line in last)
         raise K3sInstallFailed(
-            f"the K3s install script ({desired.install_url}, {desired.version}) failed with exit code {done.exit_code}",
+            f"the K3s install script ({'air-gapped' if desired.airgap else desired.install_url}, {desired.version}) "
+            f"failed with exit code {done.exit_code}",
             exit_code=done.exit_code,
             tail=last,
             where=desired.where,

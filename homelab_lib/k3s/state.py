@@ -48,6 +48,7 @@ class K3sDesired:
         token: the cluster token's reference (None: K3s makes one and keeps it on the VM).
         components: the kube-system Deployments verify expects available.
         ready_timeout_s: how long the API, the node and kube-system may take to be ready.
+        airgap: (binary, sha256, install script) on this machine for an air-gapped install; None: install_url.
     """
 
     homelab: str
@@ -60,10 +61,17 @@ class K3sDesired:
     token: SecretRef | None
     components: tuple[str, ...]
     ready_timeout_s: float
+    airgap: tuple[Path, str, Path] | None = None
 
     @property
     def where(self) -> str:
         return f"VM {self.vm}"
+
+    def install_line(self) -> str:
+        """How K3s is installed, in words."""
+        if self.airgap:
+            return f"air-gapped: {self.airgap[0].name} (sha256 {self.airgap[1][:12]}) + {self.airgap[2].name}"
+        return f"curl -sfL {self.install_url} | INSTALL_K3S_VERSION={self.version} INSTALL_K3S_EXEC=server sh -s -"
 
     def settings(self) -> dict[str, Any]:
         """The rendered config.yaml as data."""
@@ -265,4 +273,5 @@ def desired_state(inv: Inventory) -> K3sDesired:
         token=k.token,
         components=components,
         ready_timeout_s=k.ready_timeout_s,
+        airgap=(k.airgap.binary, k.airgap.sha256, k.airgap.install_script) if k.airgap else None,
     )

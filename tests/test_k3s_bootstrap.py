@@ -258,3 +258,22 @@ def test_an_airgap_install_on_a_fresh_vm_then_converges_with_the_usual_parameter
     assert [c.kind for c in done.plan.of_action(Action.CREATE)] == ["config", "k3s", "kubeconfig"]
     again = K3sBootstrap(bootstrapped, host=nappy)
     assert again.plan(again.desired(), again.observe(again.desired())).empty
+
+
+def test_a_hand_edited_config_is_seen_byte_for_byte_and_rewritten(
+    bootstrapped: Inventory, nappy: DockerHost, converge: None
+) -> None:
+    assert nappy.run(
+        'printf %s "$(cat /etc/rancher/k3s/config.yaml)" > /root/c && '
+        "cat /root/c > /etc/rancher/k3s/config.yaml && rm /root/c"
+    ).ok
+    runbook = K3sBootstrap(bootstrapped, host=nappy)
+    desired = runbook.desired()
+    observed = runbook.observe(desired)
+    assert observed.config == desired.config.rstrip("\n"), "the missing last newline is seen"
+    plan = runbook.plan(desired, observed)
+    assert [(c.kind, c.action) for c in plan.changes if c.action != Action.NOOP] == [
+        ("config", Action.UPDATE),
+        ("service", Action.UPDATE),
+    ]
+    assert runbook.verify(desired, runbook.apply(desired, plan, confirm=True)).ok

@@ -54,6 +54,51 @@ def remote_kubeconfig(host: DockerHost) -> str | None:
     return read_file(host, REMOTE_KUBECONFIG)
 
 
+MARK = "--homelab-k3s-section"
+
+
+def snapshot(host: DockerHost) -> tuple[str, str | None, bool, str | None]:
+    """What observe reads, in one command: version, config.yaml (None: none), active, k3s.yaml (None: none).
+
+    Each file is printed between marker lines, with a newline after it that the split on lines takes
+    off again, so content comes back byte for byte (a missing file and an empty one differ).
+    """
+    files = {"config": CONFIG_PATH, "kubeconfig": REMOTE_KUBECONFIG}
+    parts = [
+        f"echo '{MARK} version'",
+        "(command -v k3s >/dev/null 2>&1 && k3s --version) 2>/dev/null",
+        f"echo '{MARK} active'",
+        "systemctl is-active k3s 2>/dev/null",
+    ]
+    for name, path in files.items():
+        q = shlex.quote(path)
+        parts.append(
+            f"if test -f {q}; then echo '{MARK} {name} yes'; cat {q}; printf '\\n'; else echo '{MARK} {name} no'; fi"
+        )
+    parts.append(f"echo '{MARK} end'")
+    done = host.run("; ".join(parts), timeout=60)
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in done.stdout.split("\n"):
+        if line.startswith(MARK + " "):
+            current = line[len(MARK) + 1 :]
+            sections[current] = []
+        elif current:
+            sections[current].append(line)
+
+    def text(name: str) -> str | None:
+        for flag in ("yes", "no"):
+            if f"{name} {flag}" in sections:
+                return "\n".join(sections[f"{name} {flag}"]) if flag == "yes" else None
+        return None
+
+    first = "\n".join(sections.get("version", [])).strip().splitlines()
+    words = first[0].split() if first else []
+    version = words[2] if len(words) >= 3 and words[:2] == ["k3s", "version"] else (first[0] if first else "")
+    active = "\n".join(sections.get("active", [])).strip() == "active"
+    return version, text("config"), active, text("kubeconfig")
+
+
 def write_config(host: DockerHost, desired: K3sDesired) -> None:
     """Write /etc/rancher/k3s/config.yaml (mode 600, atomically)."""
     folder, name = CONFIG_PATH.rsplit("/", 1)

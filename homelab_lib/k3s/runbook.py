@@ -82,10 +82,12 @@ class K3sBootstrap(BaseAdapter[K3sDesired, K3sObserved, K3sReport]):
 
     def observe(self, desired: K3sDesired) -> K3sObserved:
         """The VM's K3s (release, config.yaml, service, kubeconfig) and what its API answers; reads only."""
-        version = remote.installed_version(self.host)
-        config = remote.read_file(self.host, "/etc/rancher/k3s/config.yaml")
-        running = remote.active(self.host)
-        wanted = self._localized(desired)
+        version, config, running, remote_kubeconfig = remote.snapshot(self.host)
+        wanted = None
+        if remote_kubeconfig is not None:
+            wanted = kubeconfig.localize(
+                remote_kubeconfig, homelab=desired.homelab, address=desired.address, where=desired.where
+            )
         state = kubeconfig.state(desired.kubeconfig, wanted)
         found = ApiState()
         if wanted is not None and running:

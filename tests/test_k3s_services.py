@@ -147,3 +147,43 @@ def test_a_field_another_manager_owns_is_a_named_409_unless_forced(kube: Kube) -
     got = kube.get(key(ours))
     assert got is not None
     assert got["data"] == {"mode": "ours"}
+
+
+def test_a_claim_that_never_binds_stops_the_rollout_naming_the_pending_pod(kube: Kube) -> None:
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "nowhere", "namespace": PULL_NS},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "no-such-class",
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "unbound", "namespace": PULL_NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "unbound"}},
+            "template": {
+                "metadata": {"labels": {"app": "unbound"}},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "docker.io/codercom/code-server:4.96.2",
+                            "volumeMounts": [{"name": "d", "mountPath": "/d"}],
+                        }
+                    ],
+                    "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "nowhere"}}],
+                },
+            },
+        },
+    }
+    runbook = _adapter(kube, _manifests(PULL_NS, claim, deployment, timeout=15.0))
+    with pytest.raises(K3sRolloutFailed) as e:
+        contract.run(runbook, confirm=True)
+    assert e.value.pod.startswith("unbound-")
+    assert e.value.reason == "PersistentVolumeClaim nowhere is Pending (StorageClass no-such-class)"
+    assert "nowhere is Pending" in str(e.value)

@@ -78,7 +78,7 @@ def diagnose(kube: Kube, namespace: str, selector: str) -> tuple[str, str, list[
                 break
         if not reason:
             phase = (pod.get("status") or {}).get("phase") or "Pending"
-            reason = f"{phase}, not ready"
+            reason = _unbound(kube, namespace, pod) or _unscheduled(pod) or f"{phase}, not ready"
         name = pod["metadata"]["name"]
         events = [
             f"{e.get('reason')}: {e.get('message')}"
@@ -90,6 +90,29 @@ def diagnose(kube: Kube, namespace: str, selector: str) -> tuple[str, str, list[
         ][-EVENTS:]
         return name, reason, events
     return "", "", []
+
+
+def _unbound(kube: Kube, namespace: str, pod: Manifest) -> str:
+    """``PersistentVolumeClaim X is Pending (StorageClass Y)`` for the first claim of the pod that is not Bound."""
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if not claim:
+            continue
+        found = kube.get(Key("v1", "PersistentVolumeClaim", namespace, claim))
+        if found is None:
+            return f"PersistentVolumeClaim {claim} does not exist"
+        phase = (found.get("status") or {}).get("phase") or "Pending"
+        if phase != "Bound":
+            sc = (found.get("spec") or {}).get("storageClassName") or "(default)"
+            return f"PersistentVolumeClaim {claim} is {phase} (StorageClass {sc})"
+    return ""
+
+
+def _unscheduled(pod: Manifest) -> str:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return f"{c.get('reason') or 'Unschedulable'}: {str(c.get('message') or '')[:160]}"
+    return ""
 
 
 def wait(

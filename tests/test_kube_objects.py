@@ -138,3 +138,19 @@ def test_dry_run_fields_name_leaves_and_never_a_secrets_value() -> None:
     assert dry_run_fields(now, would) == (("spec.template.spec.image", "'a:1'", "'a:2'"),)
     secret = dry_run_fields({"kind": "Secret", "data": {"pw": "b2xk"}}, {"kind": "Secret", "data": {"pw": "bmV3"}})
     assert secret == (("data.pw", "(set)", "(changed)"),)
+
+
+def test_requests_are_summed_per_workload_in_cores_and_mib(example: KubeDesired) -> None:
+    from homelab_lib.k3s import usage
+
+    assert usage.cpu_cores("250m") == 0.25
+    assert usage.memory_mib("3Gi") == 3072
+    assert usage.memory_mib("512Mi") == 512
+    table = usage.requests_table(example)
+    assert table.to_dict("records") == [
+        {"workload": "devenv/devenv-ash", "cpu": 0.25, "memory MiB": 512, "memory limit MiB": 2048},
+        {"workload": "gitlab/gitlab", "cpu": 1.0, "memory MiB": 3072, "memory limit MiB": 6144},
+    ]
+    assert usage.namespaces(example) == ["devenv", "gitlab", "harbor"]
+    fig = usage.requests_figure(table, (4.0, 8192.0), figsize=(8, 3))
+    assert [ax.get_title() for ax in fig.axes] == ["cpu requests: 1.25 of 4 cores", "memory requests: 3584 of 8192 MiB"]

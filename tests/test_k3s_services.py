@@ -187,3 +187,43 @@ def test_a_claim_that_never_binds_stops_the_rollout_naming_the_pending_pod(kube:
     assert e.value.pod.startswith("unbound-")
     assert e.value.reason == "PersistentVolumeClaim nowhere is Pending (StorageClass no-such-class)"
     assert "nowhere is Pending" in str(e.value)
+
+
+@pytest.fixture
+def broken_chart(deployed: Inventory) -> Iterator[str]:
+    """A chart whose install Job fails: the lab's knob in a config.yaml.d drop-in (runbook 03 owns only
+    config.yaml), K3s restarted to read it; removed and restarted afterwards."""
+    assert deployed.k3s is not None
+    from homelab_lib import clients
+    from homelab_lib.compose.transport import DockerHost
+
+    drop_in = "/etc/rancher/k3s/config.yaml.d/lab-broken.yaml"
+    with DockerHost.open(clients.ssh_target(deployed, deployed.k3s.vm)) as host:
+        made = host.run(
+            f"mkdir -p /etc/rancher/k3s/config.yaml.d && echo 'lab-broken-charts: [failing-chart]' > {drop_in} "
+            "&& systemctl restart k3s",
+            timeout=300,
+        )
+        assert made.ok, made.stderr
+        try:
+            yield "failing-chart"
+        finally:
+            host.run(f"rm -f {drop_in} && systemctl restart k3s", timeout=300)
+
+
+def test_a_helmchart_whose_install_job_keeps_failing_stops_at_the_toolkits_timeout(
+    kube: Kube, broken_chart: str
+) -> None:
+    chart = {
+        "apiVersion": "helm.cattle.io/v1",
+        "kind": "HelmChart",
+        "metadata": {"name": broken_chart, "namespace": CONFLICT_NS},
+        "spec": {"chart": broken_chart, "repo": "https://charts.example.org", "version": "1.0.0",
+                 "targetNamespace": CONFLICT_NS},
+    }  # fmt: skip
+    runbook = _adapter(kube, _manifests(CONFLICT_NS, chart, timeout=20.0))
+    with pytest.raises(K3sRolloutFailed) as e:
+        contract.run(runbook, confirm=True)
+    assert e.value.where == f"HelmChart {CONFLICT_NS}/{broken_chart}"
+    assert e.value.pod.startswith(f"helm-install-{broken_chart}-")
+    assert e.value.reason

@@ -5,6 +5,7 @@ with the pod and the image), a 409 field conflict with another manager (named; f
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -227,3 +228,21 @@ def test_a_helmchart_whose_install_job_keeps_failing_stops_at_the_toolkits_timeo
     assert e.value.where == f"HelmChart {CONFLICT_NS}/{broken_chart}"
     assert e.value.pod.startswith(f"helm-install-{broken_chart}-")
     assert e.value.reason
+
+
+def test_runbook_04_with_refused_credentials_stops_with_a_401_and_the_fix(deployed: Inventory, tmp_path: Path) -> None:
+    import yaml
+
+    from homelab_lib.errors import K3sAuthError
+
+    assert deployed.k3s is not None
+    assert deployed.k3s.kubeconfig is not None
+    data = yaml.safe_load(deployed.k3s.kubeconfig.read_text())
+    data["users"][0]["user"] = {"token": "expired-or-wrong"}
+    wrong = tmp_path / "kubeconfig.yaml"
+    wrong.write_text(yaml.safe_dump(data))
+    runbook = services.adapter(with_k3s(deployed, kubeconfig=wrong))
+    with pytest.raises(K3sAuthError) as e:
+        runbook.observe(runbook.desired())
+    assert e.value.status == 401
+    assert "03_bootstrap_k3s" in e.value.hint

@@ -2,6 +2,8 @@
 
 By default a stand-in K3s (``python -m homelab_lib.lab.kube server``) is started once per session on
 127.0.9.14 with a tmp data dir, running pods in the local Docker Engine; set ``HOMELAB_TEST_KUBECONFIG``
+(and, for a cluster that reaches no registry, ``HOMELAB_TEST_NODE_ENGINE``: the Docker Engine its node
+pulls from, e.g. ``unix://.lab/vms/k3s-nappy/docker.sock`` for the lab's K3s, which gets the test image)
 to run the same tests against a real cluster (K3s, k3d, kind) instead. Everything a session creates in
 the engine (containers, the images it builds) is removed at its end.
 """
@@ -203,6 +205,16 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     """The cluster under test (a stand-in unless HOMELAB_TEST_KUBECONFIG names a real one)."""
     cache = tmp_path_factory.mktemp("kube-cache")
     if REAL:
+        engine = os.environ.get("HOMELAB_TEST_NODE_ENGINE")
+        if engine:  # a cluster that reaches no registry (the lab's K3s): its node's engine gets the test image
+            import docker
+
+            node = docker.DockerClient(base_url=engine)
+            try:
+                node.images.get(IMAGE)
+            except docker.errors.ImageNotFound:
+                _build_test_image(node)
+            node.close()
         yield Kube(Path(REAL), cache)
         return
     import docker

@@ -27,7 +27,9 @@ from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatu
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 FIELDWISE = ("healthcheck", "resources")  # service keys whose override is merged field by field
-PATH_KEYS = {"ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers"}
+PATH_KEYS = {
+    "ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers", "binary", "install_script"
+}  # fmt: skip
 Loc = tuple[str | int, ...]
 
 

@@ -320,6 +320,12 @@ def test_a_second_lab_comes_up_and_its_down_leaves_nothing_behind(lab: Inventory
         code, text = on_vm(two, vm.name, f"docker run -d --entrypoint /bin/sleep {image} 1000")
         assert code == 0, text
         container = text.strip().splitlines()[-1]
+        # a service of the VM's own (as K3s is, once installed): it must stop with the VM
+        unit = "[Service]\nExecStart=/bin/sleep 1001\n"
+        code, text = on_vm(
+            two, vm.name, f"printf '{unit}' >/etc/systemd/system/lab-test.service && systemctl start lab-test"
+        )
+        assert code == 0, text
     finally:
         lab_api.down(two, progress=lambda _line: None)
     assert not state_dir.exists()
@@ -334,6 +340,10 @@ def test_a_second_lab_comes_up_and_its_down_leaves_nothing_behind(lab: Inventory
         pid for pid in os.listdir("/proc") if pid.isdigit() and container in " ".join(common.cmdline(int(pid)) or [])
     ]
     assert shims == [], "the VM's containers stopped with its engine"
+    services = [
+        p for p in os.listdir("/proc") if p.isdigit() and (common.cmdline(int(p)) or []) == ["/bin/sleep", "1001"]
+    ]
+    assert services == [], "the VM's own services stopped with it"
     assert not Path(f"/sys/class/net/{bridge}").exists(), "the VM's bridge is removed"
     rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=False).stdout
     assert bridge not in rules, "the VM's forwarding rules are removed"

@@ -309,16 +309,41 @@ def _sshd_argv(inv: Inventory, vm: Vm) -> list[str]:
     return [SSHD, "-D", "-e", "-f", str(vm_dir(inv, vm.name) / "sshd_config")]
 
 
+def _namespace(pid: int) -> str | None:
+    """The mount namespace a process lives in (``mnt:[inode]``), or None if it is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _stop_namespace(namespace: str, keep: set[int]) -> list[int]:
+    """SIGTERM, then SIGKILL, every process in a VM's mount namespace (its services: K3s, ...) but those kept."""
+    found = [
+        int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in keep and _namespace(int(p)) == namespace
+    ]
+    for pid in found:
+        argv = common.cmdline(pid)
+        if argv is not None:
+            common.stop(common.Proc(pid, argv, ""))
+    return found
+
+
 def _stop_vm(inv: Inventory, vm_name: str, progress: Callable[[str], None] | None = None) -> None:
-    """Stop a VM: its engine first (its containers stop with it), then its sshd, then its bridge."""
+    """Stop a VM: its engine first (its containers stop with it), its services, its sshd, then its network."""
     state_dir = common.lab_settings(inv).state_dir
     procs = common.load_state(state_dir)
     engine = procs.get(ENGINE_PREFIX + vm_name)
     if engine is None:  # a VM that died before its engine was recorded: its pid file still tells
         engine = _engine_proc(inv, vm_name)
+    init = procs.get(KEY_PREFIX + vm_name)
+    namespaces = {ns for p in (init, engine) if p is not None and (ns := _namespace(p.pid)) is not None}
     if engine is not None and common.stop(engine, timeout=ENGINE_STOP_S) and progress:
         progress(f"vm: stopped the Docker Engine of {vm_name} (pid {engine.pid})")
-    init = procs.get(KEY_PREFIX + vm_name)
+    for ns in namespaces - {_namespace(os.getpid())}:
+        stopped = _stop_namespace(ns, keep={init.pid} if init is not None else set())
+        if stopped and progress:
+            progress(f"vm: stopped {len(stopped)} service process(es) of {vm_name}")
     if init is not None and common.stop(init) and progress:
         progress(f"vm: stopped {vm_name} (sshd pid {init.pid})")
     common.record(state_dir, ENGINE_PREFIX + vm_name, None)

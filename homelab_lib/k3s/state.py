@@ -8,6 +8,7 @@ data dir, cluster and service CIDRs). No I/O: the token stays a reference.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,7 @@ class K3sDesired:
         ]
         rows += [(f"config.yaml: {k}", _show(v)) for k, v in self.settings().items()]
         rows += [
-            ("kubeconfig", str(self.kubeconfig) if self.kubeconfig else "- (not kept)"),
+            ("kubeconfig", _near(self.kubeconfig) if self.kubeconfig else "- (not kept)"),
             ("token", str(self.token) if self.token else "- (K3s makes one on the VM)"),
             ("verify", ", ".join(self.components) or "-"),
         ]
@@ -275,3 +276,9 @@ def desired_state(inv: Inventory) -> K3sDesired:
         ready_timeout_s=k.ready_timeout_s,
         airgap=(k.airgap.binary, k.airgap.sha256, k.airgap.install_script) if k.airgap else None,
     )
+
+
+def _near(path: Path) -> str:
+    """A path as a table shows it: relative to the working folder when it is close by (``../.lab/...``)."""
+    relative = os.path.relpath(path)
+    return relative if relative.count("..") <= 2 else str(path)

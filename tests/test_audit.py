@@ -270,7 +270,9 @@ def test_audit_section_is_validated(make_params: Callable[..., Path], signer: di
 
     with pytest.raises(ConfigError, match="allowed_signers needs identity"):
         load_inventory(make_params(audit={"allowed_signers": "allowed_signers"}))
+    key_text = Path(signer["signing_key"].removeprefix("file:")).read_text()  # made by ssh-keygen just now
     with pytest.raises(ConfigError) as e:
-        load_inventory(make_params(audit={**signer, "signing_key": "-----BEGIN OPENSSH PRIVATE KEY----- abc"}))
+        load_inventory(make_params(audit={**signer, "signing_key": key_text}))  # the key pasted in, not referenced
     assert "audit.signing_key" in str(e.value)
-    assert "BEGIN OPENSSH" not in str(e.value)
+    assert "PRIVATE KEY" not in str(e.value)
+    assert key_text.splitlines()[1] not in str(e.value)

@@ -220,7 +220,7 @@ def proxy_hosts(inv: Inventory) -> dict[str, int]:
 
 
 def _service(
-    inv: Inventory, vm: Vm, stack: str, name: str, problems: list[Problem]
+    inv: Inventory, vm: Vm, stack: str, name: str, proxy_port: int | None, problems: list[Problem]
 ) -> tuple[dict[str, Any], DesiredService, list[SecretFile], tuple[str, ...]]:
     svc = inv.services[name]
     where = _source(inv)
@@ -241,7 +241,6 @@ def _service(
         out["ports"] = [f"{p.address}:{p.published}:{p.container}/{p.protocol}" for p in ports]
 
     networks: tuple[str, ...] = ()
-    proxy_port = proxy_hosts(inv).get(vm.name)
     behind_proxy = proxy_port is not None and (svc.reverse_proxy or bool(svc.proxy and svc.ports))
     if behind_proxy and svc.network_mode != "host":
         networks = (PROXY_NETWORK,)
@@ -361,8 +360,9 @@ def render_stack(inv: Inventory, vm: Vm, stack: str, problems: list[Problem]) ->
     secret_files: list[SecretFile] = []
     volumes: dict[str, Any] = {}
     networks: dict[str, None] = {}
+    proxy_port = proxy_hosts(inv).get(vm.name)  # the reverse proxy's HTTP port on this VM, if one runs there
     for svc_name in vm.stacks[stack]:
-        definition, want, files, joined = _service(inv, vm, stack, svc_name, problems)
+        definition, want, files, joined = _service(inv, vm, stack, svc_name, proxy_port, problems)
         services[svc_name] = definition
         desired.append(want)
         secret_files.extend(files)

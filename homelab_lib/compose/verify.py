@@ -123,17 +123,24 @@ def _probe_one(
     return out
 
 
+def _http(
+    session: requests.Session, url: str, timeout: float, headers: Mapping[str, str] | None = None
+) -> tuple[bool, str]:
+    """GET url: (a 2xx or 3xx answer, what came back)."""
+    try:
+        response = session.get(url, timeout=timeout, allow_redirects=False, headers=dict(headers or {}))
+    except requests.RequestException as e:
+        return False, f"no answer: {type(e).__name__}"
+    return response.status_code < 400, f"HTTP {response.status_code}"
+
+
 def _probe_proxy(
     project: Project, svc: DesiredService, session: requests.Session, timeout: float, clock: Clock
 ) -> ProbeResult:
     """The health path through the host's reverse proxy, by the service's Host name (as a browser gets there)."""
     url = f"http://{project.address}:{svc.proxy_port}{svc.health}"
     t0 = clock.monotonic()
-    try:
-        response = session.get(url, timeout=timeout, allow_redirects=False, headers={"Host": svc.proxy_host})
-        ok, detail = response.status_code < 400, f"HTTP {response.status_code}"
-    except requests.RequestException as e:
-        ok, detail = False, f"no answer: {type(e).__name__}"
+    ok, detail = _http(session, url, timeout, {"Host": svc.proxy_host})
     ms = round((clock.monotonic() - t0) * 1000, 1)
     return ProbeResult(project.host, project.stack, svc.name, f"{url} (Host: {svc.proxy_host})", ok, detail, ms)
 
@@ -155,11 +162,7 @@ def _probe_port(
             ok, detail = False, f"connect failed: {e.strerror or e}"
     else:
         url = f"http://{port.address}:{port.published}{svc.health}"
-        try:
-            response = session.get(url, timeout=timeout, allow_redirects=False)
-            ok, detail = response.status_code < 400, f"HTTP {response.status_code}"
-        except requests.RequestException as e:
-            ok, detail = False, f"no answer: {type(e).__name__}"
+        ok, detail = _http(session, url, timeout)
     return ProbeResult(
         project.host, project.stack, svc.name, url, ok, detail, round((clock.monotonic() - t0) * 1000, 1)
     )

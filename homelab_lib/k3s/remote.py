@@ -136,12 +136,16 @@ def token_value(ref: SecretRef, *, where: str) -> str:
     return ref.reveal()
 
 
+def _token_prefix(with_token: bool) -> str:
+    """Shell that exports K3S_TOKEN from the private file put on the VM, and removes the file."""
+    return f'K3S_TOKEN="$(cat {TOKEN_FILE})"; rm -f {TOKEN_FILE}; export K3S_TOKEN; ' if with_token else ""
+
+
 def install_command(desired: K3sDesired, *, with_token: bool) -> str:
     """The documented install, the script downloaded first (exit 22 when it cannot be)."""
     q = shlex.quote
-    token = f'K3S_TOKEN="$(cat {TOKEN_FILE})"; rm -f {TOKEN_FILE}; export K3S_TOKEN; ' if with_token else ""
     return (
-        f"{token}script=$(curl -sfL {q(desired.install_url)}) || "
+        f"{_token_prefix(with_token)}script=$(curl -sfL {q(desired.install_url)}) || "
         f"{{ echo 'cannot download the K3s install script from {desired.install_url}' >&2; exit {DOWNLOAD_FAILED}; }}; "
         f'printf "%s\\n" "$script" | INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server sh -s - 2>&1'
     )
@@ -154,9 +158,9 @@ BIN = "/usr/local/bin/k3s"
 def airgap_command(desired: K3sDesired, *, with_token: bool) -> str:
     """The documented air-gapped install: the copied script with INSTALL_K3S_SKIP_DOWNLOAD=true."""
     q = shlex.quote
-    token = f'K3S_TOKEN="$(cat {TOKEN_FILE})"; rm -f {TOKEN_FILE}; export K3S_TOKEN; ' if with_token else ""
     return (
-        f"{token}INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server "
+        f"{_token_prefix(with_token)}INSTALL_K3S_SKIP_DOWNLOAD=true "
+        f"INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server "
         f"sh {AIRGAP_SCRIPT} 2>&1; rc=$?; rm -f {AIRGAP_SCRIPT}; exit $rc"
     )
 

@@ -46,11 +46,12 @@ import docker
 import paramiko
 import requests
 
+from homelab_lib import clients
 from homelab_lib.errors import HomelabError, LabError
 from homelab_lib.inventory.model import Inventory, Vm
 from homelab_lib.lab import common
 from homelab_lib.lab.common import PartStatus, Proc
-from homelab_lib.ssh import SshTarget, connect, known_hosts_pattern
+from homelab_lib.ssh import connect, known_hosts_pattern, run_command
 
 SSHD = "/usr/sbin/sshd"
 INIT = Path(__file__).with_name("vm-init.sh")
@@ -105,15 +106,25 @@ def _octet(vm: Vm) -> int:
     return int(vm.address.rsplit(".", 1)[1])
 
 
+def bridge_subnet(vm: Vm) -> str:
+    """The subnet of the engine's default bridge: 10.199.<last octet of the VM's address>.0/24."""
+    return f"10.199.{_octet(vm)}.0/24"
+
+
 def bridge_address(vm: Vm) -> str:
-    """The engine bridge's gateway address: 10.199.<last octet of the VM's address>.1/24."""
+    """The engine bridge's gateway address (.1 of :func:`bridge_subnet`)."""
     return f"10.199.{_octet(vm)}.1/24"
 
 
-def address_pool(vm: Vm) -> str:
-    """The engine's pool for its networks (a /16 per VM, distinct from every other VM's)."""
+def pool_subnet(vm: Vm) -> str:
+    """The /16 the engine's networks are cut from, distinct from every other VM's."""
     octet = _octet(vm)
-    return f"base=10.{octet if octet != 199 else 198}.0.0/16,size=24"
+    return f"10.{octet if octet != 199 else 198}.0.0/16"
+
+
+def address_pool(vm: Vm) -> str:
+    """The engine's ``--default-address-pool``: /24 networks of :func:`pool_subnet`."""
+    return f"base={pool_subnet(vm)},size=24"
 
 
 def device_standins(inv: Inventory, vm: Vm) -> list[str]:
@@ -250,11 +261,10 @@ def _forward_rules(inv: Inventory, vm: Vm) -> list[list[str]]:
     its networks stays dropped, as Docker isolates networks on a real VM.
     """
     comment = f"homelab-lab {bridge_name(inv, vm.name)}"
-    pool = address_pool(vm).split(",")[0].removeprefix("base=")
     return [
         ["FORWARD", "-m", "physdev", "--physdev-is-bridged", "-s", net, "-d", net,
          "-m", "comment", "--comment", comment, "-j", "ACCEPT"]
-        for net in (pool, bridge_address(vm).replace(".1/24", ".0/24"))
+        for net in (pool_subnet(vm), bridge_subnet(vm))
     ]  # fmt: skip
 
 
@@ -431,28 +441,16 @@ def probe(inv: Inventory, vm: Vm, timeout: float = 10.0) -> str:
         HostKeyRejected, SshError: the handshake or login failed.
         LabError: docker failed on the VM.
     """
-    client = connect(
-        SshTarget(
-            host=vm.name,
-            address=vm.address,
-            port=inv.ssh.port,
-            user=inv.ssh.user,
-            key=inv.ssh.private_key,
-            known_hosts=inv.ssh.known_hosts,
-            timeout=timeout,
-        )
-    )
+    client = connect(clients.ssh_target(inv, vm.name, timeout=timeout))
     try:
-        _, out, err = client.exec_command(DOCKER_VERSION, timeout=timeout)
-        version = out.read().decode().strip()
-        code = out.channel.recv_exit_status()
-        if code != 0:
+        done = run_command(client, DOCKER_VERSION, timeout=timeout, where=f"VM {vm.name}")
+        if not done.ok:
             raise LabError(
-                f"`docker version` failed over SSH (exit {code}): {err.read().decode().strip()}",
+                f"`docker version` failed over SSH (exit {done.exit_code}): {done.stderr.strip()}",
                 where=f"VM {vm.name}",
                 hint="is the VM's Docker Engine running? see its dockerd.log in the VM's folder",
             )
-        return version
+        return done.stdout.strip()
     finally:
         client.close()
 

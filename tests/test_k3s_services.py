@@ -4,6 +4,7 @@ with the pod and the image), a 409 field conflict with another manager (named; f
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,11 @@ def kube(deployed: Inventory) -> Iterator[Kube]:
     yield k
     for ns in (PULL_NS, CONFLICT_NS):
         k.delete(Key("v1", "Namespace", "", ns))
+    # a namespace terminates before it goes: the next test must not plan against one that is going
+    deadline = time.monotonic() + 60
+    while any(k.get(Key("v1", "Namespace", "", ns)) is not None for ns in (PULL_NS, CONFLICT_NS)):
+        assert time.monotonic() < deadline, "the test namespaces did not go away in 60 s"
+        time.sleep(0.5)
 
 
 def versions(kube: Kube, desired: KubeDesired) -> dict[str, str]:

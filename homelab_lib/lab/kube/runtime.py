@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import io
 import socket
 import tarfile
@@ -141,7 +142,9 @@ class DockerRuntime:
         for ref, role in images.items():
             script = _HELM if role == "helm" else _SERVE
             extra = "\n".join(broken) + "\n" if role == "helm" else ""
-            digest = f"{len(busybox)}:{hash(script)}:{extra}"
+            # stable across restarts (str's hash() is salted per process: it rebuilt every image, and the
+            # changed image ids made the kubelet recreate every system pod after each restart)
+            digest = hashlib.sha256(busybox + b"\0" + script.encode() + b"\0" + extra.encode()).hexdigest()[:32]
             with contextlib.suppress(Exception):
                 if self.client.images.get(ref).labels.get(IMAGE_LABEL) == digest:
                     continue

@@ -39,6 +39,10 @@ need util-linux sh -c 'command -v unshare && command -v mountpoint'  # each lab 
 need curl sh -c 'command -v curl'               # the K3s installer is fetched with it on the K3s VM
 need systemd sh -c 'command -v systemd-analyze'  # tests verify the units `homelab schedule` writes
 need prometheus-alertmanager sh -c 'command -v prometheus-alertmanager'  # tests post alerts to a real one
+need restic sh -c 'command -v restic'           # backups (runbook 06): the real restic, static
+need prometheus sh -c 'command -v prometheus && command -v promtool'  # monitoring (runbook 07): config checks, rule tests
+need prometheus-node-exporter sh -c 'command -v prometheus-node-exporter'  # real exporters on the lab VMs
+need chromium sh -c 'command -v chromium'       # the browser test of the walkthrough (Playwright, never a download)
 
 [ -z "$missing" ] && exit 0
 

@@ -27,6 +27,7 @@ passes through unchanged.
     │   └── SecretLeak              a resolved secret value was found in a notebook
     ├── AuditError                  the audit archive: a record or file altered or removed
     ├── ScheduleError               `homelab schedule`: a unit cannot be written or is not ours
+    ├── ManifestError               a checksum manifest could not be taken or read (folder, host, line)
     ├── AlertError                  an alert could not be delivered (the webhook URL is never shown)
     ├── LabError                    the rehearsal lab could not start, stop or be reached
     │   └── KubeStandinError        the lab's Kubernetes stand-in (k3s) refused to start: flags, token, address
@@ -302,6 +303,10 @@ class AuditError(HomelabError):
 
 class ScheduleError(HomelabError):
     """A scheduled run's units could not be written, or a unit of that name is not one ``homelab schedule`` wrote."""
+
+
+class ManifestError(HomelabError):
+    """A checksum manifest could not be taken or read: the folder, the host, the line."""
 
 
 class AlertError(HomelabError):

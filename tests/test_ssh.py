@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,78 +10,18 @@ import pytest
 
 from homelab_lib.compose.transport import DockerHost, check_stack_name
 from homelab_lib.errors import ComposeError, SshError
-from homelab_lib.secrets import SecretRef
 from homelab_lib.ssh import SshTarget, connect, run_command
+from tests.sshd_fixtures import start_sshd
 
 ADDRESS = "127.0.7.21"
-SSHD = "/usr/sbin/sshd"
 CHATTY = "sh -c 'head -c 3000000 /dev/zero | tr \"\\0\" x >&2; echo done'"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((ADDRESS, 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTarget]:
     """An sshd of our own on ADDRESS, logging in this user with a key made here; its target."""
-    if not Path(SSHD).exists():
-        pytest.skip("openssh-server is not installed")
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    (d / "authorized_keys").write_text((d / "client.pub").read_text())
-    port = _free_port()
-    host_key = " ".join((d / "host.pub").read_text().split()[:2])
-    (d / "known_hosts").write_text(f"[{ADDRESS}]:{port} {host_key}\n")
-    (d / "sshd_config").write_text(
-        "\n".join(
-            [
-                f"ListenAddress {ADDRESS}:{port}",
-                f"HostKey {d / 'host'}",
-                f"PidFile {d / 'sshd.pid'}",
-                f"AuthorizedKeysFile {d / 'authorized_keys'}",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                "StrictModes no",
-                f"AllowUsers {getpass.getuser()}",
-                "PermitRootLogin prohibit-password",
-                "UseDNS no",
-                "Subsystem sftp internal-sftp",
-                "",
-            ]
-        )
-    )
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    with (d / "log").open("wb") as log:
-        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log)
-    target = SshTarget(
-        host="testvm",
-        address=ADDRESS,
-        port=port,
-        user=getpass.getuser(),
-        key=SecretRef("file", str(d / "client")),
-        known_hosts=d / "known_hosts",
-        timeout=10,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (d / "log").read_text()
-            try:
-                connect(target).close()
-                break
-            except SshError:
-                assert time.monotonic() < deadline, (d / "log").read_text()
-                time.sleep(0.1)
+    with start_sshd(tmp_path_factory.mktemp("sshd"), ADDRESS) as target:
         yield target
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

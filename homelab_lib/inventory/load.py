@@ -23,12 +23,14 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from homelab_lib.errors import ConfigError, Problem, SecretError
 from homelab_lib.inventory.checks import check
 from homelab_lib.inventory.model import Inventory
+from homelab_lib.inventory.placement import apply_moves, read_moves
 from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 FIELDWISE = ("healthcheck", "resources")  # service keys whose override is merged field by field
 PATH_KEYS = {
-    "ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers", "binary", "install_script"
+    "ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers", "binary", "install_script",
+    "placement_file",
 }  # fmt: skip
 Loc = tuple[str | int, ...]
 
@@ -342,6 +344,8 @@ def _load(files: str | Path | Sequence[str | Path]) -> tuple[Inventory, LineInde
                 services[name] = entry
         merged["services"] = services
     merged = _absolutize(merged, (), index, known)
+    if isinstance(merged.get("placement_file"), str):  # runbook 05's recorded moves
+        merged = apply_moves(merged, read_moves(Path(merged["placement_file"])))
     merged["source_files"] = tuple(p.resolve() for p in paths)
 
     try:

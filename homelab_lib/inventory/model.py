@@ -466,6 +466,9 @@ class Inventory(Model):
     audit: Audit | None = None
     alerts: Alerts | None = None
     lab: Lab | None = None
+    placement_file: FilePath | None = Field(
+        default=None, description="where runbook 05 records the services it moved (applied on every load)"
+    )
     source_files: tuple[Path, ...] = ()
 
     def vm(self, name: str) -> Vm:

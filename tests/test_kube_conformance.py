@@ -330,6 +330,11 @@ def test_errors_are_status_objects(kube: Kube, ns: str) -> None:
 
 
 def _raw(kube: Kube, path: str, token: str) -> tuple[int, dict[str, Any]]:
+    code, text = _raw_text(kube, path, token)
+    return code, json.loads(text)
+
+
+def _raw_text(kube: Kube, path: str, token: str) -> tuple[int, str]:
     import requests
     import yaml
 
@@ -345,7 +350,50 @@ def _raw(kube: Kube, path: str, token: str) -> tuple[int, dict[str, Any]]:
         )
     finally:
         os.unlink(ca.name)
-    return r.status_code, r.json()
+    return r.status_code, r.text
+
+
+def test_metrics_need_a_non_resource_url_rule_then_serve_prometheus_text(kube: Kube, ns: str) -> None:
+    """What Prometheus scrapes with a bearer token (runbook 07): /metrics, granted by nonResourceURLs."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube.api_client())
+    rbac = client.RbacAuthorizationV1Api(kube.api_client())
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "scraper", "namespace": ns}}
+    core.create_namespaced_service_account(ns, validated_obj(sa))
+    token = core.create_namespaced_service_account_token("scraper", ns, {"spec": {"audiences": []}}).status.token
+    code, _ = _raw_text(kube, "/metrics", token)
+    assert code == 403
+    role = f"{ns}-metrics"
+    rbac.create_cluster_role(
+        validated_obj(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": role},
+                "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+            }
+        )
+    )
+    try:
+        rbac.create_cluster_role_binding(
+            validated_obj(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": role},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                    "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": ns}],
+                }
+            )
+        )
+        code, text = _raw_text(kube, "/metrics", token)
+        assert code == 200
+        assert "# TYPE apiserver_request_total counter" in text
+        assert 'code="403"' in text  # the refused scrape above was counted
+    finally:
+        rbac.delete_cluster_role_binding(role)
+        rbac.delete_cluster_role(role)
 
 
 def test_bad_token_401_and_a_token_without_rights_403(kube: Kube, ns: str) -> None:

@@ -6,6 +6,7 @@ Transport-free: :mod:`server` turns HTTP requests into :class:`Request` and writ
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
 import time
@@ -118,15 +119,45 @@ class Api:
         self.logs = logs
         self.ready = ready
         self.openapi = OpenAPI()
+        self.requests: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.started = time.time()
         cluster.on_crd = self.openapi.clear
 
     # ------------------------------------------------------------ entry
 
     def handle(self, req: Request) -> Response:
         try:
-            return self._handle(req)
+            response = self._handle(req)
         except KubeStatus as e:
-            return status_response(e)
+            response = status_response(e)
+        self.requests[(req.method, response.status)] += 1
+        return response
+
+    def _metrics(self, req: Request) -> Response:
+        """``/metrics`` in the Prometheus text format, as kube-apiserver serves it (a few of its series)."""
+        assert req.user is not None
+        if not auth.allowed_path(self.cluster, req.user, "get", "/metrics"):
+            raise KubeStatus(403, "Forbidden", f'forbidden: User "{req.user.name}" cannot get path "/metrics"', {})
+        lines = [
+            "# HELP apiserver_request_total Counter of apiserver requests by verb and HTTP response code.",
+            "# TYPE apiserver_request_total counter",
+        ]
+        for (method, code), n in sorted(self.requests.items()):
+            lines.append(f'apiserver_request_total{{code="{code}",verb="{method}"}} {n}')
+        lines += [
+            "# HELP apiserver_storage_objects Number of stored objects at the time of last check split by kind.",
+            "# TYPE apiserver_storage_objects gauge",
+        ]
+        for kind in self.cluster.registry.all():
+            resource = f"{kind.plural}.{kind.group}" if kind.group else kind.plural
+            lines.append(f'apiserver_storage_objects{{resource="{resource}"}} {len(self.cluster.list(kind)[0])}')
+        lines += [
+            "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.",
+            "# TYPE process_start_time_seconds gauge",
+            f"process_start_time_seconds {self.started:.3f}",
+            "",
+        ]
+        return Response(200, "\n".join(lines).encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _handle(self, req: Request) -> Response:
         path = req.path.rstrip("/") or "/"
@@ -143,6 +174,8 @@ class Api:
             return Response(200 if ok else 500, text.encode(), "text/plain; charset=utf-8")
         if path == "/version":
             return _json(200, self.version.document())
+        if path == "/metrics":
+            return self._metrics(req)
         if path == "/api":
             return _json(200, discovery.api_versions(self.address))
         if path == "/apis":

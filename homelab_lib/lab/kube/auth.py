@@ -186,6 +186,28 @@ def allowed(
     return False
 
 
+def allowed_path(cluster: Cluster, user: User, verb: str, path: str) -> bool:
+    """RBAC for a non-resource URL (``/metrics``): a ClusterRole rule's ``nonResourceURLs``."""
+    if user.is_admin:
+        return True
+    crb, cr = (
+        cluster.registry.by_gvk("rbac.authorization.k8s.io/v1", k) for k in ("ClusterRoleBinding", "ClusterRole")
+    )
+    if crb is None or cr is None:
+        return False
+    for binding in cluster.list(crb)[0]:
+        if not any(_subject_is(s, user, "") for s in binding.get("subjects") or []):
+            continue
+        ref = binding.get("roleRef") or {}
+        role = cluster.find(cr, "", str(ref.get("name"))) if ref.get("kind") == "ClusterRole" else None
+        for rule in (role or {}).get("rules") or []:
+            urls = rule.get("nonResourceURLs") or []
+            verbs = set(rule.get("verbs") or [])
+            if {verb, "*"} & verbs and any(u == path or (u.endswith("*") and path.startswith(u[:-1])) for u in urls):
+                return True
+    return False
+
+
 def forbidden(user: User, verb: str, group: str, resource: str, namespace: str, name: str, sub: str = "") -> KubeStatus:
     res = f"{resource}/{sub}" if sub else resource
     shown = f"{resource}.{group}" if group else resource

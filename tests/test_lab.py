@@ -190,6 +190,22 @@ def test_a_vm_gets_stand_ins_for_devices_the_machine_lacks(lab: Inventory) -> No
 
 
 @pytest.mark.lab
+def test_a_vms_packages_come_up_as_its_units_on_its_address(lab: Inventory) -> None:
+    """k3s-nappy lists prometheus-node-exporter: its unit is enabled, runs, answers on the VM's address."""
+    k3s = lab.vm("k3s-nappy")
+    assert "prometheus-node-exporter" in k3s.packages
+    code, text = on_vm(
+        lab, k3s.name, "systemctl is-enabled prometheus-node-exporter; systemctl is-active prometheus-node-exporter"
+    )
+    assert code == 0, text
+    assert text.split() == ["enabled", "active"]
+    metrics = requests.get(f"http://{k3s.address}:9100/metrics", timeout=10).text
+    assert "node_filesystem_avail_bytes" in metrics
+    assert on_vm(lab, "docker-sleepy", "systemctl is-active prometheus-node-exporter")[0] != 0  # not its package
+    assert on_vm(lab, k3s.name, "command -v restic")[0] == 0
+
+
+@pytest.mark.lab
 def test_each_engine_holds_its_services_images_under_their_real_names(lab: Inventory) -> None:
     for vm in lab.docker_hosts:
         wanted = sorted({lab.services[s].image for stack in vm.stacks.values() for s in stack})

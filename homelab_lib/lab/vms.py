@@ -13,6 +13,9 @@ own mount and UTS namespace (``unshare``), booted by ``vm-init.sh``:
 - device stand-ins for devices its services need that this machine lacks (``/dev/dri``);
 - ``systemctl`` answered by the lab (``systemctl.sh``; the VM runs no systemd), and
   enabled units started at boot;
+- what cloud-init would install from its ``packages:`` (:data:`PACKAGE_UNITS`):
+  ``prometheus-node-exporter`` as an enabled unit on the VM's address, ``restic``
+  (this machine's binary);
 - its OpenSSH server on ``vm.address:ssh.port`` with its own ed25519 host key.
 
 Files: the client key at ``ssh.private_key`` (a ``file:`` reference) and its
@@ -137,6 +140,36 @@ def device_standins(inv: Inventory, vm: Vm) -> list[str]:
         nodes = DEVICE_STANDINS.get(device, [(device, 1, 3)])  # unknown: a node that acts as /dev/null
         out += [f"{path}:c:{major}:{minor}" for path, major, minor in nodes]
     return out
+
+
+#: What cloud-init's ``packages:`` would install on a VM, as the lab provides it: a unit file
+#: (enabled, so it starts at the VM's boot) or nothing (the binary is this machine's, under /usr).
+#: The lab's exporters listen on the VM's address only, as every lab server binds loopback.
+PACKAGE_UNITS: dict[str, Callable[[Vm], str]] = {
+    "prometheus-node-exporter": lambda vm: (
+        "[Unit]\nDescription=Prometheus exporter for machine metrics (the lab's stand-in for the Debian package)\n\n"
+        "[Service]\nType=simple\n"
+        f"ExecStart=/usr/bin/prometheus-node-exporter --web.listen-address={vm.address}:9100\n\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    ),
+    "restic": lambda vm: "",
+}
+
+
+def package_units(vm: Vm) -> dict[str, str]:
+    """The unit files the VM's packages bring (name -> text); packages the lab does not know are skipped."""
+    return {f"{p}.service": text for p in vm.packages if p in PACKAGE_UNITS and (text := PACKAGE_UNITS[p](vm))}
+
+
+def _install_packages(inv: Inventory, vm: Vm) -> None:
+    units = vm_dir(inv, vm.name) / "fs" / "etc" / "systemd" / "system"
+    wants = units / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for name, text in package_units(vm).items():
+        (units / name).write_text(text)
+        link = wants / name
+        if not link.is_symlink():
+            link.symlink_to(f"/etc/systemd/system/{name}")
 
 
 def check(inv: Inventory) -> None:
@@ -408,8 +441,14 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
         config = sshd_config(inv, vm)
         argv = _argv(inv, vm)
         env = _env(inv, vm)
+        units = package_units(vm)
         inputs = common.digest(
-            config, host_keys[vm.name], INIT.read_text(), *sorted(f"{k}={v}" for k, v in env.items())
+            config,
+            host_keys[vm.name],
+            INIT.read_text(),
+            SYSTEMCTL.read_text(),
+            *sorted(f"{k}={v}" for k, v in env.items()),
+            *sorted(f"{k}:{v}" for k, v in units.items()),
         )
         old = common.load_state(state_dir).get(KEY_PREFIX + vm.name)
         if old is not None and old.inputs == inputs and common.is_running(old) and _try(inv, vm) is None:
@@ -422,6 +461,7 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
         systemctl.parent.mkdir(parents=True, exist_ok=True)
         systemctl.write_bytes(SYSTEMCTL.read_bytes())
         systemctl.chmod(0o755)
+        _install_packages(inv, vm)
         _ensure_bridge(inv, vm)
         _ensure_forwarding(inv, vm)
         pid = common.spawn(argv, folder / "log", env=env)

@@ -207,9 +207,17 @@ def test_a_missing_job_is_created_and_an_all_job_keeps_all_but_loses_its_exclude
     assert lab.pve.backup_jobs[JOB]["vmid"] == "110,120,130,140"
     assert lab.pve.backup_jobs[JOB]["enabled"] == 1
 
-    lab.pve.backup_jobs[JOB] = {"schedule": "02:00", "storage": "local", "mode": "snapshot", "all": 1,
-                                "exclude": "140,999", "enabled": 0, "prune-backups": "keep-daily=7",
-                                "notes-template": "{{guestname}}"}  # fmt: skip
+    lab.pve.backup_jobs[JOB] = {
+        "schedule": "02:00",
+        "storage": "local",
+        "mode": "snapshot",
+        "compress": "zstd",
+        "all": 1,
+        "exclude": "140,999",
+        "enabled": 0,
+        "prune-backups": "keep-daily=7",
+        "notes-template": "{{guestname}}",
+    }
     observed = rb.observe(desired)
     assert "only disabled backup job(s) cover it" in str(
         by_target(pve_backup.rows(desired, observed))["docker-drowzee"].violation

@@ -94,6 +94,8 @@ class JobSpec:
         mode: ``snapshot``, ``suspend`` or ``stop``.
         prune_backups: the retention, as PVE spells it (``keep-daily=7``).
         notes_template: each backup's notes (``{{guestname}}``).
+
+    Backups are compressed with zstd, as the GUI's new jobs are.
     """
 
     id: str
@@ -106,6 +108,7 @@ class JobSpec:
     def options(self) -> dict[str, str]:
         """The job's options besides its selection of guests, as ``cluster/backup`` returns them."""
         return {
+            "compress": "zstd",
             "enabled": "1",
             "mode": self.mode,
             "notes-template": self.notes_template,
@@ -835,6 +838,7 @@ def vzdump(
             vmid=str(vmid),
             storage=spec.storage,
             mode=spec.mode,
+            compress="zstd",
             **{"notes-template": spec.notes_template, "prune-backups": spec.prune_backups},
         )
     )

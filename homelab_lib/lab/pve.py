@@ -129,6 +129,7 @@ def backup_state(inv: Inventory) -> dict[str, Any]:
         "schedule": policy.schedule,
         "storage": policy.storage,
         "mode": "snapshot",
+        "compress": "zstd",
         "vmid": ",".join(str(vm.vmid) for vm in covered),
         "enabled": 1,
         "prune-backups": f"keep-daily={policy.keep_daily}",

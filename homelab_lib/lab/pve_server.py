@@ -703,7 +703,7 @@ class Backups(FakePve):  # type: ignore[misc]  # fakepve has no type hints
         try:
             await self.pause(self.backup_secs)
             store = self.storages[storage]
-            compress = str(v.get("compress") or "zstd")
+            compress = str(v.get("compress") or "0")  # vzdump's default: no compression
             ext = {"0": "vma", "gzip": "vma.gz", "1": "vma.lzo", "lzo": "vma.lzo"}.get(compress, "vma.zst")
             name, ctime = self._lab_backup_name(store, vmid, int(started), ext)
             path = f"{self._base_path(storage)}/dump/{name.partition('/')[2]}"

@@ -348,3 +348,35 @@ def test_the_inventory_refuses_a_schedule_pve_would_not_take(tmp_path: Path) -> 
         load_inventory(bad)
     assert "backups.vzdump.schedule" in str(raised.value)
     assert "'02:00' (every day)" in str(raised.value)
+
+
+def test_a_stray_managed_vm_and_a_pool_job_count_and_fakepves_own_failed_task_is_reported(lab: PveLab) -> None:
+    client = lab.client()
+    client.post("pools", poolid="critical")
+    client.put("pools/critical", vms="140")
+    client.post("cluster/backup", id="pool-job", schedule="sat 03:00", pool="critical", storage="local")
+    lab.pve.add_vm(
+        150, "stray", node="drowzee", config={"tags": "homelab-managed", "scsi0": "local-lvm:vm-150-disk-0,size=4G"}
+    )
+
+    rb = runbook(lab)
+    desired = rb.desired()
+    observed = rb.observe(desired)
+    assert observed.pools == {"critical": frozenset({140})}
+    rows = by_target(pve_backup.rows(desired, observed))
+    assert rows["k3s-nappy"].violation == "no backup"  # the pool's job covers it now
+    assert rows["stray"].violation == "no backup job covers it; no backup"
+    assert rows["stray"].rpo_hours == 26
+    plan = rb.plan(desired, observed)
+    job = next(c for c in plan.changes if c.kind == "backup-job")
+    assert {f.name: f.new for f in job.fields} == {"vmid": "110,120,130,140,150"}
+
+    lab.pve.fail("POST", "/nodes/drowzee/vzdump", error="internal_error")  # fakepve's own fault: a TASK ERROR
+    with pytest.raises(BackupFailed) as raised:
+        rb.apply(desired, plan, confirm=True, progress=Hook())
+    (failure,) = raised.value.failures
+    assert isinstance(failure, VzdumpFailed)
+    assert (failure.vm, failure.pve_message) == ("stray", "internal error")
+    assert failure.log_tail[-1] == "TASK ERROR: internal error"
+    (task,) = rb.observe(desired).failed
+    assert (task.node, task.status) == ("drowzee", "internal error")

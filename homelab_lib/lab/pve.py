@@ -17,7 +17,7 @@ with the credentials the runbooks use. Files, under ``state_dir/pve``:
     password        the login password (mode 600), unless proxmox.password names another place
     ca.pem, ca.key  the lab CA (key mode 600); clients verify against ca.pem
     cert.pem, key.pem   the server certificate for the endpoint's IP, signed by the CA
-    guests.json     what the launcher serves: the nodes and the templates
+    guests.json     what the launcher serves: the nodes, the templates, the backup job and backups
     log             the launcher's output
 (and, in parameters/lab.yaml, ``token``: the API token's secret, mode 600.)
 """

@@ -11,6 +11,7 @@ and flip its fault switches.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +30,12 @@ from tests.test_proxmox_fixtures import PASSWORD, TOKEN, Hook, PveLab, Served, l
 HOST = "127.0.21.1"  # this file's loopback address (the lab's own is 127.0.0.2)
 GIB = 1024**3
 JOB = "homelab-vzdump"
+LOOPS: dict[int, asyncio.AbstractEventLoop] = {}  # id(fake) -> the loop it is served on
+
+
+def lab_loop(lab: PveLab) -> asyncio.AbstractEventLoop:
+    """The event loop the lab's fake runs on (to call its coroutines from a test)."""
+    return LOOPS[id(lab.pve)]
 
 
 @pytest.fixture
@@ -39,11 +46,13 @@ def lab(tmp_path: Path) -> Iterator[PveLab]:
     pve = pve_server.build(guests(inv), password=PASSWORD, host=HOST, port=0, tokens={token_id(inv): TOKEN})
     certfile, keyfile = issue_server_cert(pki, HOST)
     served = Served(pve, certfile, keyfile)
+    LOOPS[id(pve)] = served.loop
     try:
         lab = PveLab(pve, inv, str(pki / "ca.pem"), tmp_path)
         assert lab.apply(hook=Hook()).ok  # runbook 01: the VMs 110..140, tagged as managed
         yield lab
     finally:
+        LOOPS.pop(id(pve), None)
         served.stop()
 
 
@@ -380,3 +389,24 @@ def test_a_stray_managed_vm_and_a_pool_job_count_and_fakepves_own_failed_task_is
     assert failure.log_tail[-1] == "TASK ERROR: internal error"
     (task,) = rb.observe(desired).failed
     assert (task.node, task.status) == ("drowzee", "internal error")
+
+
+def test_a_job_runs_as_pvescheduler_runs_it_a_vzdump_task_per_node_of_its_guests(lab: PveLab) -> None:
+    monday_0159 = datetime(2026, 11, 23, 1, 59, tzinfo=UTC).timestamp()
+    assert pve_server.due("02:00", monday_0159, monday_0159 + 120)
+    assert not pve_server.due("02:00", monday_0159 + 120, monday_0159 + 180)
+    assert not pve_server.due("sat 02:00", monday_0159, monday_0159 + 120)
+    assert pve_server.due("mon..fri 02:00", monday_0159, monday_0159 + 60)
+
+    upids = asyncio.run_coroutine_threadsafe(lab.pve.run_backup_job(JOB), lab_loop(lab)).result(30)
+    assert [u.split(":")[1] for u in upids] == ["drowzee", "hypno", "sleepy"]  # 140 on nappy: not in the job
+    log = lab.pve.tasks[upids[0]]["log"]
+    assert log[0].startswith("INFO: starting new backup job: vzdump 110 120 130 ")
+    assert "--job-id homelab-vzdump" in log[0]
+    assert "INFO: skip external VMs: 120, 130" in log
+    assert log[-1] == "TASK OK"
+    rb = runbook(lab)
+    desired = rb.desired()
+    rows = by_target(pve_backup.rows(desired, rb.observe(desired)))
+    assert rows["docker-sleepy"].violation is None  # the job's run took its backup
+    assert rows["k3s-nappy"].violation == "no backup job covers it; no backup"

@@ -311,7 +311,7 @@ def _argv(inv: Inventory) -> list[str]:
     return [
         sys.executable, "-m", "homelab_lib.lab.pve_server", str(folder / "guests.json"),
         "--host", host, "--port", str(port),
-        "--time-scale", repr(common.lab_settings(inv).pve_time_scale),
+        "--time-scale", repr(common.lab_settings(inv).pve_time_scale), "--run-schedules",
         "--cert", str(folder / "cert.pem"), "--key", str(folder / "key.pem"),
         *(["--token", tok[0], "--token-file", str(tok[1])] if tok else []),
     ]  # fmt: skip

@@ -6,7 +6,7 @@
 Run as its own process by :mod:`homelab_lib.lab.pve`::
 
     python -m homelab_lib.lab.pve_server guests.json --host 127.0.0.2 --port 8006 \\
-        --cert cert.pem --key key.pem --time-scale 0 --token root@pam!homelab --token-file token
+        --cert cert.pem --key key.pem --time-scale 0 --run-schedules --token root@pam!homelab --token-file token
 
 (``PVE_USER`` and ``PVE_PASS`` in the environment give the password login, as for fakepve's own
 command line.) The tests build the same server in their own process with :func:`build`.
@@ -40,7 +40,9 @@ What the lab adds to fakepve, so that the library needs nothing a real PVE does 
   switch is :attr:`Backups.vzdump_errors` (vmid -> message), besides fakepve's own ``fail()``.
   ``nodes/{node}/tasks`` honours ``typefilter``, ``errors``, ``since``, ``until``,
   ``statusfilter`` and ``source`` (fakepve 0.5 only ``vmid``), and a backup volume may carry a
-  PBS ``verification`` ({state, upid}) that the content list shows.
+  PBS ``verification`` ({state, upid}) that the content list shows. With ``--run-schedules`` (the lab
+  launcher's) each enabled job runs at its schedule, as pvescheduler runs it
+  (:meth:`Backups.run_backup_job`: a vzdump task per node with guests it selects).
 
 The lab file (``guests.json``) has sections, each loaded by an entry of :data:`SECTIONS`:
 ``nodes`` (node names), ``guests`` (as fakepve's guests file), ``backup_jobs`` (jobs as ``POST
@@ -54,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -286,6 +289,8 @@ BACKUP_NAME = "backup/vzdump-qemu-{vmid}-{stamp}.{ext}"
 BACKUP_STAMP = "%Y_%m_%d-%H_%M_%S"
 PRUNE_KEYS = ("keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SCHEDULE_TICK = 30.0
+"""Real seconds between the lab's checks of the backup jobs' schedules."""
 BACKUP_SECS = 5.0
 """PVE seconds a guest's backup takes (on the fake's time scale)."""
 DRIVE = re.compile(r"^(ide|sata|scsi|virtio|efidisk|tpmstate)\d+$")
@@ -379,6 +384,12 @@ def next_run(schedule: str, now: float) -> int | None:
     return None
 
 
+def due(schedule: str, since: float, now: float) -> bool:
+    """True if a job on this schedule starts in (since, now] (pvescheduler's check, for the forms next_run knows)."""
+    at = next_run(schedule, since)
+    return at is not None and at <= now
+
+
 def _pve_time(ctime: float) -> str:
     return _utc(int(ctime)).strftime("%Y-%m-%d %H:%M:%S")
 
@@ -404,6 +415,50 @@ class Backups(FakePve):  # type: ignore[misc]  # fakepve has no type hints
         self.backup_jobs: dict[str, dict[str, Any]] = {}
         self.vzdump_errors: dict[int, str] = {}
         self.backup_secs = BACKUP_SECS
+        self.run_schedules = False
+        self.schedule_tick = SCHEDULE_TICK
+        self._lab_cron: asyncio.Future[None] | None = None
+
+    # ------------------------------------------------------------ pvescheduler
+
+    async def start(self, certfile: str, keyfile: str) -> None:
+        await super().start(certfile, keyfile)
+        if self.run_schedules:
+            self._lab_cron = asyncio.ensure_future(self._lab_scheduler())
+
+    async def stop(self) -> None:
+        if self._lab_cron is not None:
+            self._lab_cron.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lab_cron
+            self._lab_cron = None
+        await super().stop()
+
+    async def _lab_scheduler(self) -> None:
+        """pvescheduler: every enabled job starts at its schedule (checked every schedule_tick real seconds)."""
+        last = time.time()
+        while True:
+            await asyncio.sleep(self.schedule_tick)
+            now = time.time()
+            for job_id, job in sorted(self.backup_jobs.items()):
+                if int(job.get("enabled", 1)) and due(str(job.get("schedule") or ""), last, now):
+                    with contextlib.suppress(PveError):  # pvescheduler logs a job it cannot start, and goes on
+                        await self.run_backup_job(job_id)
+            last = now
+
+    async def run_backup_job(self, job_id: str, user: str = "root@pam") -> list[str]:
+        """Run a backup job now, as pvescheduler does at its time: a vzdump task per node with guests it selects.
+
+        Returns the tasks' UPIDs.
+        """
+        job = self.backup_jobs[job_id]
+        skip = ("enabled", "schedule", "comment", "repeat-missed", "starttime", "dow", "type", "next-run")
+        nodes = sorted({vm.node for vmid in self._lab_selected(job) if (vm := self.vm(vmid)) is not None})
+        upids = []
+        for node in nodes:
+            values = {k: v for k, v in job.items() if k not in skip}
+            upids.append(await self._lab_vzdump({**values, "node": node, "job-id": job_id}, user))
+        return upids
 
     def _routes_backup(self) -> list[tuple[str, str, Callable[..., Any]]]:
         job = "/cluster/backup/{id}"
@@ -859,6 +914,7 @@ def build(
     time_scale: float = 0.0,
     tokens: Mapping[str, str] | None = None,
     agent_boot_secs: float = AGENT_BOOT_SECS,
+    run_schedules: bool = False,
 ) -> LabPve:
     """The lab's fakepve, not yet started (``await pve.start(certfile, keyfile)`` serves it).
 
@@ -871,6 +927,8 @@ def build(
         time_scale: real seconds per PVE second (0: every task ends before its request returns).
         tokens: API tokens, ``user@realm!name`` -> secret.
         agent_boot_secs: PVE seconds from a VM's start until its guest agent answers.
+        run_schedules: run each enabled backup job at its schedule, as pvescheduler does (the lab's
+            launcher does; tests leave it off so that no backup starts on its own).
 
     Raises:
         ValueError: a section this launcher does not know, or a guest it cannot serve.
@@ -883,6 +941,7 @@ def build(
     pve = LabPve(user=user, password=password, host=host, port=port)
     pve.time_scale = time_scale
     pve.agent_boot_secs = agent_boot_secs
+    pve.run_schedules = run_schedules
     for key, load in SECTIONS.items():
         if key in lab:
             load(pve, lab[key])
@@ -908,6 +967,7 @@ async def _serve(args: argparse.Namespace) -> None:
         time_scale=args.time_scale,
         tokens=tokens,
         agent_boot_secs=args.agent_boot_secs,
+        run_schedules=args.run_schedules,
     )
     await pve.start(args.cert, args.key)
     print(f"lab fakepve listening on {pve.url} with {len(pve.nodes)} nodes, {len(pve.vms)} guests", flush=True)
@@ -923,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", required=True, help="PEM key of --cert")
     parser.add_argument("--time-scale", type=float, default=0.0, help="real seconds per PVE second")
     parser.add_argument("--agent-boot-secs", type=float, default=AGENT_BOOT_SECS)
+    parser.add_argument("--run-schedules", action="store_true", help="run the backup jobs at their schedules")
     parser.add_argument("--token", help="an API token to serve, USER@REALM!NAME")
     parser.add_argument("--token-file", help="the token's secret (made, mode 600, when missing)")
     args = parser.parse_args(argv)

@@ -87,6 +87,11 @@ def test_the_lab_starts_with_one_stale_backup_and_one_vm_no_job_covers(lab: PveL
     assert job.next_run is not None
     assert job.next_run > observed.at
     assert observed.backup_storages == ("local",)
+    latest_120 = observed.latest(120)
+    assert latest_120 is not None
+    assert latest_120.node == "sleepy"  # a backup on a storage that is not shared is on its node's disk
+    assert latest_120.volid.startswith("local:backup/vzdump-qemu-120-")
+    assert latest_120.format == "vma.zst"
 
     rows = by_target(pve_backup.rows(desired, observed))
     assert list(rows) == ["docker-drowzee", "docker-sleepy", "docker-hypno", "k3s-nappy"]

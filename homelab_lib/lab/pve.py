@@ -144,6 +144,7 @@ def backup_state(inv: Inventory) -> dict[str, Any]:
             backups.append(
                 {
                     "storage": policy.storage,
+                    "node": vm.node,
                     "vmid": vm.vmid,
                     "age_hours": age + 24 * day,
                     "size": size,

@@ -46,10 +46,11 @@ What the lab adds to fakepve, so that the library needs nothing a real PVE does 
 
 The lab file (``guests.json``) has sections, each loaded by an entry of :data:`SECTIONS`:
 ``nodes`` (node names), ``guests`` (as fakepve's guests file), ``backup_jobs`` (jobs as ``POST
-/cluster/backup`` takes them) and ``backups`` (vzdump volumes: ``storage``, ``vmid``, ``age_hours``
-before the server's start, ``size``, ``notes``, ``protected``, ``verification``). A new area of behaviour is a
-mixin here (fakepve registers every ``_routes_<area>`` method's routes in front of its generic
-answers; see ``fakepve/routing.py``) plus, when the lab must seed it, a section loader.
+/cluster/backup`` takes them) and ``backups`` (vzdump volumes: ``storage``, ``node``, ``vmid``,
+``age_hours`` before the server's start, ``size``, ``notes``, ``protected``, ``verification``). A
+new area of behaviour is a mixin here (fakepve registers every ``_routes_<area>`` method's routes
+in front of its generic answers; see ``fakepve/routing.py``) plus, when the lab must seed it, a
+section loader.
 """
 
 from __future__ import annotations
@@ -623,12 +624,20 @@ class Backups(FakePve):  # type: ignore[misc]  # fakepve has no type hints
         protected: bool = False,
         verification: Mapping[str, str] | None = None,
         ext: str = "vma.zst",
+        node: str | None = None,
     ) -> str:
-        """Put a vzdump archive of vmid into a storage's content (as a finished backup leaves it); returns its volid."""
+        """Put a vzdump archive of vmid into a storage's content (as a finished backup leaves it); returns its volid.
+
+        On a storage that is not shared the archive is on one node's disk: ``node`` (default: the
+        VM's node, else every node sees it).
+        """
         store = self.storages[storage]
         name, ctime = self._lab_backup_name(store, vmid, ctime, ext)
         vol: dict[str, Any] = {"content": "backup", "format": ext, "size": int(size), "ctime": int(ctime), "vmid": vmid}
         vol["subtype"] = "qemu"
+        vm = self.vm(vmid)
+        if node or vm is not None:
+            vol["lab_node"] = node or vm.node
         if notes:
             vol["notes"] = notes
         if protected:
@@ -639,6 +648,19 @@ class Backups(FakePve):  # type: ignore[misc]  # fakepve has no type hints
         if "avail" in store:
             store["avail"] -= int(size)
         return f"{storage}:{name}"
+
+    async def _content_list(self, v: dict[str, Any], user: str) -> list[dict[str, Any]]:
+        """A node's view of a storage: a backup on a storage that is not shared is on one node's disk only."""
+        items: list[dict[str, Any]] = await super()._content_list(v, user)
+        store = self.storages.get(v["storage"], {})
+        if store.get("shared"):
+            return items
+        elsewhere = {
+            f"{v['storage']}:{name}"
+            for name, vol in store.get("volumes", {}).items()
+            if vol.get("lab_node") not in (None, v["node"])
+        }
+        return [item for item in items if item["volid"] not in elsewhere]
 
     def _item(self, name: str, volname: str, vol: Mapping[str, Any]) -> dict[str, Any]:
         item: dict[str, Any] = super()._item(name, volname, vol)
@@ -777,7 +799,8 @@ class Backups(FakePve):  # type: ignore[misc]  # fakepve has no type hints
                 lines.append("INFO: adding notes to backup")
             if v.get("protected"):
                 lines.append("INFO: marking backup as protected")
-            self.add_backup(storage, vmid, ctime, size, notes=notes, protected=bool(v.get("protected")), ext=ext)
+            protected = bool(v.get("protected"))
+            self.add_backup(storage, vmid, ctime, size, notes=notes, protected=protected, ext=ext, node=vm.node)
             retention = v.get("prune-backups") or store.get("prune-backups")
             if int(v.get("remove", 1)) and retention:
                 keep = parse_retention(retention)
@@ -892,6 +915,7 @@ def _load_backups(pve: LabPve, backups: Any) -> None:
             notes=b.get("notes"),
             protected=bool(b.get("protected", False)),
             verification=b.get("verification"),
+            node=b.get("node"),
         )
 
 

@@ -39,7 +39,7 @@ def lab_loop(lab: PveLab) -> asyncio.AbstractEventLoop:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[PveLab]:
+def backup_lab(tmp_path: Path) -> Iterator[PveLab]:
     """The lab's fakepve in its start state, with the inventory's VMs provisioned by runbook 01."""
     inv = lab_inventory()
     pki = tmp_path / "pve"
@@ -73,7 +73,8 @@ def by_target(rows: tuple[pve_backup.BackupRow, ...]) -> dict[str, pve_backup.Ba
 # ---------------------------------------------------------------- observe and plan
 
 
-def test_the_lab_starts_with_one_stale_backup_and_one_vm_no_job_covers(lab: PveLab) -> None:
+def test_the_lab_starts_with_one_stale_backup_and_one_vm_no_job_covers(backup_lab: PveLab) -> None:
+    lab = backup_lab
     rb = runbook(lab)
     desired = rb.desired()
     observed = rb.observe(desired)
@@ -135,7 +136,8 @@ def test_the_lab_starts_with_one_stale_backup_and_one_vm_no_job_covers(lab: PveL
     assert isinstance(raised.value, BackupError)
 
 
-def test_a_dry_run_changes_nothing_and_reports_both_violations(lab: PveLab) -> None:
+def test_a_dry_run_changes_nothing_and_reports_both_violations(backup_lab: PveLab) -> None:
+    lab = backup_lab
     rb = runbook(lab)
     desired = rb.desired()
     plan = rb.plan(desired, rb.observe(desired))
@@ -167,7 +169,8 @@ def test_a_dry_run_changes_nothing_and_reports_both_violations(lab: PveLab) -> N
 # ---------------------------------------------------------------- apply, verify, idempotent
 
 
-def test_a_confirmed_run_covers_the_vm_takes_the_missing_backups_and_a_second_plan_is_empty(lab: PveLab) -> None:
+def test_a_confirmed_run_covers_the_vm_takes_the_missing_backups_and_a_second_plan_is_empty(backup_lab: PveLab) -> None:
+    lab = backup_lab
     rb = runbook(lab)
     desired = rb.desired()
     before_120 = set(backups_of(lab, 120))
@@ -209,7 +212,8 @@ def test_a_confirmed_run_covers_the_vm_takes_the_missing_backups_and_a_second_pl
     assert lab.writes(mark) == []
 
 
-def test_a_missing_job_is_created_and_an_all_job_keeps_all_but_loses_its_exclude(lab: PveLab) -> None:
+def test_a_missing_job_is_created_and_an_all_job_keeps_all_but_loses_its_exclude(backup_lab: PveLab) -> None:
+    lab = backup_lab
     del lab.pve.backup_jobs[JOB]
     rb = runbook(lab)
     desired = rb.desired()
@@ -248,7 +252,8 @@ def test_a_missing_job_is_created_and_an_all_job_keeps_all_but_loses_its_exclude
 # ---------------------------------------------------------------- faults
 
 
-def test_a_failed_vzdump_task_is_reported_with_its_log_and_the_other_changes_still_happen(lab: PveLab) -> None:
+def test_a_failed_vzdump_task_is_reported_with_its_log_and_the_other_changes_still_happen(backup_lab: PveLab) -> None:
+    lab = backup_lab
     lab.pve.vzdump_errors[120] = "vma_queue_write: write error - Broken pipe"
     rb = runbook(lab)
     desired = rb.desired()
@@ -289,8 +294,9 @@ def test_a_failed_vzdump_task_is_reported_with_its_log_and_the_other_changes_sti
     assert rb.verify(desired, result).ok
 
 
-def test_a_confirmed_run_that_leaves_a_vm_out_of_its_rpo_raises_on_verify(lab: PveLab) -> None:
+def test_a_confirmed_run_that_leaves_a_vm_out_of_its_rpo_raises_on_verify(backup_lab: PveLab) -> None:
     """A VM the cluster does not have (not provisioned) is a conflict: the rest is applied, verify fails."""
+    lab = backup_lab
     from homelab_lib.errors import VerifyFailed
 
     lab.pve.vms = [vm for vm in lab.pve.vms if vm.vmid != 140]
@@ -307,7 +313,8 @@ def test_a_confirmed_run_that_leaves_a_vm_out_of_its_rpo_raises_on_verify(lab: P
     assert "k3s-nappy" in str(raised.value)
 
 
-def test_pbs_verification_and_protected_flags_come_from_the_storage_content(lab: PveLab) -> None:
+def test_pbs_verification_and_protected_flags_come_from_the_storage_content(backup_lab: PveLab) -> None:
+    lab = backup_lab
     taken = int((datetime.now(UTC) - timedelta(hours=1)).timestamp())
     upid = "UPID:pbs:0000C0DE:00000001:6B000000:verificationjob:store1:root@pam:"
     volid = lab.pve.add_backup(
@@ -327,7 +334,8 @@ def test_pbs_verification_and_protected_flags_come_from_the_storage_content(lab:
 # ---------------------------------------------------------------- the lab's server, directly
 
 
-def test_the_lab_prunes_by_keep_daily_but_never_a_protected_backup(lab: PveLab) -> None:
+def test_the_lab_prunes_by_keep_daily_but_never_a_protected_backup(backup_lab: PveLab) -> None:
+    lab = backup_lab
     now = datetime.now(UTC)
     old = [lab.pve.add_backup("local", 130, int((now - timedelta(days=d)).timestamp()), GIB) for d in (3, 4, 5)]
     protected = lab.pve.add_backup("local", 130, int((now - timedelta(days=9)).timestamp()), GIB, protected=True)
@@ -364,7 +372,8 @@ def test_the_inventory_refuses_a_schedule_pve_would_not_take(tmp_path: Path) -> 
     assert "'02:00' (every day)" in str(raised.value)
 
 
-def test_a_stray_managed_vm_and_a_pool_job_count_and_fakepves_own_failed_task_is_reported(lab: PveLab) -> None:
+def test_a_stray_managed_vm_and_a_pool_job_count_and_fakepves_own_failed_task_is_reported(backup_lab: PveLab) -> None:
+    lab = backup_lab
     client = lab.client()
     client.post("pools", poolid="critical")
     client.put("pools/critical", vms="140")
@@ -396,7 +405,8 @@ def test_a_stray_managed_vm_and_a_pool_job_count_and_fakepves_own_failed_task_is
     assert (task.node, task.status) == ("drowzee", "internal error")
 
 
-def test_a_job_runs_as_pvescheduler_runs_it_a_vzdump_task_per_node_of_its_guests(lab: PveLab) -> None:
+def test_a_job_runs_as_pvescheduler_runs_it_a_vzdump_task_per_node_of_its_guests(backup_lab: PveLab) -> None:
+    lab = backup_lab
     monday_0159 = datetime(2026, 11, 23, 1, 59, tzinfo=UTC).timestamp()
     assert pve_server.due("02:00", monday_0159, monday_0159 + 120)
     assert not pve_server.due("02:00", monday_0159 + 120, monday_0159 + 180)

@@ -767,7 +767,8 @@ class Backups(FakePve):  # type: ignore[misc]  # fakepve has no type hints
             return fail(f"unable to find VM '{vmid}'")
         if vm.lock:
             return fail(f"VM is locked ({vm.lock})")
-        mode = str(v.get("mode") or "snapshot")
+        running = vm.status == "running"
+        mode = str(v.get("mode") or "snapshot") if running else "stop"  # a stopped guest is backed up as in stop mode
         lines.append(f"INFO: status = {vm.status}")
         lines.append(f"INFO: VM Name: {vm.name}")
         disks = self._lab_disks(vm)
@@ -785,6 +786,9 @@ class Backups(FakePve):  # type: ignore[misc]  # fakepve has no type hints
             name, ctime = self._lab_backup_name(store, vmid, int(started), ext)
             path = f"{self._base_path(storage)}/dump/{name.partition('/')[2]}"
             lines.append(f"INFO: creating vzdump archive '{path}'")
+            if not running:
+                lines.append("INFO: starting kvm to execute backup task")
+            lines.append(f"INFO: started backup task '{uuid.uuid4()}'")
             why = self.vzdump_errors.get(vmid)
             total = sum(size for _, _, size in disks)
             size = max(total // 16, 1024**2)

@@ -29,6 +29,10 @@ passes through unchanged.
     ├── ScheduleError               `homelab schedule`: a unit cannot be written or is not ours
     ├── ManifestError               a checksum manifest could not be taken or read (folder, host, line)
     ├── AlertError                  an alert could not be delivered (the webhook URL is never shown)
+    ├── BackupError                 a backup could not be listed, taken or proven (names the layer and target)
+    │   ├── VzdumpFailed            a vzdump task ended in error: VM, task, its log's last lines (also a TaskFailed)
+    │   ├── BackupFailed            apply stopped on some backups; carries each failure and what was done
+    │   └── RpoViolated             targets with no backup within their RPO, or that no backup job covers; names each
     ├── LabError                    the rehearsal lab could not start, stop or be reached
     │   └── KubeStandinError        the lab's Kubernetes stand-in (k3s) refused to start: flags, token, address
     │       └── KubeStatus          an API request the stand-in refuses; carries the Kubernetes Status it answers
@@ -313,6 +317,10 @@ class AlertError(HomelabError):
     """An alert could not be delivered to the webhook. The message names the reference, never the URL."""
 
 
+class BackupError(HomelabError):
+    """A backup could not be listed, taken or proven; ``where`` names the layer and target."""
+
+
 class LabError(HomelabError):
     """The rehearsal lab could not be started, stopped or reached."""
 
@@ -491,6 +499,50 @@ class ProvisionFailed(ProxmoxError):
         super().__init__(
             f"{len(failures)} VM(s) failed; {len(done)} step(s) were done:\n  {lines}{later}",
             hint="fix the cause, then run again: the next plan shows exactly what is left",
+        )
+
+
+class VzdumpFailed(BackupError, TaskFailed):
+    """A vzdump task ended in error (``job errors``, or PVE's own message).
+
+    Also a :class:`TaskFailed`: ``upid``, ``log_tail`` (the task log's last lines, with vzdump's
+    ``ERROR: Backup of VM ... failed - ...``), ``node``, ``vmid``, ``vm``.
+    """
+
+
+class BackupFailed(BackupError):
+    """Apply stopped on one or more backups; what was done is in ``done``, the failures in ``failures``.
+
+    Attributes:
+        failures: the error of each target that failed.
+        done: one line per step that completed.
+    """
+
+    def __init__(self, failures: list[HomelabError], done: list[str], *, where: str = "backups") -> None:
+        self.failures = failures
+        self.done = done
+        lines = "\n  ".join(str(f) for f in failures)
+        super().__init__(
+            f"{len(failures)} backup(s) failed; {len(done)} step(s) were done:\n  {lines}",
+            where=where,
+            hint="fix the cause in the task log above, then run again: the next plan shows exactly what is left",
+        )
+
+
+class RpoViolated(BackupError):
+    """One or more targets have no backup within their RPO (or no backup job covers them).
+
+    Attributes:
+        violations: one line per target: ``layer target: what is wrong``.
+    """
+
+    def __init__(self, violations: list[str], *, hint: str = "") -> None:
+        self.violations = violations
+        lines = "\n  ".join(violations)
+        super().__init__(
+            f"{len(violations)} target(s) violate their RPO:\n  {lines}",
+            where=", ".join(sorted({v.split(":")[0] for v in violations})) or "backups",
+            hint=hint or "run the backups runbook with confirm=True to cover and back them up, then check again",
         )
 
 

@@ -171,8 +171,8 @@ def test_build_serves_only_the_lab_file_it_understands() -> None:
     built = pve_server.build(pve.guests(inv), password=PASSWORD, host=HOST, port=0)
     assert sorted(built.nodes) == sorted(n.name for n in inv.nodes)
     assert [vm.vmid for vm in built.vms] == [9000, 9001, 9002, 9003]
-    with pytest.raises(ValueError, match="unknown sections in the lab file: backups"):
-        pve_server.build({**pve.guests(inv), "backups": []}, password=PASSWORD, host=HOST, port=0)
+    with pytest.raises(ValueError, match="unknown sections in the lab file: replication"):
+        pve_server.build({**pve.guests(inv), "replication": []}, password=PASSWORD, host=HOST, port=0)
     with pytest.raises(ValueError, match="public default"):
         pve_server.build(pve.guests(inv), password="", host=HOST, port=0)
 

@@ -373,11 +373,39 @@ class Service(Model):
         return v
 
 
+_SPECIAL_EVENTS = "minutely|hourly|daily|weekly|monthly|yearly|annually|quarterly|semiannually|semi-annually"
+_EVENT_FIELD = r"(?:\*|[0-9]+(?:\.\.[0-9]+)?(?:/[0-9]+)?)(?:,(?:[0-9]+(?:\.\.[0-9]+)?(?:/[0-9]+)?))*"
+_WEEKDAYS = r"(?:mon|tue|wed|thu|fri|sat|sun)(?:\.\.(?:mon|tue|wed|thu|fri|sat|sun))?"
+CALENDAR_EVENT = re.compile(
+    rf"^(?:(?:{_SPECIAL_EVENTS})"
+    rf"|(?=\S)(?:{_WEEKDAYS}(?:,{_WEEKDAYS})*)?\s*(?:(?:{_EVENT_FIELD}-)?{_EVENT_FIELD}-{_EVENT_FIELD})?\s*"
+    rf"(?:{_EVENT_FIELD}:{_EVENT_FIELD}(?::{_EVENT_FIELD})?)?)$"
+)
+"""PVE's calendar events (systemd-like, as in a backup job's Schedule), roughly: shape, not ranges."""
+
+
 class VzdumpPolicy(Model):
-    storage: str
-    schedule: str = "daily 02:00"
+    """Proxmox's own VM backups: the one backup job (``cluster/backup``) that covers every managed VM."""
+
+    storage: str = Field(description="a storage with content type 'backup' (a PBS datastore, NFS, local)")
+    schedule: str = Field(default="02:00", description="a PVE calendar event, as in the job's Schedule")
     rpo_hours: Annotated[float, Field(gt=0)] = 26
     keep_daily: Annotated[int, Field(ge=1)] = 7
+    job_id: Annotated[str, Field(pattern=r"^\S+$", max_length=50)] = Field(
+        default="homelab-vzdump", description="the backup job's id in Datacenter > Backup"
+    )
+    mode: Literal["snapshot", "suspend", "stop"] = "snapshot"
+    notes_template: str = Field(default="{{guestname}}", description="each backup's notes ({{guestname}}, {{vmid}})")
+
+    @field_validator("schedule")
+    @classmethod
+    def _calendar_event(cls, v: str) -> str:
+        if not CALENDAR_EVENT.match(v.strip()):
+            raise ValueError(
+                f"'{v}' is not a calendar event PVE takes: [WEEKDAY] [[YEARS-]MONTHS-DAYS] [HOURS:MINUTES], "
+                "or one word alone (daily, weekly...); e.g. '02:00' (every day), 'mon..fri 21:30', 'sat 03:00'"
+            )
+        return v.strip()
 
 
 class Backups(Model):

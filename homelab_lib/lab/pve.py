@@ -17,7 +17,7 @@ with the credentials the runbooks use. Files, under ``state_dir/pve``:
     password        the login password (mode 600), unless proxmox.password names another place
     ca.pem, ca.key  the lab CA (key mode 600); clients verify against ca.pem
     cert.pem, key.pem   the server certificate for the endpoint's IP, signed by the CA
-    guests.json     what the launcher serves: the nodes and the templates
+    guests.json     what the launcher serves: the nodes, the templates, the backup job and backups
     log             the launcher's output
 (and, in parameters/lab.yaml, ``token``: the API token's secret, mode 600.)
 """
@@ -107,7 +107,51 @@ def guests(inv: Inventory) -> dict[str, Any]:
                 "config": config,
             }
         )
-    return {"nodes": [node.name for node in inv.nodes], "guests": out}
+    return {"nodes": [node.name for node in inv.nodes], "guests": out, **backup_state(inv)}
+
+
+def backup_state(inv: Inventory) -> dict[str, Any]:
+    """The lab's backups at start, so that runbook 06's first dry run has two things to flag.
+
+    With ``backups.vzdump`` set: the inventory's backup job (``vzdump.job_id``) exists, in snapshot
+    mode on the vzdump storage, but covers every VM except the last one of the inventory (no job
+    covers that one, and it has no backup); the second VM's latest backup is a day older than its
+    RPO; every other VM has a backup a few hours old. The VMs themselves come later (runbook 01
+    makes them with these vmids), as backups outlive a VM in a real cluster. Sections of the
+    launcher's lab file: ``backup_jobs`` and ``backups`` (see :mod:`homelab_lib.lab.pve_server`).
+    """
+    policy = inv.backups.vzdump
+    if policy is None or not inv.vms:
+        return {}
+    covered = inv.vms[:-1]
+    job = {
+        "id": policy.job_id,
+        "schedule": policy.schedule,
+        "storage": policy.storage,
+        "mode": "snapshot",
+        "compress": "zstd",
+        "vmid": ",".join(str(vm.vmid) for vm in covered),
+        "enabled": 1,
+        "prune-backups": f"keep-daily={policy.keep_daily}",
+        "notes-template": policy.notes_template,
+    }
+    backups = []
+    for i, vm in enumerate(covered):
+        rpo = inv.backups.rpo_hours.get(vm.name, policy.rpo_hours)
+        age = rpo + 24 if i == 1 else 3 + i
+        size = vm.disk_gib * 1024**3 // 16
+        for day in (2, 1, 0):  # the two backups before, a day apart, as a daily job leaves them
+            backups.append(
+                {
+                    "storage": policy.storage,
+                    "node": vm.node,
+                    "vmid": vm.vmid,
+                    "age_hours": age + 24 * day,
+                    "size": size,
+                    "notes": vm.name,
+                }
+            )
+    return {"backup_jobs": [job], "backups": backups}
 
 
 def _mac(vmid: int) -> str:
@@ -268,7 +312,7 @@ def _argv(inv: Inventory) -> list[str]:
     return [
         sys.executable, "-m", "homelab_lib.lab.pve_server", str(folder / "guests.json"),
         "--host", host, "--port", str(port),
-        "--time-scale", repr(common.lab_settings(inv).pve_time_scale),
+        "--time-scale", repr(common.lab_settings(inv).pve_time_scale), "--run-schedules",
         "--cert", str(folder / "cert.pem"), "--key", str(folder / "key.pem"),
         *(["--token", tok[0], "--token-file", str(tok[1])] if tok else []),
     ]  # fmt: skip

@@ -9,9 +9,6 @@ plan shown as ``approved_plan``; the test then reads the archive and the folder.
 from __future__ import annotations
 
 import json
-import secrets
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets
@@ -23,36 +20,10 @@ from homelab_lib.archive import Archive
 from homelab_lib.errors import NotFound
 from homelab_lib.inventory import load_inventory
 from homelab_lib.runner import run_notebook
+from tests.widget_fixtures import Toy, make_toy
 from tests.widget_notebooks.toy import FilesAdapter
 
-REPO = Path(__file__).resolve().parent.parent
-TOY = REPO / "tests" / "widget_notebooks"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-
-@dataclass
-class Toy:
-    root: Path
-    notebook: Path
-    params: Path
-    world: Path
-    archive: Path
-
-    def adapter(self) -> FilesAdapter:
-        return FilesAdapter(load_inventory(self.params), self.world)
-
-
-def make_toy(root: Path) -> Toy:
-    """The toy runbook and a parameter file in root, laid out as in the repository."""
-    folder = root / "tests" / "widget_notebooks"
-    folder.mkdir(parents=True)
-    for name in ("toy_runbook.ipynb", "toy.py"):
-        shutil.copy(TOY / name, folder / name)
-    (root / "parameters").mkdir()
-    text = (REPO / "parameters" / "example.yaml").read_text()
-    params = root / "parameters" / "example.yaml"
-    params.write_text(text.replace("name: dreamland", f"name: widgets-{secrets.token_hex(3)}", 1))
-    return Toy(root, folder / "toy_runbook.ipynb", params, folder / "world", root / "archive")
 
 
 @pytest.fixture
@@ -85,7 +56,10 @@ def files(folder: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- headless: the parameters cell rules
 
 
-def test_papermill_runs_the_notebook_without_waiting_and_shows_no_widget(toy: Toy) -> None:
+def test_papermill_runs_the_notebook_without_waiting_and_shows_no_widget(
+    toy: Toy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HOMELAB_HEADLESS", raising=False)  # papermill's allow_stdin=False alone decides
     out = toy.root / "out.ipynb"
     papermill.execute_notebook(
         str(toy.notebook), str(out), cwd=str(toy.notebook.parent), progress_bar=False, parameters={}

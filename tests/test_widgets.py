@@ -9,6 +9,9 @@ plan shown as ``approved_plan``; the test then reads the archive and the folder.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import ipywidgets
@@ -205,3 +208,18 @@ def test_the_run_command_passes_the_plan_and_typed_parameters(tmp_path: Path) ->
     pairs = {cmd[i + 1]: cmd[i + 2] for i, a in enumerate(cmd) if a == "-p"}
     assert pairs == {"only_vms": '["a"]', "confirm": "true", "approved_plan": '"0123e4"'}
     assert cmd[cmd.index("-f") + 1] == "/p/a.yaml"
+
+
+def test_nbval_runs_the_notebook_without_waiting(toy: Toy) -> None:
+    """nbval executes every cell (allow_stdin false: no widgets); a cell that waited would hit the timeout."""
+    ini = toy.root / "pytest.ini"
+    ini.write_text("[pytest]\n")
+    env = {k: v for k, v in os.environ.items() if k != "HOMELAB_HEADLESS"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-c", str(ini), "-p", "no:cacheprovider", "--nbval-lax",
+         "--nbval-cell-timeout=120", "-q", str(toy.notebook)],
+        cwd=toy.notebook.parent, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "passed" in done.stdout
+    assert files(toy.world) == {}  # a dry run

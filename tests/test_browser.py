@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,8 @@ import pytest
 
 from homelab_lib import jupyter
 from homelab_lib.archive import Archive
-from tests.widget_fixtures import REPO, make_toy
+from tests.contract_fixtures import served_pve, write_params
+from tests.widget_fixtures import REPO, add_widget_cells, make_toy
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -43,8 +45,8 @@ ALL_RUN = """() => {
   if (!panel) return false;
   const prompts = [...panel.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
   const failed = panel.querySelector('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]');
-  if (failed && failed.innerText.includes('Traceback')) return true;
-  return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.innerText));
+  if (failed && failed.textContent.includes('Traceback')) return true;
+  return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
 }"""
 
 
@@ -86,7 +88,7 @@ class Walkthrough:
             self.page.wait_for_function(ALL_RUN, timeout=LONG)
         finally:
             self.shot("ran-all")
-        text = self.panel.inner_text()
+        text = self.panel.text_content() or ""
         assert "Traceback (most recent call last)" not in text, text[-3000:]
         return text
 
@@ -96,7 +98,7 @@ class Walkthrough:
         summary.wait_for(timeout=LONG)
         table = summary.locator("table")
         assert table.count() == 1
-        assert table.locator("th").all_inner_texts()[:2] == ["action", "kind"]
+        assert table.locator("th").all_text_contents()[:2] == ["action", "kind"]
         return table
 
     def confirm(self) -> str:
@@ -111,7 +113,7 @@ class Walkthrough:
         output.locator("text=/applied the plan shown|REFUSED|FAILED/").wait_for(timeout=LONG)
         output.scroll_into_view_if_needed()
         self.shot("confirmed")
-        return output.inner_text()
+        return output.text_content() or ""
 
 
 @pytest.fixture
@@ -165,7 +167,7 @@ def test_toy_runbook_plan_confirm_result_in_chromium(walkthrough_of: object, tmp
     text = ui.run_all()
     assert "dry run: nothing changed (4 create)" in text
     table = ui.plan_table()
-    assert sorted(table.locator("tbody tr td:nth-child(3)").all_inner_texts()) == [
+    assert sorted(table.locator("tbody tr td:nth-child(3)").all_text_contents()) == [
         "docker-drowzee",
         "docker-hypno",
         "docker-sleepy",
@@ -178,7 +180,7 @@ def test_toy_runbook_plan_confirm_result_in_chromium(walkthrough_of: object, tmp
     assert "verified: 4 file(s) as the plan promised" in result
     results = ui.panel.locator(".homelab-confirm-output table").first
     assert results.locator("tbody tr").count() == 4
-    assert set(results.locator("tbody tr td:nth-child(6)").all_inner_texts()) == {"done"}  # result column
+    assert set(results.locator("tbody tr td:nth-child(6)").all_text_contents()) == {"done"}  # result column
     assert sorted(p.name for p in toy.world.iterdir()) == [
         "docker-drowzee",
         "docker-hypno",
@@ -189,8 +191,44 @@ def test_toy_runbook_plan_confirm_result_in_chromium(walkthrough_of: object, tmp
     assert record.status == "ok"
     assert record.parameters["confirm"] is True
     assert record.parameters["approved_plan"] == record.plan_hash
-    assert record.plan_hash[:12] in ui.panel.locator(".homelab-confirm-output").inner_text()
+    assert record.plan_hash[:12] in (ui.panel.locator(".homelab-confirm-output").text_content() or "")
     assert ui.panel.locator("button.homelab-confirm").is_disabled()
+
+
+# ---------------------------------------------------------------- runbook 01 (with its widget cells) on a fakepve
+
+
+def test_runbook_01_with_its_widget_cells_on_a_served_fakepve(walkthrough_of: object, tmp_path: Path) -> None:
+    """Runbook 01 as the integrator will have it (tests/widget_fixtures.UI_CELLS), against a fakepve served
+    here over HTTPS on 127.0.25.3 (no lab): the picker takes `homelab jupyter`'s parameter file, the plan
+    creates the four VMs, Confirm creates them through an archived run, and verify's VM table shows them."""
+    with served_pve(tmp_path, host="127.0.25.3") as pve:
+        params = write_params(tmp_path, pve, f"browser-{secrets.token_hex(3)}")
+        root = tmp_path / "root"
+        (root / "notebooks").mkdir(parents=True)
+        add_widget_cells(
+            REPO / "notebooks" / "01_provision_nodes.ipynb", root / "notebooks" / "01_provision_nodes.ipynb"
+        )
+        archive = tmp_path / "archive"
+        ui: Walkthrough = walkthrough_of(root, archive, params)  # type: ignore[operator]
+        ui.open("notebooks/01_provision_nodes.ipynb")
+        ui.run_all()
+        table = ui.plan_table()
+        rows = table.locator("tbody tr")
+        assert rows.count() == 4
+        assert set(table.locator("tbody tr td:nth-child(1)").all_text_contents()) == {"create"}
+        assert [v for v in pve.pve.vms if not v.template] == []
+        result = ui.confirm()
+        assert "applied the plan shown" in result, result
+        vms = sorted(v.name for v in pve.pve.vms if not v.template)
+        assert vms == ["docker-drowzee", "docker-hypno", "docker-sleepy", "k3s-nappy"]
+        assert {v.status for v in pve.pve.vms if not v.template} == {"running"}
+        for vm in vms:
+            assert vm in result  # apply's table and verify's VM table, under the button
+        (record,) = Archive(archive).records()
+        assert record.status == "ok"
+        assert record.parameters["params_file"] == str(params)
+        assert record.parameters["approved_plan"] == record.plan_hash
 
 
 # ---------------------------------------------------------------- 00 and 01 against the rehearsal lab

@@ -527,8 +527,9 @@ class Runbook:
         )
         for name, select in self.selects.items():
             names = CHOICES[name](inv)
+            kept = [v for v in select.value if v in names]  # new options clear the selection: keep what still is
             select.options = names
-            select.value = [v for v in select.value if v in names]
+            select.value = kept
 
     def confirm(self, plan: Plan) -> Confirm:
         """The Confirm button under the plan shown (interactive only; otherwise nothing is shown).

@@ -74,6 +74,14 @@ def test_papermill_runs_the_notebook_without_waiting_and_shows_no_widget(
     text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
     assert "dry run: nothing changed (4 create)" in text
     assert files(toy.world) == {}
+    shown_text = json.dumps([o for c in nb["cells"] for o in c.get("outputs", [])])
+    assert "homelab_lib.widgets" not in shown_text  # no object repr of the Confirm either
+
+
+def test_interactive_choices_start_from_the_parameters_cell(toy: Toy) -> None:
+    ui = widgets.runbook(toy.notebook, params_file=str(toy.params), interactive=True, only_vms=["docker-hypno"])
+    assert ui.value("only_vms") == ["docker-hypno"]
+    assert len(ui.selects["only_vms"].options) == 4
 
 
 def test_headless_the_values_are_the_parameters_and_confirm_shows_nothing(

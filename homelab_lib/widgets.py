@@ -21,7 +21,8 @@ value is the parameters cell's, and nothing waits for a click: the widgets are n
 **Choices.** A dropdown of parameter files (those beside the one given, plus it) and, for each
 scope parameter the registry knows (:data:`CHOICES`: ``only_vms``, ``stacks``, ``services``), a
 multi-select of the names the inventory has; nothing selected is the whole homelab, as in the
-parameters cell. A change applies to the cells run after it (Run > Run Selected Cell and All Below).
+parameters cell; a parameter that takes one name (``service``, runbook 05) gets a dropdown. A
+change applies to the cells run after it (Run > Run Selected Cell and All Below).
 
 **Confirm applies exactly the plan shown, through the reviewed-plan check, archived.** The button
 does not apply anything in the kernel: it starts ``homelab run NOTEBOOK -f PARAMS -p confirm true
@@ -63,11 +64,19 @@ ARCHIVE_ENV = "HOMELAB_ARCHIVE"  # set by `homelab jupyter`: where a confirmed r
 
 Chooser = Callable[["Inventory"], list[str]]
 CHOICES: dict[str, Chooser] = {}
+SINGLE: set[str] = set()  # parameters that take one name (a dropdown), not a list
 
 
-def register_choice(parameter: str, chooser: Chooser) -> None:
-    """Offer a multi-select for a runbook's scope parameter: chooser lists the names the inventory has."""
+def register_choice(parameter: str, chooser: Chooser, *, many: bool = True) -> None:
+    """Offer a choice for a runbook's parameter: chooser lists the names the inventory has.
+
+    Args:
+        parameter: the notebook parameter's name.
+        chooser: the names to choose from, for an inventory.
+        many: a multi-select of names (a list; none chosen: all) or a dropdown of one (a string).
+    """
     CHOICES[parameter] = chooser
+    (SINGLE.discard if many else SINGLE.add)(parameter)
 
 
 def _stacks(inv: Inventory) -> list[str]:
@@ -77,6 +86,9 @@ def _stacks(inv: Inventory) -> list[str]:
 register_choice("only_vms", lambda inv: [vm.name for vm in inv.vms])
 register_choice("stacks", _stacks)
 register_choice("services", lambda inv: list(inv.k3s.services) if inv.k3s else [])
+register_choice(  # runbook 05: the one Compose service to move to K3s
+    "service", lambda inv: sorted({s for vm in inv.docker_hosts for ss in vm.stacks.values() for s in ss}), many=False
+)
 
 
 # ---------------------------------------------------------------- results
@@ -454,7 +466,7 @@ class Runbook:
         """A parameter's value: a multi-select's choice interactively (a list), else the parameters cell's."""
         select = self.selects.get(name)
         if select is not None:
-            return list(select.value)
+            return select.value if name in SINGLE else list(select.value)
         if name not in self._parameters:
             raise NotFound(
                 name,
@@ -502,7 +514,11 @@ class Runbook:
             self.picker.observe(lambda _change: self._refresh(), names="value")
             rows.append(self.picker)
         for name in self._parameters:
-            if name in CHOICES:
+            if name in SINGLE:
+                one = str(self._parameters[name] or "")
+                self.selects[name] = ipywidgets.Dropdown(description=name, options=[one], value=one)
+                rows.append(self.selects[name])
+            elif name in CHOICES:
                 chosen = [str(v) for v in self._parameters[name] or []]
                 self.selects[name] = ipywidgets.SelectMultiple(description=name, options=chosen, value=chosen)
                 rows.append(self.selects[name])
@@ -527,6 +543,11 @@ class Runbook:
         )
         for name, select in self.selects.items():
             names = CHOICES[name](inv)
+            if name in SINGLE:
+                was = select.value
+                select.options = ["", *names]  # "": none chosen yet
+                select.value = was if was in names else ""
+                continue
             kept = [v for v in select.value if v in names]  # new options clear the selection: keep what still is
             select.options = names
             select.value = kept
@@ -574,8 +595,8 @@ def runbook(
             ``archive/`` beside the notebook's folder, as ``homelab run`` from the repository).
         interactive: None to decide from the request running the cell (see the module's docstring).
         **parameters: the notebook's other parameters a confirmed run is given (scope, ``allow_delete``,
-            ...); those :data:`CHOICES` knows get a multi-select. ``confirm`` and ``approved_plan`` are
-            the button's business and are left out.
+            ...); those :data:`CHOICES` knows get a multi-select (a dropdown for :data:`SINGLE` ones).
+            ``confirm`` and ``approved_plan`` are the button's business and are left out.
     """
     given = {k: v for k, v in parameters.items() if k not in ("confirm", "approved_plan")}
     return Runbook(
@@ -587,6 +608,7 @@ __all__ = [
     "ARCHIVE_ENV",
     "CHOICES",
     "PARAMS_ENV",
+    "SINGLE",
     "Confirm",
     "ConfirmedRun",
     "Runbook",

@@ -84,6 +84,16 @@ def test_interactive_choices_start_from_the_parameters_cell(toy: Toy) -> None:
     assert len(ui.selects["only_vms"].options) == 4
 
 
+def test_a_one_name_parameter_gets_a_dropdown_of_the_inventorys_names(toy: Toy) -> None:
+    ui = widgets.runbook(toy.notebook, params_file=str(toy.params), interactive=True, service="sonarr")
+    dropdown = ui.selects["service"]
+    assert isinstance(dropdown, ipywidgets.Dropdown)
+    assert {"", "plex", "sonarr", "grafana"} <= set(dropdown.options)
+    assert ui.value("service") == "sonarr"
+    dropdown.value = "plex"
+    assert ui.parameters()["service"] == "plex"
+
+
 def test_headless_the_values_are_the_parameters_and_confirm_shows_nothing(
     toy: Toy, capsys: pytest.CaptureFixture[str]
 ) -> None:

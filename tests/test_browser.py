@@ -166,6 +166,12 @@ def test_toy_runbook_plan_confirm_result_in_chromium(walkthrough_of: object, tmp
     ui.open("tests/widget_notebooks/toy_runbook.ipynb")
     text = ui.run_all()
     assert "dry run: nothing changed (4 create)" in text
+    choices = ui.panel.locator(".widget-select-multiple select option")
+    assert choices.all_text_contents() == ["docker-drowzee", "docker-sleepy", "docker-hypno", "k3s-nappy"]
+    picker = ui.panel.locator(".widget-dropdown:has-text('params file') select")
+    assert picker.input_value() == "../../parameters/example.yaml"  # the option shown: relative to the notebook
+    picker.scroll_into_view_if_needed()
+    ui.shot("choices")
     table = ui.plan_table()
     assert sorted(table.locator("tbody tr td:nth-child(3)").all_text_contents()) == [
         "docker-drowzee",

@@ -9,12 +9,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test check lint types pytest sysdeps dockerd compose-plugin lab-up lab-down clean help
+.PHONY: demo test check lint types pytest sysdeps dockerd compose-plugin lab-up lab-down jupyter clean help
 
 help:
 	@echo "make demo   - lab up + every runbook, archived (see archive/)"
 	@echo "make test   - lint, types and the whole test suite"
 	@echo "make lab-down - stop the lab and remove what it created"
+	@echo "make jupyter - lab up + the walkthrough in JupyterLab (loopback; prints the URL with its token)"
 
 sysdeps:
 	@.ci/sysdeps.sh
@@ -55,6 +56,10 @@ demo: sysdeps $(STAMP) dockerd compose-plugin
 
 lab-up: sysdeps $(STAMP) dockerd compose-plugin
 	$(BIN)/homelab lab up
+
+# The interactive walkthrough against the lab: JupyterLab on 127.0.0.1 with a token, notebooks/00 first.
+jupyter: lab-up
+	$(BIN)/homelab jupyter -f parameters/lab.yaml
 
 lab-down: $(STAMP)
 	$(BIN)/homelab lab down

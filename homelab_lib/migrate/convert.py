@@ -66,13 +66,16 @@ NODEPORT_RANGE = range(30000, 32768)
 SERVICE_ANNOTATION = "homelab.io/compose-service"
 
 SECRET_KEY = re.compile(
-    r"(pass(word|wd)?|secret|token|(^|_)keys?($|_)|api_?key|private_?key|credential|auth|salt|cookie|dsn)", re.I
+    r"(pass(word|wd)?|secret|token|(^|_)keys?($|_)|api_?key|private_?key|credential|auth|salt|cookie|dsn|claim)", re.I
 )
 SECRET_VALUE = re.compile(
     r"(://[^/\s:@]+:[^/\s@]+@|-----BEGIN [A-Z ]*PRIVATE KEY|(pass(word|wd)?|secret|token)['\"\]]*\s*(=|:|=>)\s*\S)",
     re.I,
 )
-HOST_PATHS_OF_THE_NODE = ("/", "/sys", "/proc", "/dev", "/etc/localtime", "/etc/timezone", "/run/udev")
+HOST_PATHS_OF_THE_NODE = (
+    "/", "/sys", "/proc", "/dev", "/run", "/var/run", "/var/log", "/lib/modules", "/etc/localtime", "/etc/timezone",
+    "/etc/os-release", "/run/udev",
+)  # fmt: skip
 DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 SAFE_SYSCTLS = {
     "kernel.shm_rmid_forced",
@@ -994,7 +997,7 @@ def _volumes(b: _Build, _value: Any) -> None:
         if kind != "bind":
             b.note(key, "not mapped", f"a volume of type {kind} has no Kubernetes counterpart")
             continue
-        host = source
+        host = source.rstrip("/") or "/"
         if host.startswith("."):
             host = str((compose.base_dir / host).resolve())
         if host in DOCKER_SOCKETS or target in DOCKER_SOCKETS:

@@ -119,7 +119,8 @@ def test_every_key_of_every_service_is_in_the_report(name: str) -> None:
             for i in range(len(service.get(key) or [])):
                 assert f"{key}[{i}]" in keys_of(conv), f"{conv.service}: {key}[{i}] is not in the report"
         for line in conv.report:
-            assert line.detail and line.line > 0, line
+            assert line.detail, line
+            assert line.line > 0, line
 
 
 def test_what_cannot_be_mapped_is_named_with_why(every: dict[str, Conversion]) -> None:
@@ -144,7 +145,9 @@ def test_names_with_underscore_and_dot_become_valid_and_the_mapping_is_reported(
     app = every["app_backend.v2"]
     assert app.k8s_name == "app-backend-v2"
     named = [r for r in app.report if r.key == "(name)"]
-    assert named and "'app_backend.v2'" in named[0].detail and "'app-backend-v2'" in named[0].detail
+    assert named
+    assert "'app_backend.v2'" in named[0].detail
+    assert "'app-backend-v2'" in named[0].detail
     for conv in every.values():
         for obj in conv.objects:
             assert DNS_1035.match(obj["metadata"]["name"]), obj["metadata"]["name"]
@@ -155,7 +158,8 @@ def test_two_services_that_clash_in_kubernetes_are_refused_with_their_line() -> 
     text = "services:\n  web_1:\n    image: nginx:1.27\n  web.1:\n    image: nginx:1.27\n"
     with pytest.raises(ConvertError) as e:
         convert_compose(parse_compose(text, path="clash.yaml"))
-    assert "web_1, web.1" in str(e.value) and "clash.yaml:4" in str(e.value)
+    assert "web_1, web.1" in str(e.value)
+    assert "clash.yaml:4" in str(e.value)
 
 
 # ------------------------------------------------------------------ Services, ports, Ingress
@@ -198,7 +202,8 @@ def test_published_ports_become_nodeports_kept_in_range_and_flagged_outside(ever
     assert ports[9000]["nodePort"] == 30900  # in the NodePort range: the same number
     assert "nodePort" not in ports[8000]  # 8000 is not: K3s assigns one, and the report says so
     flagged = [r.detail for r in app.report if r.key == "ports[0]" and r.status == "approximated"]
-    assert any("30000-32767" in d for d in flagged) and any("127.0.0.1" in d for d in flagged)
+    assert any("30000-32767" in d for d in flagged)
+    assert any("127.0.0.1" in d for d in flagged)
 
 
 def test_traefik_labels_become_an_ingress_and_the_port_it_serves_no_nodeport(every: dict[str, Conversion]) -> None:
@@ -381,11 +386,13 @@ def test_extra_hosts_become_host_aliases(every: dict[str, Conversion]) -> None:
 
 def test_host_network_devices_pid_privileged_are_mapped_and_flagged(every: dict[str, Conversion]) -> None:
     plex = every["plex"]
-    assert pod(plex)["hostNetwork"] is True and pod(plex)["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert pod(plex)["hostNetwork"] is True
+    assert pod(plex)["dnsPolicy"] == "ClusterFirstWithHostNet"
     assert {"name": "dev-dev-dri", "hostPath": {"path": "/dev/dri"}} in pod(plex)["volumes"]
     assert container(plex)["securityContext"]["privileged"] is True
     flagged = [r for r in plex.report if r.key == "devices[0]"]
-    assert flagged[0].status == "approximated" and "FLAGGED" in flagged[0].detail
+    assert flagged[0].status == "approximated"
+    assert "FLAGGED" in flagged[0].detail
     assert pod(every["node-exporter"])["hostPID"] is True
     cadvisor = every["cadvisor"]
     assert container(cadvisor)["securityContext"]["privileged"] is True
@@ -431,7 +438,8 @@ def test_named_volumes_become_local_path_pvcs_for_the_data_copy(every: dict[str,
     )  # fmt: skip
     assert plan.docker_volume == "compose_sonarr_config"  # the project is the file's folder, as Compose names it
     pvc = sonarr.object("PersistentVolumeClaim", plan.pvc)["spec"]
-    assert pvc["storageClassName"] == "local-path" and pvc["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["storageClassName"] == "local-path"
+    assert pvc["accessModes"] == ["ReadWriteOnce"]
     assert sonarr.object("Deployment")["spec"]["strategy"] == {"type": "Recreate"}
     monitoring = every["prometheus"].volumes[0]
     assert monitoring.docker_volume == "monitoring_prometheus_data"  # the file's name: wins
@@ -439,11 +447,14 @@ def test_named_volumes_become_local_path_pvcs_for_the_data_copy(every: dict[str,
 
 def test_binds_read_only_are_host_paths_writable_ones_pvcs_filled_from_the_host(every: dict[str, Conversion]) -> None:
     bazarr = {v.container_path: v for v in every["bazarr"].volumes}
-    assert bazarr["/movies"].kind == "hostPath" and bazarr["/movies"].source == "/srv/media/movies"
+    assert bazarr["/movies"].kind == "hostPath"
+    assert bazarr["/movies"].source == "/srv/media/movies"
     assert bazarr["/movies"].read_only
     sonarr = {v.container_path: v for v in every["sonarr"].volumes}
-    assert sonarr["/tv"].kind == "pvc-copied" and sonarr["/tv"].source == "/srv/media/tv"
-    assert sonarr["/tv"].source_kind == "bind" and sonarr["/tv"].pvc == "sonarr-tv"
+    assert sonarr["/tv"].kind == "pvc-copied"
+    assert sonarr["/tv"].source == "/srv/media/tv"
+    assert sonarr["/tv"].source_kind == "bind"
+    assert sonarr["/tv"].pvc == "sonarr-tv"
     assert "volumes[1]" in keys_of(every["sonarr"], "approximated")  # each choice in the report
     gitlab = {v.container_path: v.source for v in every["gitlab"].volumes}
     assert gitlab["/var/opt/gitlab"] == "/srv/gitlab/data"  # $GITLAB_HOME interpolated
@@ -468,7 +479,10 @@ def test_claim_sizes_come_from_the_measured_data_with_headroom_or_as_given() -> 
 
 
 def test_the_docker_socket_is_not_mapped() -> None:
-    text = "services:\n  proxy:\n    image: traefik:v3.2.3\n    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock:ro\n"
+    text = (
+        "services:\n  proxy:\n    image: traefik:v3.2.3\n"
+        "    volumes:\n      - /var/run/docker.sock:/var/run/docker.sock:ro\n"
+    )
     conv = convert_compose(parse_compose(text))[0]
     assert "volumes[0]" in keys_of(conv, "not mapped")
     assert "volumes" not in pod(conv)
@@ -495,7 +509,8 @@ def test_an_invalid_compose_file_exits_2_naming_the_problem_and_its_line(
     bad.write_text(text)
     assert main(["convert", str(bad), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"compose.yaml:{line}:" in err and words in err, err
+    assert f"compose.yaml:{line}:" in err, err
+    assert words in err, err
     assert not (tmp_path / "out").exists()
 
 
@@ -510,9 +525,12 @@ def test_the_cli_writes_one_yaml_per_service_and_the_report(tmp_path: Path, caps
     assert all(o["metadata"].get("namespace", "apps") == "apps" for o in objs)
     assert (out / "postgres.yaml").stat().st_mode & 0o077 == 0  # it holds Secrets
     report = (out / "report.md").read_text()
-    assert "| `ulimits` |" in report and "not mapped" in report and "app_backend.v2" in report
+    assert "| `ulimits` |" in report
+    assert "not mapped" in report
+    assert "app_backend.v2" in report
     for value in SECRET_VALUES:
-        assert value not in report and value not in capsys.readouterr().out
+        assert value not in report
+        assert value not in capsys.readouterr().out
 
 
 def test_the_cli_converts_only_the_services_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -542,7 +560,8 @@ def real_inv(make_params: Callable[..., Path]) -> Any:
 
 def test_an_inventory_service_converts_as_runbook_05_applies_it(real_inv: Any) -> None:
     conv = convert_inventory_service(real_inv, None, "sonarr", "media")
-    assert conv.namespace == "media" and conv.k8s_name == "sonarr"
+    assert conv.namespace == "media"
+    assert conv.k8s_name == "sonarr"
     ing = conv.object("Ingress")  # the inventory's proxy: sonarr -> sonarr.<network.domain>
     assert ing["spec"]["rules"][0]["host"] == f"sonarr.{real_inv.network.domain}"
     assert not [o for o in conv.objects if o["metadata"]["name"].endswith("-nodeport")]  # served by the Ingress

@@ -138,6 +138,11 @@ class ConvertError(ConfigError):
     Each problem carries the compose file and the line of the offending key (``homelab convert`` exits 2).
     """
 
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(str(p) for p in problems)
+        HomelabError.__init__(self, f"{len(problems)} problem(s) in the compose file:\n{lines}")
+
 
 class UnresolvedSecret(HomelabError):
     """A secret reference (``env:NAME``, ``file:PATH``) cannot be read now: variable unset, file missing.

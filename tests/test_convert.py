@@ -528,9 +528,11 @@ def test_the_cli_writes_one_yaml_per_service_and_the_report(tmp_path: Path, caps
     assert "| `ulimits` |" in report
     assert "not mapped" in report
     assert "app_backend.v2" in report
+    printed = capsys.readouterr().out
+    assert "postgres.yaml: postgres -> 7 objects" in printed
     for value in SECRET_VALUES:
         assert value not in report
-        assert value not in capsys.readouterr().out
+        assert value not in printed
 
 
 def test_the_cli_converts_only_the_services_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -542,6 +544,33 @@ def test_the_cli_converts_only_the_services_named(tmp_path: Path, capsys: pytest
     assert "lidarr" in capsys.readouterr().err
     with pytest.raises(NotFound):
         convert_compose(load_compose(DATA / "arr.yaml"), ["lidarr"])
+
+
+def test_yaml_anchors_and_merge_keys_are_read_with_lines() -> None:
+    text = """x-common: &common
+  restart: unless-stopped
+  environment:
+    TZ: Etc/UTC
+services:
+  web:
+    <<: *common
+    image: nginx:1.27
+"""
+    conv = convert_compose(parse_compose(text, path="anchors.yaml"))[0]
+    lines = {r.key: r.line for r in conv.report}
+    assert lines["restart"] == 7  # merged in: the line of the service's own map
+    assert lines["environment.TZ"] == 4
+    assert lines["image"] == 8
+    assert container(conv)["env"] == [
+        {"name": "TZ", "valueFrom": {"configMapKeyRef": {"name": "web-env", "key": "TZ"}}}
+    ]
+
+
+def test_a_namespace_that_is_not_a_valid_name_is_made_one_and_reported() -> None:
+    conv = convert_compose(parse_compose("services:\n  a:\n    image: alpine:3.20\n"), namespace="My_Apps")[0]
+    assert conv.namespace == "my-apps"
+    assert {o["metadata"].get("namespace", "my-apps") for o in conv.objects} == {"my-apps"}
+    assert "(namespace)" in keys_of(conv, "mapped")
 
 
 def test_report_markdown_summarises_every_service(every: dict[str, Conversion]) -> None:

@@ -1293,12 +1293,15 @@ def _network_mode(b: _Build, value: Any) -> None:
 @handles("networks")
 def _networks(b: _Build, value: Any) -> None:
     nets = value if isinstance(value, dict) else dict.fromkeys(value or [])
+    top = b.ctx.compose.document.get("networks") or {}
     for net, spec in nets.items():
+        driver = str((top.get(net) or {}).get("driver") or "bridge")
+        lost = "" if driver in ("bridge", "overlay") else f"; its {driver} driver (an address on the LAN) is not kept"
         b.note(
             f"networks.{net}",
             "approximated",
             "one flat pod network: every pod reaches every Service (the network's isolation is not kept; "
-            "a NetworkPolicy would restore it)",
+            f"a NetworkPolicy would restore it){lost}",
         )
         for k, v in (spec or {}).items():
             if k == "aliases":
@@ -1591,6 +1594,10 @@ def convert_compose(
     out = []
     for s in chosen:
         conv = _convert(ctx, s, with_namespace=with_namespace)
+        if ns != namespace:
+            conv.report.append(
+                ReportLine(s, "(namespace)", "mapped", f"namespace {namespace!r} is not a valid name: it is {ns!r}")
+            )
         try:
             validate_objects(conv.objects, kubernetes_version)
         except ValueError as e:

@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
 from homelab_lib.compose.validate import schema_errors
-from homelab_lib.errors import ConfigError, ConvertError, Problem
-from homelab_lib.inventory.load import LineIndex, Loc, read_yaml, shown_path
+from homelab_lib.errors import ConvertError, Problem
+from homelab_lib.inventory.load import LineIndex, Loc, Where, dotted, shown_path
 
 _VAR = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
@@ -172,13 +176,18 @@ def _semantic(doc: Mapping[str, Any], problem: Any) -> None:
 def parse_compose(
     text: str, *, env: Mapping[str, str] | None = None, path: str = "", base_dir: Path | None = None
 ) -> ComposeFile:
-    """Parse compose text (see :func:`load_compose`); ``path`` names it in messages."""
-    import tempfile
+    """Parse compose text (see :func:`load_compose`); ``path`` names it in messages.
 
-    with tempfile.TemporaryDirectory(prefix="homelab-convert-") as tmp:
-        file = Path(tmp) / "compose.yaml"
-        file.write_text(text)
-        return _load(file, env or {}, shown=path or "compose.yaml", base_dir=base_dir or Path.cwd(), path=path)
+    Args:
+        text: the compose document.
+        env: the variables interpolated into it.
+        path: how messages name it (default ``compose.yaml``).
+        base_dir: the folder relative paths are read from (default: the working folder).
+
+    Raises:
+        ConvertError: as :func:`load_compose`.
+    """
+    return _load(text, env or {}, shown=path or "compose.yaml", base_dir=base_dir or Path.cwd(), path=path)
 
 
 def load_compose(path: str | Path, *, env: Mapping[str, str] | None = None) -> ComposeFile:
@@ -197,22 +206,24 @@ def load_compose(path: str | Path, *, env: Mapping[str, str] | None = None) -> C
             service, volume, secret or config it does not define; each problem with its line.
     """
     path = Path(path)
-    return _load(path, env or {}, shown=shown_path(path), base_dir=path.resolve().parent, path=str(path))
-
-
-def _load(file: Path, env: Mapping[str, str], *, shown: str, base_dir: Path, path: str) -> ComposeFile:
-    index = LineIndex()
+    shown = shown_path(path)
     try:
-        raw = read_yaml(file, index)
-    except ConfigError as e:
-        raise ConvertError([Problem(shown, p.line, p.path, p.message) for p in e.problems]) from None
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConvertError(
+            [Problem(shown, 0, "", f"cannot read the file ({getattr(e, 'strerror', None) or e})")]
+        ) from None
+    return _load(text, env or {}, shown=shown, base_dir=path.resolve().parent, path=str(path))
+
+
+def _load(text: str, env: Mapping[str, str], *, shown: str, base_dir: Path, path: str) -> ComposeFile:
+    index = LineIndex()
+    raw = _read(text, shown, index)
     if not isinstance(raw, dict):
         raise ConvertError([Problem(shown, 1, "", "a compose file is a mapping with a services: key")])
     problems: list[Problem] = []
 
     def problem(loc: Loc, message: str) -> None:
-        from homelab_lib.inventory.load import dotted
-
         problems.append(Problem(shown, index.find(loc).line, dotted(loc), message))
 
     unset: set[str] = set()
@@ -227,19 +238,59 @@ def _load(file: Path, env: Mapping[str, str], *, shown: str, base_dir: Path, pat
     if problems:
         raise ConvertError(sorted(problems, key=lambda p: (p.line, p.path)))
     project = str(doc.get("name") or base_dir.name or "default")
-    if shown != str(file) and index.find(()).file != shown:
-        index = _renamed(index, shown)
     return ComposeFile(path, shown, doc, raw, project, base_dir, index, tuple(sorted(unset)))
 
 
-def _renamed(index: LineIndex, shown: str) -> LineIndex:
-    """The index with every entry naming ``shown`` as its file."""
-    from homelab_lib.inventory.load import Where
+def _read(text: str, shown: str, index: LineIndex) -> Any:
+    """The text as plain data, the line of every key and item in index (merge keys ``<<:`` resolved).
 
-    out = LineIndex()
-    for loc, where in index._at.items():
-        out.add(loc, Where(shown, where.line))
-    return out
+    Raises:
+        ConvertError: the text is not YAML (with the line of the fault).
+    """
+    try:
+        data = YAML(typ="rt").load(text)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        what = " ".join(str(x) for x in (e.context, e.problem) if x)
+        raise ConvertError([Problem(shown, mark.line + 1 if mark else 0, "", f"YAML syntax error: {what}")]) from None
+    except YAMLError as e:
+        raise ConvertError([Problem(shown, 0, "", f"YAML error: {e}")]) from None
+    index.add((), Where(shown, 1))
+    return _plain(data, (), shown, index, 1)
+
+
+def _plain(node: Any, loc: Loc, file: str, index: LineIndex, line: int) -> Any:
+    """ruamel's round-trip nodes as plain dicts and lists; a key merged in by ``<<:`` gets its map's line."""
+    if isinstance(node, CommentedMap):
+        out = {}
+        own = node.lc.line + 1 if node.lc.line is not None else line
+        for k, v in node.items():
+            try:
+                at = node.lc.key(k)[0] + 1
+            except (KeyError, TypeError):
+                at = own  # merged from an anchor: no line of its own here
+            index.add((*loc, str(k)), Where(file, at))
+            out[str(k)] = _plain(v, (*loc, str(k)), file, index, at)
+        return out
+    if isinstance(node, CommentedSeq):
+        items = []
+        for i, v in enumerate(node):
+            try:
+                at = node.lc.item(i)[0] + 1
+            except (KeyError, TypeError, IndexError):
+                at = line
+            index.add((*loc, i), Where(file, at))
+            items.append(_plain(v, (*loc, i), file, index, at))
+        return items
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    return node
 
 
 def read_env_file(path: Path) -> dict[str, str]:

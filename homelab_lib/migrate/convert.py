@@ -366,6 +366,7 @@ class _Context:
     headroom: float
     names: Mapping[str, str]  # every Compose service -> its Kubernetes name
     host_address: str = ""  # the Docker VM's address published ports bind to (runbook 02's rule: not flagged)
+    wait_image: str = WAIT_IMAGE
 
 
 @dataclass
@@ -1220,7 +1221,7 @@ def _depends(b: _Build, _value: Any) -> None:
         inits.append(
             {
                 "name": dns_label(f"wait-for-{target}"),
-                "image": WAIT_IMAGE,
+                "image": b.ctx.wait_image,
                 "command": ["sh", "-c", f"until {check}; do echo waiting for {target}; sleep 2; done"],
             }
         )
@@ -1533,6 +1534,7 @@ def convert_compose(
     kubernetes_version: str = DEFAULT_KUBERNETES,
     with_namespace: bool = True,
     host_address: str = "",
+    wait_image: str = WAIT_IMAGE,
 ) -> list[Conversion]:
     """Convert the services of a compose file to Kubernetes manifests, each with its report.
 
@@ -1550,6 +1552,8 @@ def convert_compose(
         with_namespace: put the Namespace object first in each conversion's objects.
         host_address: the Docker host's own address; ports published on it alone are not flagged
             (runbook 02 binds every published port to its VM's address).
+        wait_image: the image of the init containers that wait for a dependency (``sh`` and ``nc``,
+            ``nslookup``): busybox, or a copy of it in a registry the cluster reaches.
 
     Returns:
         One :class:`Conversion` per service.
@@ -1590,6 +1594,7 @@ def convert_compose(
         headroom,
         names,
         host_address,
+        wait_image,
     )
     out = []
     for s in chosen:

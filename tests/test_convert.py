@@ -621,3 +621,68 @@ def test_a_per_host_service_needs_its_vm(real_inv: Any) -> None:
     assert pod(conv)["hostNetwork"] is True
     with pytest.raises(NotFound):
         convert_inventory_service(real_inv, None, "lidarr", "media")
+
+
+def test_mount_options_propagation_subpath_selinux() -> None:
+    text = """
+services:
+  exporter:
+    image: quay.io/prometheus/node-exporter:v1.8.2
+    volumes:
+      - /:/host:ro,rslave
+      - /srv/photos:/photos:z
+      - type: volume
+        source: shared
+        target: /app/config
+        volume:
+          subpath: app1
+volumes:
+  shared:
+"""
+    conv = convert_compose(parse_compose(text))[0]
+    mounts = {m["mountPath"]: m for m in container(conv)["volumeMounts"]}
+    assert mounts["/host"]["mountPropagation"] == "HostToContainer"
+    assert mounts["/host"]["readOnly"] is True
+    assert mounts["/app/config"]["subPath"] == "app1"
+    assert "volumes[0].bind.propagation" in keys_of(conv, "mapped")
+    assert "volumes[1].bind.selinux" in keys_of(conv, "not mapped")
+    for obj in conv.objects:
+        kubernetes_validate.validate(obj, "1.31.0", strict=True)
+
+
+@pytest.mark.parametrize(
+    ("service", "key"),
+    [
+        ("    image: alpine:3.20\n    healthcheck:\n      test: [CMD, 'true']\n      interval: soon\n", "healthcheck"),
+        ("    image: alpine:3.20\n    shm_size: lots\n", "shm_size"),
+        ("    image: alpine:3.20\n    ports: ['80:80:80:80']\n", "ports"),
+    ],
+)
+def test_a_value_that_cannot_be_read_is_a_convert_error_at_its_line(service: str, key: str) -> None:
+    text = f"services:\n  app:\n{service}"
+    with pytest.raises(ConvertError) as e:  # refused by the schema, or when read: located either way
+        convert_compose(parse_compose(text, path="odd.yaml"))
+    assert f"services.app.{key}" in str(e.value)
+    assert re.search(r"odd\.yaml:[3-9]:", str(e.value))
+
+
+def test_the_package_exports_what_the_runbooks_call() -> None:
+    from homelab_lib import migrate
+
+    assert set(migrate.__all__) == {
+        "DEFAULT_KUBERNETES", "ComposeFile", "Conversion", "Readiness", "ReportLine", "VolumePlan",
+        "compose_dependency_order", "convert_compose", "convert_inventory_service", "convert_service",
+        "dependencies", "dependency_order", "load_compose", "parse_compose", "readiness", "readiness_frame",
+        "redacted", "report_frame", "report_markdown",
+    }  # fmt: skip
+    assert all(hasattr(migrate, name) for name in migrate.__all__)
+
+
+def test_frames_for_the_notebooks(every: dict[str, Conversion]) -> None:
+    sonarr = every["sonarr"]
+    report = sonarr.report_frame()
+    assert list(report.columns) == ["service", "k8s_name", "key", "status", "detail", "line"]
+    assert len(report) == len(sonarr.report)
+    volumes = sonarr.volumes_frame()
+    assert set(volumes["kind"]) == {"pvc-copied"}
+    assert "sonarr_config" in set(volumes["source"])

@@ -33,9 +33,10 @@ A runbook::
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -185,6 +186,14 @@ class Conversion:
         """The objects as one YAML stream; ``redact`` replaces every Secret value with ``<redacted>``."""
         objs = redacted(self.objects) if redact else self.objects
         return yaml.safe_dump_all(objs, sort_keys=False, default_flow_style=False, width=1000)
+
+    def volumes_frame(self) -> pd.DataFrame:
+        """The volume plans as a table: what the pod mounts, and what the data copy fills from where."""
+        import pandas as pd
+
+        cols = ["volume", "container_path", "kind", "source", "source_kind", "docker_volume", "pvc", "size",
+                "size_from", "read_only"]  # fmt: skip
+        return pd.DataFrame([vars(v) for v in self.volumes], columns=cols)
 
     def report_frame(self) -> pd.DataFrame:
         """The report as a table: service, key, status, detail, line."""
@@ -932,16 +941,53 @@ def _claim(b: _Build, base: str, keys: Sequence[str]) -> tuple[str, str, str]:
 def _volume_entry(spec: Any) -> dict[str, Any]:
     """A service's volume entry in long form: type, source, target, read_only, tmpfs size."""
     if isinstance(spec, dict):
-        out = dict(spec)
-        out.setdefault("type", "volume")
-        return out
+        return {"type": "volume", **spec}
     parts = str(spec).split(":")
     if len(parts) == 1:
         return {"type": "volume", "source": "", "target": parts[0]}
     source, target = parts[0], parts[1]
-    mode = parts[2] if len(parts) > 2 else ""
+    modes = (parts[2] if len(parts) > 2 else "").split(",")
     kind = "bind" if source.startswith((".", "/", "~")) else "volume"
-    return {"type": kind, "source": source, "target": target, "read_only": "ro" in mode.split(",")}
+    out: dict[str, Any] = {"type": kind, "source": source, "target": target, "read_only": "ro" in modes}
+    propagation = [m for m in modes if m in PROPAGATION]
+    if propagation:
+        out["bind"] = {"propagation": propagation[0]}
+    if "nocopy" in modes:
+        out["volume"] = {"nocopy": True}
+    if {"z", "Z"} & set(modes):
+        out["bind"] = {**out.get("bind", {}), "selinux": "z"}
+    return out
+
+
+#: bind propagation -> Kubernetes mountPropagation (shared ones need a privileged container)
+PROPAGATION = {
+    "rslave": "HostToContainer", "slave": "HostToContainer", "rshared": "Bidirectional", "shared": "Bidirectional",
+    "rprivate": "None", "private": "None",
+}  # fmt: skip
+
+
+def _mount_options(b: _Build, key: str, v: Mapping[str, Any], mount: dict[str, Any]) -> None:
+    """subpath, propagation, SELinux and nocopy of a volume entry: mapped onto the mount, or reported."""
+    sub = (v.get("volume") or {}).get("subpath")
+    if sub:
+        mount["subPath"] = str(sub)
+        b.note(f"{key}.volume.subpath", "mapped", f"subPath {sub}")
+    if (v.get("volume") or {}).get("nocopy"):
+        b.note(
+            f"{key}.volume.nocopy", "approximated",
+            "nocopy: Kubernetes never copies the image's files into a new volume (as nocopy asks)",
+        )  # fmt: skip
+    bind = v.get("bind") or {}
+    prop = bind.get("propagation")
+    if prop:
+        mount["mountPropagation"] = PROPAGATION.get(str(prop), "None")
+        status: Status = "mapped" if str(prop) in PROPAGATION else "not mapped"
+        b.note(f"{key}.bind.propagation", status, f"{prop}: mountPropagation {mount['mountPropagation']}")
+        if mount["mountPropagation"] == "Bidirectional":
+            b.security()["privileged"] = True
+            b.note(f"{key}.bind.propagation", "approximated", "Bidirectional propagation needs privileged: true")
+    if bind.get("selinux"):
+        b.note(f"{key}.bind.selinux", "not mapped", "SELinux relabelling (:z, :Z) is the node's setting, not the pod's")
 
 
 def _measured(b: _Build, *keys: str) -> int:
@@ -981,6 +1027,7 @@ def _volumes(b: _Build, _value: Any) -> None:
             name = b.volume_name(source)
             b.pod_volumes.append({"name": name, "persistentVolumeClaim": {"claimName": pvc}})
             b.mounts.append({"name": name, "mountPath": target, **({"readOnly": True} if ro else {})})
+            _mount_options(b, key, v, b.mounts[-1])
             b.volumes.append(VolumePlan(name, target, "pvc-copied", source, "volume", docker, pvc, size, size_from, ro))
             why = {
                 "sizes": "the size given",
@@ -1013,6 +1060,7 @@ def _volumes(b: _Build, _value: Any) -> None:
         if ro or node_path:
             b.pod_volumes.append({"name": name, "hostPath": {"path": host}})
             b.mounts.append({"name": name, "mountPath": target, **({"readOnly": True} if ro else {})})
+            _mount_options(b, key, v, b.mounts[-1])
             b.volumes.append(VolumePlan(name, target, "hostPath", host, "bind", read_only=ro))
             if node_path:
                 b.note(key, "mapped", f"hostPath {host}: the K3s node's own {host}")
@@ -1029,6 +1077,7 @@ def _volumes(b: _Build, _value: Any) -> None:
         pvc, size, size_from = _claim(b, dns_label(Path(host).name or "host"), [host, source])
         b.pod_volumes.append({"name": name, "persistentVolumeClaim": {"claimName": pvc}})
         b.mounts.append({"name": name, "mountPath": target})
+        _mount_options(b, key, v, b.mounts[-1])
         b.volumes.append(VolumePlan(name, target, "pvc-copied", host, "bind", "", pvc, size, size_from))
         b.note(
             key,
@@ -1613,6 +1662,17 @@ def convert_compose(
     return out
 
 
+@contextlib.contextmanager
+def _unreadable(compose: ComposeFile, service: str, key: str) -> Iterator[None]:
+    """A value Compose's schema lets through but no reading of it makes sense: a ConvertError at its line."""
+    try:
+        yield
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        where = compose.line(("services", service, key))
+        message = f"cannot read services.{service}.{key}: {e}"
+        raise ConvertError([Problem(compose.shown, where, f"services.{service}.{key}", message)]) from e
+
+
 def _convert(ctx: _Context, name: str, *, with_namespace: bool) -> Conversion:
     svc = ctx.compose.services[name] or {}
     k8s = ctx.names[name]
@@ -1620,14 +1680,18 @@ def _convert(ctx: _Context, name: str, *, with_namespace: bool) -> Conversion:
     if k8s != name:
         b.note("(name)", "mapped", f"{name!r} is not a valid Kubernetes name: it becomes {k8s!r} "
                "(other services must reach it by that name)")  # fmt: skip
-    _prepare(b)
+    with _unreadable(ctx.compose, name, "ports"):
+        service_ports(svc)
+    with _unreadable(ctx.compose, name, "labels"):
+        _prepare(b)
     called: set[Handler] = {_labels}
     for key in svc:
         handler = HANDLERS.get(key)
         if handler is not None:
             if handler not in called:  # a handler of several keys (command and entrypoint) runs once
                 called.add(handler)
-                handler(b, svc[key])
+                with _unreadable(ctx.compose, name, key):
+                    handler(b, svc[key])
         elif key.startswith("x-"):
             b.note(key, "not mapped", "an extension field (x-): Compose itself ignores it")
         elif key in NOT_MAPPED_WHY:

@@ -686,3 +686,19 @@ def test_frames_for_the_notebooks(every: dict[str, Conversion]) -> None:
     volumes = sonarr.volumes_frame()
     assert set(volumes["kind"]) == {"pvc-copied"}
     assert "sonarr_config" in set(volumes["source"])
+
+
+def test_a_secret_on_the_command_line_is_flagged_and_reprs_show_no_secret(every: dict[str, Conversion]) -> None:
+    text = "services:\n  cache:\n    image: redis:7.4.1\n    command: redis-server --requirepass hunter2-pw\n"
+    conv = convert_compose(parse_compose(text))[0]
+    flagged = [r for r in conv.report if r.key == "command" and r.status == "approximated"]
+    assert flagged
+    assert "hunter2-pw" not in flagged[0].detail
+    assert "command" not in keys_of(every["redis"], "approximated")  # "$${REDIS_PASSWORD}": a reference, not a value
+    for c in every.values():
+        shown = repr(c)
+        assert c.service in shown
+        for obj in c.objects:
+            if obj["kind"] == "Secret":
+                for value in obj["data"].values():
+                    assert value not in shown

@@ -141,7 +141,7 @@ class VolumePlan:
     read_only: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Conversion:
     """One Compose service converted.
 
@@ -157,9 +157,14 @@ class Conversion:
     service: str
     k8s_name: str
     namespace: str
-    objects: list[Manifest]
-    report: list[ReportLine]
-    volumes: list[VolumePlan]
+    objects: list[Manifest] = field(repr=False)  # Secrets hold values: never in a repr a notebook shows
+    report: list[ReportLine] = field(repr=False)
+    volumes: list[VolumePlan] = field(repr=False)
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{o['kind']}/{o['metadata']['name']}" for o in self.objects)
+        counts = ", ".join(f"{len(self.lines(s))} {s}" for s in ("mapped", "approximated", "not mapped"))
+        return f"Conversion({self.service!r} -> {self.namespace}/{self.k8s_name}: {kinds}; {counts})"
 
     def lines(self, status: Status) -> list[ReportLine]:
         """The report's lines of one status."""
@@ -494,6 +499,28 @@ def _cmd(b: _Build, _value: Any) -> None:
     if "command" in b.svc and "args" not in b.container:
         b.container["args"] = _command(b.svc["command"])
         b.note("command", "mapped", "container args (the image's ENTRYPOINT gets them, as in Compose)")
+    for key in ("entrypoint", "command"):
+        if key in b.svc and _secret_in_argv(_command(b.svc[key])):
+            b.note(
+                key,
+                "approximated",
+                "it holds what looks like a secret, which stays in the Deployment's args: pass it as an "
+                "environment variable (it goes to the Secret) and refer to it as $(NAME)",
+            )
+
+
+_SECRET_FLAG = re.compile(r"^--?[\w-]*(pass(word|wd)?|secret|token|api-?key|requirepass|auth)[\w-]*(=.+)?$", re.I)
+
+
+def _secret_in_argv(argv: Sequence[str]) -> bool:
+    """An argument list with a secret in it: a credential URL or ``password=``, or a value after a secret flag."""
+    for i, arg in enumerate(argv):
+        if SECRET_VALUE.search(arg):
+            return True
+        m = _SECRET_FLAG.match(arg)
+        if m and (m.group(3) or (i + 1 < len(argv) and not argv[i + 1].startswith(("-", "$")))):
+            return True
+    return False
 
 
 @handles("working_dir")

@@ -241,6 +241,27 @@ networks:
     assert "networks.front" in keys_of(conv, "approximated")
 
 
+def test_networks_default_and_the_proxys_are_mapped_a_lan_driver_is_not_kept() -> None:
+    text = """
+services:
+  app:
+    image: nginx:1.27
+    networks: [default, proxy, lan]
+    labels:
+      traefik.docker.network: proxy
+networks:
+  proxy:
+    external: true
+  lan:
+    driver: macvlan
+"""
+    conv = convert_compose(parse_compose(text))[0]
+    assert {"networks.default", "networks.proxy"} <= keys_of(conv, "mapped")
+    lan = [r for r in conv.report if r.key == "networks.lan"]
+    assert lan[0].status == "approximated"
+    assert "macvlan" in lan[0].detail
+
+
 # ------------------------------------------------------------------ environment, secrets, configs
 
 

@@ -1371,15 +1371,21 @@ def _network_mode(b: _Build, value: Any) -> None:
 def _networks(b: _Build, value: Any) -> None:
     nets = value if isinstance(value, dict) else dict.fromkeys(value or [])
     top = b.ctx.compose.document.get("networks") or {}
+    labels = dict(_pairs(b.svc.get("labels")))
     for net, spec in nets.items():
         driver = str((top.get(net) or {}).get("driver") or "bridge")
         lost = "" if driver in ("bridge", "overlay") else f"; its {driver} driver (an address on the LAN) is not kept"
-        b.note(
-            f"networks.{net}",
-            "approximated",
-            "one flat pod network: every pod reaches every Service (the network's isolation is not kept; "
-            f"a NetworkPolicy would restore it){lost}",
-        )
+        if net == "default" and not lost:
+            b.note(f"networks.{net}", "mapped", "the project's network: the pod network, as for every service")
+        elif labels.get("traefik.docker.network") in {net, (top.get(net) or {}).get("name") or net} and not lost:
+            b.note(f"networks.{net}", "mapped", "the reverse proxy's network: traefik on K3s reaches every Service")
+        else:
+            b.note(
+                f"networks.{net}",
+                "approximated",
+                "one flat pod network: every pod reaches every Service (the network's isolation is not kept; "
+                f"a NetworkPolicy would restore it){lost}",
+            )
         for k, v in (spec or {}).items():
             if k == "aliases":
                 for alias in v:

@@ -84,6 +84,8 @@ def _blockers(inv: Inventory, name: str) -> list[str]:
     for bind in svc.binds:
         if bind.host in DOCKER_SOCKETS:
             out.append(f"the Docker socket {bind.host}: K3s has no Docker Engine")
+        elif bind.host.startswith("/var/lib/docker"):
+            out.append(f"the Docker Engine's own folder {bind.host}: K3s has none")
         elif bind.host not in HOST_PATHS_OF_THE_NODE and not bind.host.startswith(("/sys", "/proc", "/dev")):
             out.append(f"media bind mount {bind.host} -> {bind.container}: those files stay on the Docker host")
     if DATABASES.search(svc.image):

@@ -558,7 +558,7 @@ def _groups(b: _Build, value: Any) -> None:
         b.note("group_add", "not mapped", f"groups by name {names}: Kubernetes takes numeric group ids only")
 
 
-def _is_secret(b: _Build, key: str, value: str, raw: Any) -> str:
+def _is_secret(key: str, value: str, raw: Any) -> str:
     """Why an environment value is a secret ('' when it is not)."""
     if key.endswith("_FILE") and value.startswith("/"):
         return ""
@@ -614,7 +614,7 @@ def _env(b: _Build, _value: Any) -> None:
         if not re.fullmatch(r"[-._a-zA-Z0-9]+", k):
             b.note(where, "not mapped", f"{k!r} is not a valid ConfigMap/Secret key")
             continue
-        why = _is_secret(b, k, v, raw)
+        why = _is_secret(k, v, raw)
         if why:
             b.secret_data[k] = v
             ref = {"secretKeyRef": {"name": f"{b.k8s}-env", "key": k}}

@@ -298,6 +298,41 @@ def cmd_jupyter(args: argparse.Namespace) -> int:
             return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from homelab_lib.errors import NotFound
+    from homelab_lib.migrate import convert_compose, load_compose, report_markdown
+    from homelab_lib.migrate.source import read_env_file
+
+    compose_file: Path = args.compose_file
+    dotenv = compose_file.parent / ".env"
+    # as Compose does: the file's .env, then this shell's variables over it
+    variables = {**(read_env_file(dotenv) if dotenv.is_file() else {}), **os.environ}
+    compose = load_compose(compose_file, env=variables)
+    try:
+        conversions = convert_compose(
+            compose,
+            args.service,
+            namespace=args.namespace,
+            variables=variables,
+            kubernetes_version=args.kubernetes_version,
+        )
+    except NotFound as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    for conv in conversions:
+        path = out / f"{conv.k8s_name}.yaml"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold Secrets
+        with os.fdopen(fd, "w") as f:
+            f.write(conv.yaml())
+        counts = ", ".join(f"{len(conv.lines(s))} {s}" for s in ("mapped", "approximated", "not mapped"))
+        print(f"{path}: {conv.service} -> {len(conv.objects)} objects ({counts})")
+    (out / "report.md").write_text(report_markdown(conversions, source=compose.shown))
+    print(f"{out / 'report.md'}: every key of {len(conversions)} service(s), mapped or why not")
+    return 0
+
+
 def _lab_inventory(args: argparse.Namespace) -> Any:
     from homelab_lib.inventory import load_inventory
 
@@ -447,6 +482,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--archive", default=Path("archive"), type=Path, help="archive of confirmed runs (default archive/)")
     p.add_argument("--notebook", default=DEFAULT_NOTEBOOKS / "00_inventory.ipynb", type=Path, help="the page to open")
     p.set_defaults(func=cmd_jupyter)
+    p = sub.add_parser("convert", help="a compose file to Kubernetes manifests (one YAML per service) + report.md")
+    p.add_argument("compose_file", type=Path, metavar="COMPOSE_FILE")
+    p.add_argument("--service", action="append", default=[], metavar="NAME", help="convert this service (repeat)")
+    p.add_argument("--namespace", default="default", metavar="NS", help="namespace of every object (default: default)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="folder for the YAML files")
+    p.add_argument(
+        "--kubernetes-version",
+        default="1.31.0",
+        metavar="X.Y.Z",
+        help="validate the manifests against this Kubernetes release's schemas (default: 1.31.0, K3s v1.31)",
+    )
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("lab", help="the rehearsal lab: up, down, status")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -11,14 +11,17 @@ passes through unchanged.
 
     HomelabError
     ├── ConfigError                 bad parameters: YAML, types, unknown keys, capacity
-    │   └── SecretError             a secret reference that does not resolve (located: file:line)
+    │   ├── SecretError             a secret reference that does not resolve (located: file:line)
+    │   └── ConvertError            a compose file the converter cannot read: not YAML, not Compose (file:line)
     ├── UnresolvedSecret            a secret reference cannot be read at the moment of use
     ├── NotFound (also a KeyError)  a name the inventory, a plan or a project does not have
     ├── RunbookError                the runbook contract: plan -> apply -> verify
     │   ├── PlanConflict            the plan has conflicts; nothing was changed
     │   ├── StalePlan               the world changed since the plan was made; nothing was changed
     │   ├── PlanNotApproved         the plan computed now is not the approved one; nothing was changed
-    │   └── VerifyFailed            after a confirmed apply, the world is not what the plan promised
+    │   ├── VerifyFailed            after a confirmed apply, the world is not what the plan promised
+    │   └── MigrateError            runbook 05: a service cannot be moved from Compose to K3s as asked
+    │       └── DependencyCycle     `service=all`: the services' dependencies form a cycle (named)
     ├── RunError                    the runner: a notebook that failed, a lock held
     │   ├── NotebookFailed          a cell raised; carries the cell index and exception
     │   │   └── ApprovalRefused     `--approve RUN_ID`: the plan differs from the approved one (with the diff)
@@ -134,6 +137,18 @@ class SecretError(ConfigError):
     """A secret reference (``env:NAME`` or ``file:PATH``) does not resolve."""
 
 
+class ConvertError(ConfigError):
+    """A compose file the converter cannot read: not YAML, not valid Compose, or a name it does not define.
+
+    Each problem carries the compose file and the line of the offending key (``homelab convert`` exits 2).
+    """
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(str(p) for p in problems)
+        HomelabError.__init__(self, f"{len(problems)} problem(s) in the compose file:\n{lines}")
+
+
 class UnresolvedSecret(HomelabError):
     """A secret reference (``env:NAME``, ``file:PATH``) cannot be read now: variable unset, file missing.
 
@@ -199,6 +214,26 @@ class StalePlan(RunbookError):
 
     def __str__(self) -> str:
         return super().__str__() + "".join(f"\n  {line}" for line in self.moved)
+
+
+class MigrateError(RunbookError):
+    """Runbook 05 cannot move a service from Compose to K3s as asked (an unknown service, a blocked one)."""
+
+
+class DependencyCycle(MigrateError):
+    """The services' dependencies form a cycle, so no migration order exists.
+
+    Attributes:
+        cycle: the services of the cycle, in order, the first repeated at the end.
+    """
+
+    def __init__(self, cycle: Sequence[str], *, where: str = "") -> None:
+        self.cycle = tuple(cycle)
+        super().__init__(
+            f"the services depend on each other in a cycle: {' -> '.join(self.cycle)}",
+            where=where,
+            hint="break the cycle (drop one depends_on, or migrate these services together by hand)",
+        )
 
 
 class PlanNotApproved(RunbookError):

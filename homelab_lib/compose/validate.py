@@ -41,10 +41,15 @@ def _validator() -> Any:
     return cls(schema, format_checker=cls.FORMAT_CHECKER)
 
 
+def schema_errors(document: Any) -> list[tuple[tuple[str | int, ...], str, str]]:
+    """Every way the document breaks the Compose Specification schema: (key path, JSON path, message)."""
+    errors = sorted(_validator().iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    return [(tuple(e.absolute_path), e.json_path, e.message) for e in errors]
+
+
 def schema_problems(document: Any) -> list[str]:
     """Every way the document breaks the Compose Specification schema, as ``path: message`` lines."""
-    errors = sorted(_validator().iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.message))
-    return [f"{e.json_path}: {e.message}" for e in errors]
+    return [f"{path}: {message}" for _loc, path, message in schema_errors(document)]
 
 
 def config_problem(project: Project, compose: Sequence[str], timeout: float = CONFIG_TIMEOUT_S) -> str | None:

@@ -1,0 +1,60 @@
+"""Runbook 05: move a service from Compose to K3s. This package: the converter and the readiness check.
+
+- :mod:`~homelab_lib.migrate.source`: read a compose file as Compose does, with the line of every key.
+- :mod:`~homelab_lib.migrate.convert`: a Compose service to Kubernetes manifests, with a report of every
+  key (mapped, approximated, not mapped) and a :class:`VolumePlan` per volume for the data copy.
+- :mod:`~homelab_lib.migrate.readiness`: for every Compose service of the inventory, a verdict for K3s
+  and a placement suggestion from the ADR's criteria; the migration order by dependency.
+
+A runbook::
+
+    conv = migrate.convert_inventory_service(inv, None, service, namespace=service)
+    display(conv.report_frame())          # what is mapped, approximated, not mapped, and why
+    print(conv.yaml(redact=True))         # the manifests (Secret values hidden)
+    conv.pvcs                             # the claims the data copy fills, with their sources
+    display(migrate.readiness_frame(inv)) # the whole homelab: verdicts and placement advice
+"""
+
+from homelab_lib.migrate.convert import (
+    DEFAULT_KUBERNETES,
+    Conversion,
+    ReportLine,
+    VolumePlan,
+    convert_compose,
+    convert_inventory_service,
+    convert_service,
+    redacted,
+    report_frame,
+    report_markdown,
+)
+from homelab_lib.migrate.readiness import (
+    Readiness,
+    compose_dependency_order,
+    dependencies,
+    dependency_order,
+    readiness,
+    readiness_frame,
+)
+from homelab_lib.migrate.source import ComposeFile, load_compose, parse_compose
+
+__all__ = [
+    "DEFAULT_KUBERNETES",
+    "ComposeFile",
+    "Conversion",
+    "Readiness",
+    "ReportLine",
+    "VolumePlan",
+    "compose_dependency_order",
+    "convert_compose",
+    "convert_inventory_service",
+    "convert_service",
+    "dependencies",
+    "dependency_order",
+    "load_compose",
+    "parse_compose",
+    "readiness",
+    "readiness_frame",
+    "redacted",
+    "report_frame",
+    "report_markdown",
+]

@@ -61,3 +61,19 @@ def test_the_edit_to_make_names_the_stack_and_the_k3s_list() -> None:
     text = edit_to_make("prowlarr", "docker-sleepy/arr", "k3s")
     assert "vms[docker-sleepy].stacks.arr" in text
     assert "k3s.services" in text
+
+
+def test_runbook_04_deploys_a_moved_service_as_the_converter_made_it_with_its_recorded_claims(tmp_path: Path) -> None:
+    from homelab_lib.k3s.services import desired_services
+
+    lab = Path(__file__).parents[1] / "parameters" / "lab.yaml"
+    layer, record = _layer(tmp_path)
+    record_move(record, Move("prowlarr", "k3s", "docker-sleepy/arr", sizes=(("prowlarr-config", "2Gi"),)))
+    inv = load_inventory([lab, layer])
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in desired_services(inv, ["prowlarr"]).objects}
+    assert objs["PersistentVolumeClaim", "prowlarr-config"]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert objs["Deployment", "prowlarr"]["metadata"]["namespace"] == "prowlarr"
+    rules = objs["Ingress", "prowlarr"]["spec"]["rules"]
+    assert rules[0]["host"] == "prowlarr.lab.home.arpa"
+    probes = desired_services(inv, ["prowlarr"]).probes
+    assert [(p.host, p.path) for p in probes] == [("prowlarr.lab.home.arpa", "/ping")]

@@ -476,6 +476,16 @@ class Lab(Model):
     )
 
 
+class MovedService(Model):
+    """A service runbook 05 moved to K3s, as its ``placement_file`` records it (never written by hand)."""
+
+    origin: Annotated[str, Field(pattern=r"^[^/\s]+/[^/\s]+$")] = Field(description="vm/stack it ran in")
+    sizes: dict[str, Annotated[str, Field(pattern=r"^\d+(Mi|Gi|Ti)$")]] = Field(
+        default_factory=dict, description="its claims' sizes (PVC name -> size), as the move made them"
+    )
+    run: str = ""
+
+
 class Inventory(Model):
     """The whole homelab, as the parameter files describe it."""
 
@@ -496,6 +506,9 @@ class Inventory(Model):
     lab: Lab | None = None
     placement_file: FilePath | None = Field(
         default=None, description="where runbook 05 records the services it moved (applied on every load)"
+    )
+    moved: dict[Name, MovedService] = Field(
+        default_factory=dict, description="read from placement_file on load: the services moved to K3s"
     )
     source_files: tuple[Path, ...] = ()
 

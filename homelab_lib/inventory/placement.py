@@ -38,9 +38,10 @@ class Move:
     to: Platform
     origin: str
     run: str = ""
+    sizes: tuple[tuple[str, str], ...] = ()
 
-    def fields(self) -> dict[str, str]:
-        return {"to": self.to, "from": self.origin, "run": self.run}
+    def fields(self) -> dict[str, object]:
+        return {"to": self.to, "from": self.origin, "run": self.run, "sizes": dict(self.sizes)}
 
 
 def read_moves(path: Path) -> dict[str, Move]:
@@ -61,12 +62,26 @@ def read_moves(path: Path) -> dict[str, Move]:
     for name, entry in moved.items():
         if not isinstance(entry, dict) or entry.get("to") not in ("compose", "k3s"):
             raise ConfigError([Problem(str(path), 1, f"moved.{name}", "each move needs `to: k3s` or `to: compose`")])
-        out[str(name)] = Move(str(name), entry["to"], str(entry.get("from", "")), str(entry.get("run", "")))
+        sizes = entry.get("sizes") or {}
+        if not isinstance(sizes, dict):
+            raise ConfigError([Problem(str(path), 1, f"moved.{name}.sizes", "sizes maps a claim to its size (1Gi)")])
+        out[str(name)] = Move(
+            str(name),
+            entry["to"],
+            str(entry.get("from", "")),
+            str(entry.get("run", "")),
+            tuple(sorted((str(k), str(v)) for k, v in sizes.items())),
+        )
     return out
 
 
 def apply_moves(merged: dict[str, Any], moves: dict[str, Move]) -> dict[str, Any]:
     """The merged parameter data with each move applied (plain data, before validation)."""
+    if "moved" in merged:
+        raise ConfigError([Problem("parameters", 0, "moved", "`moved:` is read from placement_file; do not write it")])
+    merged["moved"] = {
+        m.service: {"origin": m.origin, "sizes": dict(m.sizes), "run": m.run} for m in moves.values() if m.to == "k3s"
+    }
     for move in moves.values():
         if move.to != "k3s":
             continue

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.errors import ConfigError, K3sError, NotFound, Problem
 from homelab_lib.kube import Kube, KubeDesired, KubeManifests, Probe, ordered, sealed, validate
-from homelab_lib.kube.objects import Manifest, config_hash
+from homelab_lib.kube.objects import Manifest, config_hash, kubernetes_version
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory, Service
@@ -248,10 +248,20 @@ def devenvs(inv: Inventory, domain: str) -> tuple[list[Manifest], list[tuple[str
     return objs, hosts
 
 
-def kubernetes_version(k3s_version: str) -> str:
-    """The Kubernetes schemas a K3s release is validated against: ``v1.31.4+k3s1`` -> ``1.31.0``."""
-    major, minor = k3s_version.lstrip("v").split(".")[:2]
-    return f"{major}.{minor}.0"
+OWN_MANIFESTS = ("gitlab", "harbor", "devenv")  # the services this module writes manifests for by hand
+
+
+def converted(inv: Inventory, name: str, address: str) -> tuple[list[Manifest], Probe | None]:
+    """A catalog service's manifests as runbook 05's converter makes them (in its own namespace), and the
+    probe of its Ingress when the service has a ``proxy:`` sub-domain and an HTTP health path."""
+    from homelab_lib.migrate.convert import convert_inventory_service
+
+    conv = convert_inventory_service(inv, None, name, name)
+    svc = inv.services[name]
+    probe = None
+    if svc.proxy and svc.health.startswith("/"):
+        probe = Probe(name, f"{svc.proxy}.{inv.network.domain}", address, svc.health)
+    return list(conv.objects), probe
 
 
 def desired_services(inv: Inventory, only: Sequence[str] = ()) -> KubeDesired:
@@ -281,6 +291,11 @@ def desired_services(inv: Inventory, only: Sequence[str] = ()) -> KubeDesired:
         objs += made
         health = _health(inv.services["devenv"])
         probes += [Probe(name, host, address, health) for name, host in hosts]
+    for name in chosen:
+        if name not in OWN_MANIFESTS:  # any other catalog service (one runbook 05 moved): converted from Compose
+            made, probe = converted(inv, name, address)
+            objs += made
+            probes += [probe] if probe else []
     try:
         validate(objs, kubernetes_version(inv.k3s.version))
     except ValueError as e:

@@ -91,6 +91,12 @@ def ordered(objs: list[Manifest]) -> list[Manifest]:
     return sorted(objs, key=lambda o: (rank(o), key(o)))
 
 
+def kubernetes_version(k3s_version: str) -> str:
+    """The Kubernetes schemas a K3s release is validated against: ``v1.31.4+k3s1`` -> ``1.31.0``."""
+    major, minor = k3s_version.lstrip("v").split(".")[:2]
+    return f"{major}.{minor}.0"
+
+
 def validate(objs: list[Manifest], version: str) -> None:
     """Validate each object of a built-in kind against Kubernetes's schemas (kubernetes-validate, strict).
 

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from homelab_lib.errors import ConvertError, MigrateError, NotFound, Problem
-from homelab_lib.kube.objects import Manifest, ordered
+from homelab_lib.kube.objects import Manifest, kubernetes_version, ordered
 from homelab_lib.kube.objects import validate as validate_objects
 from homelab_lib.migrate.source import ComposeFile, parse_compose, read_env_file
 from homelab_lib.migrate.units import cpu, dns_label, pvc_size, quantity, seconds, size_bytes, whole_seconds
@@ -1830,7 +1830,8 @@ def convert_inventory_service(
 
     Args:
         inv: the inventory.
-        vm: the Docker VM that runs it; None: the one VM that does (a per-host service needs the VM).
+        vm: the Docker VM that runs it; None: the one VM that does (a per-host service needs the VM). A
+            service runbook 05 moved (``inv.moved``) is converted as it ran on its origin, with its claims' sizes.
         service: the service's name.
         namespace: the namespace on K3s.
         measured_bytes: the data's size per volume (``<service>-<volume>``, or the Docker volume's
@@ -1845,11 +1846,19 @@ def convert_inventory_service(
         UnresolvedSecret: with reveal, a secret reference cannot be read.
     """
     from homelab_lib.compose.render import render_stack
-    from homelab_lib.k3s.services import kubernetes_version
-
     hosts = [(h, stack) for h in inv.docker_hosts for stack, names in h.stacks.items() if service in names]
     if vm is not None:
         hosts = [(h, s) for h, s in hosts if h.name == vm]
+    moved = inv.moved.get(service)
+    if not hosts and moved is not None and vm in (None, moved.origin.split("/")[0]):
+        # moved to K3s already (placement_file): converted as it ran in its stack, with the claims it got
+        origin_vm, origin_stack = moved.origin.split("/")
+        hosts = [(inv.vm(origin_vm).model_copy(update={"stacks": {origin_stack: [service]}}), origin_stack)]
+        sizes = {**moved.sizes, **(sizes or {})}
+    elif not hosts and vm is None and inv.k3s is not None and service in inv.k3s.services:
+        # placed on K3s from the start: converted as if it ran alone in a stack of the K3s VM
+        k3s_vm = inv.vm(inv.k3s.vm).model_copy(update={"role": "docker", "stacks": {service: [service]}})
+        hosts = [(k3s_vm, service)]
     if not hosts:
         known = sorted({s for h in inv.docker_hosts for names in h.stacks.values() for s in names})
         raise NotFound(service, what="Compose service" + (f" on {vm}" if vm else ""), known=known, where="vms.stacks")

@@ -190,7 +190,7 @@ class Conversion:
     def yaml(self, *, redact: bool = False) -> str:
         """The objects as one YAML stream; ``redact`` replaces every Secret value with ``<redacted>``."""
         objs = redacted(self.objects) if redact else self.objects
-        return yaml.safe_dump_all(objs, sort_keys=False, default_flow_style=False, width=1000)
+        return yaml.dump_all(objs, Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=1000)
 
     def volumes_frame(self) -> pd.DataFrame:
         """The volume plans as a table: what the pod mounts, and what the data copy fills from where."""
@@ -230,6 +230,13 @@ class Conversion:
                     f"| {v.volume} | {v.kind} | {v.source or '-'} | {v.container_path} | {v.pvc or '-'} | {size} |"
                 )
         return "\n".join(out) + "\n"
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Every object written out in full: no ``&id001`` anchors where two probes share one command."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def redacted(objs: Sequence[Manifest]) -> list[Manifest]:

@@ -173,12 +173,9 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
             )
         if mon.k3s and inv.k3s is None:
             problems.append(locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section"))
-        if mon.k3s and inv.k3s:
-            for svc in mon.k3s.node_ports:
-                if svc not in inv.k3s.services:
-                    problems.append(
-                        locate(("monitoring", "k3s", "node_ports", svc), f"'{svc}' is not in k3s.services")
-                    )
+        for svc in mon.k3s_node_ports:
+            if inv.k3s is None or svc not in inv.k3s.services:
+                problems.append(locate(("monitoring", "k3s_node_ports", svc), f"'{svc}' is not in k3s.services"))
 
     if inv.profile == "lab" and inv.lab is None:
         problems.append(locate(("profile",), "profile lab needs a lab: section (state_dir)"))

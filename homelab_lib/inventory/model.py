@@ -429,15 +429,8 @@ class K3sScrape(Model):
     ca_file: FilePath | None = Field(default=None, description="the cluster CA (default: TLS not verified)")
     kubelet: bool = Field(default=True, description="scrape the kubelet (:10250/metrics and /metrics/cadvisor)")
     apiserver: bool = Field(default=True, description="scrape the API server (:6443/metrics)")
-    node_exporter_port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
-        default=9100, description="node-exporter on the K3s VM (none: not scraped)"
-    )
     kube_state_metrics_port: Annotated[int, Field(ge=30000, le=32767)] | None = Field(
         default=None, description="the NodePort of kube-state-metrics on the K3s VM (none: not scraped)"
-    )
-    node_ports: dict[Name, Annotated[int, Field(ge=30000, le=32767)]] = Field(
-        default_factory=dict,
-        description="service -> the NodePort (on the K3s VM) its metrics are scraped through, for k3s.services",
     )
 
 
@@ -458,6 +451,13 @@ class Monitoring(Model):
         default_factory=dict, description="Proxmox node -> address:port of a node-exporter running on it"
     )
     pve_exporter: PveExporter | None = None
+    k3s_node_exporter_port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
+        default=9100, description="node-exporter on the K3s VM, scraped when k3s: is set (none: not scraped)"
+    )
+    k3s_node_ports: dict[Name, Annotated[int, Field(ge=30000, le=32767)]] = Field(
+        default_factory=dict,
+        description="service -> the NodePort on the K3s VM its metrics are scraped through (k3s.services)",
+    )
     k3s: K3sScrape | None = Field(default=None, description="scrape the K3s cluster (needs a bearer token)")
     reload_timeout_s: Annotated[float, Field(gt=0)] = 10.0
 

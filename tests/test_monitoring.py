@@ -88,7 +88,8 @@ def test_render_passes_promtool_and_amtool_and_keeps_secrets_out_of_the_text(inv
     ]
     assert all(r.ok for r in runs)
     for f in rendered.files:
-        assert WEBHOOK not in f.text and TOKEN not in f.text
+        assert WEBHOOK not in f.text
+        assert TOKEN not in f.text
         assert WEBHOOK not in repr(f)
     am = rendered.file("alertmanager/alertmanager.yml")
     assert WEBHOOK.encode() in am.content()
@@ -99,7 +100,8 @@ def test_render_passes_promtool_and_amtool_and_keeps_secrets_out_of_the_text(inv
     assert kubelet["scheme"] == "https"
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["192.168.1.23:9093"]
     pve = next(j for j in prom["scrape_configs"] if j["job_name"] == "pve-exporter")
-    assert pve["metrics_path"] == "/pve" and pve["params"]["target"] == ["192.168.1.11"]
+    assert pve["metrics_path"] == "/pve"
+    assert pve["params"]["target"] == ["192.168.1.11"]
     # files land in the folders the catalog's services bind-mount
     assert rendered.file("prometheus/prometheus.yml").remote_path == "/srv/homelab/monitoring/prometheus/prometheus.yml"
     assert rendered.file("alertmanager/alertmanager.yml").vm == "docker-hypno"
@@ -114,7 +116,8 @@ def test_a_bad_for_override_is_rejected_by_promtool(inv: Inventory) -> None:
     rendered = monitoring.render(inv, Settings(alert_for={"TargetDown": "soon"}))
     with pytest.raises(MonitoringConfigRejected) as e:
         monitoring.check(rendered)
-    assert "promtool" in str(e.value) and "soon" in e.value.output
+    assert "promtool" in str(e.value)
+    assert "soon" in e.value.output
 
 
 def test_for_overrides_change_the_rendered_rules_not_the_shipped_ones(inv: Inventory) -> None:
@@ -129,7 +132,7 @@ def test_for_overrides_change_the_rendered_rules_not_the_shipped_ones(inv: Inven
 
 
 def test_the_shipped_rules_pass_their_unit_tests() -> None:
-    run = monitoring.test_rules()
+    run = monitoring.run_rule_tests()
     assert run.ok, run.output
     assert "SUCCESS" in run.output
 
@@ -141,8 +144,9 @@ def test_a_broken_rule_test_fails_under_promtool(tmp_path: Path) -> None:
     (tmp_path / "rules" / "homelab.yml").write_text((source / "homelab.yml").read_text())
     text = (source / "tests" / "homelab_test.yml").read_text().replace("sonarr on k3s (k3s) is down", "wrong")
     (tmp_path / "rules" / "tests" / "t.yml").write_text(text)
-    run = monitoring.test_rules(tmp_path / "rules" / "tests")
-    assert not run.ok and "FAILED" in run.output
+    run = monitoring.run_rule_tests(tmp_path / "rules" / "tests")
+    assert not run.ok
+    assert "FAILED" in run.output
 
 
 def test_alertmanager_without_alerts_section_has_no_receiver_config(
@@ -177,9 +181,11 @@ def test_dashboards_are_grafana_json_and_every_panel_has_a_query(inv: Inventory)
     docs = monitoring.documents(inv)
     assert set(docs) == {"homelab-overview", "homelab-node", "homelab-service", "homelab-backups"}
     for uid, doc in docs.items():
-        assert doc["uid"] == uid and doc["panels"]
+        assert doc["uid"] == uid
+        assert doc["panels"]
         for panel in doc["panels"]:
-            assert panel["targets"] and all(t["expr"] for t in panel["targets"]), (uid, panel["title"])
+            assert panel["targets"], (uid, panel["title"])
+            assert all(t["expr"] for t in panel["targets"]), (uid, panel["title"])
     queries = monitoring.panel_queries(docs)
     assert len(queries) >= sum(len(d["panels"]) for d in docs.values())
     assert all("$" not in q.concrete for q in queries)

@@ -163,7 +163,9 @@ def _params(tmp: Path, ssh_port: int, webhook_port: int) -> Path:
 
 def _exporter(address: str, port: int, name: str) -> Any:
     registry = prometheus_client.CollectorRegistry()
-    counter = prometheus_client.Counter(f"{name}_requests", "requests served (moves on every scrape)", registry=registry)
+    counter = prometheus_client.Counter(
+        f"{name}_requests", "requests served (moves on every scrape)", registry=registry
+    )
 
     class Moving(prometheus_client.registry.Collector):
         def collect(self) -> Iterator[Any]:
@@ -184,7 +186,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     hooked = Hooked()
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.path == WEBHOOK_PATH:
                 hooked.bodies.append(json.loads(body))
@@ -212,10 +214,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             with (logs / f"{name}.log").open("wb") as log:
                 procs[name] = subprocess.Popen(list(args), stdout=log, stderr=log)
 
-        start("prometheus", "prometheus", f"--config.file={vm / 'prometheus' / 'prometheus.yml'}",
-              f"--storage.tsdb.path={tmp / 'tsdb'}", f"--web.listen-address={VM}:9090", "--web.enable-lifecycle")
-        start("alertmanager", "prometheus-alertmanager", f"--config.file={vm / 'alertmanager' / 'alertmanager.yml'}",
-              f"--storage.path={tmp / 'am'}", f"--web.listen-address={VM}:9093", "--cluster.listen-address=")
+        start(
+            "prometheus",
+            "prometheus",
+            f"--config.file={vm / 'prometheus' / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address={VM}:9090",
+            "--web.enable-lifecycle",
+        )
+        start(
+            "alertmanager",
+            "prometheus-alertmanager",
+            f"--config.file={vm / 'alertmanager' / 'alertmanager.yml'}",
+            f"--storage.path={tmp / 'am'}",
+            f"--web.listen-address={VM}:9093",
+            "--cluster.listen-address=",
+        )
         start("node-exporter-a", "prometheus-node-exporter", f"--web.listen-address={VM}:9100")
         start("node-exporter-k3s", "prometheus-node-exporter", f"--web.listen-address={K3S}:9100")  # fmt: skip
         exporters["demo"] = _exporter(VM, 9500, "demo")
@@ -257,14 +271,16 @@ def test_first_run_copies_over_ssh_reloads_and_every_target_is_up(world: World) 
         runbook.close()
     assert done.plan.summary().startswith(("create", "update")) or not done.plan.empty
     assert sorted(runbook.reloads) == ["alertmanager", "prometheus"]
-    assert done.result.applied and done.result.ok
+    assert done.result.applied
+    assert done.result.ok
     written = world.tmp / "vm" / "prometheus" / "prometheus.yml"
     assert "job_name: demo" in written.read_text()
     assert (world.tmp / "vm" / "grafana" / "dashboards" / "homelab" / "homelab-overview.json").is_file()
     assert _reload_timestamp(world.prometheus) >= before
     report = done.verified.report
     assert done.verified.ok, done.verified.summary()
-    assert report.targets and all(t.health == "up" for t in report.targets)
+    assert report.targets
+    assert all(t.health == "up" for t in report.targets)
     assert not report.unexpected
     by_service = {(t.service, t.platform, t.host) for t in report.targets}
     assert ("demo", "compose", "docker-a") in by_service
@@ -289,7 +305,8 @@ def test_second_run_changes_and_reloads_nothing(world: World) -> None:
     finally:
         runbook.close()
     assert done.plan.empty, done.plan.table()
-    assert done.result.outcomes == () and not done.result.applied
+    assert done.result.outcomes == ()
+    assert not done.result.applied
     assert runbook.reloads == []
     assert _reload_timestamp(world.prometheus) == before
     assert (world.tmp / "vm" / "prometheus" / "prometheus.yml").stat().st_mtime_ns == mtime
@@ -318,9 +335,11 @@ def test_panel_queries_parse_and_the_overview_returns_series(world: World) -> No
     assert checks
     assert all(c.error in ("", "no series") for c in checks), [c for c in checks if c.error not in ("", "no series")]
     overview = [c for c in checks if c.query.dashboard == "homelab-overview" and c.query.panel != "targets down"]
-    assert overview and all(c.ok for c in overview), monitoring.checks_table(overview)
+    assert overview
+    assert all(c.ok for c in overview), monitoring.checks_table(overview)
     node = [c for c in checks if c.query.dashboard == "homelab-node"]
-    assert node and all(c.ok for c in node), monitoring.checks_table(node)
+    assert node
+    assert all(c.ok for c in node), monitoring.checks_table(node)
     broken = monitoring.PanelQuery("x", "broken", "A", "sum(up")
     assert "parse error" in monitoring.check_queries(world.prometheus, [broken])[0].error
 
@@ -339,7 +358,8 @@ def test_a_stopped_exporter_is_down_and_its_alert_reaches_the_webhook(world: Wor
         assert [t.service for t in report.down] == ["demo"]
         assert "down" in report.table().set_index("service").loc["demo", "health"]
         verified = runbook.verify(desired, contract.ApplyResult("monitoring", False, ""))
-        assert not verified.ok and any(c.target.startswith("demo ") for c in verified.problems)
+        assert not verified.ok
+        assert any(c.target.startswith("demo ") for c in verified.problems)
     finally:
         runbook.close()
 
@@ -351,6 +371,9 @@ def test_a_stopped_exporter_is_down_and_its_alert_reaches_the_webhook(world: Wor
     labels = alerts[0]["labels"]
     assert alerts[0]["status"] == "firing"
     assert (labels["platform"], labels["host"], labels["node"]) == ("compose", "docker-a", "pve-a")
-    firing = wait_for("Prometheus to list the alert", lambda: [a for a in world.prometheus.alerts()
-                                                                if a["labels"]["alertname"] == "TargetDown"])  # fmt: skip
+
+    def listed() -> list[dict[str, Any]]:
+        return [a for a in world.prometheus.alerts() if a["labels"]["alertname"] == "TargetDown"]
+
+    firing = wait_for("Prometheus to list the alert", listed)
     assert firing[0]["labels"]["service"] == "demo"

@@ -168,9 +168,7 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
             if node not in nodes:
                 problems.append(locate(("monitoring", "node_exporters", node), f"'{node}' is not a node"))
         if mon.pve_exporter and mon.pve_exporter.vm not in hosts:
-            problems.append(
-                locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM")
-            )
+            problems.append(locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM"))
         if mon.k3s and inv.k3s is None:
             problems.append(locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section"))
         for svc in mon.k3s_node_ports:

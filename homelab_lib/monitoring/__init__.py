@@ -22,7 +22,7 @@ Panels: :func:`.dashboards.panel_queries` lists every dashboard query; :func:`.d
 runs them against a Prometheus (:class:`.prom.PrometheusApi`).
 """
 
-from homelab_lib.monitoring.check import ToolRun, check, test_rules
+from homelab_lib.monitoring.check import ToolRun, check, run_rule_tests
 from homelab_lib.monitoring.dashboards import (
     PanelQuery,
     QueryCheck,
@@ -59,6 +59,6 @@ __all__ = [
     "documents",
     "panel_queries",
     "render",
+    "run_rule_tests",
     "status",
-    "test_rules",
 ]

@@ -3,7 +3,7 @@
 :func:`check` writes the files (secrets included) into a private temporary folder, runs
 ``promtool check config`` (which also checks every rule file it loads and the files it names)
 and ``promtool check rules``, and ``amtool check-config`` when amtool is installed; the folder is
-removed after. :func:`test_rules` runs the shipped unit tests (``promtool test rules``).
+removed after. :func:`run_rule_tests` runs the shipped unit tests (``promtool test rules``).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def check(rendered: Rendered) -> list[ToolRun]:
     return runs
 
 
-def test_rules(tests_dir: Path | None = None) -> ToolRun:
+def run_rule_tests(tests_dir: Path | None = None) -> ToolRun:
     """Run the shipped rule unit tests (``promtool test rules rules/tests/*.yml``)."""
     folder = tests_dir or RULES_DIR / "tests"
     files = sorted(p.name for p in folder.glob("*.yml"))

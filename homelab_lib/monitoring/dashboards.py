@@ -97,7 +97,8 @@ def node() -> g.Dashboard:
         timezone="utc",
         templating=g.Templating(list=[_var("host", 'label_values(node_uname_info, host)')]),
         panels=[
-            _ts("CPU busy", [(f'1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle",{sel}}}[5m]))', "{{host}}")],
+            _ts("CPU busy",
+                [(f'1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle",{sel}}}[5m]))', "{{host}}")],
                 0, 0, unit="percentunit"),
             _ts("memory available", [(f"node_memory_MemAvailable_bytes{{{sel}}} / node_memory_MemTotal_bytes{{{sel}}}",
                                       "{{host}}")], 12, 0, unit="percentunit"),
@@ -124,7 +125,8 @@ def service() -> g.Dashboard:
                 unit="s"),
             _ts("samples scraped", [(f"scrape_samples_scraped{{{sel}}}", "{{service}} {{platform}}")], 0, 8),
             _ts("containers' CPU (cAdvisor)",
-                [('sum by (host, name) (rate(container_cpu_usage_seconds_total{name=~".+"}[5m]))', "{{host}} {{name}}")],
+                [('sum by (host, name) (rate(container_cpu_usage_seconds_total{name=~".+"}[5m]))',
+                  "{{host}} {{name}}")],
                 12, 8),
         ],
     ).auto_panel_ids()  # fmt: skip

@@ -403,7 +403,9 @@ def render(inv: Inventory, settings: Settings | None = None) -> Rendered:
     for path, text in rule_files(settings).items():
         files.append(_file("prometheus", prom_vm.name, folder, path, text))
     if inv.monitoring.k3s is not None:
-        files.append(_file("prometheus", prom_vm.name, folder, "secrets/k3s_token", "", (("", inv.monitoring.k3s.token),)))
+        files.append(
+            _file("prometheus", prom_vm.name, folder, "secrets/k3s_token", "", (("", inv.monitoring.k3s.token),))
+        )
         if inv.monitoring.k3s.ca_file:
             ca = inv.monitoring.k3s.ca_file
             try:

@@ -28,7 +28,7 @@ import paramiko
 
 from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
-from homelab_lib.errors import HomelabError, MonitoringError, PrometheusUnreachable, mapped
+from homelab_lib.errors import ErrorTable, HomelabError, MonitoringError, PrometheusUnreachable, mapped
 from homelab_lib.monitoring.check import check as check_files
 from homelab_lib.monitoring.prom import MonitoringReport, PrometheusApi, status
 from homelab_lib.monitoring.render import Rendered, Settings, render, service_url
@@ -62,7 +62,9 @@ def _sftp_error(e: BaseException, where: str) -> HomelabError:
                            hint="may the SSH user read and write the config folder? is sftp enabled?")  # fmt: skip
 
 
-SFTP_ERRORS = MappingProxyType({OSError: _sftp_error, paramiko.SSHException: _sftp_error, EOFError: _sftp_error})
+SFTP_ERRORS: ErrorTable[str] = MappingProxyType(
+    {OSError: _sftp_error, paramiko.SSHException: _sftp_error, EOFError: _sftp_error}
+)
 
 
 class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringReport]):
@@ -212,8 +214,8 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                 if change.kind != "reload":
                     continue
                 start = clock.monotonic()
-                PrometheusApi(desired.urls[change.target], name=change.target,
-                              timeout=self.inv.monitoring.reload_timeout_s if self.inv.monitoring else 10.0).reload()  # fmt: skip
+                timeout = self.inv.monitoring.reload_timeout_s if self.inv.monitoring else 10.0
+                PrometheusApi(desired.urls[change.target], name=change.target, timeout=timeout).reload()
                 self.reloads.append(change.target)
                 done += 1
                 steps.append(f"reloaded {change.target}")
@@ -257,10 +259,12 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
             reload_ok = api.query("prometheus_config_last_reload_successful")
         except PrometheusUnreachable as e:
             found.append(Check("prometheus", "api", desired.urls["prometheus"], False, e.message))
-            return VerifyResult(self.name, result.confirmed, tuple(found), MonitoringReport(()), "Prometheus does not answer")
+            return VerifyResult(
+                self.name, result.confirmed, tuple(found), MonitoringReport(()), "Prometheus does not answer"
+            )
         loaded = bool(reload_ok) and all(float(s["value"][1]) == 1 for s in reload_ok)
-        found.append(Check("prometheus", "config", desired.rendered.components["prometheus"], loaded,
-                           "last reload succeeded" if loaded else "its last reload FAILED: it runs an older config"))  # fmt: skip
+        said = "last reload succeeded" if loaded else "its last reload FAILED: it runs an older config"
+        found.append(Check("prometheus", "config", desired.rendered.components["prometheus"], loaded, said))
         for t in report.targets:
             if not t.expected:
                 found.append(Check("target", f"{t.job} {t.address}", t.host, False, "unexpected: not in the inventory"))

@@ -120,6 +120,16 @@ def test_a_bad_for_override_is_rejected_by_promtool(inv: Inventory) -> None:
     assert "soon" in e.value.output
 
 
+def test_a_checker_quoting_a_rejected_secret_never_shows_it(inv: Inventory, tmp_path: Path) -> None:
+    bad = "http://bad host/with-secret-token-0xfeed"  # url.Parse quotes it in amtool's error
+    (tmp_path / "secrets" / "webhook").write_text(bad + "\n")
+    with pytest.raises(MonitoringConfigRejected) as e:
+        monitoring.check(monitoring.render(inv))
+    assert "amtool" in str(e.value)
+    assert "with-secret-token-0xfeed" not in str(e.value)
+    assert "********" in e.value.output
+
+
 def test_for_overrides_change_the_rendered_rules_not_the_shipped_ones(inv: Inventory) -> None:
     shipped = Path(__file__).parent.parent / "homelab_lib/monitoring/rules/homelab.yml"
     before = shipped.read_text()

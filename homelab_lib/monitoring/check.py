@@ -17,6 +17,7 @@ from pathlib import Path
 
 from homelab_lib.errors import MonitoringConfigRejected, MonitoringError
 from homelab_lib.monitoring.render import MAIN_FILE, RULES_DIR, Rendered
+from homelab_lib.secrets import Redactor
 
 TIMEOUT_S = 60.0
 
@@ -46,12 +47,14 @@ def tool(name: str) -> str:
     return found
 
 
-def _run(args: Sequence[str], cwd: Path) -> ToolRun:
+def _run(args: Sequence[str], cwd: Path, redactor: Redactor | None = None) -> ToolRun:
     try:
         done = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired as e:
         raise MonitoringError(f"{Path(args[0]).name} did not finish in {TIMEOUT_S:g}s", where=str(cwd)) from e
     output = (done.stdout + done.stderr).replace(str(cwd) + "/", "")
+    if redactor:  # a checker may quote a value it rejects (Go's url.Parse does): never a secret's
+        output = redactor.redact(output)
     return ToolRun((Path(args[0]).name, *args[1:]), done.returncode == 0, output)
 
 
@@ -72,15 +75,19 @@ def check(rendered: Rendered) -> list[ToolRun]:
         root = Path(tmp)
         root.chmod(0o700)
         rendered.write(root, with_secrets=True)
+        redactor = Redactor()
+        for f in rendered.files:
+            for _placeholder, ref in f.secrets:
+                redactor.add(ref.reveal())
         prom = root / "prometheus"
         if (prom / MAIN_FILE["prometheus"]).exists():
-            runs.append(_run([promtool, "check", "config", MAIN_FILE["prometheus"]], prom))
+            runs.append(_run([promtool, "check", "config", MAIN_FILE["prometheus"]], prom, redactor))
             rules = sorted(str(p.relative_to(prom)) for p in (prom / "rules").glob("*.yml"))
             if rules:
-                runs.append(_run([promtool, "check", "rules", *rules], prom))
+                runs.append(_run([promtool, "check", "rules", *rules], prom, redactor))
         am = root / "alertmanager" / MAIN_FILE["alertmanager"]
         if am.exists() and amtool:
-            runs.append(_run([amtool, "check-config", am.name], am.parent))
+            runs.append(_run([amtool, "check-config", am.name], am.parent, redactor))
         for r in runs:
             if not r.ok:
                 raise MonitoringConfigRejected(

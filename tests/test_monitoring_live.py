@@ -377,3 +377,42 @@ def test_a_stopped_exporter_is_down_and_its_alert_reaches_the_webhook(world: Wor
 
     firing = wait_for("Prometheus to list the alert", listed)
     assert firing[0]["labels"]["service"] == "demo"
+
+
+def test_the_catalog_seeds_a_first_config_that_runbook_07_then_replaces(world: World) -> None:
+    """02 seeds Prometheus's and Alertmanager's folders (so they start before 07); a seed never overwrites."""
+    from homelab_lib import compose
+    from homelab_lib.compose.transport import DockerHost
+
+    fresh = world.tmp / "fresh"
+    inv = world.inv.model_copy(
+        update={"services": {**world.inv.services, "prometheus": world.inv.services["prometheus"].model_copy(
+            update={"binds": [b.model_copy(update={"host": str(fresh / "prometheus"),
+                                                    "seed": load_inventory_catalog_seed("prometheus")})
+                              for b in world.inv.services["prometheus"].binds]})}}
+    )  # fmt: skip
+    project = next(p for p in compose.render(inv) if p.stack == "monitoring")
+    assert [path for path, _ in project.seeds] == [f"{fresh}/prometheus/prometheus.yml"]
+    with DockerHost.open(world.ssh) as host:
+        assert host.seed_files({path: text.encode() for path, text in project.seeds}) == 1
+        seeded = (fresh / "prometheus" / "prometheus.yml").read_text()
+        assert "scrape_configs: []" in seeded
+        (fresh / "prometheus" / "prometheus.yml").write_text("# runbook 07's\n")
+        assert host.seed_files({path: text.encode() for path, text in project.seeds}) == 0
+    assert (fresh / "prometheus" / "prometheus.yml").read_text() == "# runbook 07's\n"
+    # the seeds are configs the real programs accept
+    seeds = world.tmp / "seeds"
+    seeds.mkdir()
+    (seeds / "prometheus.yml").write_text(load_inventory_catalog_seed("prometheus")["prometheus.yml"])
+    (seeds / "alertmanager.yml").write_text(load_inventory_catalog_seed("alertmanager")["alertmanager.yml"])
+    for args in (["promtool", "check", "config", "prometheus.yml"], ["amtool", "check-config", "alertmanager.yml"]):
+        done = subprocess.run(args, cwd=seeds, capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def load_inventory_catalog_seed(service: str) -> dict[str, str]:
+    """The seed the shipped catalog gives a service's config bind."""
+    from homelab_lib.inventory.load import CATALOG
+
+    catalog = yaml.safe_load(CATALOG.read_text())
+    return dict(catalog[service]["binds"][0]["seed"])

@@ -295,6 +295,11 @@ class BindMount(Model):
     host: Annotated[str, Field(pattern=r"^/")] = Field(description="absolute path on the Docker host")
     container: Annotated[str, Field(pattern=r"^/")]
     read_only: bool = False
+    seed: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], str] = Field(
+        default_factory=dict,
+        description="files the deploy writes into the host folder when missing, never over an existing one "
+        "(a first config, so the service starts before the runbook that owns the folder writes its own)",
+    )
 
 
 class ServiceSecret(Model):

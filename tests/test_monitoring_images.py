@@ -105,7 +105,8 @@ def test_images_are_from_scratch_with_the_upstream_entrypoints(images: dict[str,
     prom = images["prometheus"].attrs["Config"]
     assert prom["Entrypoint"] == ["/bin/prometheus"]
     assert prom["Cmd"] == ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
-    assert prom["User"] == "65534" and prom["WorkingDir"] == "/prometheus"
+    assert prom["User"] == "65534"
+    assert prom["WorkingDir"] == "/prometheus"
     am = images["alertmanager"].attrs["Config"]
     assert am["Entrypoint"] == ["/bin/alertmanager"]
     assert am["Cmd"] == ["--config.file=/etc/alertmanager/alertmanager.yml", "--storage.path=/alertmanager"]

@@ -169,10 +169,10 @@ def image_files(
     for lib in libraries(program.source):
         files[f"rootfs{lib}"] = (Path(lib).read_bytes(), 0o755)
     for folder in program.data:
-        for path in sorted(Path(folder).rglob("*")):
-            if path.is_file():
-                files[f"rootfs{path}"] = (path.read_bytes(), 0o755 if path.stat().st_mode & 0o111 else 0o644)
+        for found in sorted(Path(folder).rglob("*")):
+            if found.is_file():
+                files[f"rootfs{found}"] = (found.read_bytes(), 0o755 if found.stat().st_mode & 0o111 else 0o644)
     if program.config:
-        path, text = program.config
-        files[f"rootfs{path}"] = (text.encode(), 0o644)
+        where, text = program.config
+        files[f"rootfs{where}"] = (text.encode(), 0o644)
     return files

@@ -204,3 +204,10 @@ def test_dashboards_are_grafana_json_and_every_panel_has_a_query(inv: Inventory)
                                          "dashboards/homelab/homelab-overview.json"}  # fmt: skip
     ds = yaml.safe_load(next(f.text for f in grafana if f.path == "datasources/homelab.yml"))
     assert ds["datasources"][0]["url"] == "http://192.168.1.23:9090"
+
+
+def test_the_public_api_is_what_all_says() -> None:
+    assert all(hasattr(monitoring, name) for name in monitoring.__all__)
+    assert {"adapter", "render", "compute", "status", "check_queries", "panel_queries", "PrometheusApi"} <= set(
+        monitoring.__all__
+    )

@@ -156,7 +156,7 @@ def test_alertmanager_runs_with_the_catalogs_command(engine: Any, images: dict[s
     config.mkdir()
     (config / "alertmanager.yml").write_text(svc.binds[0].seed["alertmanager.yml"])
     config.chmod(0o755)
-    c = engine.containers.run(tagged(svc.image), command=[*svc.command, "--cluster.listen-address="], detach=True,
+    c = engine.containers.run(tagged(svc.image), command=svc.command, detach=True,
                               name=f"realbin-{RUN}-alertmanager", labels={LABEL: RUN},
                               healthcheck=healthcheck("alertmanager", ADDRESS), ports={"9093/tcp": (ADDRESS, None)},
                               volumes={str(config): {"bind": "/etc/alertmanager", "mode": "ro"}})  # fmt: skip

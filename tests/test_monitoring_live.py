@@ -313,6 +313,38 @@ def test_second_run_changes_and_reloads_nothing(world: World) -> None:
     assert done.verified.ok
 
 
+def test_a_stray_rule_file_is_deleted_only_with_allow_delete(world: World) -> None:
+    stray = world.tmp / "vm" / "prometheus" / "rules" / "old.yml"
+    stray.write_text("groups: []\n")
+    runbook = world.adapter()
+    try:
+        desired = runbook.desired()
+        plan = runbook.plan(desired, runbook.observe(desired))
+        assert [(c.target, c.action.value) for c in plan.applicable(allow_delete=True)] == [
+            ("prometheus", "update"),
+            ("prometheus/rules/old.yml", "delete"),
+        ]
+        held = runbook.apply(desired, plan, confirm=True)
+        assert held.not_done == ("prometheus/rules/old.yml: delete needs allow_delete=True",)
+        assert stray.exists()
+        assert runbook.reloads == []  # nothing of Prometheus's was written: no reload
+        done = runbook.apply(desired, plan, confirm=True, allow_delete=True)
+        assert done.applied
+        assert not stray.exists()
+        assert runbook.reloads == ["prometheus"]
+    finally:
+        runbook.close()
+
+
+def test_a_file_with_a_secret_is_readable_by_the_containers_group_only(world: World) -> None:
+    am = (world.tmp / "vm" / "alertmanager" / "alertmanager.yml").stat()
+    if os.geteuid() != 0:
+        pytest.skip("chown to group nobody needs root")
+    assert am.st_mode & 0o777 == 0o640
+    assert am.st_gid == 65534
+    assert WEBHOOK_PATH in (world.tmp / "vm" / "alertmanager" / "alertmanager.yml").read_text()
+
+
 def test_a_rejected_config_copies_nothing(world: World) -> None:
     bad = MonitoringAdapter(world.inv, settings=Settings(alert_for={"TargetDown": "whenever"}),
                             targets={"docker-a": world.ssh})  # fmt: skip

@@ -42,10 +42,9 @@ CONFIG_MOUNTS = {
 }
 #: component -> its config file's name (the one ``promtool``/``amtool`` check and its reload reads).
 MAIN_FILE = {"prometheus": "prometheus.yml", "alertmanager": "alertmanager.yml"}
-#: file modes: a file holding a secret's value is not world-readable... except the container's user must read
-#: it (prom/* run as nobody): such files are 0644 in a folder only root may list (0711); see the README.
+#: The mode of a rendered file; one that holds a secret's value is then given to the group of the
+#: containers' user (nobody) with mode 0640 by the runbook (see MonitoringAdapter).
 MODE = 0o644
-SECRET_DIR_MODE = 0o711
 WEBHOOK_PLACEHOLDER = "<secret alerts.webhook>"
 GRAFANA_DASHBOARDS = "dashboards/homelab"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -39,8 +40,14 @@ from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory
 
-#: component -> how it is reloaded (those without an entry re-read their files by themselves).
+#: The components reloaded through POST /-/reload (Grafana re-reads its provisioned dashboards by itself).
 RELOADABLE = ("prometheus", "alertmanager")
+#: component -> sub-folders whose every file is the runbook's: a file there that is not rendered is deleted
+#: (with allow_delete), so a rule file or dashboard taken out of the package leaves the VM too.
+MANAGED_DIRS = {"prometheus": ("rules", "secrets"), "grafana": ("dashboards/homelab",)}
+#: A file holding a secret's value: readable by its owner and the group of the containers' user (nobody).
+SECRET_MODE = 0o640
+CONTAINER_GID = 65534
 SETTLE_TIMEOUT_S = 60.0
 MISSING = ""
 
@@ -132,22 +139,32 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
         return MonitoringDesired(rendered, MappingProxyType(urls))
 
     def observe(self, desired: MonitoringDesired) -> Observed:
-        """Each rendered file's sha256 on its VM ('' when missing); reads only."""
+        """Each rendered file's sha256 on its VM ('' when missing), and the other files of the managed folders."""
         found: dict[str, str] = {}
-        by_vm: dict[str, list[str]] = {}
-        for f in desired.rendered.files:
-            by_vm.setdefault(f.vm, []).append(f.name)
-        for vm in sorted(by_vm):
+        rendered = desired.rendered
+        for component, vm in sorted(rendered.components.items()):
+            files = rendered.of(component)
+            if not files:
+                continue
+            folder = files[0].folder
             sftp = self._sftp(vm)
             with contextlib.closing(sftp), mapped(SFTP_ERRORS, where=f"VM {vm}"):
-                for f in desired.rendered.files:
-                    if f.vm != vm:
-                        continue
+                for f in files:
                     try:
                         with sftp.open(f.remote_path, "rb") as fh:
                             found[f.name] = hashlib.sha256(fh.read()).hexdigest()
                     except FileNotFoundError:
                         found[f.name] = MISSING
+                for sub in MANAGED_DIRS.get(component, ()):
+                    try:
+                        entries = sftp.listdir_attr(f"{folder}/{sub}")
+                    except FileNotFoundError:
+                        continue
+                    for entry in entries:
+                        name = f"{component}/{sub}/{entry.filename}"
+                        if name not in found and stat.S_ISREG(entry.st_mode or 0):
+                            with sftp.open(f"{folder}/{sub}/{entry.filename}", "rb") as fh:
+                                found[name] = hashlib.sha256(fh.read()).hexdigest()
         return MappingProxyType(found)
 
     def plan(self, desired: MonitoringDesired, observed: Observed) -> Plan:
@@ -165,6 +182,12 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
             fields = (FieldChange("sha256", have[:12] or None, f.sha256[:12]),)
             changes.append(Change("file", f.name, action, f.vm, fields, reason=f.remote_path, order=order))
             touched.setdefault(f.component, f.vm)
+        wanted = {f.name for f in desired.rendered.files}
+        for name in sorted(set(observed) - wanted):
+            component = name.split("/", 1)[0]
+            vm = desired.rendered.components.get(component, "")
+            changes.append(Change("file", name, Action.DELETE, vm, reason="not rendered any more", order=10))
+            touched.setdefault(component, vm)
         for component in RELOADABLE:
             if component in touched:
                 changes.append(Change("reload", component, Action.UPDATE, touched[component],
@@ -196,8 +219,15 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                     for change in todo:
                         if change.kind != "file" or change.where != vm:
                             continue
-                        f = files[change.target]
                         start = clock.monotonic()
+                        if change.action == Action.DELETE:
+                            component, path = change.target.split("/", 1)
+                            sftp.remove(f"{rendered.of(component)[0].folder}/{path}")
+                            done += 1
+                            outcomes.append(Outcome.of(change, DONE, seconds=clock.monotonic() - start))
+                            task.advance(change.target)
+                            continue
+                        f = files[change.target]
                         folder = f.remote_path.rsplit("/", 1)[0]
                         sftp_makedirs(sftp, folder, 0o755)
                         if "/secrets" in folder:
@@ -206,12 +236,18 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                         with sftp.open(tmp, "wb") as fh:
                             fh.write(f.content())
                         sftp.chmod(tmp, f.mode)
+                        if f.secrets:
+                            self._restrict(sftp, tmp)
                         sftp.posix_rename(tmp, f.remote_path)
                         done += 1
                         outcomes.append(Outcome.of(change, DONE, seconds=clock.monotonic() - start))
                         task.advance(change.target)
+            written = {c.target.split("/", 1)[0] for c in todo if c.kind == "file"}
             for change in todo:
                 if change.kind != "reload":
+                    continue
+                if change.target not in written:  # its only changes were deletes held back (no allow_delete)
+                    outcomes.append(Outcome.of(change, "skipped", "none of its files was changed"))
                     continue
                 start = clock.monotonic()
                 timeout = self.inv.monitoring.reload_timeout_s if self.inv.monitoring else 10.0
@@ -229,6 +265,19 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
             ) from e
         task.done()
         return Carried(tuple(outcomes), tuple(steps))
+
+    @staticmethod
+    def _restrict(sftp: paramiko.SFTPClient, path: str) -> None:
+        """A file with a secret: group nobody (the containers' user), mode 0640, when the SSH user may chown.
+
+        Without that right (the SSH user is not root) the file stays as written, readable by all, so the
+        containers still read it; give the config folder to a root SSH user to close it.
+        """
+        try:
+            sftp.chown(path, sftp.stat(path).st_uid or 0, CONTAINER_GID)
+        except OSError:
+            return
+        sftp.chmod(path, SECRET_MODE)
 
     def report(self, desired: MonitoringDesired) -> MonitoringReport:
         """Prometheus's view now: every target's health, the unexpected ones, and the alerts."""

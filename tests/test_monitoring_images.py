@@ -168,8 +168,19 @@ def test_alertmanager_runs_with_the_catalogs_command(engine: Any, images: dict[s
     assert "receiver: none" in status["config"]["original"]
 
 
-def test_node_exporter_runs_host_networked_on_the_vms_address(engine: Any, images: dict[str, Any]) -> None:
+def test_node_exporter_runs_host_networked_on_the_vms_address(
+    engine: Any, images: dict[str, Any], tmp_path: Path
+) -> None:
+    """The catalog's command: the VM's root at /host, and the backup runbook's textfile metrics read from it."""
     svc = SERVICES["node-exporter"]
+    textfiles = tmp_path / "textfiles"
+    textfiles.mkdir()
+    textfiles.chmod(0o755)
+    (textfiles / "homelab_backup.prom").write_text(
+        "# HELP homelab_backup_age_seconds Age of the last good backup.\n# TYPE homelab_backup_age_seconds gauge\n"
+        'homelab_backup_age_seconds{layer="volume",target="postgres"} 7200\n'
+    )
+    (textfiles / "homelab_backup.prom").chmod(0o644)
     if shutil.which("prometheus-node-exporter") is None:
         pytest.skip("no node-exporter")
     port = 19100
@@ -178,8 +189,11 @@ def test_node_exporter_runs_host_networked_on_the_vms_address(engine: Any, image
     hc["test"] = [p.replace(f"{ADDRESS}:9100", f"{ADDRESS}:{port}") for p in hc["test"]]
     c = engine.containers.run(tagged(svc.image), command=command, detach=True, network_mode="host",
                               name=f"realbin-{RUN}-node-exporter", labels={LABEL: RUN}, healthcheck=hc,
-                              volumes={"/": {"bind": "/host", "mode": "ro"}})  # fmt: skip
+                              volumes={"/": {"bind": "/host", "mode": "ro"},
+                                       str(textfiles): {"bind": "/host/var/lib/prometheus/node-exporter",
+                                                        "mode": "ro"}})  # fmt: skip
     wait_healthy(c)
     text = get(f"http://{ADDRESS}:{port}/metrics").decode()
+    assert 'homelab_backup_age_seconds{layer="volume",target="postgres"} 7200' in text
     assert "node_filesystem_avail_bytes{device=" in text
     assert "node_exporter_build_info" in text

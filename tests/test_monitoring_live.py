@@ -366,7 +366,7 @@ def test_panel_queries_parse_and_the_overview_returns_series(world: World) -> No
     checks = monitoring.check_queries(world.prometheus)
     assert checks
     assert all(c.error in ("", "no series") for c in checks), [c for c in checks if c.error not in ("", "no series")]
-    overview = [c for c in checks if c.query.dashboard == "homelab-overview" and c.query.panel != "targets down"]
+    overview = [c for c in checks if c.query.dashboard == "homelab-overview"]
     assert overview
     assert all(c.ok for c in overview), monitoring.checks_table(overview)
     node = [c for c in checks if c.query.dashboard == "homelab-node"]

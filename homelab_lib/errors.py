@@ -58,6 +58,10 @@ passes through unchanged.
         │   │   └── K3sFieldConflict 409 on server-side apply: another field manager owns a field
         │   ├── K3sNotReady         the API, the node or kube-system did not become ready in time
         │   └── K3sRolloutFailed    a workload, Job or HelmChart did not get ready: names the pod, reason, events
+        ├── MonitoringError         runbook 07: Prometheus/Alertmanager/Grafana config, deploy, reload, queries
+        │   ├── MonitoringConfigRejected `promtool check config|rules` (or amtool) rejected a rendered file
+        │   ├── PrometheusUnreachable Prometheus's or Alertmanager's HTTP API does not answer (or answers an error)
+        │   └── ReloadFailed        POST /-/reload was refused: the server keeps its old config
         └── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
             ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
             ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
@@ -728,6 +732,35 @@ class K3sRolloutFailed(K3sError):
 
 class K3sNotReady(K3sError):
     """The API (/readyz), the node or a kube-system component did not become ready before the timeout."""
+
+
+class MonitoringError(AdapterError):
+    """Runbook 07 failed: the monitoring config could not be rendered, checked, deployed or reloaded."""
+
+
+class MonitoringConfigRejected(MonitoringError):
+    """``promtool check config``/``check rules`` (or ``amtool check-config``) rejected a rendered file.
+
+    Attributes:
+        output: what the checker printed (secrets never: the files it checks hold references' values only
+            in files it does not print).
+    """
+
+    def __init__(self, message: str, *, output: str = "", where: str = "", hint: str = "") -> None:
+        self.output = output
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n  {self.output.strip()}" if self.output.strip() else text
+
+
+class PrometheusUnreachable(MonitoringError):
+    """Prometheus's (or Alertmanager's) HTTP API does not answer, or answers an error."""
+
+
+class ReloadFailed(MonitoringError):
+    """``POST /-/reload`` failed: the server keeps running its previous configuration."""
 
 
 # ---------------------------------------------------------------- translating outside errors

@@ -108,7 +108,11 @@ def test_the_lab_renders_exactly_as_a_real_homelab(repo: Path, real_inv: Invento
     assert projects["docker-drowzee-media"].remote_dir == "homelab/compose/docker-drowzee-media"
     node = projects["docker-hypno-exporters"].document()["services"]["node-exporter"]
     assert node["network_mode"] == "host"
-    assert node["command"] == ["--path.rootfs=/host", "--web.listen-address=127.0.0.13:9100"]
+    assert node["command"] == [
+        "--path.rootfs=/host",
+        "--web.listen-address=127.0.0.13:9100",
+        "--collector.textfile.directory=/host/var/lib/prometheus/node-exporter",
+    ]
 
 
 def test_proxied_services_share_the_proxy_network_on_the_proxy_host(real_inv: Inventory) -> None:

@@ -139,6 +139,8 @@ class _StackRun:
     def run(self, remove_orphans: bool) -> States:
         files = _files(self.project, self.redactor)
         self.host.put_files(self.project.remote_dir, files, private_dirs=(SECRETS_DIR,) if self.project.secrets else ())
+        if self.project.seeds:
+            self.host.seed_files({path: text.encode() for path, text in self.project.seeds})
         self.host.compose()
         for network in self.project.networks:
             self.host.ensure_network(network)

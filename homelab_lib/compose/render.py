@@ -119,6 +119,8 @@ class Project:
         secrets: the secrets it needs, by reference.
         remote_dir: the project folder on the host (relative to the SSH user's home).
         networks: external networks the project joins (created by the deploy when missing).
+        seeds: (absolute host path, text) of bind folders' first files, written only when missing
+            (the catalog's ``binds: seed:``); never part of a config hash.
     """
 
     homelab: str
@@ -131,6 +133,7 @@ class Project:
     secrets: tuple[SecretFile, ...]
     remote_dir: str
     networks: tuple[str, ...] = ()
+    seeds: tuple[tuple[str, str], ...] = ()
 
     def service(self, name: str) -> DesiredService:
         """The service of this project by name.
@@ -361,7 +364,10 @@ def render_stack(inv: Inventory, vm: Vm, stack: str, problems: list[Problem]) ->
     volumes: dict[str, Any] = {}
     networks: dict[str, None] = {}
     proxy_port = proxy_hosts(inv).get(vm.name)  # the reverse proxy's HTTP port on this VM, if one runs there
+    seeds: list[tuple[str, str]] = []
     for svc_name in vm.stacks[stack]:
+        for bind in sorted(inv.services[svc_name].binds, key=lambda b: b.container):
+            seeds.extend((f"{bind.host.rstrip('/')}/{name}", text) for name, text in sorted(bind.seed.items()))
         definition, want, files, joined = _service(inv, vm, stack, svc_name, proxy_port, problems)
         services[svc_name] = definition
         desired.append(want)
@@ -393,6 +399,7 @@ def render_stack(inv: Inventory, vm: Vm, stack: str, problems: list[Problem]) ->
         secrets=tuple(secret_files),
         remote_dir=remote_dir(name),
         networks=tuple(networks),
+        seeds=tuple(seeds),
     )
 
 

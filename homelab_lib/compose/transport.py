@@ -219,6 +219,32 @@ class DockerHost:
                 written += 1
         return written
 
+    def seed_files(self, files: Mapping[str, bytes], mode: int = 0o644) -> int:
+        """Write each file (absolute path -> content) only if it does not exist; never over an existing one.
+
+        Returns:
+            How many files were written.
+        """
+        written = 0
+        with mapped(SSH_ERRORS, where=Doing(self.where, "SFTP", "enable the sftp subsystem in sshd_config")):
+            sftp = self._ssh.open_sftp()
+        seeding = Doing(self.where, "seeding bind folders", "may the SSH user write there? is the disk full?")
+        with contextlib.closing(sftp), mapped(SSH_ERRORS, where=seeding):
+            for path, data in sorted(files.items()):
+                try:
+                    sftp.stat(path)
+                    continue
+                except FileNotFoundError:
+                    pass
+                sftp_makedirs(sftp, path.rsplit("/", 1)[0], 0o755)
+                tmp = f"{path}.homelab-tmp"
+                with sftp.open(tmp, "wb") as f:
+                    f.write(data)
+                sftp.chmod(tmp, mode)
+                sftp.posix_rename(tmp, path)
+                written += 1
+        return written
+
     def remove_folder(self, folder: str) -> None:
         """Remove a project folder on the host (after its stack is taken down).
 

@@ -162,6 +162,18 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
                     f"'{inv.monitoring.prometheus_host}' is not a docker VM ({', '.join(sorted(hosts))})",
                 )
             )
+        mon = inv.monitoring
+        nodes = {n.name for n in inv.nodes}
+        for node in mon.node_exporters:
+            if node not in nodes:
+                problems.append(locate(("monitoring", "node_exporters", node), f"'{node}' is not a node"))
+        if mon.pve_exporter and mon.pve_exporter.vm not in hosts:
+            problems.append(locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM"))
+        if mon.k3s and inv.k3s is None:
+            problems.append(locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section"))
+        for svc in mon.k3s_node_ports:
+            if inv.k3s is None or svc not in inv.k3s.services:
+                problems.append(locate(("monitoring", "k3s_node_ports", svc), f"'{svc}' is not in k3s.services"))
 
     if inv.profile == "lab" and inv.lab is None:
         problems.append(locate(("profile",), "profile lab needs a lab: section (state_dir)"))

@@ -295,6 +295,11 @@ class BindMount(Model):
     host: Annotated[str, Field(pattern=r"^/")] = Field(description="absolute path on the Docker host")
     container: Annotated[str, Field(pattern=r"^/")]
     read_only: bool = False
+    seed: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")], str] = Field(
+        default_factory=dict,
+        description="files the deploy writes into the host folder when missing, never over an existing one "
+        "(a first config, so the service starts before the runbook that owns the folder writes its own)",
+    )
 
 
 class ServiceSecret(Model):
@@ -343,6 +348,12 @@ class Service(Model):
     command: list[str] = Field(
         default_factory=list, description="arguments for the image's entrypoint; {address} is the VM's address"
     )
+    metrics: str | None = Field(
+        default=None, description="the path of the service's own Prometheus metrics (runbook 07 scrapes it)"
+    )
+    metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
+        default=None, description="the container port that serves metrics (default: the first port)"
+    )
 
     @field_validator("image")
     @classmethod
@@ -352,6 +363,13 @@ class Service(Model):
             return v
         if ":" not in tail or tail.endswith(":latest"):
             raise ValueError(f"image '{v}' is not pinned; give a version tag or digest, never latest")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("/"):
+            raise ValueError("metrics is an HTTP path starting with '/'")
         return v
 
     @field_validator("health")
@@ -420,12 +438,61 @@ class Backups(Model):
     )
 
 
+Duration = Annotated[str, Field(pattern=r"^\d+[smh]$", description="a Prometheus duration: 15s, 5m, 1h")]
+HostPort = Annotated[str, Field(pattern=r"^[^\s:/]+:\d{1,5}$", description="address:port")]
+
+
+class PveExporter(Model):
+    """prometheus-pve-exporter: scraped at ``<vm>:<port>/pve?target=<proxmox host>`` (runbook 07)."""
+
+    vm: Name = Field(description="the VM it runs on (a Docker VM)")
+    port: Annotated[int, Field(gt=0, lt=65536)] = 9221
+    module: str = Field(default="default", description="the exporter's module (its pve.yml section)")
+    target: str | None = Field(default=None, description="the PVE host it asks (default: proxmox.endpoint's host)")
+
+
+class K3sScrape(Model):
+    """How Prometheus scrapes the K3s cluster: kubelet/cAdvisor, the API server, kube-state-metrics.
+
+    ``token`` is a bearer token (a ServiceAccount's, with ``get`` on ``/metrics``, ``nodes/metrics``)
+    by reference; it is written next to the Prometheus config as a file, never into it.
+    """
+
+    token: Secret = Field(description="env:NAME or file:PATH: a bearer token allowed to read the metrics")
+    ca_file: FilePath | None = Field(default=None, description="the cluster CA (default: TLS not verified)")
+    kubelet: bool = Field(default=True, description="scrape the kubelet (:10250/metrics and /metrics/cadvisor)")
+    apiserver: bool = Field(default=True, description="scrape the API server (:6443/metrics)")
+    kube_state_metrics_port: Annotated[int, Field(ge=30000, le=32767)] | None = Field(
+        default=None, description="the NodePort of kube-state-metrics on the K3s VM (none: not scraped)"
+    )
+
+
 class Monitoring(Model):
-    """One Prometheus/Grafana view over both platforms."""
+    """One Prometheus/Grafana view over both platforms (runbook 07)."""
 
     prometheus_host: Name
-    scrape_interval: Annotated[str, Field(pattern=r"^\d+[smh]$")] = "30s"
+    scrape_interval: Duration = "30s"
+    evaluation_interval: Duration = "30s"
     grafana_admin_password: Secret | None = None
+    prometheus_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = Field(
+        default=None, description="how this machine reaches Prometheus (default http://<prometheus_host>:<port>)"
+    )
+    alertmanager_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = Field(
+        default=None, description="how this machine reaches Alertmanager (default http://<its VM>:<port>)"
+    )
+    node_exporters: dict[Name, HostPort] = Field(
+        default_factory=dict, description="Proxmox node -> address:port of a node-exporter running on it"
+    )
+    pve_exporter: PveExporter | None = None
+    k3s_node_exporter_port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
+        default=9100, description="node-exporter on the K3s VM, scraped when k3s: is set (none: not scraped)"
+    )
+    k3s_node_ports: dict[Name, Annotated[int, Field(ge=30000, le=32767)]] = Field(
+        default_factory=dict,
+        description="service -> the NodePort on the K3s VM its metrics are scraped through (k3s.services)",
+    )
+    k3s: K3sScrape | None = Field(default=None, description="scrape the K3s cluster (needs a bearer token)")
+    reload_timeout_s: Annotated[float, Field(gt=0)] = 10.0
 
 
 class Audit(Model):

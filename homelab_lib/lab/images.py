@@ -14,6 +14,10 @@ hooks, routes by Host like traefik's Docker provider, and answers the real
 healthcheck commands (``curl``, ``pg_isready``, ``redis-cli``, ``traefik
 healthcheck``) as the real images' tools do.
 
+Prometheus, Alertmanager and node-exporter are not stand-ins: their images hold the machine's real
+Debian programs (:mod:`homelab_lib.lab.realbin`), under the catalog's names, with the upstream
+images' entrypoints.
+
 Which images a VM gets: the services of its stacks (Docker VMs); the K3s VM gets
 the services K3s runs and every placed service that may move to K3s (migration).
 Each image carries the label ``homelab.lab.inputs`` (a hash of what built it), so
@@ -32,7 +36,7 @@ import docker
 
 from homelab_lib.errors import LabError
 from homelab_lib.inventory.model import Inventory, Service, Vm
-from homelab_lib.lab import common, standin_build, vms
+from homelab_lib.lab import common, realbin, standin_build, vms
 from homelab_lib.lab.common import PartStatus
 
 BASE_TAG = "homelab-lab/standin-base:latest"
@@ -94,15 +98,25 @@ def _build(client: DockerClient, tag: str, files: dict[str, tuple[bytes, int]], 
     return image
 
 
-def _plan(inv: Inventory) -> tuple[dict[str, tuple[bytes, int]], str, dict[str, tuple[str, str]]]:
-    """(base files, base inputs, service -> (Dockerfile, inputs)) for every service some VM holds."""
+Files = dict[str, tuple[bytes, int]]
+
+
+def _plan(inv: Inventory) -> tuple[Files, str, dict[str, tuple[Files, str]]]:
+    """(base files, base inputs, service -> (build context, inputs)) for every service some VM holds.
+
+    A stand-in's context is its Dockerfile on the base; a real program's (:mod:`.realbin`) is its own.
+    """
     base = _base_files(inv)
     base_inputs = _inputs(base)
     names = sorted({s for vm in inv.vms for s in services_of(inv, vm)})
-    services = {}
+    services: dict[str, tuple[Files, str]] = {}
     for name in names:
+        if name in realbin.PROGRAMS:
+            files = realbin.image_files(name, labels={LABEL: name})
+            services[name] = (files, _inputs(files))
+            continue
         dockerfile = service_dockerfile(name, inv.services[name])
-        services[name] = (dockerfile, common.digest(base_inputs, dockerfile))
+        services[name] = ({"Dockerfile": (dockerfile.encode(), 0o644)}, common.digest(base_inputs, dockerfile))
     return base, base_inputs, services
 
 
@@ -120,11 +134,11 @@ def ensure(inv: Inventory, progress: Callable[[str], None]) -> None:
             built = 0
             wanted = services_of(inv, vm)
             for name in wanted:
-                dockerfile, inputs = services[name]
+                context, inputs = services[name]
                 tag = inv.services[name].image
                 image = _get(client, tag)
                 if image is None or image.labels.get(INPUTS_LABEL) != inputs:
-                    _build(client, tag, {"Dockerfile": (dockerfile.encode(), 0o644)}, inputs, where)
+                    _build(client, tag, context, inputs, where)
                     built += 1
             for image in client.images.list(filters={"label": LABEL, "dangling": True}):
                 with contextlib.suppress(docker.errors.APIError):

@@ -1,0 +1,340 @@
+"""The monitoring adapter on the runbook contract (:mod:`homelab_lib.contract`): runbook 07.
+
+desired = the rendered files (:func:`.render.render`: Prometheus config and rules, Alertmanager,
+Grafana provisioning) and the targets; observe = each file's sha256 on the VM that runs its
+component, read over SSH (SFTP; nothing is changed); plan = a ``file`` change per file that is
+missing or differs, and a ``reload`` change for Prometheus and Alertmanager when any of their
+files changes (a no-change run writes and reloads nothing); apply = ``promtool check config``,
+``promtool check rules`` and ``amtool check-config`` on this machine first (a rejection stops the
+run before anything is copied), then each file copied atomically (SFTP, then rename), then
+``POST /-/reload``; verify = the files on the VMs are the rendered ones, Prometheus's last reload
+succeeded, every expected target is up and none is unexpected (:func:`.prom.status`); the
+alerts that fire are in the report.
+
+Grafana reads provisioned dashboards again every 30 s (its provider's ``updateIntervalSeconds``);
+a changed datasource needs a restart of Grafana (runbook 02 restarts it when its config hash moves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import paramiko
+
+from homelab_lib.clock import SYSTEM, Clock
+from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
+from homelab_lib.errors import ErrorTable, HomelabError, MonitoringError, PrometheusUnreachable, mapped
+from homelab_lib.monitoring.check import check as check_files
+from homelab_lib.monitoring.prom import MonitoringReport, PrometheusApi, status
+from homelab_lib.monitoring.render import Rendered, Settings, render, service_url
+from homelab_lib.plan import Action, Change, FieldChange, Plan
+from homelab_lib.progress import Progress
+from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
+
+if TYPE_CHECKING:
+    from homelab_lib.inventory.model import Inventory
+
+#: The components reloaded through POST /-/reload (Grafana re-reads its provisioned dashboards by itself).
+RELOADABLE = ("prometheus", "alertmanager")
+#: component -> sub-folders whose every file is the runbook's: a file there that is not rendered is deleted
+#: (with allow_delete), so a rule file or dashboard taken out of the package leaves the VM too.
+MANAGED_DIRS = {"prometheus": ("rules", "secrets"), "grafana": ("dashboards/homelab",)}
+#: A file holding a secret's value: readable by its owner and the group of the containers' user (nobody).
+SECRET_MODE = 0o640
+CONTAINER_GID = 65534
+SETTLE_TIMEOUT_S = 60.0
+MISSING = ""
+
+
+@dataclass(frozen=True)
+class MonitoringDesired:
+    """The rendered files and targets, and where this machine reaches Prometheus and Alertmanager."""
+
+    rendered: Rendered
+    urls: Mapping[str, str]
+
+
+#: What observe reads: file name (``component/path``) -> its sha256 on the VM ('' when missing).
+Observed = Mapping[str, str]
+
+
+def _sftp_error(e: BaseException, where: str) -> HomelabError:
+    return MonitoringError(f"SFTP failed ({e or type(e).__name__})", where=where,
+                           hint="may the SSH user read and write the config folder? is sftp enabled?")  # fmt: skip
+
+
+SFTP_ERRORS: ErrorTable[str] = MappingProxyType(
+    {OSError: _sftp_error, paramiko.SSHException: _sftp_error, EOFError: _sftp_error}
+)
+
+
+class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringReport]):
+    """Runbook 07's steps: deploy the monitoring config to its VMs and reload it.
+
+    Args:
+        inv: the inventory (``monitoring:``; ``alerts:`` for Alertmanager's receiver).
+        settings: Alertmanager's waits and ``for:`` overrides (tests use seconds).
+        targets: SSH targets by VM name (default :func:`homelab_lib.clients.ssh_target`).
+        require_up: verify wants every expected target up (False: reports them only).
+        settle_timeout_s: how long verify waits for Prometheus to have scraped every target once.
+        clock: the clock verify waits by.
+    """
+
+    name = "monitoring"
+    world = "the monitoring VMs"
+
+    def __init__(
+        self,
+        inv: Inventory,
+        *,
+        settings: Settings | None = None,
+        targets: Mapping[str, SshTarget] | None = None,
+        require_up: bool = True,
+        settle_timeout_s: float = SETTLE_TIMEOUT_S,
+        clock: Clock = SYSTEM,
+    ) -> None:
+        self.inv = inv
+        self.settings = settings or Settings()
+        self._targets = dict(targets or {})
+        self._ssh: dict[str, paramiko.SSHClient] = {}
+        self.require_up = require_up
+        self.settle_timeout_s = settle_timeout_s
+        self.clock = clock
+        self.reloads: list[str] = []  # every reload this adapter made, in order (tests and the notebook read it)
+
+    def __repr__(self) -> str:
+        return f"MonitoringAdapter({self.inv.name})"
+
+    # ---------------------------------------------------------------- SSH
+
+    def _target(self, vm: str) -> SshTarget:
+        if vm not in self._targets:
+            from homelab_lib import clients
+
+            self._targets[vm] = clients.ssh_target(self.inv, vm)
+        return self._targets[vm]
+
+    def _sftp(self, vm: str) -> paramiko.SFTPClient:
+        target = self._target(vm)
+        if vm not in self._ssh:
+            self._ssh[vm] = connect(target)
+        with mapped(SFTP_ERRORS, where=f"VM {vm} (ssh {target.endpoint})"):
+            return self._ssh[vm].open_sftp()
+
+    # ---------------------------------------------------------------- the steps
+
+    def desired(self) -> MonitoringDesired:
+        """Render every file (secrets resolved only into hashes) and where Prometheus and Alertmanager answer."""
+        rendered = render(self.inv, self.settings)
+        mon = self.inv.monitoring
+        urls = {"prometheus": service_url(self.inv, "prometheus", mon.prometheus_url if mon else None)}
+        if "alertmanager" in rendered.components:
+            urls["alertmanager"] = service_url(self.inv, "alertmanager", mon.alertmanager_url if mon else None)
+        return MonitoringDesired(rendered, MappingProxyType(urls))
+
+    def observe(self, desired: MonitoringDesired) -> Observed:
+        """Each rendered file's sha256 on its VM ('' when missing), and the other files of the managed folders."""
+        found: dict[str, str] = {}
+        rendered = desired.rendered
+        for component, vm in sorted(rendered.components.items()):
+            files = rendered.of(component)
+            if not files:
+                continue
+            folder = files[0].folder
+            sftp = self._sftp(vm)
+            with contextlib.closing(sftp), mapped(SFTP_ERRORS, where=f"VM {vm}"):
+                for f in files:
+                    try:
+                        with sftp.open(f.remote_path, "rb") as fh:
+                            found[f.name] = hashlib.sha256(fh.read()).hexdigest()
+                    except FileNotFoundError:
+                        found[f.name] = MISSING
+                for sub in MANAGED_DIRS.get(component, ()):
+                    try:
+                        entries = sftp.listdir_attr(f"{folder}/{sub}")
+                    except FileNotFoundError:
+                        continue
+                    for entry in entries:
+                        name = f"{component}/{sub}/{entry.filename}"
+                        if name not in found and stat.S_ISREG(entry.st_mode or 0):
+                            with sftp.open(f"{folder}/{sub}/{entry.filename}", "rb") as fh:
+                                found[name] = hashlib.sha256(fh.read()).hexdigest()
+        return MappingProxyType(found)
+
+    def plan(self, desired: MonitoringDesired, observed: Observed) -> Plan:
+        """A file change per file that is missing or differs; a reload per reloadable component that changes."""
+        changes = []
+        touched: dict[str, str] = {}
+        for f in desired.rendered.files:
+            have = observed.get(f.name, MISSING)
+            main = f.path.endswith((".yml", ".yaml")) and "/" not in f.path
+            order = 11 if main else 10  # rules, secrets and dashboards before the config that loads them
+            if have == f.sha256:
+                changes.append(Change("file", f.name, Action.NOOP, f.vm, order=order))
+                continue
+            action = Action.CREATE if have == MISSING else Action.UPDATE
+            fields = (FieldChange("sha256", have[:12] or None, f.sha256[:12]),)
+            changes.append(Change("file", f.name, action, f.vm, fields, reason=f.remote_path, order=order))
+            touched.setdefault(f.component, f.vm)
+        wanted = {f.name for f in desired.rendered.files}
+        for name in sorted(set(observed) - wanted):
+            component = name.split("/", 1)[0]
+            vm = desired.rendered.components.get(component, "")
+            changes.append(Change("file", name, Action.DELETE, vm, reason="not rendered any more", order=10))
+            touched.setdefault(component, vm)
+        for component in RELOADABLE:
+            if component in touched:
+                changes.append(Change("reload", component, Action.UPDATE, touched[component],
+                                      reason="POST /-/reload", order=20))  # fmt: skip
+        return Plan.of(changes, adapter=self.name)
+
+    def carry_out(
+        self,
+        desired: MonitoringDesired,
+        observed: Observed,
+        plan: Plan,
+        todo: Sequence[Change],
+        *,
+        allow_delete: bool,
+        progress: Progress,
+        clock: Clock,
+    ) -> Carried:
+        rendered = desired.rendered
+        runs = check_files(rendered)  # raises before anything is copied
+        steps = [f"{' '.join(r.command)}: ok" for r in runs]
+        outcomes: list[Outcome] = []
+        task = progress.task("monitoring", len(todo))
+        done = 0
+        try:
+            files = {f.name: f for f in rendered.files}
+            for vm in sorted({c.where for c in todo if c.kind == "file"}):
+                sftp = self._sftp(vm)
+                with contextlib.closing(sftp), mapped(SFTP_ERRORS, where=f"VM {vm}"):
+                    for change in todo:
+                        if change.kind != "file" or change.where != vm:
+                            continue
+                        start = clock.monotonic()
+                        if change.action == Action.DELETE:
+                            component, path = change.target.split("/", 1)
+                            sftp.remove(f"{rendered.of(component)[0].folder}/{path}")
+                            done += 1
+                            outcomes.append(Outcome.of(change, DONE, seconds=clock.monotonic() - start))
+                            task.advance(change.target)
+                            continue
+                        f = files[change.target]
+                        folder = f.remote_path.rsplit("/", 1)[0]
+                        sftp_makedirs(sftp, folder, 0o755)
+                        if "/secrets" in folder:
+                            sftp.chmod(folder, 0o711)
+                        tmp = f"{f.remote_path}.homelab-tmp"
+                        with sftp.open(tmp, "wb") as fh:
+                            fh.write(f.content())
+                        sftp.chmod(tmp, f.mode)
+                        if f.secrets:
+                            self._restrict(sftp, tmp)
+                        sftp.posix_rename(tmp, f.remote_path)
+                        done += 1
+                        outcomes.append(Outcome.of(change, DONE, seconds=clock.monotonic() - start))
+                        task.advance(change.target)
+            written = {c.target.split("/", 1)[0] for c in todo if c.kind == "file"}
+            for change in todo:
+                if change.kind != "reload":
+                    continue
+                if change.target not in written:  # its only changes were deletes held back (no allow_delete)
+                    outcomes.append(Outcome.of(change, "skipped", "none of its files was changed"))
+                    continue
+                start = clock.monotonic()
+                timeout = self.inv.monitoring.reload_timeout_s if self.inv.monitoring else 10.0
+                PrometheusApi(desired.urls[change.target], name=change.target, timeout=timeout).reload()
+                self.reloads.append(change.target)
+                done += 1
+                steps.append(f"reloaded {change.target}")
+                outcomes.append(Outcome.of(change, DONE, "POST /-/reload: 200", clock.monotonic() - start))
+                task.advance(f"reload {change.target}")
+        except HomelabError as e:
+            raise MonitoringError(
+                f"{e.message} (after {done} of {len(todo)} change(s) were done; run again to finish)",
+                where=e.where,
+                hint=e.hint,
+            ) from e
+        task.done()
+        return Carried(tuple(outcomes), tuple(steps))
+
+    @staticmethod
+    def _restrict(sftp: paramiko.SFTPClient, path: str) -> None:
+        """A file with a secret: group nobody (the containers' user), mode 0640, when the SSH user may chown.
+
+        Without that right (the SSH user is not root) the file stays as written, readable by all, so the
+        containers still read it; give the config folder to a root SSH user to close it.
+        """
+        try:
+            sftp.chown(path, sftp.stat(path).st_uid or 0, CONTAINER_GID)
+        except OSError:
+            return
+        sftp.chmod(path, SECRET_MODE)
+
+    def report(self, desired: MonitoringDesired) -> MonitoringReport:
+        """Prometheus's view now: every target's health, the unexpected ones, and the alerts."""
+        return status(PrometheusApi(desired.urls["prometheus"]), desired.rendered.targets.targets)
+
+    def settled(self, desired: MonitoringDesired) -> MonitoringReport:
+        """The report once Prometheus has scraped every expected target once (or the settle timeout ran out)."""
+        deadline = self.clock.monotonic() + self.settle_timeout_s
+        while True:
+            report = self.report(desired)
+            waiting = [t for t in report.targets if t.expected and t.health in ("unknown", "missing")]
+            if not waiting or self.clock.monotonic() >= deadline:
+                return report
+            self.clock.sleep(0.5)
+
+    def check(self, desired: MonitoringDesired, result: ApplyResult) -> VerifyResult[MonitoringReport]:
+        """The files are the rendered ones; Prometheus reloaded them; every expected target is up, none unexpected."""
+        found: list[Check] = []
+        observed = self.observe(desired)
+        for f in desired.rendered.files:
+            have = observed.get(f.name, MISSING)
+            ok = have == f.sha256
+            found.append(Check("file", f.name, f.vm, ok, "as rendered" if ok else
+                               ("missing" if not have else f"differs (sha256 {have[:12]})")))  # fmt: skip
+        api = PrometheusApi(desired.urls["prometheus"])
+        try:
+            report = self.settled(desired)
+            reload_ok = api.query("prometheus_config_last_reload_successful")
+        except PrometheusUnreachable as e:
+            found.append(Check("prometheus", "api", desired.urls["prometheus"], False, e.message))
+            return VerifyResult(
+                self.name, result.confirmed, tuple(found), MonitoringReport(()), "Prometheus does not answer"
+            )
+        loaded = bool(reload_ok) and all(float(s["value"][1]) == 1 for s in reload_ok)
+        said = "last reload succeeded" if loaded else "its last reload FAILED: it runs an older config"
+        found.append(Check("prometheus", "config", desired.rendered.components["prometheus"], loaded, said))
+        for t in report.targets:
+            if not t.expected:
+                found.append(Check("target", f"{t.job} {t.address}", t.host, False, "unexpected: not in the inventory"))
+            else:
+                ok = t.health == "up" or not self.require_up
+                detail = t.health + (f": {t.error}" if t.error else "")
+                found.append(Check("target", f"{t.job} {t.address}", t.host, ok, detail))
+        note = report.summary()
+        return VerifyResult(self.name, result.confirmed, tuple(found), report, note)
+
+    def close(self) -> None:
+        """Close the SSH connections this adapter opened."""
+        for client in self._ssh.values():
+            client.close()
+        self._ssh.clear()
+
+
+if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments
+    _contract: type[Adapter[MonitoringDesired, Observed, MonitoringReport]] = MonitoringAdapter
+
+
+def adapter(inv: Inventory, *, settings: Settings | None = None) -> MonitoringAdapter:
+    """Runbook 07's adapter for an inventory (VMs are connected at the first observe)."""
+    return MonitoringAdapter(inv, settings=settings)

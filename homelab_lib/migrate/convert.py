@@ -1853,6 +1853,7 @@ def convert_inventory_service(
         UnresolvedSecret: with reveal, a secret reference cannot be read.
     """
     from homelab_lib.compose.render import render_stack
+
     hosts = [(h, stack) for h in inv.docker_hosts for stack, names in h.stacks.items() if service in names]
     if vm is not None:
         hosts = [(h, s) for h, s in hosts if h.name == vm]

@@ -77,3 +77,24 @@ def test_runbook_04_deploys_a_moved_service_as_the_converter_made_it_with_its_re
     assert rules[0]["host"] == "prowlarr.lab.home.arpa"
     probes = desired_services(inv, ["prowlarr"]).probes
     assert [(p.host, p.path) for p in probes] == [("prowlarr.lab.home.arpa", "/ping")]
+
+
+def test_a_moved_service_with_metrics_gets_the_nodeport_monitoring_scrapes(tmp_path: Path) -> None:
+    from homelab_lib.k3s.services import desired_services
+    from homelab_lib.monitoring.targets import compute
+
+    lab = Path(__file__).parents[1] / "parameters" / "lab.yaml"
+    layer, record = _layer(tmp_path)
+    before = load_inventory([lab, layer])
+    record_move(record, Move("prowlarr", "k3s", "docker-sleepy/arr"))
+    inv = load_inventory([lab, layer])
+    assert inv.monitoring is not None
+    port = inv.monitoring.k3s_node_ports["prowlarr"]
+    objs = {(o["kind"], o["metadata"]["name"]): o for o in desired_services(inv, ["prowlarr"]).objects}
+    spec = objs["Service", "prowlarr-metrics"]["spec"]
+    assert spec["type"] == "NodePort"
+    assert spec["ports"][0]["nodePort"] == port
+    old = [t for t in compute(before).targets if t.service == "prowlarr"]
+    new = [t for t in compute(inv).targets if t.service == "prowlarr"]
+    assert [t.platform for t in old] == ["compose"]
+    assert [(t.platform, t.address) for t in new] == [("k3s", f"{inv.vm('k3s-nappy').address}:{port}")]

@@ -171,9 +171,12 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
             problems.append(locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM"))
         if mon.k3s and inv.k3s is None:
             problems.append(locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section"))
-        for svc in mon.k3s_node_ports:
-            if inv.k3s is None or svc not in inv.k3s.services:
-                problems.append(locate(("monitoring", "k3s_node_ports", svc), f"'{svc}' is not in k3s.services"))
+        for svc in mon.k3s_node_ports:  # a service on K3s, or one that may move there (runbook 05)
+            service = inv.services.get(svc)
+            if inv.k3s is None or service is None or "k3s" not in service.platforms:
+                problems.append(
+                    locate(("monitoring", "k3s_node_ports", svc), f"'{svc}' is not a service that can run on K3s")
+                )
 
     if inv.profile == "lab" and inv.lab is None:
         problems.append(locate(("profile",), "profile lab needs a lab: section (state_dir)"))

@@ -258,10 +258,27 @@ def converted(inv: Inventory, name: str, address: str) -> tuple[list[Manifest], 
 
     conv = convert_inventory_service(inv, None, name, name)
     svc = inv.services[name]
+    objs = list(conv.objects)
+    node_port = inv.monitoring.k3s_node_ports.get(name) if inv.monitoring else None
+    if node_port and svc.metrics and svc.ports:  # where Prometheus scrapes it (runbook 07): a fixed NodePort
+        port = svc.metrics_port or svc.ports[0].container
+        workload = conv.object("Deployment")
+        objs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {**_meta(f"{conv.k8s_name}-metrics", name, conv.k8s_name)},
+                "spec": {
+                    "type": "NodePort",
+                    "selector": dict(workload["spec"]["selector"]["matchLabels"]),
+                    "ports": [{"name": "metrics", "port": port, "targetPort": port, "nodePort": node_port}],
+                },
+            }
+        )
     probe = None
     if svc.proxy and svc.health.startswith("/"):
         probe = Probe(name, f"{svc.proxy}.{inv.network.domain}", address, svc.health)
-    return list(conv.objects), probe
+    return objs, probe
 
 
 def desired_services(inv: Inventory, only: Sequence[str] = ()) -> KubeDesired:

@@ -172,7 +172,8 @@ def status(inv: Inventory) -> list[PartStatus]:
                     out.append(PartStatus("image", f"{vm.name}/{name}", tag, "down", "stale; `up` rebuilds it"))
                 else:
                     short = str(image.id).split(":")[-1][:12]
-                    out.append(PartStatus("image", f"{vm.name}/{name}", tag, "up", f"{short}, a stand-in"))
+                    what = f"real {realbin.PROGRAMS[name].source}" if name in realbin.PROGRAMS else "a stand-in"
+                    out.append(PartStatus("image", f"{vm.name}/{name}", tag, "up", f"{short}, {what}"))
         finally:
             client.close()
     return out

@@ -51,6 +51,12 @@ passes through unchanged.
         │   │   └── K3sFieldConflict 409 on server-side apply: another field manager owns a field
         │   ├── K3sNotReady         the API, the node or kube-system did not become ready in time
         │   └── K3sRolloutFailed    a workload, Job or HelmChart did not get ready: names the pod, reason, events
+        ├── MigrateError            a Compose -> K3s migration failed at a checkpoint (service, checkpoint)
+        │   ├── MigrateRefused      the plan is refused (not enough space on the K3s VM...); nothing was changed
+        │   ├── CopyFailed          a volume's copy stream broke; a re-run resumes from the copy checkpoint
+        │   ├── ChecksumMismatch    the copy's manifest differs from the source's; names the paths
+        │   ├── RolledBack          a failure after the stop was rolled back: Compose runs again on unchanged data
+        │   └── RollbackFailed      the rollback itself failed; names what is left to do by hand
         └── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
             ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
             ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
@@ -641,6 +647,99 @@ class K3sRolloutFailed(K3sError):
 
 class K3sNotReady(K3sError):
     """The API (/readyz), the node or a kube-system component did not become ready before the timeout."""
+
+
+class MigrateError(AdapterError):
+    """A migration of a Compose service to K3s failed; ``where`` names the service and the checkpoint."""
+
+
+class MigrateRefused(MigrateError, PlanConflict):
+    """The migration's plan is refused (not enough free space on the K3s VM's storage...); nothing was changed.
+
+    Attributes:
+        conflicts: one line per reason.
+    """
+
+    def __init__(self, conflicts: list[str], *, where: str = "") -> None:
+        self.conflicts = conflicts
+        lines = "\n  ".join(conflicts)
+        super().__init__(
+            f"the migration is refused; nothing was changed:\n  {lines}",
+            where=where,
+            hint="free space on the K3s VM's storage (or shrink what moves), then plan again",
+        )
+
+
+class CopyFailed(MigrateError):
+    """A volume's copy stream broke (SSH channel, tar on either side).
+
+    The Compose service stays stopped: a re-run resumes at the copy checkpoint (volumes already
+    copied are skipped, the one cut short is copied again from scratch), or ``rollback=True``
+    brings the Compose service back.
+    """
+
+
+class ChecksumMismatch(MigrateError):
+    """The copy's checksum manifest differs from the source's.
+
+    Attributes:
+        volume: the volume.
+        missing: paths of the source not in the copy.
+        extra: paths in the copy not in the source.
+        changed: paths whose size or sha256 differ.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        volume: str,
+        missing: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        changed: Sequence[str] = (),
+        where: str = "",
+        hint: str = "",
+    ) -> None:
+        self.volume = volume
+        self.missing = tuple(missing)
+        self.extra = tuple(extra)
+        self.changed = tuple(changed)
+        super().__init__(message, where=where, hint=hint)
+
+
+class RolledBack(MigrateError):
+    """A failure after the Compose service was stopped, rolled back.
+
+    Attributes:
+        checkpoint: the checkpoint that failed.
+        cause: the failure (also ``__cause__``).
+        undone: one line per thing the rollback did (K3s objects deleted, containers started, volumes checked).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        checkpoint: str,
+        cause: BaseException,
+        undone: Sequence[str] = (),
+        where: str = "",
+        hint: str = "",
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.cause = cause
+        self.undone = tuple(undone)
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.undone:
+            text += "\n  rolled back:\n    " + "\n    ".join(self.undone)
+        return text
+
+
+class RollbackFailed(MigrateError):
+    """The rollback after a failure did not complete; the message names what is left to do by hand."""
 
 
 # ---------------------------------------------------------------- translating outside errors

@@ -32,7 +32,14 @@ from homelab_lib.migrate.move import Faults, MoveAdapter, MoveDesired, Placement
 from homelab_lib.plan import Action
 from homelab_lib.progress import Lines
 from homelab_lib.ssh import SshTarget
-from tests.kube_fixtures import IMAGE, _build_test_image, remove_engine_leftovers, start_standin, stop_standin
+from tests.kube_fixtures import (
+    IMAGE,
+    _build_test_image,
+    remove_engine_leftovers,
+    start_standin,
+    stop_standin,
+    wait_for,
+)
 from tests.sshd_fixtures import start_sshd
 
 KUBE_ADDRESS = "127.0.26.14"
@@ -104,7 +111,7 @@ def service(world: World) -> Iterator[Service]:
     project = f"mig{uid}"
     made_volumes = []
     volumes: dict[str, Path] = {}
-    for name, big in (("config", 0), ("media", 24 << 20)):
+    for name, big in (("config", 0), ("media", 64 << 20)):
         v = world.engine.volumes.create(f"{project}_{name}", labels={"com.docker.compose.project": project})
         made_volumes.append(v)
         folder = Path(v.attrs["Mountpoint"])
@@ -119,6 +126,7 @@ def service(world: World) -> Iterator[Service]:
         healthcheck={"test": ["CMD", "true"], "interval": 1_000_000_000, "start_period": 0},
     )
     svc = Service(project, container, volumes, f"mig-{uid}")
+    wait_for("the Compose container healthy", lambda: svc.state() == ("running", "healthy"), 60)
     try:
         yield svc
     finally:
@@ -269,11 +277,15 @@ def test_a_move_copies_verifies_applies_and_cleans_up(world: World, svc_state: P
     inventory = svc_state.parent / "params.yaml"
     inventory.write_text(f"stacks:\n  media:\n    services: [{service.project}]\nk3s:\n  services: []\n")
     edit = PlacementEdit(
-        inventory, f"services: [{service.project}]\nk3s:\n  services: []", f"services: []\nk3s:\n  services: [{service.project}]"
+        inventory,
+        f"services: [{service.project}]\nk3s:\n  services: []",
+        f"services: []\nk3s:\n  services: [{service.project}]",
     )
     d = desired(world, service, placement=edit)
     made: list[str] = []
-    move = adapter(world, svc_state, desired=d, backup=lambda m: made.append(m.service) or "snap-1", write_placement=True)
+    move = adapter(
+        world, svc_state, desired=d, backup=lambda m: made.append(m.service) or "snap-1", write_placement=True
+    )
     try:
         observed = move.observe(d)
         plan = move.plan(d, observed)
@@ -281,10 +293,12 @@ def test_a_move_copies_verifies_applies_and_cleans_up(world: World, svc_state: P
         assert {c.action for c in plan.changes if c.kind == "checkpoint"} == {Action.CREATE}
         assert sorted(c.target for c in plan.of_action(Action.DELETE)) == sorted(service.volumes)
         dry = move.apply(d, plan)
-        assert not dry.applied and service.state()[0] == "running"
+        assert not dry.applied
+        assert service.state()[0] == "running"
 
         result = move.apply(d, plan, confirm=True, progress=Lines())
-        assert result.ok and made == [d.service]
+        assert result.ok
+        assert made == [d.service]
         assert result.facts["backup.backup"] == "snap-1"
         assert result.facts["apply.manifests_sha256"] == d.manifests_sha256
         assert sorted(result.not_done) == [f"{v}: delete needs allow_delete=True" for v in sorted(service.volumes)]
@@ -308,7 +322,8 @@ def test_a_move_copies_verifies_applies_and_cleans_up(world: World, svc_state: P
 
         again = move.plan(d, move.observe(d))
         assert {c.action for c in again.changes if c.kind == "checkpoint"} == {Action.NOOP}
-        assert not again.applicable() and len(again.of_action(Action.DELETE)) == 2
+        assert not again.applicable()
+        assert len(again.of_action(Action.DELETE)) == 2
     finally:
         move.close()
 
@@ -325,7 +340,8 @@ def test_an_interrupted_copy_resumes_from_its_checkpoint(world: World, svc_state
     move = adapter(world, svc_state, desired=d)
 
     def cut(volume: str, sent: int) -> None:
-        if volume == media and sent > 4 << 20:  # kill the Docker VM's SSH connection mid-stream
+        # 64 MiB of media > the 32 MiB channel window: the source tar is still sending when the link dies
+        if volume == media and sent > 1 << 20:  # kill the Docker VM's SSH connection mid-stream
             move._ssh["docker"].close()
 
     move.faults = Faults(on_chunk=cut)
@@ -334,7 +350,8 @@ def test_an_interrupted_copy_resumes_from_its_checkpoint(world: World, svc_state
             move.apply(d, move.plan(d, move.observe(d)), confirm=True, progress=Lines())
         assert media in failed.value.where
         st = records.load(svc_state, d.service)
-        assert st.last == "pvcs" and st.copied == (f"{service.project}_config",)
+        assert st.last == "pvcs"
+        assert st.copied == (f"{service.project}_config",)
         assert service.state()[0] == "exited"  # stays stopped: nothing rolled back, resumable
         partial = pv_folder(svc_state, d, f"{service.namespace}/web-media")
         assert not checksums.compare(before[media], checksums.local_manifest(partial)).ok
@@ -373,7 +390,8 @@ def test_a_checksum_mismatch_rolls_back(world: World, svc_state: Path, service: 
         assert any("unchanged" in line for line in failed.value.undone)
         assert_rolled_back(world, service, before, d)
         st = records.load(svc_state, d.service)
-        assert not st.done and st.rolled_back  # the next run starts over
+        assert not st.done
+        assert st.rolled_back
     finally:
         move.close()
 
@@ -409,7 +427,9 @@ def test_the_k3s_api_unreachable_stops_nothing(world: World, svc_state: Path, se
         move.close()
 
 
-def test_not_enough_space_is_refused_in_the_plan(world: World, svc_state: Path, service: Service, tmp_path: Path) -> None:
+def test_not_enough_space_is_refused_in_the_plan(
+    world: World, svc_state: Path, service: Service, tmp_path: Path
+) -> None:
     small = tmp_path / "small-storage"
     small.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=False).returncode:
@@ -421,7 +441,9 @@ def test_not_enough_space_is_refused_in_the_plan(world: World, svc_state: Path, 
         try:
             plan = move.plan(d, move.observe(d))
             refused = [c for c in plan.conflicts if c.kind == "storage"]
-            assert refused and "not enough space" in refused[0].reason and "GiB free" in refused[0].reason
+            assert refused
+            assert "not enough space" in refused[0].reason
+            assert "GiB free" in refused[0].reason
             with pytest.raises(MigrateRefused, match="not enough space"):
                 move.apply(d, plan, confirm=True)
             assert service.state() == ("running", "healthy")

@@ -573,8 +573,7 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
             began = clock.monotonic()
             try:
                 got, st = self._checkpoint(cp, desired, observed, st, progress, clock)
-            except CopyFailed as e:
-                records.save(self.state_dir, st)
+            except CopyFailed as e:  # no rollback: the record (saved per volume by the copy) lets a re-run resume
                 e.hint = (
                     f"run again to resume: {len(st.copied)} volume(s) copied are kept, the one cut short is "
                     "copied again from scratch; or run with rollback=True to bring the Compose service back"

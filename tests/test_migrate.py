@@ -453,3 +453,55 @@ def test_not_enough_space_is_refused_in_the_plan(
     finally:
         subprocess.run(["umount", str(small)], check=False)
         shutil.rmtree(small, ignore_errors=True)
+
+
+def test_a_manifest_of_thousands_of_small_files_is_whole(tmp_path: Path) -> None:
+    """sha256sum batches run in parallel: their records must not interleave (a volume of many small files)."""
+    import hashlib
+
+    for i in range(4096):
+        folder = tmp_path / f"cache-{i % 32:02d}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"item-with-a-longish-name-{i:05d}.bin").write_bytes(os.urandom(100))
+    m = checksums.local_manifest(tmp_path)
+    assert m.files == 4096
+    entry = m.entries["cache-07/item-with-a-longish-name-00007.bin"]
+    assert (
+        entry.sha256
+        == hashlib.sha256((tmp_path / "cache-07" / "item-with-a-longish-name-00007.bin").read_bytes()).hexdigest()
+    )
+
+
+def test_the_state_record_reads_back_and_the_plan_marks_what_is_done(tmp_path: Path) -> None:
+    from homelab_lib.migrate.move import MoveObserved, VolumeState, plan_move
+
+    d = desired_of(
+        "media/sonarr",
+        docker_host="docker-a",
+        project="media",
+        compose_service="sonarr",
+        manifests=[
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "config", "namespace": "media"}}
+        ],
+        volumes=[VolumeMove("media_config", "media", "config")],
+        storage_root="/var/lib/rancher/k3s/storage/",
+    )
+    st = (
+        records.MoveState(d.service)
+        .with_done("backup", "t1", {"backup": "snap"})
+        .with_done("stop", "t2", {"containers": "[]"})
+    )
+    records.save(tmp_path, st.with_copied("media_config"))
+    back = records.load(tmp_path, d.service)
+    assert back == st.with_copied("media_config")
+    assert back.last == "stop"
+    assert back.remaining == records.CHECKPOINTS[2:]
+    observed = MoveObserved(back, (), (VolumeState("media_config", "/v", 5 << 30),), 1 << 30)
+    plan = plan_move("migrate", d, observed, backup=False, write=False)
+    actions = {c.target: c.action for c in plan.changes if c.kind == "checkpoint"}
+    assert [c for c, a in actions.items() if a == Action.NOOP] == ["backup", "stop"]
+    assert not plan.conflicts  # the only volume was copied already: no space needed, service stopped by the move
+    fresh = MoveObserved(records.MoveState(d.service), (), observed.volumes, 1 << 30)
+    reasons = [c.reason for c in plan_move("migrate", d, fresh, backup=False, write=False).conflicts]
+    assert any("no Compose container" in r for r in reasons)
+    assert any("not enough space" in r and "5.50 GiB" in r for r in reasons)

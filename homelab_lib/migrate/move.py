@@ -94,6 +94,9 @@ from homelab_lib.ssh import SshTarget, connect, run_command
 if TYPE_CHECKING:
     import pandas as pd
 
+    from homelab_lib.compose.transport import HostPool
+    from homelab_lib.inventory.model import Inventory
+
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 RUNBOOK = "migrate"
@@ -465,6 +468,7 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
         self.clock = clock
         self._ssh: dict[str, paramiko.SSHClient] = {}
         self._lock = threading.Lock()
+        self.owned: HostPool | None = None  # the Docker VM's connection, when :func:`adapter` opened it
 
     # --------------------------------------------------------- connections
 
@@ -660,6 +664,9 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
         if self._kube is not None:
             self._kube.api.close()  # type: ignore[no-untyped-call]
             self._kube = None
+        if self.owned is not None:
+            self.owned.close()
+            self.owned = None
 
     # --------------------------------------------------------- checkpoints
 
@@ -1037,6 +1044,62 @@ def _summary(cp: str, facts: Mapping[str, str]) -> str:
     return shown[:300]
 
 
+def storage_root(inv: Inventory) -> str:
+    """The local-path root on the inventory's K3s VM: ``<k3s.data_dir>/storage``."""
+    if inv.k3s is None:
+        raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
+    return f"{inv.k3s.data_dir.rstrip('/')}/storage"
+
+
+def adapter(
+    inv: Inventory,
+    desired: MoveDesired,
+    *,
+    state_dir: Path,
+    backup: Backup | None = None,
+    write_placement: bool = False,
+    clock: Clock = SYSTEM,
+) -> MoveAdapter:
+    """Runbook 05's move for an inventory: its Docker VM and K3s VM over SSH, the kubeconfig runbook 03 fetched.
+
+    The Docker VM's connection is opened now and closed by :meth:`MoveAdapter.close`.
+
+    Raises:
+        MigrateError: the inventory has no K3s section.
+        HostKeyRejected, SshError: the Docker VM cannot be reached.
+    """
+    from homelab_lib import clients
+    from homelab_lib.errors import K3sError
+
+    k3s = inv.k3s
+    if k3s is None:
+        raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
+
+    def kube() -> Kube:
+        path = k3s.kubeconfig
+        if path is None or not path.exists():
+            raise K3sError(
+                f"no kubeconfig at {path}" if path else "k3s.kubeconfig is not set",
+                where=f"VM {k3s.vm}",
+                hint="run 03_bootstrap_k3s with confirm=True first: it fetches the kubeconfig",
+            )
+        return Kube(path, where=f"K3s on {k3s.vm}")
+
+    pool = clients.docker_hosts(inv, [desired.docker_host])
+    move = MoveAdapter(
+        desired,
+        docker=pool[desired.docker_host],
+        k3s=clients.ssh_target(inv, k3s.vm),
+        kube=kube,
+        state_dir=state_dir,
+        backup=backup,
+        write_placement=write_placement,
+        clock=clock,
+    )
+    move.owned = pool
+    return move
+
+
 if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments
     _contract: type[Adapter[MoveDesired, MoveObserved, MoveReport]] = MoveAdapter
 
@@ -1052,6 +1115,8 @@ __all__ = [
     "PlacementEdit",
     "VolumeMove",
     "VolumeState",
+    "adapter",
     "desired_of",
     "plan_move",
+    "storage_root",
 ]

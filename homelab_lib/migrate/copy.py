@@ -29,6 +29,7 @@ from homelab_lib.ssh import run_command
 CHUNK = 1 << 20  # bytes read from the source channel at a time
 WINDOW = 1 << 25  # the SSH channel window: enough in flight to keep both links busy
 COPY_TIMEOUT_S = 6 * 3600.0
+STALL_S = 300.0
 
 #: Called after each chunk with the bytes sent so far (progress, and the tests' fault hook).
 OnChunk = Callable[[int], None]
@@ -100,7 +101,8 @@ def stream(
     src_err, dst_err = bytearray(), bytearray()
     try:
         reader = _open(source, f"cd -- {src_q} && tar --numeric-owner -cf - .", where)
-        reader.settimeout(60.0)
+        reader.settimeout(STALL_S)  # a side that stops moving for this long breaks the copy (socket.timeout)
+        writer.settimeout(STALL_S)
         while True:
             data = reader.recv(CHUNK)
             while reader.recv_stderr_ready():

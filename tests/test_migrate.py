@@ -324,6 +324,14 @@ def test_a_move_copies_verifies_applies_and_cleans_up(world: World, svc_state: P
         assert {c.action for c in again.changes if c.kind == "checkpoint"} == {Action.NOOP}
         assert not again.applicable()
         assert len(again.of_action(Action.DELETE)) == 2
+        kept = move.apply(d, again, confirm=True)
+        assert not kept.applied  # the volumes stay without allow_delete
+        removed = move.apply(d, again, confirm=True, allow_delete=True)
+        assert sorted(o.target for o in removed.outcomes if o.result == "done") == sorted(service.volumes)
+        for name in service.volumes:
+            with pytest.raises(docker.errors.NotFound):
+                world.engine.volumes.get(name)
+        assert move.plan(d, move.observe(d)).empty
     finally:
         move.close()
 
@@ -371,6 +379,31 @@ def test_an_interrupted_copy_resumes_from_its_checkpoint(world: World, svc_state
         assert checksums.local_manifest(partial) == before[media]
     finally:
         again.close()
+
+
+def test_a_stopped_move_is_rolled_back_on_demand(world: World, svc_state: Path, service: Service) -> None:
+    """rollback=True in notebook 05: after a copy cut short, the operator brings the Compose service back."""
+    before = {name: checksums.local_manifest(folder) for name, folder in service.volumes.items()}
+    d = desired(world, service)
+    move = adapter(world, svc_state, desired=d)
+
+    def cut(volume: str, sent: int) -> None:
+        if volume.endswith("_media") and sent > 1 << 20:
+            move._ssh["docker"].close()
+
+    move.faults = Faults(on_chunk=cut)
+    try:
+        with pytest.raises(CopyFailed):
+            move.apply(d, move.plan(d, move.observe(d)), confirm=True)
+        assert service.state()[0] == "exited"
+        undone = move.rollback(d)
+        assert any("started 1 Compose container" in line for line in undone)
+        assert_rolled_back(world, service, before, d)
+        assert move.rollback(d) == ()  # nothing stopped any more: nothing to do
+        plan = move.plan(d, move.observe(d))
+        assert {c.action for c in plan.changes if c.kind == "checkpoint"} == {Action.CREATE}  # starts over
+    finally:
+        move.close()
 
 
 def test_a_checksum_mismatch_rolls_back(world: World, svc_state: Path, service: Service) -> None:

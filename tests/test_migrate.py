@@ -283,9 +283,12 @@ def test_a_move_copies_verifies_applies_and_cleans_up(world: World, svc_state: P
     )
     d = desired(world, service, placement=edit)
     made: list[str] = []
-    move = adapter(
-        world, svc_state, desired=d, backup=lambda m: made.append(m.service) or "snap-1", write_placement=True
-    )
+
+    def backup(m: MoveDesired) -> str:
+        made.append(m.service)
+        return "snap-1"
+
+    move = adapter(world, svc_state, desired=d, backup=backup, write_placement=True)
     try:
         observed = move.observe(d)
         plan = move.plan(d, observed)
@@ -538,3 +541,30 @@ def test_the_state_record_reads_back_and_the_plan_marks_what_is_done(tmp_path: P
     reasons = [c.reason for c in plan_move("migrate", d, fresh, backup=False, write=False).conflicts]
     assert any("no Compose container" in r for r in reasons)
     assert any("not enough space" in r and "5.50 GiB" in r for r in reasons)
+
+
+def test_the_move_offers_the_contract_steps_and_its_errors_are_in_the_tree() -> None:
+    import inspect
+
+    from homelab_lib import contract, errors
+
+    for step in ["desired", "observe", "plan", "apply", "verify", "close"]:
+        want = inspect.signature(getattr(contract.Adapter, step))
+        have = inspect.signature(getattr(MoveAdapter, step))
+        assert [(p.name, p.kind, p.default) for p in have.parameters.values()] == [
+            (p.name, p.kind, p.default) for p in want.parameters.values()
+        ], step
+    tree = errors.__doc__ or ""
+    for cls in (
+        errors.MigrateError,
+        errors.MigrateRefused,
+        errors.CopyFailed,
+        errors.ChecksumMismatch,
+        errors.RolledBack,
+        errors.RollbackFailed,
+    ):
+        assert issubclass(cls, errors.AdapterError)
+        assert f"── {cls.__name__} " in tree, cls.__name__
+    assert issubclass(errors.MigrateRefused, errors.PlanConflict)
+    e = errors.RolledBack("x", checkpoint="apply", cause=ValueError("y"), undone=["a", "b"], where="w", hint="h")
+    assert str(e) == "w: x (h)\n  rolled back:\n    a\n    b"

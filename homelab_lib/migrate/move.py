@@ -44,6 +44,7 @@ A runbook::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 import threading
@@ -52,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import docker
 import paramiko
 
 from homelab_lib.checksums import Manifest, compare, remote_manifest
@@ -531,9 +533,7 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
             for v in desired.volumes:
                 try:
                     mountpoint = str(engine.volumes.get(v.volume).attrs.get("Mountpoint") or "")
-                except Exception as e:  # docker.errors.NotFound: no such volume
-                    if type(e).__name__ != "NotFound":
-                        raise
+                except docker.errors.NotFound:
                     mountpoint = ""
                 volumes.append(VolumeState(v.volume, mountpoint))
         measure = "copy" not in st.done
@@ -904,11 +904,8 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
         removed = []
         with mapped(ENGINE_ERRORS, where=self.docker):
             for cid in ids:
-                try:
+                with contextlib.suppress(docker.errors.NotFound):  # removed already (a re-run)
                     engine.containers.get(cid).remove()
-                except Exception as e:
-                    if type(e).__name__ != "NotFound":
-                        raise
                 removed.append(cid[:12])
         return {"removed": ", ".join(removed), "volumes": "kept (allow_delete removes them)"}
 

@@ -19,9 +19,7 @@ passes through unchanged.
     │   ├── PlanConflict            the plan has conflicts; nothing was changed
     │   ├── StalePlan               the world changed since the plan was made; nothing was changed
     │   ├── PlanNotApproved         the plan computed now is not the approved one; nothing was changed
-    │   ├── VerifyFailed            after a confirmed apply, the world is not what the plan promised
-    │   └── MigrateError            runbook 05: a service cannot be moved from Compose to K3s as asked
-    │       └── DependencyCycle     `service=all`: the services' dependencies form a cycle (named)
+    │   └── VerifyFailed            after a confirmed apply, the world is not what the plan promised
     ├── RunError                    the runner: a notebook that failed, a lock held
     │   ├── NotebookFailed          a cell raised; carries the cell index and exception
     │   │   └── ApprovalRefused     `--approve RUN_ID`: the plan differs from the approved one (with the diff)
@@ -62,6 +60,13 @@ passes through unchanged.
         │   ├── MonitoringConfigRejected `promtool check config|rules` (or amtool) rejected a rendered file
         │   ├── PrometheusUnreachable Prometheus's or Alertmanager's HTTP API does not answer (or answers an error)
         │   └── ReloadFailed        POST /-/reload was refused: the server keeps its old config
+        ├── MigrateError            runbook 05: a service cannot be moved as asked, or failed at a checkpoint
+        │   ├── DependencyCycle     `service=all`: the services' dependencies form a cycle (named)
+        │   ├── MigrateRefused      the plan is refused (not enough space on the K3s VM...); nothing was changed
+        │   ├── CopyFailed          a volume's copy stream broke; a re-run resumes from the copy checkpoint
+        │   ├── ChecksumMismatch    the copy's manifest differs from the source's; names the paths
+        │   ├── RolledBack          a failure after the stop was rolled back: Compose runs again on unchanged data
+        │   └── RollbackFailed      the rollback itself failed; names what is left to do by hand
         └── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
             ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
             ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
@@ -218,26 +223,6 @@ class StalePlan(RunbookError):
 
     def __str__(self) -> str:
         return super().__str__() + "".join(f"\n  {line}" for line in self.moved)
-
-
-class MigrateError(RunbookError):
-    """Runbook 05 cannot move a service from Compose to K3s as asked (an unknown service, a blocked one)."""
-
-
-class DependencyCycle(MigrateError):
-    """The services' dependencies form a cycle, so no migration order exists.
-
-    Attributes:
-        cycle: the services of the cycle, in order, the first repeated at the end.
-    """
-
-    def __init__(self, cycle: Sequence[str], *, where: str = "") -> None:
-        self.cycle = tuple(cycle)
-        super().__init__(
-            f"the services depend on each other in a cycle: {' -> '.join(self.cycle)}",
-            where=where,
-            hint="break the cycle (drop one depends_on, or migrate these services together by hand)",
-        )
 
 
 class PlanNotApproved(RunbookError):
@@ -761,6 +746,116 @@ class PrometheusUnreachable(MonitoringError):
 
 class ReloadFailed(MonitoringError):
     """``POST /-/reload`` failed: the server keeps running its previous configuration."""
+
+
+class MigrateError(AdapterError):
+    """Runbook 05 cannot move a service as asked (unknown, blocked), or a move failed at a checkpoint
+    (``where`` names the service and the checkpoint)."""
+
+
+class DependencyCycle(MigrateError):
+    """The services' dependencies form a cycle, so no migration order exists.
+
+    Attributes:
+        cycle: the services of the cycle, in order, the first repeated at the end.
+    """
+
+    def __init__(self, cycle: Sequence[str], *, where: str = "") -> None:
+        self.cycle = tuple(cycle)
+        super().__init__(
+            f"the services depend on each other in a cycle: {' -> '.join(self.cycle)}",
+            where=where,
+            hint="break the cycle (drop one depends_on, or migrate these services together by hand)",
+        )
+
+
+class MigrateRefused(MigrateError, PlanConflict):
+    """The migration's plan is refused (not enough free space on the K3s VM's storage...); nothing was changed.
+
+    Attributes:
+        conflicts: one line per reason.
+    """
+
+    def __init__(self, conflicts: list[str], *, where: str = "") -> None:
+        self.conflicts = conflicts
+        lines = "\n  ".join(conflicts)
+        super().__init__(
+            f"the migration is refused; nothing was changed:\n  {lines}",
+            where=where,
+            hint="free space on the K3s VM's storage (or shrink what moves), then plan again",
+        )
+
+
+class CopyFailed(MigrateError):
+    """A volume's copy stream broke (SSH channel, tar on either side).
+
+    The Compose service stays stopped: a re-run resumes at the copy checkpoint (volumes already
+    copied are skipped, the one cut short is copied again from scratch), or ``rollback=True``
+    brings the Compose service back.
+    """
+
+
+class ChecksumMismatch(MigrateError):
+    """The copy's checksum manifest differs from the source's.
+
+    Attributes:
+        volume: the volume.
+        missing: paths of the source not in the copy.
+        extra: paths in the copy not in the source.
+        changed: paths whose size or sha256 differ.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        volume: str,
+        missing: Sequence[str] = (),
+        extra: Sequence[str] = (),
+        changed: Sequence[str] = (),
+        where: str = "",
+        hint: str = "",
+    ) -> None:
+        self.volume = volume
+        self.missing = tuple(missing)
+        self.extra = tuple(extra)
+        self.changed = tuple(changed)
+        super().__init__(message, where=where, hint=hint)
+
+
+class RolledBack(MigrateError):
+    """A failure after the Compose service was stopped, rolled back.
+
+    Attributes:
+        checkpoint: the checkpoint that failed.
+        cause: the failure (also ``__cause__``).
+        undone: one line per thing the rollback did (K3s objects deleted, containers started, volumes checked).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        checkpoint: str,
+        cause: BaseException,
+        undone: Sequence[str] = (),
+        where: str = "",
+        hint: str = "",
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.cause = cause
+        self.undone = tuple(undone)
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.undone:
+            text += "\n  rolled back:\n    " + "\n    ".join(self.undone)
+        return text
+
+
+class RollbackFailed(MigrateError):
+    """The rollback after a failure did not complete; the message names what is left to do by hand."""
 
 
 # ---------------------------------------------------------------- translating outside errors

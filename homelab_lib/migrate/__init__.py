@@ -1,10 +1,13 @@
-"""Runbook 05: move a service from Compose to K3s. This package: the converter and the readiness check.
+"""Runbook 05: move a service from Compose to K3s with its data, verified, with rollback and resume.
 
 - :mod:`~homelab_lib.migrate.source`: read a compose file as Compose does, with the line of every key.
 - :mod:`~homelab_lib.migrate.convert`: a Compose service to Kubernetes manifests, with a report of every
   key (mapped, approximated, not mapped) and a :class:`VolumePlan` per volume for the data copy.
 - :mod:`~homelab_lib.migrate.readiness`: for every Compose service of the inventory, a verdict for K3s
   and a placement suggestion from the ADR's criteria; the migration order by dependency.
+- :mod:`~homelab_lib.migrate.move`: the move itself as checkpoints (backup, stop, pvcs, copy, verify,
+  apply, placement, cleanup), recorded so a later run resumes; rollback after the stop
+  (:mod:`~homelab_lib.migrate.copy` streams and verifies, :mod:`~homelab_lib.migrate.state` records).
 
 A runbook::
 

@@ -182,7 +182,7 @@ def _audit_archive(args: argparse.Namespace) -> Archive:
         from homelab_lib.inventory import load_inventory
 
         signing = signing_of(load_inventory(files).audit)
-    if args.audit_command == "verify":
+    if args.audit_command in ("verify", "report"):
         if files and signing.allowed_signers is None:
             print(f"note: {', '.join(map(str, files))} names no audit.allowed_signers: HEAD.sig is not checked")
         signing = replace(signing, key=None)  # verify only checks
@@ -223,6 +223,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         extra.append("HEAD.sig not checked: give -f PARAMS with audit.allowed_signers")
     more = "; " + "; ".join(extra) if extra else ""
     print(f"audit verify: ok ({len(archive.records())} runs, every notebook and record intact{more})")
+    return 0
+
+
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    from homelab_lib.auditweb import write_report
+
+    done = write_report(_audit_archive(args), args.out)
+    print(f"audit report: {done.index} ({len(done.written)} page(s) written, {len(done.skipped)} unchanged)")
+    if done.problems:
+        print(f"audit verify: FAILED ({len(done.problems)} problem(s), shown at the top of the index)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -366,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    audit = sub.add_parser("audit", help="the run archive: list, show, verify")
+    audit = sub.add_parser("audit", help="the run archive: list, show, verify, report")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     for name, func, text in (
         ("list", cmd_audit_list, "every run as a table"),
@@ -374,12 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("head", cmd_audit_head, "print the chain head (<sha256> <count>): keep a copy elsewhere"),
         ("verify", cmd_audit_verify, "recompute every hash; exit 1 naming the first record or file altered"),
         ("repair", cmd_audit_repair, "bring HEAD up to date after a run stopped before writing it"),
+        ("report", cmd_audit_report, "the archive as static HTML: verify result, charts, a page per runbook and run"),
     ):
         a = audit_sub.add_parser(name, help=text)
         a.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
         if name == "show":
             a.add_argument("run", help="run id, a unique prefix of it, or #N")
-        if name in ("verify", "repair"):
+        if name == "report":
+            a.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="the report's folder")
+        if name in ("verify", "repair", "report"):
             a.add_argument(
                 "-f",
                 "--file",
@@ -387,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                 default=[],
                 type=Path,
                 metavar="PARAMS",
-                help="parameter file whose audit: section signs HEAD (repair) or names the allowed signers (verify)",
+                help="parameter file: its audit: section signs HEAD (repair), names allowed signers (verify, report)",
             )
         if name == "verify":
             a.add_argument("--head", metavar="VALUE", help="a chain head kept elsewhere (from `audit head`)")

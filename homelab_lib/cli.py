@@ -259,6 +259,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.notebook is None or args.every is None:
         print("homelab schedule: give NOTEBOOK --every SPEC, or --list, or --remove NAME", file=sys.stderr)
         return 2
+    if args.k3s:
+        return _schedule_k3s(args)
     planned = sched.plan_schedule(
         args.notebook,
         sched.parse_every(args.every),
@@ -281,6 +283,44 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     else:
         print(f"(cron cannot say 'every {args.every}': use the timer, or a calendar expression cron can say)")
     return 0
+
+
+def _schedule_k3s(args: argparse.Namespace) -> int:
+    """``homelab schedule NOTEBOOK --every SPEC --k3s``: plan the CronJob and its objects; apply with --confirm."""
+    import shlex
+
+    from homelab_lib import cronjob
+    from homelab_lib.progress import auto
+    from homelab_lib.schedule import parse_every
+
+    spec = cronjob.cronjob_spec(
+        args.notebook,
+        parse_every(args.every),
+        param_files=args.file,
+        parameters={k: _parse_value(v) for k, v in args.param},
+        name=args.name,
+        namespace=args.namespace,
+        image=args.image,
+        archive_size=args.archive_size,
+    )
+    adapter = cronjob.cronjob_adapter(args.file, spec)
+    try:
+        desired = adapter.desired()
+        plan = adapter.plan(desired, adapter.observe(desired))
+        print(f"CronJob {spec.namespace}/{spec.name}: schedule '{spec.cron}' (every {args.every}), "
+              f"concurrencyPolicy Forbid, image {spec.image}")  # fmt: skip
+        print(f"runs: {shlex.join(spec.command)}")
+        print(f"plan: {plan.summary()}")
+        _print_table(plan.table())
+        if not args.confirm:
+            print("dry run: nothing applied; run again with --confirm to apply this plan")
+            return 0
+        result = adapter.apply(desired, plan, confirm=True, progress=auto())
+        for outcome in result.outcomes:
+            print(f"{outcome.kind} {outcome.target}: {outcome.result} {outcome.detail}".rstrip())
+        return 0 if result.ok else 1
+    finally:
+        adapter.close()
 
 
 def _lab_inventory(args: argparse.Namespace) -> Any:
@@ -425,6 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit-dir", type=Path, help="unit folder (default: ~/.config/systemd/user)")
     p.add_argument("--list", action="store_true", help="the schedules written by `homelab schedule`")
     p.add_argument("--remove", metavar="NAME", help="remove a schedule's timer and service")
+    k3s = p.add_argument_group("on the homelab's K3s instead (a CronJob; needs -f PARAMS with k3s:)")
+    k3s.add_argument("--k3s", action="store_true", help="a CronJob on K3s instead of a systemd timer (plan only)")
+    k3s.add_argument("--confirm", action="store_true", help="(--k3s) apply the plan shown")
+    k3s.add_argument("--image", default="homelab-runbooks:latest", help="(--k3s) the toolkit's image")
+    k3s.add_argument("--namespace", default="homelab-runs", help="(--k3s) the namespace (default: homelab-runs)")
+    k3s.add_argument("--archive-size", default="2Gi", help="(--k3s) the archive claim's size (default: 2Gi)")
     p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("lab", help="the rehearsal lab: up, down, status")

@@ -249,3 +249,27 @@ def test_a_lease_taken_over_is_reported_lost_and_left_to_its_new_holder(cluster:
         assert holder(cluster, homelab) == "them pid 2 run r2"  # never overwritten
     finally:
         kube.api.close()
+
+
+def test_a_cluster_that_does_not_answer_leaves_the_run_to_the_local_lock(
+    tmp_path: Path, cluster: Kube, make_params: Callable[..., Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    import yaml
+
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = "https://127.0.24.99:6443"  # nothing listens there
+    down = tmp_path / "down.yaml"
+    down.write_text(yaml.safe_dump(config))
+
+    def edit(data: dict[str, Any]) -> None:
+        data["k3s"]["kubeconfig"] = str(down)
+
+    nb = write_nb(tmp_path / "quick.ipynb", "print('ran')")
+    locks = tmp_path / "locks"
+    with caplog.at_level("WARNING", logger="homelab_lib.runner"):
+        result = run_notebook(
+            nb, param_files=[make_params(edit=edit)], archive_dir=tmp_path / "archive", lock_dir=locks
+        )
+    assert result.ok
+    assert any("the run Lease is not taken (the local lock is)" in r.getMessage() for r in caplog.records)
+    assert "does not answer" in caplog.text

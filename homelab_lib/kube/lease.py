@@ -33,6 +33,7 @@ from typing import Any
 
 from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.errors import K3sApiError, K3sError, LockHeld, mapped
+from homelab_lib.k3s.api import client_from, readyz
 from homelab_lib.kube.client import KUBE_ERRORS, REQUEST_TIMEOUT_S, Kube
 from homelab_lib.kube.objects import Key
 
@@ -51,8 +52,12 @@ def lease_name(homelab: str) -> str:
 
 
 def holder_identity(run: str) -> str:
-    """Who a run is: ``user@host pid N run RUN``."""
-    return f"{getpass.getuser()}@{socket.gethostname()} pid {os.getpid()} run {run}"
+    """Who a run is: ``user@host pid N run RUN`` (``uid N`` for a user without a name, as in a container)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()} run {run}"
 
 
 def micro(when: datetime) -> str:
@@ -323,9 +328,16 @@ def open_lease(
     """The run Lease of a homelab on the cluster of a kubeconfig.
 
     Raises:
-        K3sError: the kubeconfig cannot be used or the API does not answer.
+        K3sUnreachable: the API does not answer (refused, timed out: a quick probe of /readyz first).
+        K3sError: the kubeconfig cannot be used.
     """
-    kube = Kube(kubeconfig, where=f"K3s ({kubeconfig})")
+    where = f"K3s ({kubeconfig})"
+    probe = client_from(kubeconfig, where=where)
+    try:
+        readyz(probe, where=where)  # a cluster that does not answer fails here, in seconds, not in discovery
+    finally:
+        probe.close()  # type: ignore[no-untyped-call]
+    kube = Kube(kubeconfig, where=where)
     return RunLease(kube, homelab, holder_identity(run), duration_s=duration_s, namespace=namespace, clock=clock)
 
 

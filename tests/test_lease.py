@@ -273,3 +273,33 @@ def test_a_cluster_that_does_not_answer_leaves_the_run_to_the_local_lock(
     assert result.ok
     assert any("the run Lease is not taken (the local lock is)" in r.getMessage() for r in caplog.records)
     assert "does not answer" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("renew", "answer"),
+    [
+        ("2026-11-26T01:00:00.123456Z", "2026-11-26T01:00:00.123456Z"),
+        ("2026-11-26T03:00:00.123456+02:00", "2026-11-26T01:00:00.123456Z"),  # stored in UTC
+        ("2026-11-26T01:00:00Z", 'cannot parse "Z" as ".000000"'),  # MicroTime: six fraction digits, always
+        ("yesterday", 'parsing time "yesterday" as "2006-01-02T15:04:05.000000Z07:00": cannot parse "yesterday"'),
+        ("2026-13-26T01:00:00.123456Z", "month out of range"),
+    ],
+)
+def test_lease_times_decode_as_an_api_server_decodes_micro_time(
+    cluster: Kube, homelab: str, renew: str, answer: str
+) -> None:
+    body = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": lease_name(homelab), "namespace": NAMESPACE},
+        "spec": {"holderIdentity": "t", "leaseDurationSeconds": 10, "renewTime": renew},
+    }
+    done = cluster.kubectl("create", "-f", "-", stdin=json.dumps(body), check=False)
+    if answer.startswith("2026"):
+        assert done.returncode == 0, done.stderr
+        assert lease_of(cluster, homelab)["spec"]["renewTime"] == answer
+    else:
+        assert done.returncode != 0
+        assert "BadRequest" in done.stderr
+        assert "cannot be handled as a Lease" in done.stderr
+        assert answer in done.stderr

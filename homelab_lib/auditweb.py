@@ -67,12 +67,14 @@ class ReportResult:
         written: pages written this time (new or changed), relative to ``out``.
         skipped: pages left as they were (unchanged).
         problems: what ``Archive.verify`` found (empty: the chain holds).
+        removed: pages of runs the index no longer has, removed.
     """
 
     out: Path
     written: tuple[str, ...]
     skipped: tuple[str, ...]
     problems: tuple[str, ...]
+    removed: tuple[str, ...] = ()
 
     @property
     def index(self) -> Path:
@@ -385,8 +387,14 @@ def write_report(archive: Archive, out: str | Path, *, figsize: tuple[float, flo
     pages["index.html"] = index_html(records, problems, figsize=figsize)
     for rel, text in pages.items():
         (written if _write_if_changed(root / rel, text) else skipped).append(rel)
+    removed: list[str] = []
+    for rel in sorted(set(state) - set(new_state)):  # runs no longer in the index: their pages go too
+        page = root / rel
+        if page.is_file() and page.parent.name == "runs":
+            page.unlink()
+            removed.append(rel)
     _write_if_changed(state_path, json.dumps(new_state, indent=1, sort_keys=True) + "\n")
-    return ReportResult(root, tuple(written), tuple(skipped), problems)
+    return ReportResult(root, tuple(written), tuple(skipped), problems, tuple(removed))
 
 
 __all__ = [

@@ -126,6 +126,13 @@ def test_a_tampered_archive_shows_failed_at_the_top(tmp_path: Path, archived: tu
     index = (out / "index.html").read_text()
     assert "audit verify: FAILED" in index
     assert records[0].run in index.split("</div>")[0]  # the problem names the altered run, in the top block
+    # a record cut from the index: its page goes, and the index says the chain is broken
+    lines = (archive / "index.jsonl").read_bytes().splitlines(keepends=True)
+    (archive / "index.jsonl").write_bytes(b"".join(lines[:-1]))
+    cut = write_report(Archive(archive), out)
+    assert cut.removed == (run_page(records[-1]),)
+    assert not (out / run_page(records[-1])).exists()
+    assert cut.problems
 
 
 def test_the_report_refuses_an_archive_without_runs_and_a_folder_inside_it(tmp_path: Path) -> None:

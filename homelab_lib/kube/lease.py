@@ -153,6 +153,7 @@ class RunLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.renewals = 0
+        self.why = ""  # why the Lease was lost, when it was
 
     @property
     def lost(self) -> bool:
@@ -253,15 +254,18 @@ class RunLease:
         """
         found = self.read()
         if found is None:
+            self.why = "the run Lease is gone (deleted, or the cluster was reset)"
             self._lost.set()
             return False
         state, obj = found
         if state.holder != self.identity or state.resource_version != self._rv:
+            self.why = f"the run Lease was taken over ({state.holder or 'released'})"
             self._lost.set()
             return False
         acquired = parse_time((obj.get("spec") or {}).get("acquireTime")) or self.clock.now()
         done = self._write(self._body(self.clock.now(), state.transitions, acquired, self._rv), create=False)
         if done is None:
+            self.why = "the run Lease was written by another run at the same moment (409)"
             self._lost.set()
             return False
         self._rv = LeaseState.of(done).resource_version
@@ -287,7 +291,7 @@ class RunLease:
         while not self._stop.wait(every):
             try:
                 if not self.renew():
-                    log.error("%s: the run Lease was taken over by another run; this run holds it no more", self.where)
+                    log.error("%s: %s; this run holds it no more", self.where, self.why)
                     return
                 expires = self.clock.monotonic() + self.duration_s
             except K3sError as e:

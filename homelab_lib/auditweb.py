@@ -117,12 +117,13 @@ def runs_figure(records: Sequence[Record], *, figsize: tuple[float, float] = (8.
     ok = [days[d]["ok"] for d in labels]
     bad = [days[d]["failed"] for d in labels]
     xs = list(range(len(labels)))
-    ax.bar(xs, ok, color="#4c9a5f", label="ok")
-    ax.bar(xs, bad, bottom=ok, color="#c8414f", label="failed")
+    ax.bar(xs, ok, width=0.6, color="#4c9a5f", label="ok")
+    ax.bar(xs, bad, width=0.6, bottom=ok, color="#c8414f", label="failed")
+    ax.set_xlim(-0.75, max(len(xs), 3) - 0.25)
     ax.set_xticks(xs, labels, rotation=30 if len(labels) > 6 else 0, ha="right" if len(labels) > 6 else "center")
     ax.set_ylabel("runs")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="upper left", frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.set_title(title or f"runs and failures per day ({len(records)} runs)")
     fig.tight_layout()
     return fig

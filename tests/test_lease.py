@@ -303,3 +303,43 @@ def test_lease_times_decode_as_an_api_server_decodes_micro_time(
         assert "BadRequest" in done.stderr
         assert "cannot be handled as a Lease" in done.stderr
         assert answer in done.stderr
+
+
+def test_a_crashed_runs_lease_expires_and_the_next_run_takes_it_over(
+    tmp_path: Path, cluster: Kube, params: Callable[..., Path], homelab: str
+) -> None:
+    import signal
+
+    p = params(lease_s=3)
+    nb = write_nb(tmp_path / "hangs.ipynb", "import time\ntime.sleep(600)")
+    runtime = tmp_path / "runtime-crash"
+    runtime.mkdir(mode=0o700)
+    crashing = subprocess.Popen(
+        [sys.executable, "-m", "homelab_lib.cli", "run", str(nb), "-f", str(p), "--archive", str(tmp_path / "a1"),
+         "-q", "--no-alert"],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the run and its kernel, killed together below
+    )  # fmt: skip
+    try:
+        wait_for("the run to hold the Lease", lambda: holder(cluster, homelab), timeout=60, every=0.2)
+        crashed_holder = holder(cluster, homelab)
+        assert f"pid {crashing.pid} run " in crashed_holder
+    finally:
+        os.killpg(crashing.pid, signal.SIGKILL)  # a crash: no release, no more renewals
+        crashing.wait(timeout=30)
+    assert holder(cluster, homelab) == crashed_holder  # nobody released it
+    quick = write_nb(tmp_path / "quick.ipynb", "print('ran')")
+
+    def next_run_goes_through() -> bool:
+        try:
+            run_notebook(quick, param_files=[p], archive_dir=tmp_path / "a2", lock_dir=tmp_path / "locks")
+        except LockHeld:
+            return False
+        return True
+
+    wait_for("the crashed run's Lease to expire", next_run_goes_through, timeout=60, every=0.5)
+    after = lease_of(cluster, homelab)["spec"]
+    assert after.get("leaseTransitions") == 1  # taken over from the crashed holder
+    assert not after.get("holderIdentity")

@@ -44,7 +44,7 @@ from homelab_lib.errors import (
     ApprovalRefused,
     AuditError,
     ConfigError,
-    K3sUnreachable,
+    K3sError,
     NotebookFailed,
     Problem,
     RunError,
@@ -145,12 +145,13 @@ def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str, Signing, Lease
 def run_lease(settings: LeaseSettings | None, homelab: str, run: str, clock: Clock) -> Iterator[RunLease | None]:
     """Hold the homelab's run Lease on its K3s for the block (nothing when settings is None).
 
-    A cluster that does not answer (K3s down, or being installed by runbook 03) leaves the run to
-    the local lock, with a warning: the Lease serialises runs only while the cluster is up.
+    A cluster that does not answer (K3s down, or being installed by runbook 03), or that refuses
+    the kubeconfig (stale after a reinstall: runbook 03 is what fetches it again) or the Lease,
+    leaves the run to the local lock, with a warning: the Lease serialises runs only while the
+    cluster is up and the kubeconfig current.
 
     Raises:
         LockHeld: another run, from anywhere, holds the Lease.
-        K3sError: the kubeconfig's credentials are refused, or the API refuses the Lease (not 409).
     """
     if settings is None:
         yield None
@@ -164,7 +165,7 @@ def run_lease(settings: LeaseSettings | None, homelab: str, run: str, clock: Clo
             stack.callback(made.kube.api.close)
             stack.enter_context(made.held())
             lease = made
-        except K3sUnreachable as e:
+        except K3sError as e:  # never LockHeld: that is a RunError, and it stops the run
             logging.getLogger(__name__).warning("the run Lease is not taken (the local lock is): %s", e)
         yield lease
 

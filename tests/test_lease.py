@@ -251,18 +251,22 @@ def test_a_lease_taken_over_is_reported_lost_and_left_to_its_new_holder(cluster:
         kube.api.close()
 
 
-def test_a_cluster_that_does_not_answer_leaves_the_run_to_the_local_lock(
-    tmp_path: Path, cluster: Kube, make_params: Callable[..., Path], caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("fault", ["does not answer", "refuses the kubeconfig"])
+def test_a_cluster_that_cannot_hold_the_lease_leaves_the_run_to_the_local_lock(
+    tmp_path: Path, cluster: Kube, make_params: Callable[..., Path], caplog: pytest.LogCaptureFixture, fault: str
 ) -> None:
     import yaml
 
     config = yaml.safe_load(cluster.kubeconfig.read_text())
-    config["clusters"][0]["cluster"]["server"] = "https://127.0.24.99:6443"  # nothing listens there
-    down = tmp_path / "down.yaml"
-    down.write_text(yaml.safe_dump(config))
+    if fault == "does not answer":
+        config["clusters"][0]["cluster"]["server"] = "https://127.0.24.99:6443"  # nothing listens there
+    else:  # a kubeconfig gone stale (K3s reinstalled): its credentials are refused; runbook 03 fetches a new one
+        config["users"][0]["user"] = {"token": "stale-" + uuid.uuid4().hex}
+    bad = tmp_path / "kubeconfig.yaml"
+    bad.write_text(yaml.safe_dump(config))
 
     def edit(data: dict[str, Any]) -> None:
-        data["k3s"]["kubeconfig"] = str(down)
+        data["k3s"]["kubeconfig"] = str(bad)
 
     nb = write_nb(tmp_path / "quick.ipynb", "print('ran')")
     locks = tmp_path / "locks"
@@ -272,7 +276,7 @@ def test_a_cluster_that_does_not_answer_leaves_the_run_to_the_local_lock(
         )
     assert result.ok
     assert any("the run Lease is not taken (the local lock is)" in r.getMessage() for r in caplog.records)
-    assert "does not answer" in caplog.text
+    assert ("does not answer" if fault == "does not answer" else "credentials refused (401") in caplog.text
 
 
 @pytest.mark.parametrize(

@@ -303,6 +303,8 @@ def _schedule_k3s(args: argparse.Namespace) -> int:
         image=args.image,
         archive_size=args.archive_size,
     )
+    if args.archive is not None or args.env_file is not None:
+        print("note: --archive and --env-file are for timers; a CronJob's archive is its PVC, its env: values a Secret")
     adapter = cronjob.cronjob_adapter(args.file, spec)
     try:
         desired = adapter.desired()

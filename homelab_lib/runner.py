@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 import papermill
@@ -53,10 +53,12 @@ from homelab_lib.errors import (
 )
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.load import shown_path
-from homelab_lib.kube.lease import RunLease, open_lease
 from homelab_lib.plan import diff_documents
 from homelab_lib.runlock import run_lock
 from homelab_lib.secrets import Redactor, find_leaks, literal_secrets, redact_params
+
+if TYPE_CHECKING:
+    from homelab_lib.kube.lease import RunLease
 
 APPROVED_PLAN = "approved_plan"  # the notebook parameter that carries an approved plan's sha256
 
@@ -156,6 +158,8 @@ def run_lease(settings: LeaseSettings | None, homelab: str, run: str, clock: Clo
     if settings is None:
         yield None
         return
+    from homelab_lib.kube.lease import open_lease  # the kubernetes client, only for homelabs with K3s
+
     with contextlib.ExitStack() as stack:
         lease: RunLease | None = None
         try:

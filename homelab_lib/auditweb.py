@@ -12,10 +12,11 @@ rendered twice from the same archive is the same bytes. Pages need no network: t
 nbconvert's template links (require.js, MathJax, Mermaid) are left out.
 
 Re-running updates only what changed: a run's page is keyed by its record (the archived
-notebook's sha256 and the record's seal), the runs that approve it and this module's page
-version, kept in ``DIR/.report-state.json``; a run page whose key is unchanged and whose file is
-there is skipped without running nbconvert. The index and runbook pages are rendered (cheap) and
-written only when their bytes differ. :func:`write_report` returns what it wrote and skipped.
+notebook's sha256 and the record's seal), the runs that approve it, the archived file's size and
+mtime (a removed or altered notebook shows) and this module's page version, kept in
+``DIR/.report-state.json``; a run page whose key is unchanged and whose file is there is skipped
+without running nbconvert. The index and runbook pages are rendered (cheap) and written only when
+their bytes differ. :func:`write_report` returns what it wrote, skipped and removed.
 """
 
 from __future__ import annotations
@@ -301,7 +302,11 @@ def run_html(archive: Archive, record: Record, approvers: Sequence[Record]) -> s
             " (a secret value appeared in it: it was not kept).</p>" if record.status == "leak" else ".</p>"
         )
         return _page(f"run {record.run}", header + note)
-    page = notebook_html(archive.root / record.archived)
+    try:
+        page = notebook_html(archive.root / record.archived)
+    except (OSError, ValueError) as e:  # removed or altered past reading: the verify result at the top says so
+        note = f'<p class="failed">The archived notebook cannot be shown: {html.escape(str(e))}</p>'
+        return _page(f"run {record.run}", header + note)
     title = f"<title>run {html.escape(record.run)}</title>"
     page = re.sub(r"<title>.*?</title>", lambda _: title, page, count=1, flags=re.S)
     opened = re.search(r"<body[^>]*>", page)
@@ -310,11 +315,19 @@ def run_html(archive: Archive, record: Record, approvers: Sequence[Record]) -> s
     return page[: opened.end()] + "\n" + header + page[opened.end() :]
 
 
-def _key(record: Record, approvers: Sequence[Record]) -> str:
+def _key(archive: Archive, record: Record, approvers: Sequence[Record]) -> str:
+    """What a run's page is made from: the record (the notebook's sha256, the seal), the runs applying its plan,
+    and the archived file as it is now (there, its size and mtime: a removed or altered notebook shows)."""
+    try:
+        info = (archive.root / record.archived).stat() if record.archived else None
+        on_disk: tuple[int, int] | None = (info.st_size, info.st_mtime_ns) if info else None
+    except OSError:
+        on_disk = None
     data = {
         "version": PAGE_VERSION,
         "record": record.fields(),
         "approvers": [(a.run, a.status) for a in approvers],
+        "file": on_disk,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -373,7 +386,7 @@ def write_report(archive: Archive, out: str | Path, *, figsize: tuple[float, flo
     new_state: dict[str, str] = {}
     for r in records:
         rel = run_page(r)
-        key = _key(r, approvers.get(r.run, []))
+        key = _key(archive, r, approvers.get(r.run, []))
         new_state[rel] = key
         if state.get(rel) == key and (root / rel).is_file():
             skipped.append(rel)

@@ -126,6 +126,10 @@ def test_a_tampered_archive_shows_failed_at_the_top(tmp_path: Path, archived: tu
     index = (out / "index.html").read_text()
     assert "audit verify: FAILED" in index
     assert records[0].run in index.split("</div>")[0]  # the problem names the altered run, in the top block
+    # a notebook removed from the archive: its page says so, the report is still written
+    (archive / records[1].archived).unlink()
+    assert main(["audit", "report", "--archive", str(archive), "-o", str(out)]) == 1
+    assert "The archived notebook cannot be shown" in (out / run_page(records[1])).read_text()
     # a record cut from the index: its page goes, and the index says the chain is broken
     lines = (archive / "index.jsonl").read_bytes().splitlines(keepends=True)
     (archive / "index.jsonl").write_bytes(b"".join(lines[:-1]))

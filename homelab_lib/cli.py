@@ -190,7 +190,7 @@ def _audit_archive(args: argparse.Namespace) -> Archive:
         from homelab_lib.inventory import load_inventory
 
         signing = signing_of(load_inventory(files).audit)
-    if args.audit_command == "verify":
+    if args.audit_command in ("verify", "report"):
         if files and signing.allowed_signers is None:
             print(f"note: {', '.join(map(str, files))} names no audit.allowed_signers: HEAD.sig is not checked")
         signing = replace(signing, key=None)  # verify only checks
@@ -234,6 +234,17 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_report(args: argparse.Namespace) -> int:
+    from homelab_lib.auditweb import write_report
+
+    done = write_report(_audit_archive(args), args.out)
+    print(f"audit report: {done.index} ({len(done.written)} page(s) written, {len(done.skipped)} unchanged)")
+    if done.problems:
+        print(f"audit verify: FAILED ({len(done.problems)} problem(s), shown at the top of the index)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_audit_repair(args: argparse.Namespace) -> int:
     print(_audit_archive(args).repair(accept=args.accept))
     return 0
@@ -256,6 +267,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     if args.notebook is None or args.every is None:
         print("homelab schedule: give NOTEBOOK --every SPEC, or --list, or --remove NAME", file=sys.stderr)
         return 2
+    if args.k3s:
+        return _schedule_k3s(args)
     planned = sched.plan_schedule(
         args.notebook,
         sched.parse_every(args.every),
@@ -331,6 +344,46 @@ def cmd_convert(args: argparse.Namespace) -> int:
     (out / "report.md").write_text(report_markdown(conversions, source=compose.shown))
     print(f"{out / 'report.md'}: every key of {len(conversions)} service(s), mapped or why not")
     return 0
+
+
+def _schedule_k3s(args: argparse.Namespace) -> int:
+    """``homelab schedule NOTEBOOK --every SPEC --k3s``: plan the CronJob and its objects; apply with --confirm."""
+    import shlex
+
+    from homelab_lib import cronjob
+    from homelab_lib.progress import auto
+    from homelab_lib.schedule import parse_every
+
+    spec = cronjob.cronjob_spec(
+        args.notebook,
+        parse_every(args.every),
+        param_files=args.file,
+        parameters={k: _parse_value(v) for k, v in args.param},
+        name=args.name,
+        namespace=args.namespace,
+        image=args.image,
+        archive_size=args.archive_size,
+    )
+    if args.archive is not None or args.env_file is not None:
+        print("note: --archive and --env-file are for timers; a CronJob's archive is its PVC, its env: values a Secret")
+    adapter = cronjob.cronjob_adapter(args.file, spec)
+    try:
+        desired = adapter.desired()
+        plan = adapter.plan(desired, adapter.observe(desired))
+        print(f"CronJob {spec.namespace}/{spec.name}: schedule '{spec.cron}' (every {args.every}), "
+              f"concurrencyPolicy Forbid, image {spec.image}")  # fmt: skip
+        print(f"runs: {shlex.join(spec.command)}")
+        print(f"plan: {plan.summary()}")
+        _print_table(plan.table())
+        if not args.confirm:
+            print("dry run: nothing applied; run again with --confirm to apply this plan")
+            return 0
+        result = adapter.apply(desired, plan, confirm=True, progress=auto())
+        for outcome in result.outcomes:
+            print(f"{outcome.kind} {outcome.target}: {outcome.result} {outcome.detail}".rstrip())
+        return 0 if result.ok else 1
+    finally:
+        adapter.close()
 
 
 def _lab_inventory(args: argparse.Namespace) -> Any:
@@ -427,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
-    audit = sub.add_parser("audit", help="the run archive: list, show, verify")
+    audit = sub.add_parser("audit", help="the run archive: list, show, verify, report")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     for name, func, text in (
         ("list", cmd_audit_list, "every run as a table"),
@@ -435,12 +488,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("head", cmd_audit_head, "print the chain head (<sha256> <count>): keep a copy elsewhere"),
         ("verify", cmd_audit_verify, "recompute every hash; exit 1 naming the first record or file altered"),
         ("repair", cmd_audit_repair, "bring HEAD up to date after a run stopped before writing it"),
+        ("report", cmd_audit_report, "the archive as static HTML: verify result, charts, a page per runbook and run"),
     ):
         a = audit_sub.add_parser(name, help=text)
         a.add_argument("--archive", default="archive", type=Path, help="archive folder (default: archive/)")
         if name == "show":
             a.add_argument("run", help="run id, a unique prefix of it, or #N")
-        if name in ("verify", "repair"):
+        if name == "report":
+            a.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="the report's folder")
+        if name in ("verify", "repair", "report"):
             a.add_argument(
                 "-f",
                 "--file",
@@ -448,7 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
                 default=[],
                 type=Path,
                 metavar="PARAMS",
-                help="parameter file whose audit: section signs HEAD (repair) or names the allowed signers (verify)",
+                help="parameter file: its audit: section signs HEAD (repair), names allowed signers (verify, report)",
             )
         if name == "verify":
             a.add_argument("--head", metavar="VALUE", help="a chain head kept elsewhere (from `audit head`)")
@@ -472,6 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit-dir", type=Path, help="unit folder (default: ~/.config/systemd/user)")
     p.add_argument("--list", action="store_true", help="the schedules written by `homelab schedule`")
     p.add_argument("--remove", metavar="NAME", help="remove a schedule's timer and service")
+    k3s = p.add_argument_group("on the homelab's K3s instead (a CronJob; needs -f PARAMS with k3s:)")
+    k3s.add_argument("--k3s", action="store_true", help="a CronJob on K3s instead of a systemd timer (plan only)")
+    k3s.add_argument("--confirm", action="store_true", help="(--k3s) apply the plan shown")
+    k3s.add_argument("--image", default="homelab-runbooks:latest", help="(--k3s) the toolkit's image")
+    k3s.add_argument("--namespace", default="homelab-runs", help="(--k3s) the namespace (default: homelab-runs)")
+    k3s.add_argument("--archive-size", default="2Gi", help="(--k3s) the archive claim's size (default: 2Gi)")
     p.set_defaults(func=cmd_schedule)
 
     p = sub.add_parser("jupyter", help="the interactive walkthrough: JupyterLab on loopback, with a token")

@@ -23,7 +23,7 @@ passes through unchanged.
     ├── RunError                    the runner: a notebook that failed, a lock held
     │   ├── NotebookFailed          a cell raised; carries the cell index and exception
     │   │   └── ApprovalRefused     `--approve RUN_ID`: the plan differs from the approved one (with the diff)
-    │   ├── LockHeld                another run against the same homelab is under way
+    │   ├── LockHeld                another run against the same homelab is under way (local lock or K3s Lease)
     │   ├── LockUnsafe              the run-lock folder or a file in it is not private, or is a link
     │   └── SecretLeak              a resolved secret value was found in a notebook
     ├── AuditError                  the audit archive: a record or file altered or removed

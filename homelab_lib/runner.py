@@ -1,6 +1,7 @@
 """Run a runbook notebook with papermill and archive it as the audit log.
 
-A run: take the homelab's lock -> execute with papermill into a private
+A run: take the homelab's lock (the local lock, and the run Lease on the homelab's K3s when
+the inventory has one: :mod:`homelab_lib.kube.lease`) -> execute with papermill into a private
 temporary file -> scan the executed notebook for every resolved secret value ->
 write it to the archive -> append a hash-chained record to the index. A failed
 notebook is archived too (status ``failed``, with the failing cell); a notebook
@@ -19,17 +20,18 @@ and the difference. The record of the run names the run it approves (``approves`
 from __future__ import annotations
 
 import ast
+import contextlib
 import getpass
 import json
 import logging
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nbformat
 import papermill
@@ -42,6 +44,7 @@ from homelab_lib.errors import (
     ApprovalRefused,
     AuditError,
     ConfigError,
+    K3sError,
     NotebookFailed,
     Problem,
     RunError,
@@ -53,6 +56,9 @@ from homelab_lib.inventory.load import shown_path
 from homelab_lib.plan import diff_documents
 from homelab_lib.runlock import run_lock
 from homelab_lib.secrets import Redactor, find_leaks, literal_secrets, redact_params
+
+if TYPE_CHECKING:
+    from homelab_lib.kube.lease import RunLease
 
 APPROVED_PLAN = "approved_plan"  # the notebook parameter that carries an approved plan's sha256
 
@@ -111,18 +117,61 @@ def _params_files(nb_path: Path, params: Mapping[str, Any]) -> list[Path]:
     return [(nb_path.parent / str(v)).resolve() for v in names]
 
 
-def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str, Signing]:
-    """Resolve every secret of the homelab now, for the leak scan; the homelab's name; how HEAD is signed."""
+@dataclass(frozen=True)
+class LeaseSettings:
+    """Where a run's Lease is taken: the K3s kubeconfig (when the inventory has ``k3s:`` and the file exists)."""
+
+    kubeconfig: Path
+    duration_s: int
+
+
+def _secret_values(files: Sequence[Path]) -> tuple[Redactor, str, Signing, LeaseSettings | None]:
+    """Resolve every secret of the homelab now, for the leak scan; the homelab's name; how HEAD is signed;
+    where its run Lease is (None: the local lock only)."""
     redactor = Redactor()
     if not files:
-        return redactor, "", Signing()
+        return redactor, "", Signing(), None
     inv = load_inventory(files)
     for _path, ref in inv.secrets():
         try:
             redactor.add(ref.reveal())
         except UnresolvedSecret:
             continue  # what the runner cannot read, the notebook cannot leak
-    return redactor, inv.name, signing_of(inv.audit)
+    lease = None
+    if inv.k3s is not None and inv.k3s.kubeconfig is not None and inv.k3s.kubeconfig.is_file():
+        lease = LeaseSettings(inv.k3s.kubeconfig, inv.k3s.run_lease_s)
+    return redactor, inv.name, signing_of(inv.audit), lease
+
+
+@contextlib.contextmanager
+def run_lease(settings: LeaseSettings | None, homelab: str, run: str, clock: Clock) -> Iterator[RunLease | None]:
+    """Hold the homelab's run Lease on its K3s for the block (nothing when settings is None).
+
+    A cluster that does not answer (K3s down, or being installed by runbook 03), or that refuses
+    the kubeconfig (stale after a reinstall: runbook 03 is what fetches it again) or the Lease,
+    leaves the run to the local lock, with a warning: the Lease serialises runs only while the
+    cluster is up and the kubeconfig current.
+
+    Raises:
+        LockHeld: another run, from anywhere, holds the Lease.
+    """
+    if settings is None:
+        yield None
+        return
+    from homelab_lib.kube.lease import open_lease  # the kubernetes client, only for homelabs with K3s
+
+    with contextlib.ExitStack() as stack:
+        lease: RunLease | None = None
+        try:
+            made = open_lease(
+                settings.kubeconfig, homelab or "default", run, duration_s=settings.duration_s, clock=clock
+            )
+            stack.callback(made.kube.api.close)
+            stack.enter_context(made.held())
+            lease = made
+        except K3sError as e:  # never LockHeld: that is a RunError, and it stops the run
+            logging.getLogger(__name__).warning("the run Lease is not taken (the local lock is): %s", e)
+        yield lease
 
 
 class _RedactingFilter(logging.Filter):
@@ -175,7 +224,8 @@ def run_notebook(
     Raises:
         ConfigError: a parameter file does not load; approve names no run that can be approved.
         ApprovalRefused: (approve) the plan computed now is not the approved one; nothing was changed.
-        LockHeld: another run against the same homelab is under way (on this machine).
+        LockHeld: another run against the same homelab is under way: on this machine (the local lock) or,
+            when the inventory has ``k3s:`` and its kubeconfig exists, anywhere (the run Lease on K3s).
         LockUnsafe: the lock folder is not private to this user (see :mod:`homelab_lib.runlock`).
         AuditError: the archive's HEAD does not match its index (nothing is run), or HEAD could not be
             signed with ``audit.signing_key`` (the run is recorded).
@@ -192,14 +242,19 @@ def run_notebook(
         params["params_file"] = str(files[0]) if len(files) == 1 else [str(f) for f in files]
     else:
         files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
-    redactor, homelab, signing = _secret_values(files)
+    redactor, homelab, signing, lease = _secret_values(files)
     archive = Archive(Path(archive_dir), signing)
     approved = _approved(nb_path, archive, approve, homelab) if approve else None
     if approved is not None:
         params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
 
-    holder = f"{nb_path.name}, pid {os.getpid()}, since {clock.now().isoformat(timespec='seconds')}"
-    with run_lock(lock_dir or default_lock_dir(), homelab or "default", holder):
+    since = clock.now()
+    holder = f"{nb_path.name}, pid {os.getpid()}, since {since.isoformat(timespec='seconds')}"
+    run_id = f"{since.strftime('%Y%m%dT%H%M%SZ')}-{nb_path.stem}"
+    with (
+        run_lock(lock_dir or default_lock_dir(), homelab or "default", holder),
+        run_lease(lease, homelab, run_id, clock),
+    ):
         repaired = archive.prepare()  # HEAD one record behind (a run stopped): repaired; not matching: refused
         if repaired:
             logging.getLogger(__name__).warning("%s: %s", archive.root, repaired)
@@ -386,4 +441,12 @@ def _record(
     )
 
 
-__all__ = ["ConfigError", "RunResult", "check_parameters", "default_lock_dir", "run_notebook"]
+__all__ = [
+    "ConfigError",
+    "LeaseSettings",
+    "RunResult",
+    "check_parameters",
+    "default_lock_dir",
+    "run_lease",
+    "run_notebook",
+]

@@ -216,6 +216,10 @@ class K3s(Model):
     version: Annotated[str, Field(pattern=r"^v\d+\.\d+\.\d+\+k3s\d+$")]
     services: list[Name] = []
     kubeconfig: FilePath | None = Field(default=None, description="where the fetched kubeconfig is kept")
+    run_lease_s: Annotated[int, Field(ge=2, le=3600)] = Field(
+        default=60,
+        description="the run Lease's duration: a crashed run's lock frees after this (renewed every third of it)",
+    )
     install_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = Field(
         default="https://get.k3s.io", description="the K3s install script (curl -sfL URL | sh -s -)"
     )

@@ -191,7 +191,8 @@ class Cluster:
         opts.warnings += validation.decode(kind, obj, opts.validation)
         if opts.validation != "Strict":
             obj = validation.strip_unknown(obj, schema.kind_schema(kind))
-        return obj
+        stored: Json = validation.normalise_times(obj, schema.kind_schema(kind))  # as the apiserver encodes times
+        return stored
 
     def create(
         self,

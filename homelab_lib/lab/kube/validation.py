@@ -7,7 +7,9 @@ worded as Kubernetes words them.
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from typing import Any
 
 from homelab_lib.errors import KubeStatus
@@ -52,8 +54,121 @@ def _json_type(value: Any) -> str:
     return "null"
 
 
+TIME = "io.k8s.apimachinery.pkg.apis.meta.v1.Time"
+MICRO_TIME = "io.k8s.apimachinery.pkg.apis.meta.v1.MicroTime"
+RFC3339 = "2006-01-02T15:04:05Z07:00"  # metav1.Time decodes with Go's time.RFC3339 (a fraction is allowed)
+RFC3339_MICRO = "2006-01-02T15:04:05.000000Z07:00"  # metav1.MicroTime: exactly six fraction digits
+_ELEMENTS = (
+    ("2006", r"\d{4}"), ("-", "-"), ("01", r"\d{2}"), ("-", "-"), ("02", r"\d{2}"), ("T", "T"),
+    ("15", r"\d{2}"), (":", ":"), ("04", r"\d{2}"), (":", ":"), ("05", r"\d{2}"),
+)  # fmt: skip
+_ZONE = re.compile(r"Z|[+-]\d{2}:\d{2}")
+
+
+def _time_ref(node: Json | None) -> str:
+    """TIME or MICRO_TIME when node is (a $ref to) metav1.Time or metav1.MicroTime, else ''."""
+    seen = 0
+    defs = schema.definitions()
+    while node is not None and seen < 50:
+        for name in (TIME, MICRO_TIME):
+            if node is defs.get(name) or node == defs.get(name):
+                return name
+        ref = node.get("$ref")
+        if ref is None and len(node.get("allOf") or ()) == 1:
+            ref = node["allOf"][0].get("$ref")
+        if ref is None:
+            return ""
+        name = str(ref).removeprefix(schema.REF)
+        if name in (TIME, MICRO_TIME):
+            return name
+        node = defs.get(name)
+        seen += 1
+    return ""
+
+
+def parse_time(value: str, micro: bool) -> tuple[datetime.datetime | None, str]:
+    """(the time, '') as the apiserver decodes a Time or MicroTime, or (None, Go's parse error)."""
+    layout = RFC3339_MICRO if micro else RFC3339
+    rest = value
+    parts: list[str] = []
+
+    def bad(elem: str) -> tuple[None, str]:
+        return None, f'parsing time "{value}" as "{layout}": cannot parse "{rest}" as "{elem}"'
+
+    for elem, pattern in _ELEMENTS:
+        m = re.match(pattern, rest)
+        if m is None:
+            return bad(elem)
+        parts.append(m.group(0))
+        rest = rest[m.end() :]
+    frac = re.match(r"[.,](\d+)", rest)
+    if micro and (frac is None or len(frac.group(1)) < 6):
+        return bad(".000000")
+    digits = ""
+    if frac is not None:
+        digits = frac.group(1)[:6] if micro else frac.group(1)
+        rest = rest[(1 + len(digits)) if micro else frac.end() :]
+    zone = _ZONE.match(rest)
+    if zone is None:
+        return bad("Z07:00")
+    rest = rest[zone.end() :]
+    if rest:
+        return None, f'parsing time "{value}": extra text: "{rest}"'
+    year, _, month, _, day, _, hour, _, minute, _, second = parts
+    for name, number, top in (("month", month, 12), ("day", day, 31), ("hour", hour, 23), ("minute", minute, 59),
+                              ("second", second, 59)):  # fmt: skip
+        if not (1 if name in ("month", "day") else 0) <= int(number) <= top:
+            return None, f'parsing time "{value}": {name} out of range'
+    offset = datetime.timedelta()
+    if zone.group(0) != "Z":
+        sign = 1 if zone.group(0)[0] == "+" else -1
+        offset = sign * datetime.timedelta(hours=int(zone.group(0)[1:3]), minutes=int(zone.group(0)[4:6]))
+    try:
+        when = datetime.datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            int((digits + "000000")[:6]), tzinfo=datetime.timezone(offset),
+        )  # fmt: skip
+    except ValueError:
+        return None, f'parsing time "{value}": day out of range'
+    return when, ""
+
+
+def format_time(when: datetime.datetime, micro: bool) -> str:
+    """A time as the apiserver encodes it: UTC; Time to the second, MicroTime to the microsecond."""
+    utc = when.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ" if micro else "%Y-%m-%dT%H:%M:%SZ")
+
+
+def normalise_times(value: Any, node: Json) -> Any:
+    """value with every Time and MicroTime re-encoded as the apiserver stores them (UTC; seconds or micros).
+
+    Times that do not decode are left as they are (:func:`decode` has refused them already).
+    """
+    ref = _time_ref(node)
+    if ref and isinstance(value, str):
+        when, _ = parse_time(value, ref == MICRO_TIME)
+        return format_time(when, ref == MICRO_TIME) if when is not None else value
+    node = schema.resolve(node)
+    if isinstance(value, dict) and not (schema.preserves(node) and not node.get("properties")):
+        out = {}
+        for key, sub in value.items():
+            child = schema.child(node, key)
+            out[key] = normalise_times(sub, child) if child is not None else sub
+        return out
+    if isinstance(value, list) and "items" in node:
+        elem = schema.items(node)
+        return [normalise_times(x, elem) for x in value]
+    return value
+
+
 def decode_problems(value: Any, node: Json, path: str, unknown: list[str], types: list[str]) -> None:
     """Collect unknown fields (as dotted paths) and type mismatches below value."""
+    ref = _time_ref(node)
+    if ref and isinstance(value, str):
+        _, problem = parse_time(value, ref == MICRO_TIME)
+        if problem:
+            types.append(problem)
+        return
     node = schema.resolve(node)
     if value is None or (schema.preserves(node) and not node.get("properties")):
         return

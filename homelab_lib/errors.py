@@ -43,6 +43,15 @@ passes through unchanged.
         │       ├── ImagePullFailed an image is not on the host and cannot be pulled
         │       ├── PortTaken       a published port is already in use on the host
         │       └── Unhealthy       a container never became healthy before the timeout
+        ├── BackupError             a backup, restore test or restic repository failed (names target, snapshot)
+        │   ├── ResticError         restic refused or failed on a host; carries its exit code and last lines
+        │   │   ├── RepositoryMissing   no repository at backups.restic_repository (created only with confirm)
+        │   │   └── ResticAuthFailed    the repository refused backups.restic_password
+        │   ├── HookFailed          a consistency hook (pg_dumpall, redis_bgsave, stop) failed: no snapshot taken
+        │   ├── SourceChanged       the source changed while it was backed up: the snapshot was dropped
+        │   ├── RestoreTestFailed   a restore test failed: names the target and snapshot, and why
+        │   ├── CheckFailed         `restic check` found damage: names the packs and the snapshots they hold
+        │   └── RpoViolated         after the report: targets past their RPO (and failed restore tests)
         ├── K3sError                K3s on its VM could not be installed, configured, reached or verified
         │   ├── K3sInstallFailed    the install script failed; carries its exit code and last lines
         │   ├── K3sUnreachable      the Kubernetes API does not answer (refused, timed out, TLS)
@@ -556,6 +565,58 @@ class PortTaken(DeployFailed):
 
 class Unhealthy(DeployFailed):
     """A container did not become healthy (or stopped) before the timeout."""
+
+
+class BackupError(AdapterError):
+    """A backup, a restore test or the restic repository failed; the message names the target and snapshot.
+
+    Attributes:
+        problems: one line per failure, when there are several (the report's violations).
+    """
+
+    def __init__(self, message: str, *, where: str = "", hint: str = "", problems: Sequence[str] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        return super().__str__() + "".join(f"\n  {line}" for line in self.problems)
+
+
+class ResticError(BackupError):
+    """restic refused or failed on a host (exit code and its last lines of stderr, secrets masked)."""
+
+
+class RepositoryMissing(ResticError):
+    """There is no restic repository at ``backups.restic_repository``; it is created only with ``confirm``."""
+
+
+class ResticAuthFailed(ResticError):
+    """The repository refused ``backups.restic_password`` (the password itself is never shown)."""
+
+
+class HookFailed(BackupError):
+    """A consistency hook (a dump, a BGSAVE, a stop) failed for a target: no snapshot was taken or claimed."""
+
+
+class SourceChanged(BackupError):
+    """The source folder changed while it was being backed up; the snapshot was dropped (forgotten)."""
+
+
+class RestoreTestFailed(BackupError):
+    """A restore test failed: the restore itself, the manifest comparison or the database check.
+
+    Raised per target (naming target and snapshot) and, after a whole report is written, for every
+    failed restore test at once (``problems``).
+    """
+
+
+class CheckFailed(BackupError):
+    """``restic check`` found damage in the repository; the message names the packs and the snapshots they hold."""
+
+
+class RpoViolated(BackupError):
+    """Raised after the whole report is written: targets whose last backup is older than their RPO
+    (or that have none), and any failed restore tests, one line each in ``problems``."""
 
 
 class K3sError(AdapterError):

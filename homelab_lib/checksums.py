@@ -160,11 +160,16 @@ def manifest_command(folder: str) -> str:
     sha256sum (coreutils >= 8.32 for ``-z``: names are never escaped).
     """
     q = shlex.quote(folder)
+    # Each parallel batch writes its own file, catenated at the end: batches writing into one pipe
+    # interleave their output in 4 KiB pieces (stdio buffers), which cuts records in two.
     return (
         f"cd -- {q} 2>/dev/null || exit 3; "
+        "t=$(mktemp -d) || exit 4; trap 'rm -rf -- \"$t\"' EXIT; "
         r"find . \( -type f -o -type l \) -printf '%y\0%s\0%P\0%l\0' && "
         f"printf '%s\\0' {_HASHES} && "
-        f"find . -type f -print0 | xargs -0 -r -n 256 -P {_PARALLEL} sha256sum -z"
+        f"find . -type f -print0 | xargs -0 -r -n 256 -P {_PARALLEL} "
+        """sh -c 'exec sha256sum -z -- "$@" >"$(mktemp -p "$0")"' "$t" && """
+        'find "$t" -type f -exec cat -- {} +'
     )
 
 

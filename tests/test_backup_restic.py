@@ -436,3 +436,15 @@ def test_manifest_helpers_ignore_only_the_dump_folder() -> None:
     b = Manifest.parse("0" * 64 + " 1 f x\n" + "1" * 64 + f" 2 f {hooks.DUMP_FOLDER}/dumpall.sql\n", where="t")
     c = Manifest.parse("2" * 64 + " 1 f x\n", where="t")
     assert volumes.source_untouched(a, b) and not volumes.source_untouched(a, c)
+
+
+def test_a_manifest_of_thousands_of_files_is_whole(tmp_path: Path) -> None:
+    """Parallel sha256sum batches once interleaved their output in one pipe, cutting records in two."""
+    import hashlib
+
+    for i in range(3000):
+        (tmp_path / f"a_rather_long_file_name_to_fill_the_pipe_{i}").write_bytes(str(i).encode())
+    m = local_manifest(tmp_path)
+    assert m.files == 3000
+    for path, entry in m.entries.items():
+        assert entry.sha256 == hashlib.sha256((tmp_path / path).read_bytes()).hexdigest()

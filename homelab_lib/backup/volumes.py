@@ -30,6 +30,7 @@ import re
 import shlex
 import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -234,28 +235,29 @@ def latest_by_target(restic: Restic) -> dict[tuple[str, str, str, str, str], Sna
 
 
 def stored_manifest(restic: Restic, target: Target, snapshot: Snapshot) -> Manifest:
-    """The manifest stored with a data snapshot.
+    """The manifest stored with a data snapshot (found and read by one ``restic dump --tag ... latest``).
 
     Raises:
         RestoreTestFailed: none is stored (the backup did not finish) or it cannot be read.
     """
     where = _where(restic, target)
-    found = restic.snapshots({**target.tags, "kind": "manifest", "of": snapshot.short_id})
-    if not found:
+    tags = {**target.tags, "kind": "manifest", "of": snapshot.short_id}
+    args = ["dump", "--tag", ",".join(f"{k}={v}" for k, v in sorted(tags.items())), "latest", "/" + MANIFEST_NAME]
+    result = restic.run(args, what=f"reading the manifest of snapshot {snapshot.short_id}", check=False)
+    if result.ok:
+        return Manifest.parse(result.stdout, where=f"manifest of snapshot {snapshot.short_id}")
+    if "no snapshot found" in result.stderr:
         raise RestoreTestFailed(
             f"target {target.name}: snapshot {snapshot.short_id} has no stored manifest",
             where=where,
             hint="the backup did not finish; take a new one",
         )
-    try:
-        text = restic.dump(found[-1].id, "/" + MANIFEST_NAME, what=f"reading the manifest of {snapshot.short_id}")
-    except ResticError as e:
-        raise RestoreTestFailed(
-            f"target {target.name}: the manifest of snapshot {snapshot.short_id} cannot be read: {e.message}",
-            where=where,
-            hint="run restic check; the repository may be damaged",
-        ) from e
-    return Manifest.parse(text, where=f"manifest of snapshot {snapshot.short_id}")
+    e = restic.error(result, f"reading the manifest of snapshot {snapshot.short_id}")
+    raise RestoreTestFailed(
+        f"target {target.name}: the manifest of snapshot {snapshot.short_id} cannot be read: {e.message}",
+        where=where,
+        hint="run restic check; the repository may be damaged",
+    ) from e
 
 
 def _inside(inner: str, outer: str) -> bool:
@@ -319,7 +321,6 @@ def restore_test(
     snap = snapshot or latest(restic, t)
     if snap is None:
         raise RestoreTestFailed(f"target {t.name} has no snapshot to restore", where=where, hint="back it up first")
-    expected = stored_manifest(restic, t, snap)
     scratch = scratch_folder(restic, located, scratch_root, snap.short_id)
     made = restic.host.run(f"mkdir -p -- {shlex.quote(scratch)}", timeout=60)
     if not made.ok:
@@ -328,6 +329,9 @@ def restore_test(
             where=where,
             hint="check backups.restore_scratch on the host",
         )
+    # the stored manifest is read while the snapshot restores (a channel of its own on the same connection)
+    pool = ThreadPoolExecutor(max_workers=1)
+    reading = pool.submit(stored_manifest, restic, t, snap)
     try:
         try:
             restic.restore(snap.id, scratch, what=f"restoring snapshot {snap.short_id} of {t.name}")
@@ -342,7 +346,7 @@ def restore_test(
                 else "run restic check --read-data to find damaged packs; the snapshot may be unrestorable",
             ) from e
         got = _manifest(restic, scratch, where)
-        diff = compare(expected, got)
+        diff = compare(reading.result(), got)
         db = None
         if diff.ok and t.backup.hook == "pg_dumpall" and engine is not None:
             db = database_check(engine, t, posixpath.join(scratch, DUMP_FILE), timeout_s=db_timeout_s, clock=clock)
@@ -350,6 +354,7 @@ def restore_test(
         detail = diff.summary() if not diff.ok else ("identical" if db is None or db.ok else f"database: {db.answer}")
         return RestoreResult(t, snap.short_id, clock.now(), ok, got.files, got.total_bytes, detail, db)
     finally:
+        pool.shutdown(wait=True)
         restic.host.run(f"rm -rf -- {shlex.quote(scratch)}", timeout=3600)
 
 

@@ -106,7 +106,11 @@ def image(engine: Any) -> str:
         'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /tmp /data"]\n'
         'CMD ["sleep", "3600"]\n'
     )
-    build(engine, IMAGE, {"Dockerfile": (dockerfile.encode(), 0o644), "busybox": (Path("/bin/busybox").read_bytes(), 0o755)})
+    build(
+        engine,
+        IMAGE,
+        {"Dockerfile": (dockerfile.encode(), 0o644), "busybox": (Path("/bin/busybox").read_bytes(), 0o755)},
+    )
     return IMAGE
 
 
@@ -197,11 +201,14 @@ def test_a_backup_is_tagged_stores_its_manifest_and_restore_tests_identical(
     restic: Restic, make: Make, host: DockerHost
 ) -> None:
     located = make(some_files(), command="sleep 3600")
-    assert located.folder.endswith(f"/{located.target.volume_name}/_data") and located.container
+    assert located.folder.endswith(f"/{located.target.volume_name}/_data")
+    assert located.container
     before = local_manifest(located.folder)
 
     done = volumes.backup_target(restic, located, engine=host.docker())
-    assert done.files == 4 and done.size_bytes == before.total_bytes and done.manifest_sha256 == before.sha256
+    assert done.files == 4
+    assert done.size_bytes == before.total_bytes
+    assert done.manifest_sha256 == before.sha256
 
     snaps = restic.snapshots(located.target.tags)
     data = [s for s in snaps if s.tags["kind"] == "data"]
@@ -211,7 +218,9 @@ def test_a_backup_is_tagged_stores_its_manifest_and_restore_tests_identical(
     assert stored == before  # the manifest in the repository is the one taken at backup time
 
     result = volumes.restore_test(restic, located, scratch_root="/var/tmp/homelab-backup-test-" + RUN)
-    assert result.ok and result.detail == "identical" and result.snapshot == done.snapshot
+    assert result.ok
+    assert result.detail == "identical"
+    assert result.snapshot == done.snapshot
     assert result.files == 4
     assert host.run(f"ls -A /var/tmp/homelab-backup-test-{RUN}").stdout.strip() == ""  # scratch removed
     assert local_manifest(located.folder) == before  # the source was never written
@@ -219,7 +228,8 @@ def test_a_backup_is_tagged_stores_its_manifest_and_restore_tests_identical(
 
 def test_the_password_reaches_restic_on_stdin_never_a_command_line(restic: Restic) -> None:
     command = restic.command(["snapshots"])
-    assert PASSWORD not in command and "read -r RESTIC_PASSWORD" in command
+    assert PASSWORD not in command
+    assert "read -r RESTIC_PASSWORD" in command
 
 
 # ---------------------------------------------------------------- faults
@@ -231,11 +241,14 @@ def test_a_wrong_password_is_named_and_never_shown(restic: Restic, host: DockerH
     other = Restic(host, Repository(restic.repo.location, SecretRef("file", str(wrong))))
     with pytest.raises(ResticAuthFailed, match="refused the password") as caught:
         other.snapshots()
-    assert "not-the-password" not in str(caught.value) and PASSWORD not in str(caught.value)
+    assert "not-the-password" not in str(caught.value)
+    assert PASSWORD not in str(caught.value)
     assert restic.repo.location in str(caught.value)
 
 
-def test_a_missing_repository_is_created_only_with_confirm(host: DockerHost, password: SecretRef, tmp_path: Path) -> None:
+def test_a_missing_repository_is_created_only_with_confirm(
+    host: DockerHost, password: SecretRef, tmp_path: Path
+) -> None:
     where = tmp_path / "nas" / "restic"
     r = Restic(host, Repository(str(where), password))
     with pytest.raises(RepositoryMissing, match="nothing was created") as caught:
@@ -252,9 +265,7 @@ def _largest_pack(repo: Path) -> Path:
     return max(packs, key=lambda p: p.stat().st_size)
 
 
-def test_a_corrupted_pack_fails_check_and_restore_test_naming_snapshot_and_target(
-    restic: Restic, make: Make
-) -> None:
+def test_a_corrupted_pack_fails_check_and_restore_test_naming_snapshot_and_target(restic: Restic, make: Make) -> None:
     located = make({"big.bin": os.urandom(3_000_000), "small": b"x"})
     done = volumes.backup_target(restic, located)
     assert volumes.check_repository(restic, read_data_percent=100).ok
@@ -265,13 +276,16 @@ def test_a_corrupted_pack_fails_check_and_restore_test_naming_snapshot_and_targe
     pack.write_bytes(bytes(data))
 
     check = volumes.check_repository(restic, read_data_percent=100)
-    assert not check.ok and pack.name in check.packs and done.snapshot in check.snapshots
+    assert not check.ok
+    assert pack.name in check.packs
+    assert done.snapshot in check.snapshots
     with pytest.raises(CheckFailed, match=done.snapshot):
         volumes.check_repository(restic, read_data_percent=100, raise_on_error=True)
 
     with pytest.raises(RestoreTestFailed) as caught:
         volumes.restore_test(restic, located, scratch_root=f"/var/tmp/homelab-backup-test-{RUN}")
-    assert done.snapshot in str(caught.value) and located.target.name in str(caught.value)
+    assert done.snapshot in str(caught.value)
+    assert located.target.name in str(caught.value)
 
 
 def test_a_volume_written_during_the_backup_is_refused_and_no_snapshot_is_claimed(
@@ -281,7 +295,8 @@ def test_a_volume_written_during_the_backup_is_refused_and_no_snapshot_is_claime
     located = make(files, command="i=0; while true; do i=$((i+1)); echo $i >> /data/log; done")
     with pytest.raises(SourceChanged, match="changed while it was backed up") as caught:
         volumes.backup_target(restic, located, engine=host.docker())
-    assert "log" in str(caught.value) and "hook" in caught.value.hint
+    assert "log" in str(caught.value)
+    assert "hook" in caught.value.hint
     assert restic.snapshots({**located.target.tags, "kind": "data"}) == []  # dropped: nothing claimed
 
 
@@ -293,8 +308,11 @@ def test_the_stop_hook_makes_the_copy_consistent_and_always_starts_the_service_a
     done = volumes.backup_target(restic, located, engine=host.docker())
     container = engine.containers.get(located.container)
     assert container.status == "running"
-    stored = volumes.stored_manifest(restic, located.target, restic.snapshots({**located.target.tags, "kind": "data"})[-1])
-    assert stored.sha256 == done.manifest_sha256 and "log" in stored.entries
+    stored = volumes.stored_manifest(
+        restic, located.target, restic.snapshots({**located.target.tags, "kind": "data"})[-1]
+    )
+    assert stored.sha256 == done.manifest_sha256
+    assert "log" in stored.entries
     result = volumes.restore_test(restic, located, scratch_root=f"/var/tmp/homelab-backup-test-{RUN}")
     assert result.ok, result.detail  # the restored copy is exactly what was backed up while stopped
 
@@ -334,7 +352,8 @@ def test_a_full_scratch_disk_fails_the_restore_test_and_says_so(restic: Restic, 
     try:
         with pytest.raises(RestoreTestFailed, match="failed") as caught:
             volumes.restore_test(restic, located, scratch_root=str(scratch))
-        assert "full" in caught.value.hint and located.target.name in str(caught.value)
+        assert "full" in caught.value.hint
+        assert located.target.name in str(caught.value)
         assert list(scratch.iterdir()) == []  # the half-restored scratch folder was removed
     finally:
         subprocess.run(["umount", str(scratch)], check=True)
@@ -366,9 +385,11 @@ def test_restoring_over_the_source_needs_both_flags_and_stops_the_service(
     done = volumes.restore_to_source(
         restic, located, restore_to_source=True, confirm=True, engine=host.docker(), scratch_root=f"/var/tmp/hb-{RUN}"
     )
-    assert done.ok and local_manifest(located.folder) == before
+    assert done.ok
+    assert local_manifest(located.folder) == before
     container = engine.containers.get(located.container)
-    assert container.status == "running" and container.attrs["State"]["StartedAt"] != started  # stopped, started
+    assert container.status == "running"
+    assert container.attrs["State"]["StartedAt"] != started
 
 
 # ---------------------------------------------------------------- RPO and the report
@@ -392,20 +413,24 @@ def test_a_backup_older_than_its_rpo_is_a_violation_and_fails_after_the_report(
     by = {r["target"]: r for r in df.to_dict("records")}
     assert by[stale_target.name]["violation"].startswith("past RPO")
     assert by[never.target.name]["violation"] == "no backup"
-    assert by[fresh.target.name]["violation"] == "" and "identical" in by[fresh.target.name]["result"]
+    assert by[fresh.target.name]["violation"] == ""
+    assert "identical" in by[fresh.target.name]["result"]
 
     prom = report.write_textfile(df, tmp_path / "textfile" / "homelab_backup.prom").read_text()
     assert f'homelab_backup_rpo_seconds{{layer="docker",target="{stale_target.name}"}} 1800' in prom
     assert f'homelab_backup_age_seconds{{layer="docker",target="{never.target.name}"}}' not in prom
     assert f'homelab_backup_restore_ok{{layer="docker",target="{fresh.target.name}"}} 1' in prom
-    age = next(ln for ln in prom.splitlines() if ln.startswith("homelab_backup_age_seconds") and stale_target.name in ln)
+    age = next(
+        ln for ln in prom.splitlines() if ln.startswith("homelab_backup_age_seconds") and stale_target.name in ln
+    )
     assert 3500 < float(age.split()[-1]) < 4000
 
     fig = report.plot_age_vs_rpo(df)
     assert len(fig.axes[0].patches) == 3
     with pytest.raises(RpoViolated) as caught:
         report.raise_on_violations(df)
-    assert len(caught.value.problems) == 2 and stale_target.name in str(caught.value)
+    assert len(caught.value.problems) == 2
+    assert stale_target.name in str(caught.value)
 
 
 def test_the_report_takes_other_layers_rows_and_only_restore_failures_raise_restore_test_failed() -> None:
@@ -426,7 +451,8 @@ def test_repository_size_is_kept_per_run_and_charted(restic: Restic, make: Make,
     volumes.backup_target(restic, make({"x.bin": os.urandom(500_000)}))
     report.record_size(state, datetime.now(UTC), restic.stats(), restic.repo.location)
     history = report.size_history(state)
-    assert len(history) == 2 and history["total_size"].iloc[1] > history["total_size"].iloc[0] + 400_000
+    assert len(history) == 2
+    assert history["total_size"].iloc[1] > history["total_size"].iloc[0] + 400_000
     assert len(report.plot_repository_size(history).axes[0].lines) == 1
     assert report.size_history(tmp_path / "none").empty
 
@@ -435,7 +461,8 @@ def test_manifest_helpers_ignore_only_the_dump_folder() -> None:
     a = Manifest.parse("0" * 64 + " 1 f x\n", where="t")
     b = Manifest.parse("0" * 64 + " 1 f x\n" + "1" * 64 + f" 2 f {hooks.DUMP_FOLDER}/dumpall.sql\n", where="t")
     c = Manifest.parse("2" * 64 + " 1 f x\n", where="t")
-    assert volumes.source_untouched(a, b) and not volumes.source_untouched(a, c)
+    assert volumes.source_untouched(a, b)
+    assert not volumes.source_untouched(a, c)
 
 
 def test_a_manifest_of_thousands_of_files_is_whole(tmp_path: Path) -> None:

@@ -46,7 +46,6 @@ from homelab_lib.errors import (
     HomelabError,
     ManifestError,
     RepositoryMissing,
-    ResticError,
     RestoreTestFailed,
     SourceChanged,
 )
@@ -234,27 +233,28 @@ def latest_by_target(restic: Restic) -> dict[tuple[str, str, str, str, str], Sna
     return out
 
 
-def stored_manifest(restic: Restic, target: Target, snapshot: Snapshot) -> Manifest:
+def stored_manifest(restic: Restic, target: Target, snapshot: Snapshot | str) -> Manifest:
     """The manifest stored with a data snapshot (found and read by one ``restic dump --tag ... latest``).
 
     Raises:
         RestoreTestFailed: none is stored (the backup did not finish) or it cannot be read.
     """
     where = _where(restic, target)
-    tags = {**target.tags, "kind": "manifest", "of": snapshot.short_id}
-    args = ["dump", "--tag", ",".join(f"{k}={v}" for k, v in sorted(tags.items())), "latest", "/" + MANIFEST_NAME]
-    result = restic.run(args, what=f"reading the manifest of snapshot {snapshot.short_id}", check=False)
+    short = snapshot if isinstance(snapshot, str) else snapshot.short_id
+    tags = {**target.tags, "kind": "manifest", "of": short}
+    args = ["dump", "--tag", _tag_list(tags), "latest", "/" + MANIFEST_NAME]
+    result = restic.run(args, what=f"reading the manifest of snapshot {short}", check=False)
     if result.ok:
-        return Manifest.parse(result.stdout, where=f"manifest of snapshot {snapshot.short_id}")
+        return Manifest.parse(result.stdout, where=f"manifest of snapshot {short}")
     if "no snapshot found" in result.stderr:
         raise RestoreTestFailed(
-            f"target {target.name}: snapshot {snapshot.short_id} has no stored manifest",
+            f"target {target.name}: snapshot {short} has no stored manifest",
             where=where,
             hint="the backup did not finish; take a new one",
         )
-    e = restic.error(result, f"reading the manifest of snapshot {snapshot.short_id}")
+    e = restic.error(result, f"reading the manifest of snapshot {short}")
     raise RestoreTestFailed(
-        f"target {target.name}: the manifest of snapshot {snapshot.short_id} cannot be read: {e.message}",
+        f"target {target.name}: the manifest of snapshot {short} cannot be read: {e.message}",
         where=where,
         hint="run restic check; the repository may be damaged",
     ) from e
@@ -318,10 +318,7 @@ def restore_test(
     """
     t = located.target
     where = _where(restic, t)
-    snap = snapshot or latest(restic, t)
-    if snap is None:
-        raise RestoreTestFailed(f"target {t.name} has no snapshot to restore", where=where, hint="back it up first")
-    scratch = scratch_folder(restic, located, scratch_root, snap.short_id)
+    scratch = scratch_folder(restic, located, scratch_root, snapshot.short_id if snapshot else "latest")
     made = restic.host.run(f"mkdir -p -- {shlex.quote(scratch)}", timeout=60)
     if not made.ok:
         raise RestoreTestFailed(
@@ -329,22 +326,30 @@ def restore_test(
             where=where,
             hint="check backups.restore_scratch on the host",
         )
-    # the stored manifest is read while the snapshot restores (a channel of its own on the same connection)
     pool = ThreadPoolExecutor(max_workers=1)
-    reading = pool.submit(stored_manifest, restic, t, snap)
     try:
-        try:
-            restic.restore(snap.id, scratch, what=f"restoring snapshot {snap.short_id} of {t.name}")
-        except ResticError as e:
+        # `restore latest --tag ...` finds and restores in one restic call; it names the snapshot it restores
+        which = [snapshot.id] if snapshot else ["latest", "--tag", _tag_list({**t.tags, "kind": "data"})]
+        done = restic.run(["restore", *which, "--target", scratch], what=f"restoring {t.name}", check=False)
+        named = RESTORING.search(done.stdout)
+        short = snapshot.short_id if snapshot else (named.group(1) if named else "?")
+        if not done.ok:
+            if "no snapshot found" in done.stderr:
+                raise RestoreTestFailed(
+                    f"target {t.name} has no snapshot to restore", where=where, hint="back it up first"
+                )
+            e = restic.error(done, f"restoring snapshot {short} of {t.name}")
             full = "no space left on device" in e.message.lower()
             raise RestoreTestFailed(
-                f"target {t.name}: restoring snapshot {snap.short_id} failed: {e.message}",
+                f"target {t.name}: restoring snapshot {short} failed: {e.message}",
                 where=where,
                 hint=f"the scratch disk {scratch_root} is full: free space or point backups.restore_scratch "
                 "at a bigger disk"
                 if full
                 else "run restic check --read-data to find damaged packs; the snapshot may be unrestorable",
             ) from e
+        # the stored manifest is read while the restored files are hashed (a channel of its own)
+        reading = pool.submit(stored_manifest, restic, t, short)
         got = _manifest(restic, scratch, where)
         diff = compare(reading.result(), got)
         db = None
@@ -352,10 +357,18 @@ def restore_test(
             db = database_check(engine, t, posixpath.join(scratch, DUMP_FILE), timeout_s=db_timeout_s, clock=clock)
         ok = diff.ok and (db is None or db.ok)
         detail = diff.summary() if not diff.ok else ("identical" if db is None or db.ok else f"database: {db.answer}")
-        return RestoreResult(t, snap.short_id, clock.now(), ok, got.files, got.total_bytes, detail, db)
+        return RestoreResult(t, short, clock.now(), ok, got.files, got.total_bytes, detail, db)
     finally:
         pool.shutdown(wait=True)
         restic.host.run(f"rm -rf -- {shlex.quote(scratch)}", timeout=3600)
+
+
+#: How ``restic restore`` names the snapshot it restores: ``restoring <Snapshot 70ad3cdb of [...] ...``.
+RESTORING = re.compile(r"restoring <Snapshot ([0-9a-f]{8})")
+
+
+def _tag_list(tags: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
 def database_check(engine: Any, target: Target, dump: str, *, timeout_s: float, clock: Clock = SYSTEM) -> DbCheck:

@@ -112,6 +112,7 @@ def start(engine: Any, host: DockerHost, image: str, service: str, tmp_path: Pat
     container = engine.containers.run(
         image,
         detach=True,
+        network_mode="none",  # needs none (and the bridge may be missing)
         name=f"hk-{RUN}-{stack}",
         labels={LABEL: RUN, "com.docker.compose.project": f"{VM}-{stack}", "com.docker.compose.service": service},
         environment=env,

@@ -166,6 +166,7 @@ def make(engine: Any, image: str, host: DockerHost) -> Make:
             engine.containers.run(
                 service_image or image,
                 detach=True,
+                network_mode="none",
                 name=f"bk-{RUN}-{stack}",
                 labels={
                     LABEL: RUN,

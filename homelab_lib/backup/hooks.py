@@ -128,7 +128,15 @@ def _stop(ctx: HookContext) -> Iterator[None]:
     try:
         yield
     finally:
-        container.start()
+        try:
+            container.start()
+        except Exception as e:  # the SDK's: the engine refused to start it again
+            raise HookFailed(
+                f"target {ctx.located.target.name}: hook stop: the service's container was stopped for the "
+                f"backup and could not be started again: {e}",
+                where=ctx.where,
+                hint="start it by hand now (docker start, or runbook 02), then look at the engine's log",
+            ) from e
 
 
 @register("pg_dumpall")

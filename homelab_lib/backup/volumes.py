@@ -374,7 +374,7 @@ def _tag_list(tags: Mapping[str, str]) -> str:
 def database_check(engine: Any, target: Target, dump: str, *, timeout_s: float, clock: Clock = SYSTEM) -> DbCheck:
     """Load a restored ``pg_dumpall`` into a scratch container of the service's image; run the catalog's query.
 
-    The scratch container publishes no port, mounts the dump read-only, runs with local trust
+    The scratch container has no network, mounts the dump read-only, runs with local trust
     authentication (it holds restored data only), and is removed afterwards.
     """
     user = dict(target.environment).get("POSTGRES_USER", "postgres")
@@ -389,6 +389,7 @@ def database_check(engine: Any, target: Target, dump: str, *, timeout_s: float, 
             environment={"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_USER": user},
             volumes={posixpath.dirname(dump): {"bind": "/restore", "mode": "ro"}},
             labels={"homelab.restore-test": target.name},
+            network_mode="none",  # restored data only: reachable by nobody
         )
         deadline = clock.monotonic() + timeout_s
         while True:

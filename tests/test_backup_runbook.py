@@ -146,7 +146,7 @@ def test_dry_run_plans_then_confirmed_run_backs_up_restore_tests_and_a_rerun_cha
 
         again = contract.run(runbook, confirm=True)
         assert again.plan.empty  # idempotent: everything within its RPO
-        assert len(report.size_history(state)) == 3
+        assert len(report.size_history(state)) == 2  # the dry run had no repository to measure
     finally:
         runbook.close()
     assert {svc: local_manifest(root) for svc, root in deployed.items()} == before

@@ -231,6 +231,10 @@ def test_the_password_reaches_restic_on_stdin_never_a_command_line(restic: Resti
     command = restic.command(["snapshots"])
     assert PASSWORD not in command
     assert "read -r RESTIC_PASSWORD" in command
+    assert restic.repo.location not in command  # a rest: URL may carry credentials: it goes by stdin too
+    from homelab_lib.backup.restic import shown
+
+    assert shown("rest:https://user:secret@nas:8000/homelab") == "rest:https://***@nas:8000/homelab"
 
 
 # ---------------------------------------------------------------- faults

@@ -158,6 +158,11 @@ RESTIC_ERRORS: tuple[_Known, ...] = (
 )
 
 
+def shown(location: str) -> str:
+    """A repository location for messages: a URL's ``user:password@`` is masked."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", location)
+
+
 class Restic:
     """restic on one host, against one repository.
 
@@ -173,11 +178,11 @@ class Restic:
         self.binary = binary
 
     def __repr__(self) -> str:
-        return f"Restic({self.host.name}, {self.repo.location})"
+        return f"Restic({self.host.name}, {shown(self.repo.location)})"
 
     @property
     def where(self) -> str:
-        return f"{self.host.where}, restic repository {self.repo.location}"
+        return f"{self.host.where}, restic repository {shown(self.repo.location)}"
 
     def _password(self) -> str:
         try:
@@ -188,10 +193,14 @@ class Restic:
             ) from None
 
     def command(self, args: Sequence[str], *, cwd: str = "") -> str:
-        """The remote shell command (the password is read from stdin's first line, never written here)."""
+        """The remote shell command: the password and the repository (a ``rest:`` URL may hold credentials)
+        are read from stdin's first two lines into restic's environment, never written here."""
         cd = f"cd -- {shlex.quote(cwd)} && " if cwd else ""
-        restic = " ".join(shlex.quote(a) for a in [self.binary, "-r", self.repo.location, *args])
-        return f"IFS= read -r RESTIC_PASSWORD && export RESTIC_PASSWORD && {cd}exec {restic}"
+        restic = " ".join(shlex.quote(a) for a in [self.binary, *args])
+        return (
+            "IFS= read -r RESTIC_PASSWORD && IFS= read -r RESTIC_REPOSITORY && "
+            f"export RESTIC_PASSWORD RESTIC_REPOSITORY && {cd}exec {restic}"
+        )
 
     def run(
         self,
@@ -218,14 +227,16 @@ class Restic:
             SshError: the host could not be reached.
         """
         password = self._password()
-        result = self.host.run(self.command(args, cwd=cwd), timeout=timeout, stdin=password.encode() + b"\n" + stdin)
+        head = f"{password}\n{self.repo.location}\n".encode()
+        result = self.host.run(self.command(args, cwd=cwd), timeout=timeout, stdin=head + stdin)
         if check and not result.ok:
             raise self.error(result, what)
         return result
 
     def error(self, result: CommandResult, what: str) -> ResticError:
         """Our error for a failed restic command, by :data:`RESTIC_ERRORS`; secrets masked."""
-        redact = Redactor([self._password()])
+        location = self.repo.location
+        redact = Redactor([self._password(), *([location] if shown(location) != location else [])])
         text = redact.redact(result.stderr.strip() or result.stdout.strip())
         tail = " | ".join(text.splitlines()[-4:]) or "(no output)"
         if result.exit_code == 127:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from homelab_lib.backup.report import BackupRow, record_size, volume_rows
-from homelab_lib.backup.restic import Repository, Restic, Snapshot
+from homelab_lib.backup.restic import Repository, Restic, Snapshot, shown
 from homelab_lib.backup.targets import Located, Target, docker_targets, k3s_targets, locate_pvc, locate_volume
 from homelab_lib.backup.volumes import (
     BackupResult,
@@ -123,7 +123,9 @@ def plan_backups(desired: BackupDesired, observed: BackupObserved) -> Plan:
     """Pure: ``restic init`` when the repository is missing; a backup per target with none or past its RPO."""
     changes = []
     if not observed.exists:
-        changes.append(Change("repository", desired.repository.location, Action.CREATE, reason="restic init", order=0))
+        changes.append(
+            Change("repository", shown(desired.repository.location), Action.CREATE, reason="restic init", order=0)
+        )
     for t in desired.targets:
         snap = observed.latest.get(key_of(t))
         if snap is None:
@@ -322,7 +324,7 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
                 check = check_repository(restic, read_data_percent=desired.sample_percent)
             stats = restic.stats()
             if self.state_file is not None:
-                record_size(self.state_file, observed.now, stats, desired.repository.location)
+                record_size(self.state_file, observed.now, stats, shown(desired.repository.location))
         rows = volume_rows(desired.targets, observed.latest, observed.now, restores=restores, failures=failures)
         if check is not None and not check.ok:
             rows = [
@@ -338,7 +340,7 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
                     Check("backup", o.target, o.where, fresh, "snapshot within its RPO" if fresh else row.violation)
                 )
         if check is not None:
-            checks.append(Check("repository", desired.repository.location, "", check.ok, check.detail))
+            checks.append(Check("repository", shown(desired.repository.location), "", check.ok, check.detail))
         note = f"{sum(r.ok for r in restores)} of {len(restores)} restore test(s) pass"
         return VerifyResult(
             self.name, result.confirmed, tuple(checks), BackupReport(tuple(rows), tuple(restores), check, stats), note

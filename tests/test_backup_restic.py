@@ -309,7 +309,7 @@ def test_the_stop_hook_makes_the_copy_consistent_and_always_starts_the_service_a
     restic: Restic, make: Make, host: DockerHost, engine: Any
 ) -> None:
     files = {f"f{i}": os.urandom(50_000) for i in range(20)}
-    located = make(files, command="while true; do date >> /data/log; sleep 0.01; done", hook="stop")
+    located = make(files, command="trap 'exit 0' TERM; while true; do date >> /data/log; sleep 0.01; done", hook="stop")
     done = volumes.backup_target(restic, located, engine=host.docker())
     container = engine.containers.get(located.container)
     assert container.status == "running"
@@ -377,7 +377,7 @@ def test_a_scratch_folder_inside_the_source_is_refused(restic: Restic, make: Mak
 def test_restoring_over_the_source_needs_both_flags_and_stops_the_service(
     restic: Restic, make: Make, host: DockerHost, engine: Any
 ) -> None:
-    located = make(some_files(), command="sleep 3600")
+    located = make(some_files(), command="trap 'exit 0' TERM; while true; do sleep 0.2; done")
     before = local_manifest(located.folder)
     volumes.backup_target(restic, located, engine=host.docker())
     Path(located.folder, "a.txt").write_bytes(b"damaged\n")

@@ -62,7 +62,7 @@ def deployed(engine: Any) -> dict[str, Path]:
     dockerfile = (
         "FROM scratch\nCOPY busybox /bin/busybox\n"
         'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /tmp /config"]\n'
-        'CMD ["sleep", "3600"]\n'
+        'CMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 0.2; done"]\n'
     )
     build(
         engine,

@@ -8,6 +8,7 @@ Everything made carries ``homelab.test.backup-hooks=<run>`` and is removed at th
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +38,14 @@ LABEL = "homelab.test.backup-hooks"
 ADDRESS = "127.0.22.2"
 VM = "hookvm"
 CATALOG_SERVICES = {name: Service.model_validate(entry) for name, entry in yaml.safe_load(CATALOG.read_text()).items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_roots() -> Iterator[None]:
+    """The restore tests' scratch roots on the "VM" (this machine) go at the end of the module."""
+    yield
+    for root in (f"/var/tmp/homelab-hooks-test-{RUN}",):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

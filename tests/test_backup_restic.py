@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -68,6 +69,17 @@ class ShiftedClock:
 
 
 # ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_roots() -> Iterator[None]:
+    """The restore tests' scratch roots on the "VM" (this machine) go at the end of the module."""
+    yield
+    for root in (
+        f"/var/tmp/homelab-backup-test-{RUN}",
+        f"/var/tmp/hb-{RUN}",
+    ):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ inventory's stack. Everything made carries ``homelab.test.backup-runbook=<run>``
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,14 @@ ADDRESS = "127.0.22.3"
 VM = "docker-bk"
 STACK = f"st{RUN[:6]}"
 IMAGE = f"homelab-backup-runbook-test/app:1.0-{RUN}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_roots() -> Iterator[None]:
+    """The restore tests' scratch roots on the "VM" (this machine) go at the end of the module."""
+    yield
+    for root in (f"/var/tmp/homelab-runbook-test-{RUN}",):
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

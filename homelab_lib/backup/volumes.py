@@ -43,7 +43,6 @@ from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.errors import (
     BackupError,
     CheckFailed,
-    HomelabError,
     ManifestError,
     RepositoryMissing,
     RestoreTestFailed,
@@ -520,31 +519,6 @@ def restore_to_source(
     finally:
         if container is not None:
             container.start()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One target's backup or restore test as carried out: its result, or its error."""
-
-    target: Target
-    step: str
-    ok: bool
-    detail: str
-    backup: BackupResult | None = None
-    restore: RestoreResult | None = None
-
-
-def guarded(target: Target, step: str, run: Any) -> Outcome:
-    """Run one step of one target; our errors become a failed outcome (so one target never stops the others)."""
-    try:
-        value = run()
-    except HomelabError as e:
-        return Outcome(target, step, False, str(e))
-    if isinstance(value, BackupResult):
-        return Outcome(target, step, True, f"snapshot {value.snapshot}", backup=value)
-    if isinstance(value, RestoreResult):
-        return Outcome(target, step, value.ok, value.detail, restore=value)
-    return Outcome(target, step, True, "done")
 
 
 def source_untouched(before: Manifest, after: Manifest, *, ignore: Sequence[str] = (DUMP_FOLDER,)) -> bool:

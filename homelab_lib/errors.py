@@ -30,10 +30,6 @@ passes through unchanged.
     ├── ScheduleError               `homelab schedule`: a unit cannot be written or is not ours
     ├── ManifestError               a checksum manifest could not be taken or read (folder, host, line)
     ├── AlertError                  an alert could not be delivered (the webhook URL is never shown)
-    ├── BackupError                 a backup could not be listed, taken or proven (names the layer and target)
-    │   ├── VzdumpFailed            a vzdump task ended in error: VM, task, its log's last lines (also a TaskFailed)
-    │   ├── BackupFailed            apply stopped on some backups; carries each failure and what was done
-    │   └── RpoViolated             targets with no backup within their RPO, or that no backup job covers; names each
     ├── LabError                    the rehearsal lab could not start, stop or be reached
     │   └── KubeStandinError        the lab's Kubernetes stand-in (k3s) refused to start: flags, token, address
     │       └── KubeStatus          an API request the stand-in refuses; carries the Kubernetes Status it answers
@@ -48,6 +44,17 @@ passes through unchanged.
         │       ├── ImagePullFailed an image is not on the host and cannot be pulled
         │       ├── PortTaken       a published port is already in use on the host
         │       └── Unhealthy       a container never became healthy before the timeout
+        ├── BackupError             a backup, restore test or restic repository failed (names target, snapshot)
+        │   ├── VzdumpFailed        a vzdump task ended in error: VM, task, its log's last lines (also a TaskFailed)
+        │   ├── BackupFailed        apply stopped on some vzdump backups; carries each failure and what was done
+        │   ├── ResticError         restic refused or failed on a host; carries its exit code and last lines
+        │   │   ├── RepositoryMissing   no repository at backups.restic_repository (created only with confirm)
+        │   │   └── ResticAuthFailed    the repository refused backups.restic_password
+        │   ├── HookFailed          a consistency hook (pg_dumpall, redis_bgsave, stop) failed: no snapshot taken
+        │   ├── SourceChanged       the source changed while it was backed up: the snapshot was dropped
+        │   ├── RestoreTestFailed   a restore test failed: names the target and snapshot, and why
+        │   ├── CheckFailed         `restic check` found damage: names the packs and the snapshots they hold
+        │   └── RpoViolated         targets past their RPO or no job covers (and failed restore tests), each named
         ├── K3sError                K3s on its VM could not be installed, configured, reached or verified
         │   ├── K3sInstallFailed    the install script failed; carries its exit code and last lines
         │   ├── K3sUnreachable      the Kubernetes API does not answer (refused, timed out, TLS)
@@ -341,10 +348,6 @@ class AlertError(HomelabError):
     """An alert could not be delivered to the webhook. The message names the reference, never the URL."""
 
 
-class BackupError(HomelabError):
-    """A backup could not be listed, taken or proven; ``where`` names the layer and target."""
-
-
 class LabError(HomelabError):
     """The rehearsal lab could not be started, stopped or reached."""
 
@@ -526,50 +529,6 @@ class ProvisionFailed(ProxmoxError):
         )
 
 
-class VzdumpFailed(BackupError, TaskFailed):
-    """A vzdump task ended in error (``job errors``, or PVE's own message).
-
-    Also a :class:`TaskFailed`: ``upid``, ``log_tail`` (the task log's last lines, with vzdump's
-    ``ERROR: Backup of VM ... failed - ...``), ``node``, ``vmid``, ``vm``.
-    """
-
-
-class BackupFailed(BackupError):
-    """Apply stopped on one or more backups; what was done is in ``done``, the failures in ``failures``.
-
-    Attributes:
-        failures: the error of each target that failed.
-        done: one line per step that completed.
-    """
-
-    def __init__(self, failures: list[HomelabError], done: list[str], *, where: str = "backups") -> None:
-        self.failures = failures
-        self.done = done
-        lines = "\n  ".join(str(f) for f in failures)
-        super().__init__(
-            f"{len(failures)} backup(s) failed; {len(done)} step(s) were done:\n  {lines}",
-            where=where,
-            hint="fix the cause in the task log above, then run again: the next plan shows exactly what is left",
-        )
-
-
-class RpoViolated(BackupError):
-    """One or more targets have no backup within their RPO (or no backup job covers them).
-
-    Attributes:
-        violations: one line per target: ``layer target: what is wrong``.
-    """
-
-    def __init__(self, violations: list[str], *, hint: str = "") -> None:
-        self.violations = violations
-        lines = "\n  ".join(violations)
-        super().__init__(
-            f"{len(violations)} target(s) violate their RPO:\n  {lines}",
-            where=", ".join(sorted({v.split(":")[0] for v in violations})) or "backups",
-            hint=hint or "run the backups runbook with confirm=True to cover and back them up, then check again",
-        )
-
-
 class SshError(AdapterError):
     """SSH to a VM failed: connection refused or timed out, login refused, a command's channel broke."""
 
@@ -632,6 +591,90 @@ class PortTaken(DeployFailed):
 
 class Unhealthy(DeployFailed):
     """A container did not become healthy (or stopped) before the timeout."""
+
+
+class BackupError(AdapterError):
+    """A backup, a restore test or the restic repository failed; the message names the target and snapshot.
+
+    Attributes:
+        problems: one line per failure, when there are several (the report's violations).
+    """
+
+    def __init__(self, message: str, *, where: str = "", hint: str = "", problems: Sequence[str] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(message, where=where, hint=hint)
+
+    def __str__(self) -> str:
+        return super().__str__() + "".join(f"\n  {line}" for line in self.problems)
+
+
+class VzdumpFailed(TaskFailed, BackupError):
+    """A vzdump task ended in error (``job errors``, or PVE's own message).
+
+    Also a :class:`TaskFailed`: ``upid``, ``log_tail`` (the task log's last lines, with vzdump's
+    ``ERROR: Backup of VM ... failed - ...``), ``node``, ``vmid``, ``vm``.
+    """
+
+
+class BackupFailed(BackupError):
+    """Apply stopped on one or more backups; what was done is in ``done``, the failures in ``failures``.
+
+    Attributes:
+        failures: the error of each target that failed.
+        done: one line per step that completed.
+    """
+
+    def __init__(self, failures: list[HomelabError], done: list[str], *, where: str = "backups") -> None:
+        self.failures = failures
+        self.done = done
+        lines = "\n  ".join(str(f) for f in failures)
+        super().__init__(
+            f"{len(failures)} backup(s) failed; {len(done)} step(s) were done:\n  {lines}",
+            where=where,
+            hint="fix the cause in the task log above, then run again: the next plan shows exactly what is left",
+        )
+
+
+class ResticError(BackupError):
+    """restic refused or failed on a host (exit code and its last lines of stderr, secrets masked)."""
+
+
+class RepositoryMissing(ResticError):
+    """There is no restic repository at ``backups.restic_repository``; it is created only with ``confirm``."""
+
+
+class ResticAuthFailed(ResticError):
+    """The repository refused ``backups.restic_password`` (the password itself is never shown)."""
+
+
+class HookFailed(BackupError):
+    """A consistency hook (a dump, a BGSAVE, a stop) failed for a target: no snapshot was taken or claimed."""
+
+
+class SourceChanged(BackupError):
+    """The source folder changed while it was being backed up; the snapshot was dropped (forgotten)."""
+
+
+class RestoreTestFailed(BackupError):
+    """A restore test failed: the restore itself, the manifest comparison or the database check.
+
+    Raised per target (naming target and snapshot) and, after a whole report is written, for every
+    failed restore test at once (``problems``).
+    """
+
+
+class CheckFailed(BackupError):
+    """``restic check`` found damage in the repository; the message names the packs and the snapshots they hold."""
+
+
+class RpoViolated(BackupError):
+    """Raised after the whole report is written: targets whose last backup is older than their RPO
+    (or that have none, or no backup job covers them), and any failed restore tests, one line each
+    in ``problems`` (``layer target: what is wrong``)."""
+
+    @property
+    def violations(self) -> tuple[str, ...]:
+        return self.problems
 
 
 class K3sError(AdapterError):

@@ -192,7 +192,9 @@ class CommandResult:
 CHUNK = 1 << 15
 
 
-def run_command(client: paramiko.SSHClient, command: str, *, timeout: float, where: str) -> CommandResult:
+def run_command(
+    client: paramiko.SSHClient, command: str, *, timeout: float, where: str, stdin: bytes = b""
+) -> CommandResult:
     """Run a command over an open connection; its exit code, stdout and stderr (kept apart).
 
     Both streams are drained as they arrive (one select loop on the channel), so neither can
@@ -203,6 +205,8 @@ def run_command(client: paramiko.SSHClient, command: str, *, timeout: float, whe
         command: the shell command line.
         timeout: seconds for the whole command, output included.
         where: the host, for messages (``VM docker-a (ssh user@addr:22)``).
+        stdin: bytes fed to the command's standard input, then end of file; the way to hand a
+            command a secret (``IFS= read -r VAR``) without it reaching a command line.
 
     Raises:
         SshError: the channel could not be opened or broke, or the command ran past timeout
@@ -222,9 +226,17 @@ def run_command(client: paramiko.SSHClient, command: str, *, timeout: float, whe
     try:
         chan.settimeout(0.0)
         chan.exec_command(command)
-        chan.shutdown_write()  # no stdin: a command that reads it sees end of file, not a hang
+        pending = memoryview(stdin)
+        if not pending:
+            chan.shutdown_write()  # no stdin: a command that reads it sees end of file, not a hang
         while True:
             drained = False
+            while pending and chan.send_ready():
+                sent = chan.send(bytes(pending[:CHUNK]))
+                pending = pending[sent:]
+                drained = True
+                if not pending:
+                    chan.shutdown_write()
             while chan.recv_ready():
                 out.append(chan.recv(CHUNK))
                 drained = True
@@ -237,7 +249,7 @@ def run_command(client: paramiko.SSHClient, command: str, *, timeout: float, whe
             if left <= 0:
                 raise TimeoutError
             if not drained:
-                select.select([chan], [], [], min(left, 1.0))
+                select.select([chan], [], [], min(left, 0.01 if pending else 1.0))
         while not chan.exit_status_ready():
             left = deadline - time.monotonic()
             if left <= 0:

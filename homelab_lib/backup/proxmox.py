@@ -653,7 +653,12 @@ def check_rpo(report_rows: Iterable[BackupRow]) -> None:
     """
     bad = [f"{r.layer} {r.target}: {r.violation}" for r in report_rows if r.violation]
     if bad:
-        raise RpoViolated(bad)
+        raise RpoViolated(
+            f"{len(bad)} target(s) violate their RPO",
+            where=", ".join(sorted({v.split(":")[0] for v in bad})),
+            hint="run the backups runbook with confirm=True to cover and back them up, then check again",
+            problems=bad,
+        )
 
 
 @dataclass(frozen=True)

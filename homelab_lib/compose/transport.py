@@ -168,15 +168,16 @@ class DockerHost:
     def where(self) -> str:
         return f"VM {self.target.host} (ssh {self.target.endpoint})"
 
-    def run(self, command: str, timeout: float = COMMAND_TIMEOUT_S) -> CommandResult:
+    def run(self, command: str, timeout: float = COMMAND_TIMEOUT_S, stdin: bytes = b"") -> CommandResult:
         """Run a shell command on the host; its exit code and output (never raises for a non-zero exit).
 
-        stdout and stderr are read together (see :func:`homelab_lib.ssh.run_command`).
+        stdout and stderr are read together (see :func:`homelab_lib.ssh.run_command`); ``stdin`` is
+        fed to the command (a secret goes there, never on the command line).
 
         Raises:
             SshError: the channel could not be opened or broke, or the command ran past timeout.
         """
-        return run_command(self._ssh, command, timeout=timeout, where=self.where)
+        return run_command(self._ssh, command, timeout=timeout, where=self.where, stdin=stdin)
 
     def put_files(
         self, folder: str, files: Mapping[str, tuple[bytes, int]], *, private_dirs: tuple[str, ...] = ()

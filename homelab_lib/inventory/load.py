@@ -27,7 +27,7 @@ from homelab_lib.inventory.placement import apply_moves, read_moves
 from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
-FIELDWISE = ("healthcheck", "resources")  # service keys whose override is merged field by field
+FIELDWISE = ("healthcheck", "resources", "backup")  # service keys whose override is merged field by field
 PATH_KEYS = {
     "ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers", "binary", "install_script",
     "placement_file",

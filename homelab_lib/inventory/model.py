@@ -320,6 +320,21 @@ class ServiceSecret(Model):
     required: bool = True
 
 
+class ServiceBackup(Model):
+    """How a service's volumes are made consistent for a backup (catalog ``backup:``).
+
+    ``hook``: ``none`` copies the volume with the service running (the copy must not change while
+    it is taken); ``stop`` stops the container for the backup and always starts it again;
+    ``pg_dumpall`` dumps the cluster in the container (``pg_dumpall -U $POSTGRES_USER``) into
+    ``.homelab-dump/`` of its first volume, and only that dump is backed up; ``redis_bgsave`` runs
+    BGSAVE and waits for LASTSAVE to move. ``query`` is what the restore test runs against the
+    dump loaded into a scratch database (``pg_dumpall`` only).
+    """
+
+    hook: Literal["none", "stop", "pg_dumpall", "redis_bgsave"] = "none"
+    query: str = "SELECT count(*) FROM pg_database"
+
+
 class Service(Model):
     """A service of the catalog, or one the inventory defines."""
 
@@ -358,6 +373,7 @@ class Service(Model):
     metrics_port: Annotated[int, Field(gt=0, lt=65536)] | None = Field(
         default=None, description="the container port that serves metrics (default: the first port)"
     )
+    backup: ServiceBackup = Field(default_factory=ServiceBackup, description="consistency hook for backups")
 
     @field_validator("image")
     @classmethod
@@ -436,6 +452,10 @@ class Backups(Model):
     vzdump: VzdumpPolicy | None = None
     restic_repository: str | None = None
     restic_password: Secret | None = None
+    restore_scratch: Annotated[str, Field(pattern=r"^/\S+$")] = Field(
+        default="/var/tmp/homelab-restore-test",
+        description="folder on each host where restore tests restore (never inside a source)",
+    )
     default_rpo_hours: Annotated[float, Field(gt=0)] = 24
     rpo_hours: dict[Name, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict, description="service or VM name -> RPO in hours"

@@ -31,6 +31,7 @@ from homelab_lib.kube.objects import Manifest, config_hash, kubernetes_version
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory, Service
+    from homelab_lib.migrate.convert import Conversion
 
 RUNBOOK = "04_deploy_k3s_services"
 INGRESS_CLASS = "traefik"
@@ -251,12 +252,15 @@ def devenvs(inv: Inventory, domain: str) -> tuple[list[Manifest], list[tuple[str
 OWN_MANIFESTS = ("gitlab", "harbor", "devenv")  # the services this module writes manifests for by hand
 
 
-def converted(inv: Inventory, name: str, address: str) -> tuple[list[Manifest], Probe | None]:
-    """A catalog service's manifests as runbook 05's converter makes them (in its own namespace), and the
-    probe of its Ingress when the service has a ``proxy:`` sub-domain and an HTTP health path."""
+def converted(
+    inv: Inventory, name: str, address: str, conv: Conversion | None = None
+) -> tuple[list[Manifest], Probe | None]:
+    """A catalog service's manifests as runbook 05's converter makes them (in its own namespace; ``conv``:
+    that conversion, already made), with the NodePort monitoring scrapes it at, and the probe of its
+    Ingress when the service has a ``proxy:`` sub-domain and an HTTP health path."""
     from homelab_lib.migrate.convert import convert_inventory_service
 
-    conv = convert_inventory_service(inv, None, name, name)
+    conv = conv or convert_inventory_service(inv, None, name, name)
     svc = inv.services[name]
     objs = list(conv.objects)
     node_port = inv.monitoring.k3s_node_ports.get(name) if inv.monitoring else None

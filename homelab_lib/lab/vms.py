@@ -161,6 +161,23 @@ def package_units(vm: Vm) -> dict[str, str]:
     return {f"{p}.service": text for p in vm.packages if p in PACKAGE_UNITS and (text := PACKAGE_UNITS[p](vm))}
 
 
+def _fresh_dotfiles(inv: Inventory, vm: Vm) -> None:
+    """root's shell start-up files as a fresh Debian VM has them (/etc/skel), over this machine's.
+
+    The VM's /root is an overlay of this machine's (for the Docker CLI's plugins under ~/.docker), but
+    this machine's ~/.bashrc may run anything (pyenv's ``rehash`` takes a lock: concurrent SSH sessions
+    on one VM then wait on each other for a minute).
+    """
+    home = vm_dir(inv, vm.name) / "fs" / "root"
+    home.mkdir(parents=True, exist_ok=True)
+    for name in (".bashrc", ".profile", ".bash_logout"):
+        skel = Path("/etc/skel") / name
+        if skel.exists():
+            (home / name).write_bytes(skel.read_bytes())
+        else:
+            (home / name).write_text("")
+
+
 def _install_packages(inv: Inventory, vm: Vm) -> None:
     units = vm_dir(inv, vm.name) / "fs" / "etc" / "systemd" / "system"
     wants = units / "multi-user.target.wants"
@@ -447,6 +464,7 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
             host_keys[vm.name],
             INIT.read_text(),
             SYSTEMCTL.read_text(),
+            "dotfiles: /etc/skel",  # root's start-up files are a fresh VM's (_fresh_dotfiles)
             *sorted(f"{k}={v}" for k, v in env.items()),
             *sorted(f"{k}:{v}" for k, v in units.items()),
         )
@@ -462,6 +480,7 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
         systemctl.write_bytes(SYSTEMCTL.read_bytes())
         systemctl.chmod(0o755)
         _install_packages(inv, vm)
+        _fresh_dotfiles(inv, vm)
         _ensure_bridge(inv, vm)
         _ensure_forwarding(inv, vm)
         pid = common.spawn(argv, folder / "log", env=env)

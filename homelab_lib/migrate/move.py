@@ -81,6 +81,7 @@ from homelab_lib.errors import (
     RolledBack,
     mapped,
 )
+from homelab_lib.inventory.placement import Move, forget_move, record_move
 from homelab_lib.kube import rollout
 from homelab_lib.kube.client import Kube
 from homelab_lib.kube.objects import Key, key, ordered, sealed
@@ -149,6 +150,51 @@ class PlacementEdit:
         plus = "".join(f"+{line}\n" for line in self.new.splitlines())
         return f"--- {self.file}\n+++ {self.file}\n{minus}{plus}"
 
+    def write(self) -> str:
+        """Make the edit (once); what was done.
+
+        Raises:
+            MigrateError: the old text is not found exactly once (and the new one is not there).
+        """
+        text = self.file.read_text()
+        if text.count(self.old) == 1:
+            self.file.write_text(text.replace(self.old, self.new))
+            return f"written to {self.file}"
+        if self.old not in text and self.new in text:
+            return f"already in {self.file}"
+        raise MigrateError(
+            f"the placement edit's old text is found {text.count(self.old)} time(s), not once",
+            where=str(self.file),
+            hint="make the edit by hand (shown in the plan), then run again",
+        )
+
+    def undo(self) -> str:
+        text = self.file.read_text()
+        if text.count(self.new) == 1:
+            self.file.write_text(text.replace(self.new, self.old))
+            return f"placement edit undone in {self.file}"
+        return f"placement edit not found in {self.file}: undo it by hand"
+
+
+@dataclass(frozen=True)
+class PlacementRecord:
+    """The move recorded in the inventory's ``placement_file`` (:mod:`homelab_lib.inventory.placement`):
+    every later load of the inventory places the service on K3s; the operator's files are not touched."""
+
+    file: Path
+    move: Move
+
+    def show(self) -> str:
+        return f"{self.file}: moved.{self.move.service}: to {self.move.to}, from {self.move.origin}"
+
+    def write(self) -> str:
+        record_move(self.file, self.move)
+        return f"recorded in {self.file}"
+
+    def undo(self) -> str:
+        forget_move(self.file, self.move.service)
+        return f"move forgotten in {self.file}: {self.move.service} is in {self.move.origin} again"
+
 
 @dataclass(frozen=True)
 class MoveDesired:
@@ -180,7 +226,7 @@ class MoveDesired:
     volumes: tuple[VolumeMove, ...]
     storage_root: str
     probes: tuple[Probe, ...] = ()
-    placement: PlacementEdit | None = None
+    placement: PlacementEdit | PlacementRecord | None = None
     headroom: float = 1.1
     rollout_timeout_s: float = 300.0
     health_timeout_s: float = 120.0
@@ -223,7 +269,8 @@ def desired_of(
     volumes: Sequence[VolumeMove],
     storage_root: str,
     probes: Sequence[Probe] = (),
-    placement: PlacementEdit | None = None,
+    placement: PlacementEdit | PlacementRecord | None = None,
+    runbook: str = RUNBOOK,
     **options: Any,
 ) -> MoveDesired:
     """A move from the converter's output: its manifests sealed (labels, config hash) and put in apply order.
@@ -231,7 +278,7 @@ def desired_of(
     Raises:
         MigrateError: a volume names a PVC the manifests do not have.
     """
-    objs = ordered([sealed(dict(o), RUNBOOK) for o in manifests])
+    objs = ordered([sealed(dict(o), runbook) for o in manifests])
     claims = {key(o).target for o in objs if o["kind"] == "PersistentVolumeClaim"}
     for v in volumes:
         if v.claim not in claims:
@@ -886,17 +933,7 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
             return {"placement": "no edit given"}
         if not self.write_placement:
             return {"placement": "shown", "edit": edit.show()}
-        text = edit.file.read_text()
-        if text.count(edit.old) == 1:
-            edit.file.write_text(text.replace(edit.old, edit.new))
-            return {"placement": f"written to {edit.file}", "edit": edit.show()}
-        if edit.old not in text and edit.new in text:
-            return {"placement": f"already in {edit.file}"}
-        raise MigrateError(
-            f"the placement edit's old text is found {text.count(edit.old)} time(s), not once",
-            where=str(edit.file),
-            hint="make the edit by hand (shown in the plan), then run again",
-        )
+        return {"placement": edit.write(), "edit": edit.show()}
 
     def _cleanup(self, desired: MoveDesired, st: MoveState) -> dict[str, str]:
         ids = json.loads(st.fact("stop", "containers", "[]"))
@@ -935,6 +972,8 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
                 hint="deploy the stack again with runbook 02 (its volumes were kept)",
             )
         try:
+            if "placement" in st.done and self.write_placement and desired.placement is not None:
+                lines.append(desired.placement.undo())
             lines += self._undo_k3s(desired, st, clock)
             lines += self._restart_compose(desired, st, clock)
             lines += self._prove_unchanged(desired, st)

@@ -1,0 +1,141 @@
+"""Runbook 05 for an inventory: one service's move, from the inventory to the move's adapter.
+
+:func:`move_for` finds where the service runs (its VM and stack, or, once moved, where it came
+from), sizes its claims from its volumes' data (``du`` on the Docker VM, plus headroom, whole
+GiB), converts it exactly as runbook 04 will deploy it on K3s afterwards (the same manifests,
+labelled as 04's, so 04's next run changes nothing), and builds the move: its volumes, its
+probe through the K3s Ingress, and the placement change (recorded in ``placement_file`` when
+the inventory has one, otherwise shown as the edit to make).
+
+A notebook::
+
+    move, conv = migrate.move_for(inv, "prowlarr", state_dir=Path("archive"))
+    display(conv.report_frame())
+    desired = move.desired(); observed = move.observe(desired)
+    plan = move.plan(desired, observed); contract.show_plan(plan)
+    result = move.apply(desired, plan, confirm=confirm)
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import docker
+
+from homelab_lib import clients
+from homelab_lib.clock import SYSTEM, Clock
+from homelab_lib.compose.render import project_name
+from homelab_lib.errors import MigrateError, NotFound
+from homelab_lib.inventory.model import Inventory
+from homelab_lib.inventory.placement import Move, edit_to_make
+from homelab_lib.k3s.services import RUNBOOK as K3S_SERVICES
+from homelab_lib.k3s.services import converted
+from homelab_lib.migrate.convert import Conversion, convert_inventory_service
+from homelab_lib.migrate.move import Backup, MoveAdapter, MoveDesired, PlacementRecord, VolumeMove, adapter, desired_of
+from homelab_lib.migrate.move import storage_root as k3s_storage_root
+from homelab_lib.migrate.units import pvc_size
+
+
+def origin(inv: Inventory, service: str) -> tuple[str, str]:
+    """(VM, stack) the service runs in on Compose, or ran in before runbook 05 moved it.
+
+    Raises:
+        NotFound: no Compose stack has it and no move recorded it.
+        MigrateError: it runs on several VMs (a per-host service: those stay where they are).
+    """
+    found = [(vm.name, stack) for vm in inv.docker_hosts for stack, names in vm.stacks.items() if service in names]
+    if not found and service in inv.moved:
+        vm, stack = inv.moved[service].origin.split("/")
+        return vm, stack
+    if not found:
+        known = sorted({s for vm in inv.docker_hosts for names in vm.stacks.values() for s in names})
+        raise NotFound(service, what="Compose service", known=known, where="vms[].stacks")
+    if len(found) > 1:
+        raise MigrateError(
+            f"service {service} runs on {len(found)} VMs: a per-host service stays on its hosts",
+            where=f"service {service}",
+        )
+    return found[0]
+
+
+def measured_sizes(inv: Inventory, vm: str, volumes: dict[str, str], *, headroom: float = 0.25) -> dict[str, str]:
+    """Claim sizes from the data in each Docker volume (claim -> volume): ``du`` on its VM, plus headroom.
+
+    A volume that does not exist (yet) gets the smallest claim (1Gi).
+    """
+    sizes: dict[str, str] = {}
+    with clients.docker_hosts(inv, [vm]) as pool:
+        host = pool[vm]
+        engine = host.docker()
+        for claim, volume in volumes.items():
+            try:
+                mountpoint = engine.volumes.get(volume).attrs["Mountpoint"]
+            except docker.errors.NotFound:  # nothing to measure yet
+                sizes[claim] = pvc_size(0, headroom)
+                continue
+            got = host.run(f"du -sb -- {shlex.quote(mountpoint)}")
+            used = int(got.stdout.split()[0]) if got.ok and got.stdout.split() else 0
+            sizes[claim] = pvc_size(used, headroom)
+    return sizes
+
+
+def move_for(
+    inv: Inventory,
+    service: str,
+    *,
+    state_dir: Path,
+    backup: Backup | None = None,
+    clock: Clock = SYSTEM,
+) -> tuple[MoveAdapter, Conversion]:
+    """The move of one Compose service to the inventory's K3s, ready for plan/apply, and its conversion.
+
+    Raises:
+        NotFound, MigrateError: the service is not one that can move (see :func:`origin`), or it keeps
+            data in bind-mounted host folders the move does not copy.
+    """
+    if inv.k3s is None:
+        raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
+    vm, stack = origin(inv, service)
+    project = project_name(vm, stack)
+    first = convert_inventory_service(inv, vm if service not in inv.moved else None, service, service, reveal=False)
+    copied = [p for p in first.volumes if p.kind == "pvc-copied"]
+    binds = [p for p in copied if p.source_kind != "volume"]
+    if binds:
+        raise MigrateError(
+            f"service {service} keeps data in host folders ({', '.join(str(p.source) for p in binds)}), "
+            "which the move does not copy",
+            where=f"service {service}",
+            hint="move the data into a named volume first, or keep the service on Compose (see the readiness table)",
+        )
+    claims = {p.pvc: str(p.docker_volume or p.source) for p in copied}
+    moved = inv.moved.get(service)
+    sizes = dict(moved.sizes) if moved else measured_sizes(inv, vm, claims)
+    conv = convert_inventory_service(inv, vm if not moved else None, service, service, sizes=sizes)
+    address = inv.vm(inv.k3s.vm).address
+    manifests, probe = converted(inv, service, address, conv)
+    record = Move(service, "k3s", f"{vm}/{stack}", sizes=tuple(sorted(sizes.items())))
+    placement = PlacementRecord(inv.placement_file, record) if inv.placement_file else None
+    desired: MoveDesired = desired_of(
+        f"{stack}/{service}",
+        docker_host=vm,
+        project=project,
+        compose_service=service,
+        manifests=manifests,
+        volumes=[VolumeMove(str(p.docker_volume or p.source), conv.namespace, p.pvc, p.container_path) for p in copied],
+        storage_root=k3s_storage_root(inv),
+        probes=[probe] if probe else [],
+        placement=placement,
+        runbook=K3S_SERVICES,
+        rollout_timeout_s=inv.k3s.rollout_timeout_s,
+    )
+    move = adapter(inv, desired, state_dir=state_dir, backup=backup, write_placement=placement is not None, clock=clock)
+    return move, conv
+
+
+def placement_note(inv: Inventory, service: str) -> str:
+    """What happens to the inventory when the move is done: recorded, or the edit to make by hand."""
+    vm, stack = origin(inv, service)
+    if inv.placement_file:
+        return f"the move is recorded in {inv.placement_file}; every later run places {service} on K3s"
+    return "no placement_file: after the move, " + edit_to_make(service, f"{vm}/{stack}", "k3s")

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -28,7 +28,10 @@ from matplotlib.figure import Figure
 from homelab_lib.backup.restic import Snapshot
 from homelab_lib.backup.targets import Target
 from homelab_lib.backup.volumes import RestoreResult
-from homelab_lib.errors import BackupError, RestoreTestFailed, RpoViolated
+from homelab_lib.errors import BackupError, ConfigError, Problem, RestoreTestFailed, RpoViolated
+
+if TYPE_CHECKING:
+    from homelab_lib.inventory.model import Inventory
 
 COLUMNS = (
     "layer",
@@ -297,3 +300,45 @@ def plot_repository_size(history: pd.DataFrame, figsize: tuple[float, float] = (
     fig.autofmt_xdate()
     fig.tight_layout()
     return fig
+
+
+#: Where node-exporter's textfile collector reads on a VM (the catalog's node-exporter binds / at /host).
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+TEXTFILE_NAME = "homelab_backup.prom"
+
+
+def publish_textfile(df: pd.DataFrame, inv: Inventory, vm: str | None = None) -> str:
+    """Write :func:`textfile` onto a VM's textfile-collector folder over SFTP, atomically (a temporary
+    name, then a rename): the monitoring host's by default, so runbook 07's backup alert sees it.
+
+    Returns:
+        ``vm:path`` of the file written.
+
+    Raises:
+        ConfigError: no VM given and the inventory has no ``monitoring:`` section.
+        SshError, HostKeyRejected: the VM cannot be reached.
+    """
+    from homelab_lib import clients
+    from homelab_lib.ssh import connect, sftp_makedirs
+
+    if vm is None:
+        if inv.monitoring is None:
+            raise ConfigError([Problem("parameters", 0, "monitoring", "no monitoring: section: name the VM")])
+        vm = inv.monitoring.prometheus_host
+    target = clients.ssh_target(inv, vm)
+    path = f"{TEXTFILE_DIR}/{TEXTFILE_NAME}"
+    client = connect(target)
+    try:
+        sftp = client.open_sftp()
+        try:
+            sftp_makedirs(sftp, TEXTFILE_DIR)
+            tmp = f"{path}.tmp"
+            with sftp.open(tmp, "w") as f:
+                f.write(textfile(df).encode())
+            sftp.chmod(tmp, 0o644)
+            sftp.posix_rename(tmp, path)
+        finally:
+            sftp.close()
+    finally:
+        client.close()
+    return f"{vm}:{path}"

@@ -69,6 +69,12 @@ for spec in ${VM_DEVICES:-}; do
     fi
 done
 
+if [ -n "${VM_NAS:-}" ] && [ -d "$VM_NAS" ]; then
+    # the lab's NAS share, the same folder on every VM (as a homelab mounts its NAS)
+    mkdir -p /srv/nas
+    mount --bind "$VM_NAS" /srv/nas
+fi
+
 mkdir -p /var/lib/docker
 mount --bind /run/vm/docker /var/lib/docker
 rm -f /etc/docker/key.json # the engine's identity: each VM's engine makes its own

@@ -13,6 +13,8 @@ own mount and UTS namespace (``unshare``), booted by ``vm-init.sh``:
 - device stand-ins for devices its services need that this machine lacks (``/dev/dri``);
 - ``systemctl`` answered by the lab (``systemctl.sh``; the VM runs no systemd), and
   enabled units started at boot;
+- the lab's NAS share at ``/srv/nas`` (one folder of the state dir, the same on every VM, as a
+  homelab mounts its NAS on every VM: the backups' restic repository lives there);
 - what cloud-init would install from its ``packages:`` (:data:`PACKAGE_UNITS`):
   ``prometheus-node-exporter`` as an enabled unit on the VM's address, ``restic``
   (this machine's binary);
@@ -30,6 +32,7 @@ lab's entries are replaced, other lines kept); and under ``state_dir``:
     vms/<vm>/docker.sock            a second socket of its engine, for the lab itself
     vms/<vm>/docker/                the engine's data-root
     vms/<vm>/fs/<path>              what the VM wrote under <path>
+    nas/                            the NAS share every VM mounts at /srv/nas
 """
 
 from __future__ import annotations
@@ -356,7 +359,13 @@ def _env(inv: Inventory, vm: Vm) -> dict[str, str]:
         "VM_BRIDGE": bridge_name(inv, vm.name),
         "VM_POOL": address_pool(vm),
         "VM_DEVICES": " ".join(device_standins(inv, vm)),
+        "VM_NAS": str(nas_dir(inv)),
     }
+
+
+def nas_dir(inv: Inventory) -> Path:
+    """The lab's NAS share: one folder every VM mounts at /srv/nas (where lab.yaml's restic repository is)."""
+    return common.lab_settings(inv).state_dir / "nas"
 
 
 def _argv(inv: Inventory, vm: Vm) -> list[str]:
@@ -481,6 +490,7 @@ def start(inv: Inventory, progress: Callable[[str], None]) -> list[Vm]:
         systemctl.chmod(0o755)
         _install_packages(inv, vm)
         _fresh_dotfiles(inv, vm)
+        nas_dir(inv).mkdir(parents=True, exist_ok=True)
         _ensure_bridge(inv, vm)
         _ensure_forwarding(inv, vm)
         pid = common.spawn(argv, folder / "log", env=env)

@@ -633,7 +633,11 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
             except Exception as e:
                 if not st.stopped or cp not in AFTER_STOP:
                     raise
-                undone = self._rollback(desired, st, clock)
+                try:
+                    undone = self._rollback(desired, st, clock)
+                except RollbackFailed as failed:
+                    failed.message = f"{cp} failed ({e}); {failed.message}"
+                    raise
                 outcomes.append(Outcome.of(change, FAILED, str(e), clock.monotonic() - began))
                 outcomes += [Outcome.of(c, NOT_STARTED) for c in checkpoints[n + 1 :]]
                 raise RolledBack(
@@ -975,8 +979,9 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
             if "placement" in st.done and self.write_placement and desired.placement is not None:
                 lines.append(desired.placement.undo())
             lines += self._undo_k3s(desired, st, clock)
-            lines += self._restart_compose(desired, st, clock)
+            # proved before the containers start: a service writes to its volume as it starts (logs, locks)
             lines += self._prove_unchanged(desired, st)
+            lines += self._restart_compose(desired, st, clock)
         except HomelabError as e:
             raise RollbackFailed(
                 f"the rollback stopped: {e}; done so far: {'; '.join(lines) or 'nothing'}",

@@ -9,7 +9,7 @@ the inventory has one, otherwise shown as the edit to make).
 
 A notebook::
 
-    move, conv = migrate.move_for(inv, "prowlarr", state_dir=Path("archive"))
+    move, conv = migration.move_for(inv, "prowlarr", backup=migration.final_backup(inv))
     display(conv.report_frame())
     desired = move.desired(); observed = move.observe(desired)
     plan = move.plan(desired, observed); contract.show_plan(plan)
@@ -84,11 +84,19 @@ def move_for(
     inv: Inventory,
     service: str,
     *,
-    state_dir: Path,
+    state_dir: Path | None = None,
     backup: Backup | None = None,
     clock: Clock = SYSTEM,
 ) -> tuple[MoveAdapter, Conversion]:
     """The move of one Compose service to the inventory's K3s, ready for plan/apply, and its conversion.
+
+    Args:
+        inv: the inventory.
+        service: the Compose service to move.
+        state_dir: where each move's checkpoints are recorded (default: ``migrate/`` beside the
+            inventory's ``placement_file``, else ``~/.local/state/homelab/migrate``).
+        backup: the final backup (default: none, recorded as skipped).
+        clock: waits and stamps.
 
     Raises:
         NotFound, MigrateError: the service is not one that can move (see :func:`origin`), or it keeps
@@ -96,6 +104,9 @@ def move_for(
     """
     if inv.k3s is None:
         raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
+    if state_dir is None:  # beside the placement record, or this user's state folder
+        base = inv.placement_file.parent if inv.placement_file else Path("~/.local/state/homelab").expanduser()
+        state_dir = base / "migrate"
     vm, stack = origin(inv, service)
     project = project_name(vm, stack)
     first = convert_inventory_service(inv, vm if service not in inv.moved else None, service, service, reveal=False)
@@ -139,3 +150,17 @@ def placement_note(inv: Inventory, service: str) -> str:
     if inv.placement_file:
         return f"the move is recorded in {inv.placement_file}; every later run places {service} on K3s"
     return "no placement_file: after the move, " + edit_to_make(service, f"{vm}/{stack}", "k3s")
+
+
+def final_backup(inv: Inventory) -> Backup | None:
+    """The move's final backup through runbook 06's restic layer, when the inventory has a repository."""
+    if not inv.backups.restic_repository or inv.backups.restic_password is None:
+        return None
+
+    def run(desired: MoveDesired) -> str:
+        from homelab_lib.backup.runbook import backup_service_now
+
+        results = backup_service_now(inv, desired.compose_service, host=desired.docker_host)
+        return ", ".join(f"{r.target.name}: {r.snapshot}" for r in results)
+
+    return run

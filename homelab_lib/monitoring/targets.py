@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+import pandas as pd
+
 from homelab_lib.errors import ConfigError, Problem
 from homelab_lib.inventory.model import Inventory, Service, Vm
 
@@ -93,6 +95,15 @@ class Targets:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+    def table(self) -> pd.DataFrame:
+        """One row per target (platform, node, host, service, job, URL), sorted; then the unscraped."""
+        rows = [
+            {"platform": t.platform, "node": t.node, "host": t.host, "service": t.service, "job": t.job, "url": t.url}
+            for t in self.targets
+        ]
+        rows += [{"platform": "-", "service": name, "url": f"not scraped: {why}"} for name, why in self.unscraped]
+        return pd.DataFrame(rows).sort_values(["platform", "host", "service"], kind="stable").reset_index(drop=True)
 
 
 def listen_port(vm: Vm, svc: Service, name: str, problems: list[Problem], where: str) -> int | None:

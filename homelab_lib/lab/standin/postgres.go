@@ -381,9 +381,9 @@ func pgTypedRows(columns []string, types []int32, rows [][]*string) []byte {
 		desc = append(desc, cstr(c)...)
 		desc = append(desc, 0, 0, 0, 0, 0, 0) // table oid, column number
 		desc = append(desc, int32b(oid)...)
-		desc = append(desc, 0xff, 0xff)       // typlen -1
-		desc = append(desc, int32b(-1)...)    // typmod
-		desc = append(desc, 0, 0)             // text format
+		desc = append(desc, 0xff, 0xff)    // typlen -1
+		desc = append(desc, int32b(-1)...) // typmod
+		desc = append(desc, 0, 0)          // text format
 	}
 	out := pgMsg('T', desc)
 	for _, row := range rows {

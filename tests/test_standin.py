@@ -534,12 +534,13 @@ def test_psql_loads_a_pg_dumpall_into_a_scratch_server_as_the_restore_test_does(
     ], err
     assert " set_config \n------------\n \n(1 row)\n\n" in out
     assert sh(scratch, *query) == (0, "5\n", "")
-    code, out, _ = sh(scratch, "psql", "-U", "homelab", "-d", "postgres", "-tA", "-c", "SELECT datname FROM pg_database")
+    code, out, _ = sh(scratch, *query[:-1], "SELECT datname FROM pg_database")
     assert out.split() == ["homelab", "media", "postgres", "template1"]
     # The restored database's table holds the source's rows (COPY FROM stdin took the dump's data lines).
-    code, out, err = sh(scratch, "psql", "-U", "homelab", "-d", "media", "-tA", "-c", "SELECT count(*) FROM standin_files")
+    in_media = ["psql", "-U", "homelab", "-d", "media", "-tA", "-c"]
+    code, out, err = sh(scratch, *in_media, "SELECT count(*) FROM standin_files")
     assert (code, out, err) == (0, "2\n", "")
-    code, out, err = sh(scratch, "psql", "-U", "homelab", "-d", "media", "-tA", "-c", "SELECT * FROM standin_files")
+    code, out, err = sh(scratch, *in_media, "SELECT * FROM standin_files")
     assert (code, out, err) == (0, "notes/a.txt|5|2cf24d|\\x68656c6c6f\nnotes/b\tc.txt|0|e3b0c4|\n", "")
 
     # A damaged dump: psql goes on without ON_ERROR_STOP (exit 0), stops with it (exit 3).

@@ -13,8 +13,8 @@ chosen by ``argv[0]`` as busybox does:
 - ``pg_dump`` / ``pg_dumpall``: a plain-format SQL dump of the stand-in's data
   directory, through the server (so it fails when the server is down).
 - ``psql``: ``-h -p -U -d -q -t -A -c SQL -f FILE -v NAME=VALUE`` (and ``-X``, ``-w``);
-  runs a script (such as a ``pg_dumpall`` file: its ``\connect`` lines client-side,
-  ``COPY ... FROM stdin`` data up to ``\.``) statement by statement, prints results
+  runs a script (such as a ``pg_dumpall`` file: its ``\\connect`` lines client-side,
+  ``COPY ... FROM stdin`` data up to ``\\.``) statement by statement, prints results
   as psql does (aligned, or ``-A`` unaligned, ``-t`` tuples only), errors as
   ``psql:FILE:LINE: ERROR:  ...``; exit 0, 1 (unreadable file, failed ``-c``),
   2 (cannot connect), 3 (an error with ``ON_ERROR_STOP``).

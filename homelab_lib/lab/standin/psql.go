@@ -153,7 +153,7 @@ func runPsql(args []string) int {
 			ps.source = ""
 			ok := false
 			if strings.HasPrefix(strings.TrimSpace(a.command), "\\") {
-				ok, _ = ps.runScript(a.command, nil)
+				ok, _ = ps.runScript(a.command)
 			} else { // -c sends its text as one query, as psql does
 				ok, _ = ps.send(a.command, nil, 0)
 			}
@@ -206,17 +206,15 @@ func (ps *psql) runFile(name string) int {
 		fmt.Fprintf(ps.errw, "psql: error: %s: %s\n", name, reason)
 		return 1
 	}
-	ok, stopped := ps.runScript(string(data), nil)
-	if !ok && ps.onErrorStop {
+	if ok, _ := ps.runScript(string(data)); !ok && ps.onErrorStop {
 		return 3
 	}
-	_ = stopped
 	return 0
 }
 
 // runScript runs a script's statements and meta-commands. ok is false when one failed;
 // stopped when it ended early (ON_ERROR_STOP, \q).
-func (ps *psql) runScript(text string, _ []string) (ok, stopped bool) {
+func (ps *psql) runScript(text string) (ok, stopped bool) {
 	lines := strings.SplitAfter(text, "\n")
 	ok = true
 	var buf strings.Builder

@@ -105,7 +105,7 @@ func TestPsqlLoadsADumpAndStopsOnErrorWhenAsked(t *testing.T) {
 	srv, client := pgTestServer(t)
 	ps := client()
 	ps.quiet, ps.source = true, "dump.sql"
-	ok, _ := ps.runScript(testDump, nil)
+	ok, _ := ps.runScript(testDump)
 	out, errs := outputs(ps)
 	// The dump's CREATE ROLE of the server's own user fails, as with the real server; the rest loads.
 	if ok || errs != "psql:dump.sql:7: ERROR:  role \"homelab\" already exists\n" {
@@ -128,7 +128,7 @@ func TestPsqlLoadsADumpAndStopsOnErrorWhenAsked(t *testing.T) {
 	stop := client()
 	stop.quiet, stop.source = true, "bad.sql"
 	stop.set("ON_ERROR_STOP", "1")
-	ok, stopped := stop.runScript("CREATE DATABASE music;\nCREAT DATABASE x;\nCREATE DATABASE films;\n", nil)
+	ok, stopped := stop.runScript("CREATE DATABASE music;\nCREAT DATABASE x;\nCREATE DATABASE films;\n")
 	_, errs = outputs(stop)
 	if ok || !stopped || errs != "psql:bad.sql:2: ERROR:  syntax error at or near \"CREAT\"\n" {
 		t.Fatalf("ok=%v stopped=%v stderr %q", ok, stopped, errs)
@@ -164,7 +164,7 @@ func TestPsqlFileExitCodes(t *testing.T) {
 	}
 	ps = client()
 	ps.quiet, ps.source = true, "c.sql"
-	ok, _ := ps.runScript("\\connect nosuchdb\nSELECT 1;\n\\bogus\n", nil)
+	ok, _ := ps.runScript("\\connect nosuchdb\nSELECT 1;\n\\bogus\n")
 	_, errs := outputs(ps)
 	if ok || !strings.Contains(errs, "psql:c.sql:1: \\connect: connection to server on socket") ||
 		!strings.Contains(errs, `FATAL:  database "nosuchdb" does not exist`) ||

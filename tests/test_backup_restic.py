@@ -108,7 +108,15 @@ def build(engine: Any, tag: str, files: dict[str, tuple[bytes, int]]) -> None:
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
-    engine.images.build(fileobj=context, custom_context=True, tag=tag, labels={LABEL: RUN}, rm=True, forcerm=True)
+    engine.images.build(
+        fileobj=context,
+        custom_context=True,
+        tag=tag,
+        labels={LABEL: RUN},
+        rm=True,
+        forcerm=True,
+        network_mode="none",  # the build needs no network (and the engine's bridge may be missing)
+    )
 
 
 @pytest.fixture(scope="module")

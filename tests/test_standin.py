@@ -98,7 +98,13 @@ def build(engine: Any, tag: str, files: dict[str, tuple[bytes, int]]) -> Any:
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
     image, _ = engine.images.build(
-        fileobj=context, custom_context=True, tag=tag, labels={LABEL: RUN}, rm=True, forcerm=True
+        fileobj=context,
+        custom_context=True,
+        tag=tag,
+        labels={LABEL: RUN},
+        rm=True,
+        forcerm=True,
+        network_mode="none",  # the build needs no network (and the engine's bridge may be missing)
     )
     return image
 
@@ -470,6 +476,94 @@ def test_postgres_speaks_the_wire_protocol(postgres: Any) -> None:
             reply += chunk
         assert reply.startswith(b"R\0\0\0\x08\0\0\0\0")  # AuthenticationOk
         assert b"server_version\x0016.6\x00" in reply
+
+
+def put_file(container: Any, path: str, text: str) -> None:
+    """Write a file into a container (docker cp's archive upload)."""
+    data = text.encode()
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo(Path(path).name)
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+    assert container.put_archive(str(Path(path).parent), archive.getvalue())
+
+
+def test_psql_loads_a_pg_dumpall_into_a_scratch_server_as_the_restore_test_does(run: Run) -> None:
+    """pg_dumpall in one stand-in, psql -f into a second (scratch) one, then the restore test's query."""
+    source = run("postgres", name="pg-source", network_mode="none")  # as the restore test runs its scratch one
+    scratch = run("postgres", name="pg-scratch", network_mode="none")
+    wait_healthy(source)
+    wait_healthy(scratch)
+    assert sh(source, "psql", "-U", "homelab", "-d", "postgres", "-c", "CREATE DATABASE media")[:2] == (
+        0,
+        "CREATE DATABASE\n",
+    )
+    media = (
+        "CREATE TABLE public.standin_files (path text, size bigint, sha256 text, content bytea);\n"
+        "COPY public.standin_files (path, size, sha256, content) FROM stdin;\n"
+        "notes/a.txt\t5\t2cf24d\t\\\\x68656c6c6f\nnotes/b\\tc.txt\t0\te3b0c4\t\\N\n\\.\n"
+    )
+    put_file(source, "/tmp/media.sql", media)
+    assert sh(source, "psql", "-U", "homelab", "-d", "media", "-f", "/tmp/media.sql") == (
+        0,
+        "CREATE TABLE\nCOPY 2\n",
+        "",
+    )
+    code, out, err = sh(source, "psql", "-U", "homelab", "-d", "postgres", "-c", "SELECT count(*) FROM pg_database")
+    assert (code, out, err) == (0, " count \n-------\n     5\n(1 row)\n\n", "")
+    code, dump, err = sh(source, "pg_dumpall", "-U", "homelab")
+    assert code == 0, err
+    assert "CREATE DATABASE media WITH TEMPLATE" in dump
+    assert "\\connect media\n" in dump
+    put_file(scratch, "/tmp/dump.sql", dump)
+
+    query = ["psql", "-U", "homelab", "-d", "postgres", "-tA", "-c", "SELECT count(*) FROM pg_database"]
+    assert sh(scratch, *query) == (0, "4\n", "")
+    code, out, err = sh(scratch, "psql", "-U", "homelab", "-d", "postgres", "-q", "-f", "/tmp/dump.sql")
+    # As with the real server: the scratch server's own role and database exist already; psql goes on (exit 0).
+    assert code == 0, err
+    lines = dump.splitlines()
+    role = lines.index("CREATE ROLE homelab;") + 1
+    database = next(n for n, line in enumerate(lines, 1) if line.startswith("CREATE DATABASE homelab "))
+    table = lines.index(");", lines.index("\\connect homelab")) + 1  # where the statement ends, as psql counts
+    assert err.splitlines() == [
+        f'psql:/tmp/dump.sql:{role}: ERROR:  role "homelab" already exists',
+        f'psql:/tmp/dump.sql:{database}: ERROR:  database "homelab" already exists',
+        f'psql:/tmp/dump.sql:{table}: ERROR:  relation "standin_files" already exists',
+    ], err
+    assert " set_config \n------------\n \n(1 row)\n\n" in out
+    assert sh(scratch, *query) == (0, "5\n", "")
+    code, out, _ = sh(scratch, *query[:-1], "SELECT datname FROM pg_database")
+    assert out.split() == ["homelab", "media", "postgres", "template1"]
+    # The restored database's table holds the source's rows (COPY FROM stdin took the dump's data lines).
+    in_media = ["psql", "-U", "homelab", "-d", "media", "-tA", "-c"]
+    code, out, err = sh(scratch, *in_media, "SELECT count(*) FROM standin_files")
+    assert (code, out, err) == (0, "2\n", "")
+    code, out, err = sh(scratch, *in_media, "SELECT * FROM standin_files")
+    assert (code, out, err) == (0, "notes/a.txt|5|2cf24d|\\x68656c6c6f\nnotes/b\tc.txt|0|e3b0c4|\n", "")
+
+    # A damaged dump: psql goes on without ON_ERROR_STOP (exit 0), stops with it (exit 3).
+    put_file(scratch, "/tmp/damaged.sql", "CREATE DATABASE music;\nCREAT DATABASE garbled;\nCREATE DATABASE films;\n")
+    load = ["psql", "-U", "homelab", "-d", "postgres", "-q", "-f", "/tmp/damaged.sql"]
+    code, out, err = sh(scratch, *load[:-2], "-v", "ON_ERROR_STOP=1", *load[-2:])
+    assert (code, out, err) == (3, "", 'psql:/tmp/damaged.sql:2: ERROR:  syntax error at or near "CREAT"\n')
+    assert sh(scratch, *query)[1] == "6\n"  # music, not films
+    code, _, err = sh(scratch, *load)
+    assert code == 0
+    assert 'database "music" already exists' in err
+    assert sh(scratch, *query)[1] == "7\n"  # films now
+    # psql's other exits: a query that fails (1), a missing file (1), no server (2), an unknown option (1).
+    code, _, err = sh(scratch, "psql", "-U", "homelab", "-d", "postgres", "-c", "bogus")
+    assert (code, err) == (1, 'ERROR:  syntax error at or near "bogus"\n')
+    code, _, err = sh(scratch, "psql", "-U", "homelab", "-f", "/tmp/missing.sql")
+    assert (code, err) == (1, "psql: error: /tmp/missing.sql: No such file or directory\n")
+    code, _, err = sh(scratch, "psql", "-h", "127.0.0.1", "-p", "5999", "-U", "homelab", "-c", "SELECT 1")
+    assert code == 2
+    assert err.startswith('psql: error: connection to server at "127.0.0.1", port 5999 failed: Connection refused')
+    code, _, err = sh(scratch, "psql", "-Z")
+    assert code == 1
+    assert "invalid option -- 'Z'" in err
 
 
 # ---------------------------------------------------------------- redis

@@ -12,6 +12,12 @@ chosen by ``argv[0]`` as busybox does:
   (0) or ``- no response`` (2); no ``-h`` means the unix socket, as with libpq.
 - ``pg_dump`` / ``pg_dumpall``: a plain-format SQL dump of the stand-in's data
   directory, through the server (so it fails when the server is down).
+- ``psql``: ``-h -p -U -d -q -t -A -c SQL -f FILE -v NAME=VALUE`` (and ``-X``, ``-w``);
+  runs a script (such as a ``pg_dumpall`` file: its ``\\connect`` lines client-side,
+  ``COPY ... FROM stdin`` data up to ``\\.``) statement by statement, prints results
+  as psql does (aligned, or ``-A`` unaligned, ``-t`` tuples only), errors as
+  ``psql:FILE:LINE: ERROR:  ...``; exit 0, 1 (unreadable file, failed ``-c``),
+  2 (cannot connect), 3 (an error with ``ON_ERROR_STOP``).
 - ``redis-cli``: ``[-h] [-p] [-a] [-n] CMD ARGS``; replies printed as redis-cli
   prints them (decorated on a terminal, plain otherwise).
 - ``traefik``: ``healthcheck --ping``, ``version``; otherwise it serves.
@@ -42,7 +48,11 @@ its VM's address so) and ignores other arguments; traefik reads its own flags.
   directory (``PGDATA``, else the first volume) gets ``PG_VERSION``, ``base/``,
   ``global/`` on first boot and ``postmaster.pid`` while it runs. Its one table,
   ``standin_files``, lists the data directory (path, size, sha256, small files'
-  content): that is what ``pg_dump`` writes as ``COPY`` data.
+  content): that is what ``pg_dump`` writes as ``COPY`` data. It runs what its
+  ``pg_dumpall`` writes (``CREATE/ALTER ROLE``, ``CREATE/ALTER DATABASE``, ``CREATE
+  TABLE``, ``COPY ... FROM stdin``; unknown first words are syntax errors) and
+  ``SELECT count(*) FROM pg_database`` (and pg_roles, tables); what they make is
+  kept in memory only, so a restart forgets it.
 - ``redis``: RESP on the first port (PING, ECHO, SET/GET/DEL/INCR/EXPIRE, KEYS,
   SAVE, BGSAVE, LASTSAVE, INFO, CONFIG GET); ``dump.rdb`` (a real RDB file) in the
   first volume, written by SAVE, BGSAVE and at shutdown, loaded at start.
@@ -60,7 +70,7 @@ Image layout (:func:`dockerfile`; each service's image is :func:`service_dockerf
     /bin/busybox, and `busybox --install -s /bin` (sh, wget, nc, ...)
     /usr/local/bin/standin                      the entrypoint
     /usr/bin/curl, /usr/bin/pg_isready, /usr/bin/redis-cli, /usr/bin/pg_dump,
-    /usr/bin/pg_dumpall, /usr/local/bin/traefik  symlinks to it
+    /usr/bin/pg_dumpall, /usr/bin/psql, /usr/local/bin/traefik  symlinks to it
     /etc/passwd, /etc/group (root), /tmp (1777), /var/run
     ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     ENTRYPOINT ["/usr/local/bin/standin"]
@@ -94,6 +104,7 @@ APPLETS = (
     "/usr/local/bin/traefik",
     "/usr/bin/pg_dump",
     "/usr/bin/pg_dumpall",
+    "/usr/bin/psql",
 )
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KINDS = ("http", "postgres", "redis", "traefik", "node-exporter", "cadvisor")

@@ -8,6 +8,7 @@
 //	pg_isready  PostgreSQL's connection check
 //	pg_dump     a plain-text SQL dump of the stand-in's database
 //	pg_dumpall  the same for the whole cluster
+//	psql        runs SQL (-c) and scripts (-f), such as a pg_dumpall file, on the server
 //	redis-cli   a RESP client
 //	traefik     `traefik healthcheck --ping`, `traefik version`; plain `traefik` serves
 //
@@ -44,6 +45,7 @@ func init() {
 		"pg_isready": runPgIsready,
 		"pg_dump":    runPgDump,
 		"pg_dumpall": runPgDumpall,
+		"psql":       runPsql,
 		"redis-cli":  runRedisCli,
 		"traefik":    runTraefik,
 	}

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -100,6 +101,18 @@ type pgServer struct {
 	database string
 	password string
 	pidSeq   atomic.Int32
+
+	// What psql (a restored dump) made, in memory only: databases, roles, tables by database.
+	mu      sync.Mutex
+	created []string
+	roles   []string
+	tables  map[string]map[string]*pgTable
+}
+
+// pgTable is a table made by CREATE TABLE and filled by COPY ... FROM stdin (text columns).
+type pgTable struct {
+	columns []string
+	rows    [][]*string
 }
 
 func (s *stand) startPostgres(ctx context.Context) error {
@@ -254,7 +267,7 @@ func (p *pgServer) session(conn net.Conn, local bool) error {
 	if db == "" {
 		db = user
 	}
-	if user != p.user {
+	if user != p.user && !contains(p.roleNames(), user) {
 		_, err := conn.Write(pgError("FATAL", "28000", fmt.Sprintf("role \"%s\" does not exist", user)))
 		return err
 	}
@@ -303,7 +316,14 @@ func (p *pgServer) session(conn net.Conn, local bool) error {
 		case 'X':
 			return nil
 		case 'Q':
-			resp := p.query(db, user, strings.TrimRight(string(payload), "\x00"))
+			sql := strings.TrimRight(string(payload), "\x00")
+			if copyIn.MatchString(sqlWords(sql)) {
+				if err := p.copyIn(conn, r, db, sqlWords(sql)); err != nil {
+					return err
+				}
+				continue
+			}
+			resp := p.query(db, user, sql)
 			resp = append(resp, pgMsg('Z', []byte{'I'})...)
 			if _, err := conn.Write(resp); err != nil {
 				return err
@@ -330,21 +350,40 @@ func (p *pgServer) databases() []string {
 	if !contains(dbs, p.database) {
 		dbs = append(dbs, p.database)
 	}
+	p.mu.Lock()
+	dbs = append(dbs, p.created...)
+	p.mu.Unlock()
 	sort.Strings(dbs)
 	return dbs
 }
 
+// roleNames is POSTGRES_USER and the roles CREATE ROLE made.
+func (p *pgServer) roleNames() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string{p.user}, p.roles...)
+}
+
 // pgRows answers a query with text columns and rows (nil cells are NULL).
 func pgRows(columns []string, rows [][]*string) []byte {
+	return pgTypedRows(columns, nil, rows)
+}
+
+// pgTypedRows is pgRows with each column's type oid (text, 25, where types is short).
+func pgTypedRows(columns []string, types []int32, rows [][]*string) []byte {
 	desc := make([]byte, 2)
 	binary.BigEndian.PutUint16(desc, uint16(len(columns)))
-	for _, c := range columns {
+	for i, c := range columns {
+		oid := int32(25)
+		if i < len(types) {
+			oid = types[i]
+		}
 		desc = append(desc, cstr(c)...)
 		desc = append(desc, 0, 0, 0, 0, 0, 0) // table oid, column number
-		desc = append(desc, int32b(25)...)    // text
-		desc = append(desc, 0xff, 0xff)       // typlen -1
-		desc = append(desc, int32b(-1)...)    // typmod
-		desc = append(desc, 0, 0)             // text format
+		desc = append(desc, int32b(oid)...)
+		desc = append(desc, 0xff, 0xff)    // typlen -1
+		desc = append(desc, int32b(-1)...) // typmod
+		desc = append(desc, 0, 0)          // text format
 	}
 	out := pgMsg('T', desc)
 	for _, row := range rows {
@@ -374,9 +413,20 @@ func (p *pgServer) query(db, user, sql string) []byte {
 		if stmt == "" {
 			continue
 		}
+		plain := sqlPlain(stmt)
+		lower := strings.ToLower(plain)
+		if lower == "" {
+			continue
+		}
 		ran = true
-		lower := strings.ToLower(strings.Join(strings.Fields(stmt), " "))
-		first := strings.ToUpper(strings.Fields(stmt)[0])
+		first := strings.ToUpper(strings.Fields(lower)[0])
+		if done, reply := p.ddl(db, lower); done {
+			out = append(out, reply...)
+			if reply[0] == 'E' {
+				return out
+			}
+			continue
+		}
 		switch {
 		case lower == "select version()":
 			out = append(out, pgRows([]string{"version"}, [][]*string{{strp(fmt.Sprintf("PostgreSQL %s (stand-in) on x86_64-pc-linux-gnu", p.stand.cfg.version))}})...)
@@ -393,6 +443,19 @@ func (p *pgServer) query(db, user, sql string) []byte {
 				out = append(out, pgError("ERROR", "42704", fmt.Sprintf("unrecognized configuration parameter \"%s\"", name))...)
 				return out
 			}
+		case strings.HasPrefix(lower, "select pg_catalog.set_config("):
+			args := strings.Split(strings.TrimSuffix(strings.TrimPrefix(lower, "select pg_catalog.set_config("), ")"), ",")
+			value := ""
+			if len(args) == 3 {
+				value = strings.Trim(strings.TrimSpace(args[1]), "'")
+			}
+			out = append(out, pgRows([]string{"set_config"}, [][]*string{{strp(value)}})...)
+		case strings.HasPrefix(lower, "select count(*) from "):
+			reply := p.count(db, strings.TrimPrefix(lower, "select count(*) from "))
+			out = append(out, reply...)
+			if reply[0] == 'E' {
+				return out
+			}
 		case strings.Contains(lower, "from pg_database"):
 			var rows [][]*string
 			for _, d := range p.databases() {
@@ -402,7 +465,11 @@ func (p *pgServer) query(db, user, sql string) []byte {
 			}
 			out = append(out, pgRows([]string{"datname"}, rows)...)
 		case strings.Contains(lower, "from pg_roles"):
-			out = append(out, pgRows([]string{"rolname"}, [][]*string{{strp(p.user)}})...)
+			var rows [][]*string
+			for _, r := range p.roleNames() {
+				rows = append(rows, []*string{strp(r)})
+			}
+			out = append(out, pgRows([]string{"rolname"}, rows)...)
 		case strings.Contains(lower, "from standin_files"):
 			if db != p.database {
 				out = append(out, pgError("ERROR", "42P01", "relation \"standin_files\" does not exist")...)
@@ -412,6 +479,9 @@ func (p *pgServer) query(db, user, sql string) []byte {
 			if err != nil {
 				out = append(out, pgError("ERROR", "58030", err.Error())...)
 				return out
+			}
+			if t := p.table(db, "standin_files"); t != nil {
+				rows = append(rows, t.rows...) // what COPY added
 			}
 			out = append(out, pgRows([]string{"path", "size", "sha256", "content"}, rows)...)
 		case strings.HasPrefix(lower, "select "):
@@ -426,6 +496,9 @@ func (p *pgServer) query(db, user, sql string) []byte {
 			}
 		case first == "SET" || first == "BEGIN" || first == "COMMIT" || first == "ROLLBACK":
 			out = append(out, pgMsg('C', cstr(first))...)
+		case !sqlCommands[first]:
+			out = append(out, pgError("ERROR", "42601", fmt.Sprintf("syntax error at or near \"%s\"", strings.Fields(plain)[0]))...)
+			return out
 		default:
 			out = append(out, pgError("ERROR", "0A000", fmt.Sprintf("the stand-in PostgreSQL does not run %s statements", first))...)
 			return out

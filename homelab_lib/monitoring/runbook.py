@@ -284,11 +284,13 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
         return status(PrometheusApi(desired.urls["prometheus"]), desired.rendered.targets.targets)
 
     def settled(self, desired: MonitoringDesired) -> MonitoringReport:
-        """The report once Prometheus has scraped every expected target once (or the settle timeout ran out)."""
+        """The report once Prometheus has scraped every expected target and found it up (or the settle
+        timeout ran out): a target down at one scrape (a pod between two readiness probes, a service
+        restarting) gets the rest of the window to come back before it counts as down."""
         deadline = self.clock.monotonic() + self.settle_timeout_s
         while True:
             report = self.report(desired)
-            waiting = [t for t in report.targets if t.expected and t.health in ("unknown", "missing")]
+            waiting = [t for t in report.targets if t.expected and t.health in ("unknown", "missing", "down")]
             if not waiting or self.clock.monotonic() >= deadline:
                 return report
             self.clock.sleep(0.5)

@@ -70,9 +70,9 @@ def homelab(lab: Inventory, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     if kube is not None:
         kube.delete(Key("v1", "Namespace", "", SERVICE))
         wait_for("prowlarr's namespace to go", lambda: kube.get(Key("v1", "Namespace", "", SERVICE)) is None, 120)
-    runbook = compose_adapter(lab)
-    contract.run(runbook, confirm=True)
-    runbook.close()
+    for runbook in (compose_adapter(lab), monitoring.adapter(lab)):
+        contract.run(runbook, confirm=True)
+        runbook.close()
 
 
 def _manifest_of_volume(inv: Inventory, vm: str, volume: str) -> str:
@@ -236,10 +236,7 @@ def test_monitoring_spans_both_platforms_and_a_stopped_exporter_is_down_and_aler
             client.close()
     finally:
         runbook.close()
-        plain = monitoring.adapter(load_inventory(homelab.source_files))
-        contract.run(plain, confirm=True)
-        plain.close()
-        receiver.server.shutdown()
+        receiver.server.shutdown()  # the module's teardown puts lab.yaml's monitoring config back
 
 
 def test_backups_restore_test_every_volume_and_a_corrupted_pack_names_its_snapshot(homelab: Inventory) -> None:

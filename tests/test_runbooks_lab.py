@@ -269,3 +269,30 @@ def test_backups_restore_test_every_volume_and_a_corrupted_pack_names_its_snapsh
         import shutil
 
         shutil.rmtree(nas, ignore_errors=True)
+
+
+def test_a_dry_run_of_06_flags_the_stale_and_the_uncovered_vm_and_fails_after_its_report(
+    homelab: Inventory, tmp_path: Path
+) -> None:
+    """The lab's Proxmox starts with docker-sleepy's backup past its RPO and k3s-nappy in no job."""
+    from homelab_lib.errors import NotebookFailed
+    from homelab_lib.runner import run_notebook
+
+    notebook = LAB_FILE.parent.parent / "notebooks" / "06_verify_backups.ipynb"
+    archive = tmp_path / "archive"
+    with pytest.raises(NotebookFailed) as caught:
+        run_notebook(
+            notebook,
+            param_files=[LAB_FILE],
+            parameters={"layers": ["proxmox"]},
+            archive_dir=archive,
+            progress_bar=False,
+        )
+    text = str(caught.value)
+    assert "RpoViolated" in text
+    assert "docker-sleepy" in text
+    assert "k3s-nappy" in text
+    (failed,) = archive.rglob("*-06_verify_backups-failed.ipynb")
+    saved = failed.read_text()
+    assert "no backup job covers it" in saved  # the whole report is in the archive before the verdict
+    assert "over its RPO" in saved

@@ -798,6 +798,20 @@ func (c *pgConn) apply(opts map[string]string) {
 	}
 }
 
+// pgVersionOrHelp prints what -V ("prog (PostgreSQL) version") or --help (help; "" when prog has none) asks
+// for and reports whether it did (the program then exits 0).
+func pgVersionOrHelp(prog string, opts map[string]string, help string) bool {
+	if opts["version"] != "" {
+		fmt.Printf("%s (PostgreSQL) %s\n", prog, versionOf("postgres"))
+		return true
+	}
+	if help != "" && opts["help"] != "" {
+		fmt.Println(help)
+		return true
+	}
+	return false
+}
+
 // ---------------------------------------------------------------- pg_isready
 
 func runPgIsready(args []string) int {
@@ -810,12 +824,7 @@ func runPgIsready(args []string) int {
 		fmt.Fprintf(os.Stderr, "pg_isready: %v\nTry \"pg_isready --help\" for more information.\n", err)
 		return 3
 	}
-	if opts["version"] != "" {
-		fmt.Printf("pg_isready (PostgreSQL) %s\n", versionOf("postgres"))
-		return 0
-	}
-	if opts["help"] != "" {
-		fmt.Println("pg_isready issues a connection check to a PostgreSQL database.\n\nUsage:\n  pg_isready [OPTION]...")
+	if pgVersionOrHelp("pg_isready", opts, "pg_isready issues a connection check to a PostgreSQL database.\n\nUsage:\n  pg_isready [OPTION]...") {
 		return 0
 	}
 	c := defaultPgConn()
@@ -883,8 +892,7 @@ func runPgDump(args []string) int {
 		fmt.Fprintf(os.Stderr, "pg_dump: error: %v\npg_dump: hint: Try \"pg_dump --help\" for more information.\n", err)
 		return 1
 	}
-	if opts["version"] != "" {
-		fmt.Printf("pg_dump (PostgreSQL) %s\n", versionOf("postgres"))
+	if pgVersionOrHelp("pg_dump", opts, "") {
 		return 0
 	}
 	if f := opts["format"]; f != "" && f != "p" && f != "plain" {
@@ -996,8 +1004,7 @@ func runPgDumpall(args []string) int {
 		fmt.Fprintf(os.Stderr, "pg_dumpall: error: %v\npg_dumpall: hint: Try \"pg_dumpall --help\" for more information.\n", err)
 		return 1
 	}
-	if opts["version"] != "" {
-		fmt.Printf("pg_dumpall (PostgreSQL) %s\n", versionOf("postgres"))
+	if pgVersionOrHelp("pg_dumpall", opts, "") {
 		return 0
 	}
 	c := defaultPgConn()

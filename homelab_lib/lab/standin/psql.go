@@ -88,12 +88,7 @@ func runPsql(args []string) int {
 		fmt.Fprintf(os.Stderr, "psql: %v\npsql: hint: Try \"psql --help\" for more information.\n", err)
 		return 1
 	}
-	if opts["version"] != "" {
-		fmt.Printf("psql (PostgreSQL) %s\n", versionOf("postgres"))
-		return 0
-	}
-	if opts["help"] != "" {
-		fmt.Println("psql is the PostgreSQL interactive terminal.\n\nUsage:\n  psql [OPTION]... [DBNAME [USERNAME]]")
+	if pgVersionOrHelp("psql", opts, "psql is the PostgreSQL interactive terminal.\n\nUsage:\n  psql [OPTION]... [DBNAME [USERNAME]]") {
 		return 0
 	}
 	c := defaultPgConn()

@@ -876,19 +876,14 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
                 where_source=f"{self.where_docker} volume {v.volume}",
                 where_target=f"{self.where_k3s} {folder}",
             )
-            recorded = st.fact("stop", f"volume.{v.volume}.manifest_sha256")
-            if got.source.sha256 != recorded:
-                before = self._stored_manifest(desired, v.volume)
-                diff = compare(before, got.source)
-                raise ChecksumMismatch(
-                    f"volume {v.volume} changed since the stop: {diff.summary()}",
-                    volume=v.volume,
-                    missing=diff.missing,
-                    extra=diff.extra,
-                    changed=diff.changed,
-                    where=f"{self.where_docker} volume {v.volume}",
-                    hint="something writes to the volume while the service is stopped: find it, then run again",
-                )
+            self._same_as_at_stop(
+                desired,
+                st,
+                v.volume,
+                got.source,
+                what="changed since the stop",
+                hint="something writes to the volume while the service is stopped: find it, then run again",
+            )
             if not got.ok:
                 raise ChecksumMismatch(
                     f"the copy of volume {v.volume} differs from it: {got.diff.summary()}",
@@ -905,6 +900,23 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
                 f"volume.{v.volume}.copy_sha256": got.target.sha256,
             }
         return facts
+
+    def _same_as_at_stop(
+        self, desired: MoveDesired, st: MoveState, volume: str, now: Manifest, *, what: str, hint: str
+    ) -> None:
+        """Raise ChecksumMismatch (``volume <volume> <what>: <diff>``) unless now is the manifest stored at the stop."""
+        if now.sha256 == st.fact("stop", f"volume.{volume}.manifest_sha256"):
+            return
+        diff = compare(self._stored_manifest(desired, volume), now)
+        raise ChecksumMismatch(
+            f"volume {volume} {what}: {diff.summary()}",
+            volume=volume,
+            missing=diff.missing,
+            extra=diff.extra,
+            changed=diff.changed,
+            where=f"{self.where_docker} volume {volume}",
+            hint=hint,
+        )
 
     def _stored_manifest(self, desired: MoveDesired, volume: str) -> Manifest:
         path = self._manifest_file(desired, volume)
@@ -1050,18 +1062,14 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
             if not mountpoint:
                 continue
             now = remote_manifest(ssh, mountpoint, where=f"{self.where_docker} volume {v.volume}")
-            recorded = st.fact("stop", f"volume.{v.volume}.manifest_sha256")
-            if now.sha256 != recorded:
-                diff = compare(self._stored_manifest(desired, v.volume), now)
-                raise ChecksumMismatch(
-                    f"volume {v.volume} differs from its manifest at the stop: {diff.summary()}",
-                    volume=v.volume,
-                    missing=diff.missing,
-                    extra=diff.extra,
-                    changed=diff.changed,
-                    where=f"{self.where_docker} volume {v.volume}",
-                    hint="restore it from the final backup",
-                )
+            self._same_as_at_stop(
+                desired,
+                st,
+                v.volume,
+                now,
+                what="differs from its manifest at the stop",
+                hint="restore it from the final backup",
+            )
             lines.append(f"volume {v.volume} unchanged ({now.files} files, manifest {now.sha256[:12]})")
         return lines
 

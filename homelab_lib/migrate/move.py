@@ -1118,28 +1118,17 @@ def adapter(
         HostKeyRejected, SshError: the Docker VM cannot be reached.
     """
     from homelab_lib import clients
-    from homelab_lib.errors import K3sError
 
     k3s = inv.k3s
     if k3s is None:
         raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
-
-    def kube() -> Kube:
-        path = k3s.kubeconfig
-        if path is None or not path.exists():
-            raise K3sError(
-                f"no kubeconfig at {path}" if path else "k3s.kubeconfig is not set",
-                where=f"VM {k3s.vm}",
-                hint="run 03_bootstrap_k3s with confirm=True first: it fetches the kubeconfig",
-            )
-        return Kube(path, where=f"K3s on {k3s.vm}")
 
     pool = clients.docker_hosts(inv, [desired.docker_host])
     move = MoveAdapter(
         desired,
         docker=pool[desired.docker_host],
         k3s=clients.ssh_target(inv, k3s.vm),
-        kube=kube,
+        kube=lambda: clients.k3s_kube(inv),
         state_dir=state_dir,
         backup=backup,
         write_placement=write_placement,

@@ -701,18 +701,7 @@ func (s *pgSession) query(sql string) ([][]*string, error) {
 		}
 		switch typ {
 		case 'D':
-			n := int(binary.BigEndian.Uint16(payload))
-			payload = payload[2:]
-			row := make([]*string, n)
-			for i := 0; i < n; i++ {
-				l := int32(binary.BigEndian.Uint32(payload))
-				payload = payload[4:]
-				if l >= 0 {
-					row[i] = strp(string(payload[:l]))
-					payload = payload[l:]
-				}
-			}
-			rows = append(rows, row)
+			rows = append(rows, dataRow(payload))
 		case 'E':
 			f := errorFields(payload)
 			failure = fmt.Errorf("%s:  %s", f['S'], f['M'])
@@ -796,6 +785,22 @@ func (c *pgConn) apply(opts map[string]string) {
 	if v, ok := opts["dbname"]; ok {
 		c.database = v
 	}
+}
+
+// dataRow is a DataRow message's values (nil for NULL).
+func dataRow(payload []byte) []*string {
+	n := int(binary.BigEndian.Uint16(payload))
+	payload = payload[2:]
+	row := make([]*string, n)
+	for i := 0; i < n; i++ {
+		l := int32(binary.BigEndian.Uint32(payload))
+		payload = payload[4:]
+		if l >= 0 {
+			row[i] = strp(string(payload[:l]))
+			payload = payload[l:]
+		}
+	}
+	return row
 }
 
 // pgVersionOrHelp prints what -V ("prog (PostgreSQL) version") or --help (help; "" when prog has none) asks

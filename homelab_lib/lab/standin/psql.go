@@ -507,18 +507,7 @@ func (ps *psql) send(sql string, lines []string, next int) (bool, int) {
 			if cur == nil {
 				continue
 			}
-			n := int(binary.BigEndian.Uint16(payload))
-			payload = payload[2:]
-			row := make([]*string, n)
-			for i := 0; i < n; i++ {
-				l := int32(binary.BigEndian.Uint32(payload))
-				payload = payload[4:]
-				if l >= 0 {
-					row[i] = strp(string(payload[:l]))
-					payload = payload[l:]
-				}
-			}
-			cur.rows = append(cur.rows, row)
+			cur.rows = append(cur.rows, dataRow(payload))
 		case 'C':
 			tag := strings.TrimRight(string(payload), "\x00")
 			if cur != nil && cur.tag == "" {

@@ -26,6 +26,7 @@ from homelab_lib.secrets import SecretRef, UnresolvedSecret
 
 if TYPE_CHECKING:  # the Compose package is imported by the functions that need it (01 need not pay for it)
     from homelab_lib.compose.transport import HostPool
+    from homelab_lib.kube.client import Kube
     from homelab_lib.ssh import SshTarget
 
 
@@ -107,6 +108,26 @@ def ssh_target(inv: Inventory, vm_name: str, timeout: float = 15.0) -> SshTarget
         known_hosts=inv.ssh.known_hosts,
         timeout=timeout,
     )
+
+
+def k3s_kube(inv: Inventory) -> Kube:
+    """The K3s cluster's API through the kubeconfig runbook 03 fetched (``k3s.kubeconfig``).
+
+    Raises:
+        K3sError: k3s.kubeconfig is not set, or there is no file there (runbook 03 has not run).
+    """
+    from homelab_lib.errors import K3sError
+    from homelab_lib.kube.client import Kube
+
+    assert inv.k3s is not None
+    path = inv.k3s.kubeconfig
+    if path is None or not path.exists():
+        raise K3sError(
+            f"no kubeconfig at {path}" if path else "k3s.kubeconfig is not set",
+            where=f"VM {inv.k3s.vm}",
+            hint="run 03_bootstrap_k3s with confirm=True first: it fetches the kubeconfig",
+        )
+    return Kube(path, where=f"K3s on {inv.k3s.vm}")
 
 
 def docker_hosts(inv: Inventory, names: Sequence[str] = (), timeout: float = 15.0) -> HostPool:

@@ -237,3 +237,16 @@ def test_the_tail_is_the_last_lines_with_secrets_redacted() -> None:
     last = remote.tail(text, ["s3cr3t-value"])
     assert len(last) == remote.TAIL_LINES
     assert last[-1] == "bad token *** here"
+
+
+def test_the_k3s_client_wants_runbook_03s_kubeconfig(tmp_path: Path) -> None:
+    from homelab_lib import clients
+
+    inv = load_inventory(REPO / "parameters" / "lab.yaml")
+    assert inv.k3s is not None
+    for kubeconfig, message in ((tmp_path / "absent", f"no kubeconfig at {tmp_path / 'absent'}"), (None, "not set")):
+        k3s = inv.k3s.model_copy(update={"kubeconfig": kubeconfig})
+        with pytest.raises(K3sError, match=message) as e:
+            clients.k3s_kube(inv.model_copy(update={"k3s": k3s}))
+        assert e.value.where == f"VM {inv.k3s.vm}"
+        assert "03_bootstrap_k3s" in (e.value.hint or "")

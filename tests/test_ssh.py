@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,26 @@ def test_a_command_past_its_timeout_raises(host: DockerHost) -> None:
     assert "timed out" in str(e.value)
     assert "VM testvm" in str(e.value)
     assert time.monotonic() - t0 < 25  # it did not wait for the command
+
+
+def test_put_files_writes_what_differs_atomically_and_seed_files_never_overwrites(
+    host: DockerHost, tmp_path: Path
+) -> None:
+    proj = tmp_path / "proj"
+    files = {"a.txt": (b"one", 0o640), "sub/b.txt": (b"two", 0o600)}
+    assert host.put_files(str(proj), files, private_dirs=("secrets",)) == 2
+    assert host.put_files(str(proj), files) == 0
+    assert host.put_files(str(proj), {"a.txt": (b"ONE", 0o644)}) == 1
+    assert (proj / "a.txt").read_bytes() == b"ONE"
+    assert stat.S_IMODE((proj / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((proj / "sub" / "b.txt").stat().st_mode) == 0o600
+    assert stat.S_IMODE((proj / "secrets").stat().st_mode) == 0o700
+    seed = tmp_path / "seed" / "x" / "c.txt"
+    assert host.seed_files({str(seed): b"three"}, 0o600) == 1
+    assert host.seed_files({str(seed): b"other"}) == 0
+    assert seed.read_bytes() == b"three"
+    assert stat.S_IMODE(seed.stat().st_mode) == 0o600
+    assert not list(tmp_path.rglob("*.homelab-tmp"))
 
 
 def test_remove_folder_removes_a_project_folder(host: DockerHost, tmp_path: Path) -> None:

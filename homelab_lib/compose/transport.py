@@ -140,6 +140,15 @@ class _ChannelAdapter(SSHHTTPAdapter):  # type: ignore[misc]
         BaseHTTPAdapter.close(self)  # the SSH client belongs to DockerHost, which closes it
 
 
+def _replace(sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int) -> None:
+    """Write path over SFTP atomically: a temp file beside it, given mode, renamed over it."""
+    tmp = f"{path}.homelab-tmp"
+    with sftp.open(tmp, "wb") as f:
+        f.write(data)
+    sftp.chmod(tmp, mode)
+    sftp.posix_rename(tmp, path)
+
+
 class DockerHost:
     """One Docker host reached over SSH: run commands, copy files, and use the docker SDK.
 
@@ -212,11 +221,7 @@ class DockerHost:
                             continue
                 except OSError:
                     pass
-                tmp = f"{path}.homelab-tmp"
-                with sftp.open(tmp, "wb") as f:
-                    f.write(data)
-                sftp.chmod(tmp, mode)
-                sftp.posix_rename(tmp, path)
+                _replace(sftp, path, data, mode)
                 written += 1
         return written
 
@@ -238,11 +243,7 @@ class DockerHost:
                 except FileNotFoundError:
                     pass
                 sftp_makedirs(sftp, path.rsplit("/", 1)[0], 0o755)
-                tmp = f"{path}.homelab-tmp"
-                with sftp.open(tmp, "wb") as f:
-                    f.write(data)
-                sftp.chmod(tmp, mode)
-                sftp.posix_rename(tmp, path)
+                _replace(sftp, path, data, mode)
                 written += 1
         return written
 

@@ -81,22 +81,31 @@ def dotted(loc: Iterable[str | int]) -> str:
     return out
 
 
-def _plain(node: Any, loc: Loc, file: str, index: LineIndex) -> Any:
-    """Turn ruamel's round-trip nodes into plain dicts/lists, recording each key's line."""
+def plain(node: Any, loc: Loc, file: str, index: LineIndex, line: int = 1) -> Any:
+    """ruamel's round-trip nodes as plain dicts and lists, recording each key's and item's line in index.
+
+    A key merged in by ``<<:`` has no line of its own: it gets its map's line (or line, the parent's).
+    """
     if isinstance(node, CommentedMap):
         out = {}
+        own = node.lc.line + 1 if node.lc.line is not None else line
         for k, v in node.items():
-            line, _col = node.lc.key(k)
-            key = str(k)
-            index.add((*loc, key), Where(file, line + 1))
-            out[key] = _plain(v, (*loc, key), file, index)
+            try:
+                at = node.lc.key(k)[0] + 1
+            except (KeyError, TypeError):
+                at = own  # merged from an anchor: no line of its own here
+            index.add((*loc, str(k)), Where(file, at))
+            out[str(k)] = plain(v, (*loc, str(k)), file, index, at)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for i, v in enumerate(node):
-            line, _col = node.lc.item(i)
-            index.add((*loc, i), Where(file, line + 1))
-            items.append(_plain(v, (*loc, i), file, index))
+            try:
+                at = node.lc.item(i)[0] + 1
+            except (KeyError, TypeError, IndexError):
+                at = line
+            index.add((*loc, i), Where(file, at))
+            items.append(plain(v, (*loc, i), file, index, at))
         return items
     if isinstance(node, bool) or node is None:
         return node
@@ -131,7 +140,7 @@ def read_yaml(path: Path, index: LineIndex, loc: Loc = ()) -> Any:
     except YAMLError as e:
         raise ConfigError([Problem(shown, 0, "", f"YAML error: {e}")]) from None
     index.add(loc, Where(shown, 1))
-    return _plain(data, loc, shown, index)
+    return plain(data, loc, shown, index)
 
 
 def shown_path(path: Path) -> str:

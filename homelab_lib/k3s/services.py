@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.errors import ConfigError, K3sError, NotFound, Problem
-from homelab_lib.kube import Kube, KubeDesired, KubeManifests, Probe, ordered, sealed, validate
+from homelab_lib.errors import ConfigError, NotFound, Problem
+from homelab_lib.kube import KubeDesired, KubeManifests, Probe, ordered, sealed, validate
 from homelab_lib.kube.objects import Manifest, config_hash, kubernetes_version
 
 if TYPE_CHECKING:
@@ -331,17 +331,12 @@ def adapter(
 ) -> KubeManifests:
     """Runbook 04's adapter: the inventory's K3s services (or those named), through runbook 03's kubeconfig."""
 
-    def kube() -> Kube:
-        assert inv.k3s is not None
-        path = inv.k3s.kubeconfig
-        if path is None or not path.exists():
-            raise K3sError(
-                f"no kubeconfig at {path}" if path else "k3s.kubeconfig is not set",
-                where=f"VM {inv.k3s.vm}",
-                hint="run 03_bootstrap_k3s with confirm=True first: it fetches the kubeconfig",
-            )
-        return Kube(path, where=f"K3s on {inv.k3s.vm}")
+    from homelab_lib import clients
 
     return KubeManifests(
-        lambda: desired_services(inv, services), kube, name="k3s-services", force_conflicts=force_conflicts, clock=clock
+        lambda: desired_services(inv, services),
+        lambda: clients.k3s_kube(inv),
+        name="k3s-services",
+        force_conflicts=force_conflicts,
+        clock=clock,
     )

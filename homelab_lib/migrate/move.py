@@ -876,19 +876,14 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
                 where_source=f"{self.where_docker} volume {v.volume}",
                 where_target=f"{self.where_k3s} {folder}",
             )
-            recorded = st.fact("stop", f"volume.{v.volume}.manifest_sha256")
-            if got.source.sha256 != recorded:
-                before = self._stored_manifest(desired, v.volume)
-                diff = compare(before, got.source)
-                raise ChecksumMismatch(
-                    f"volume {v.volume} changed since the stop: {diff.summary()}",
-                    volume=v.volume,
-                    missing=diff.missing,
-                    extra=diff.extra,
-                    changed=diff.changed,
-                    where=f"{self.where_docker} volume {v.volume}",
-                    hint="something writes to the volume while the service is stopped: find it, then run again",
-                )
+            self._same_as_at_stop(
+                desired,
+                st,
+                v.volume,
+                got.source,
+                what="changed since the stop",
+                hint="something writes to the volume while the service is stopped: find it, then run again",
+            )
             if not got.ok:
                 raise ChecksumMismatch(
                     f"the copy of volume {v.volume} differs from it: {got.diff.summary()}",
@@ -905,6 +900,23 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
                 f"volume.{v.volume}.copy_sha256": got.target.sha256,
             }
         return facts
+
+    def _same_as_at_stop(
+        self, desired: MoveDesired, st: MoveState, volume: str, now: Manifest, *, what: str, hint: str
+    ) -> None:
+        """Raise ChecksumMismatch (``volume <volume> <what>: <diff>``) unless now is the manifest stored at the stop."""
+        if now.sha256 == st.fact("stop", f"volume.{volume}.manifest_sha256"):
+            return
+        diff = compare(self._stored_manifest(desired, volume), now)
+        raise ChecksumMismatch(
+            f"volume {volume} {what}: {diff.summary()}",
+            volume=volume,
+            missing=diff.missing,
+            extra=diff.extra,
+            changed=diff.changed,
+            where=f"{self.where_docker} volume {volume}",
+            hint=hint,
+        )
 
     def _stored_manifest(self, desired: MoveDesired, volume: str) -> Manifest:
         path = self._manifest_file(desired, volume)
@@ -1050,18 +1062,14 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
             if not mountpoint:
                 continue
             now = remote_manifest(ssh, mountpoint, where=f"{self.where_docker} volume {v.volume}")
-            recorded = st.fact("stop", f"volume.{v.volume}.manifest_sha256")
-            if now.sha256 != recorded:
-                diff = compare(self._stored_manifest(desired, v.volume), now)
-                raise ChecksumMismatch(
-                    f"volume {v.volume} differs from its manifest at the stop: {diff.summary()}",
-                    volume=v.volume,
-                    missing=diff.missing,
-                    extra=diff.extra,
-                    changed=diff.changed,
-                    where=f"{self.where_docker} volume {v.volume}",
-                    hint="restore it from the final backup",
-                )
+            self._same_as_at_stop(
+                desired,
+                st,
+                v.volume,
+                now,
+                what="differs from its manifest at the stop",
+                hint="restore it from the final backup",
+            )
             lines.append(f"volume {v.volume} unchanged ({now.files} files, manifest {now.sha256[:12]})")
         return lines
 
@@ -1110,28 +1118,17 @@ def adapter(
         HostKeyRejected, SshError: the Docker VM cannot be reached.
     """
     from homelab_lib import clients
-    from homelab_lib.errors import K3sError
 
     k3s = inv.k3s
     if k3s is None:
         raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
-
-    def kube() -> Kube:
-        path = k3s.kubeconfig
-        if path is None or not path.exists():
-            raise K3sError(
-                f"no kubeconfig at {path}" if path else "k3s.kubeconfig is not set",
-                where=f"VM {k3s.vm}",
-                hint="run 03_bootstrap_k3s with confirm=True first: it fetches the kubeconfig",
-            )
-        return Kube(path, where=f"K3s on {k3s.vm}")
 
     pool = clients.docker_hosts(inv, [desired.docker_host])
     move = MoveAdapter(
         desired,
         docker=pool[desired.docker_host],
         k3s=clients.ssh_target(inv, k3s.vm),
-        kube=kube,
+        kube=lambda: clients.k3s_kube(inv),
         state_dir=state_dir,
         backup=backup,
         write_placement=write_placement,

@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from homelab_lib.compose.validate import schema_errors
 from homelab_lib.errors import ConvertError, Problem
-from homelab_lib.inventory.load import LineIndex, Loc, Where, dotted, shown_path
+from homelab_lib.inventory.load import LineIndex, Loc, Where, dotted, plain, shown_path
 
 _VAR = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
@@ -256,41 +255,7 @@ def _read(text: str, shown: str, index: LineIndex) -> Any:
     except YAMLError as e:
         raise ConvertError([Problem(shown, 0, "", f"YAML error: {e}")]) from None
     index.add((), Where(shown, 1))
-    return _plain(data, (), shown, index, 1)
-
-
-def _plain(node: Any, loc: Loc, file: str, index: LineIndex, line: int) -> Any:
-    """ruamel's round-trip nodes as plain dicts and lists; a key merged in by ``<<:`` gets its map's line."""
-    if isinstance(node, CommentedMap):
-        out = {}
-        own = node.lc.line + 1 if node.lc.line is not None else line
-        for k, v in node.items():
-            try:
-                at = node.lc.key(k)[0] + 1
-            except (KeyError, TypeError):
-                at = own  # merged from an anchor: no line of its own here
-            index.add((*loc, str(k)), Where(file, at))
-            out[str(k)] = _plain(v, (*loc, str(k)), file, index, at)
-        return out
-    if isinstance(node, CommentedSeq):
-        items = []
-        for i, v in enumerate(node):
-            try:
-                at = node.lc.item(i)[0] + 1
-            except (KeyError, TypeError, IndexError):
-                at = line
-            index.add((*loc, i), Where(file, at))
-            items.append(_plain(v, (*loc, i), file, index, at))
-        return items
-    if isinstance(node, bool) or node is None:
-        return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, str):
-        return str(node)
-    return node
+    return plain(data, (), shown, index)
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -701,18 +701,7 @@ func (s *pgSession) query(sql string) ([][]*string, error) {
 		}
 		switch typ {
 		case 'D':
-			n := int(binary.BigEndian.Uint16(payload))
-			payload = payload[2:]
-			row := make([]*string, n)
-			for i := 0; i < n; i++ {
-				l := int32(binary.BigEndian.Uint32(payload))
-				payload = payload[4:]
-				if l >= 0 {
-					row[i] = strp(string(payload[:l]))
-					payload = payload[l:]
-				}
-			}
-			rows = append(rows, row)
+			rows = append(rows, dataRow(payload))
 		case 'E':
 			f := errorFields(payload)
 			failure = fmt.Errorf("%s:  %s", f['S'], f['M'])
@@ -798,6 +787,36 @@ func (c *pgConn) apply(opts map[string]string) {
 	}
 }
 
+// dataRow is a DataRow message's values (nil for NULL).
+func dataRow(payload []byte) []*string {
+	n := int(binary.BigEndian.Uint16(payload))
+	payload = payload[2:]
+	row := make([]*string, n)
+	for i := 0; i < n; i++ {
+		l := int32(binary.BigEndian.Uint32(payload))
+		payload = payload[4:]
+		if l >= 0 {
+			row[i] = strp(string(payload[:l]))
+			payload = payload[l:]
+		}
+	}
+	return row
+}
+
+// pgVersionOrHelp prints what -V ("prog (PostgreSQL) version") or --help (help; "" when prog has none) asks
+// for and reports whether it did (the program then exits 0).
+func pgVersionOrHelp(prog string, opts map[string]string, help string) bool {
+	if opts["version"] != "" {
+		fmt.Printf("%s (PostgreSQL) %s\n", prog, versionOf("postgres"))
+		return true
+	}
+	if help != "" && opts["help"] != "" {
+		fmt.Println(help)
+		return true
+	}
+	return false
+}
+
 // ---------------------------------------------------------------- pg_isready
 
 func runPgIsready(args []string) int {
@@ -810,12 +829,7 @@ func runPgIsready(args []string) int {
 		fmt.Fprintf(os.Stderr, "pg_isready: %v\nTry \"pg_isready --help\" for more information.\n", err)
 		return 3
 	}
-	if opts["version"] != "" {
-		fmt.Printf("pg_isready (PostgreSQL) %s\n", versionOf("postgres"))
-		return 0
-	}
-	if opts["help"] != "" {
-		fmt.Println("pg_isready issues a connection check to a PostgreSQL database.\n\nUsage:\n  pg_isready [OPTION]...")
+	if pgVersionOrHelp("pg_isready", opts, "pg_isready issues a connection check to a PostgreSQL database.\n\nUsage:\n  pg_isready [OPTION]...") {
 		return 0
 	}
 	c := defaultPgConn()
@@ -883,8 +897,7 @@ func runPgDump(args []string) int {
 		fmt.Fprintf(os.Stderr, "pg_dump: error: %v\npg_dump: hint: Try \"pg_dump --help\" for more information.\n", err)
 		return 1
 	}
-	if opts["version"] != "" {
-		fmt.Printf("pg_dump (PostgreSQL) %s\n", versionOf("postgres"))
+	if pgVersionOrHelp("pg_dump", opts, "") {
 		return 0
 	}
 	if f := opts["format"]; f != "" && f != "p" && f != "plain" {
@@ -996,8 +1009,7 @@ func runPgDumpall(args []string) int {
 		fmt.Fprintf(os.Stderr, "pg_dumpall: error: %v\npg_dumpall: hint: Try \"pg_dumpall --help\" for more information.\n", err)
 		return 1
 	}
-	if opts["version"] != "" {
-		fmt.Printf("pg_dumpall (PostgreSQL) %s\n", versionOf("postgres"))
+	if pgVersionOrHelp("pg_dumpall", opts, "") {
 		return 0
 	}
 	c := defaultPgConn()

@@ -88,12 +88,7 @@ func runPsql(args []string) int {
 		fmt.Fprintf(os.Stderr, "psql: %v\npsql: hint: Try \"psql --help\" for more information.\n", err)
 		return 1
 	}
-	if opts["version"] != "" {
-		fmt.Printf("psql (PostgreSQL) %s\n", versionOf("postgres"))
-		return 0
-	}
-	if opts["help"] != "" {
-		fmt.Println("psql is the PostgreSQL interactive terminal.\n\nUsage:\n  psql [OPTION]... [DBNAME [USERNAME]]")
+	if pgVersionOrHelp("psql", opts, "psql is the PostgreSQL interactive terminal.\n\nUsage:\n  psql [OPTION]... [DBNAME [USERNAME]]") {
 		return 0
 	}
 	c := defaultPgConn()
@@ -512,18 +507,7 @@ func (ps *psql) send(sql string, lines []string, next int) (bool, int) {
 			if cur == nil {
 				continue
 			}
-			n := int(binary.BigEndian.Uint16(payload))
-			payload = payload[2:]
-			row := make([]*string, n)
-			for i := 0; i < n; i++ {
-				l := int32(binary.BigEndian.Uint32(payload))
-				payload = payload[4:]
-				if l >= 0 {
-					row[i] = strp(string(payload[:l]))
-					payload = payload[l:]
-				}
-			}
-			cur.rows = append(cur.rows, row)
+			cur.rows = append(cur.rows, dataRow(payload))
 		case 'C':
 			tag := strings.TrimRight(string(payload), "\x00")
 			if cur != nil && cur.tag == "" {

@@ -195,3 +195,12 @@ func TestPsqlArgs(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+func TestDataRowReadsValuesAndNulls(t *testing.T) {
+	// two values and a NULL: count 3, then "ab" (len 2), NULL (len -1), "" (len 0)
+	payload := []byte{0, 3, 0, 0, 0, 2, 'a', 'b', 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}
+	row := dataRow(payload)
+	if len(row) != 3 || row[0] == nil || *row[0] != "ab" || row[1] != nil || row[2] == nil || *row[2] != "" {
+		t.Fatalf("got %v", row)
+	}
+}

@@ -310,6 +310,8 @@ def test_a_second_lab_comes_up_and_its_down_leaves_nothing_behind(lab: Inventory
         data["vms"] = [data["vms"][0]]  # one Docker VM is enough here
         data.pop("k3s")
         data["monitoring"]["prometheus_host"] = data["vms"][0]["name"]
+        data["monitoring"].pop("k3s_node_ports", None)  # no K3s here
+        data.pop("placement_file", None)
 
     two = load_inventory(write_lab_copy(tmp_path, edit=edit))
     state_dir = common.lab_settings(two).state_dir

@@ -249,8 +249,8 @@ def test_backups_restore_test_every_volume_and_a_corrupted_pack_names_its_snapsh
         done = contract.run(runbook, confirm=True)
         rows = done.verified.report.rows
         assert rows
-        assert all(r.violation in ("", None) for r in rows), [r.violation for r in rows]
-        assert all(r.last_restore_test for r in rows)
+        assert [(r.target, r.violation) for r in rows if r.violation] == []
+        assert all(r.last_restore_test for r in rows), [(r.target, r.result) for r in rows]
         packs = sorted((nas / "data").rglob("*"))
         pack = max((p for p in packs if p.is_file()), key=lambda p: p.stat().st_size)
         data = bytearray(pack.read_bytes())

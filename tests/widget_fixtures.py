@@ -89,6 +89,9 @@ def add_widget_cells(source: Path, dest: Path) -> None:
     import nbformat
 
     nb = nbformat.read(str(source), as_version=4)  # type: ignore[no-untyped-call]
+    if any(c.cell_type == "code" and "widgets.runbook(" in c.source for c in nb.cells):
+        nbformat.write(nb, str(dest))  # type: ignore[no-untyped-call]
+        return  # the notebook has them already (notebooks/ carries them)
     imports, ui = UI_CELLS[source.name]
     at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and imports in c.source)
     nb.cells[at].source = nb.cells[at].source.replace(imports, imports + ", widgets", 1)

@@ -22,9 +22,8 @@ MARKER_TAGS = {
     "# NBVAL_IGNORE_OUTPUT": "nbval-ignore-output",
     "# NBVAL_CHECK_OUTPUT": "nbval-check-output",
     "# NBVAL_SKIP": "nbval-skip",
+    "# NBVAL_RAISES_EXCEPTION": "raises-exception",
 }
-# "# NBVAL_RAISES_EXCEPTION" stays a comment: papermill reads the `raises-exception` tag too and would
-# let the cell's error pass, but a runbook's verdict cell must fail a headless run (06's RPO check).
 
 
 def markers_to_tags(cell: nbformat.NotebookNode) -> None:

@@ -9,7 +9,6 @@ import itertools
 import select
 import socket
 import ssl
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -20,18 +19,6 @@ from homelab_lib.lab.kube.controllers.base import MANAGER, kind
 from homelab_lib.lab.kube.schema import Json
 
 HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
-
-
-def forget_neighbour(ip: str) -> bool:
-    """Drop this machine's ARP entry for a pod IP (whether there was one to drop).
-
-    A pod recreated on the same IP has a new MAC address; until the old neighbour entry
-    expires, packets to it go nowhere. A real node's CNI announces the new address; the
-    lab's pods are plain containers on a bridge, so the proxy forgets the stale entry and
-    tries once more.
-    """
-    done = subprocess.run(["ip", "neigh", "flush", "to", ip], capture_output=True, check=False, timeout=10)
-    return done.returncode == 0
 
 
 class Router:
@@ -126,19 +113,16 @@ class _Proxy(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
         headers["X-Forwarded-For"] = self.client_address[0]
         headers["X-Forwarded-Proto"] = "https" if isinstance(self.connection, ssl.SSLSocket) else "http"
-        for attempt in (1, 2):
-            conn = http.client.HTTPConnection(target[0], target[1], timeout=30)
-            try:
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                break
-            except OSError:
-                if attempt == 2 or not forget_neighbour(target[0]):
-                    self._plain(502, b"Bad Gateway")
-                    return
-            finally:
-                conn.close()
+        conn = http.client.HTTPConnection(target[0], target[1], timeout=30)
+        try:
+            conn.request(self.command, self.path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except OSError:
+            self._plain(502, b"Bad Gateway")
+            return
+        finally:
+            conn.close()
         self.send_response(resp.status, resp.reason)
         for k, v in resp.getheaders():
             if k.lower() not in HOP and k.lower() != "content-length":
@@ -223,12 +207,7 @@ class _NodePort:
                 client.close()
                 continue
             try:
-                try:
-                    upstream = socket.create_connection(target, timeout=5)
-                except OSError:
-                    if not forget_neighbour(target[0]):
-                        raise
-                    upstream = socket.create_connection(target, timeout=5)
+                upstream = socket.create_connection(target, timeout=5)
             except OSError:
                 client.close()
                 continue

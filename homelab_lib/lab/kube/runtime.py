@@ -15,6 +15,7 @@ import datetime
 import hashlib
 import io
 import socket
+import subprocess
 import tarfile
 import threading
 import time
@@ -36,6 +37,18 @@ def _stamp(text: str | None = None) -> str:
     if text:
         return str(text)[:19] + "Z"
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def forget_neighbour(ip: str) -> None:
+    """Drop this machine's ARP entry for a new pod's IP.
+
+    A pod recreated on an IP an earlier pod had gets a new MAC address; until the old neighbour
+    entry expires, packets to it go nowhere (the Ingress answered 502). A real node's CNI announces
+    the new address; the lab's pods are plain containers on a bridge, so the kubelet forgets the
+    stale entry as it starts the pod.
+    """
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["ip", "neigh", "flush", "to", ip], capture_output=True, check=False, timeout=10)
 
 
 @dataclass
@@ -254,6 +267,7 @@ class DockerRuntime:
             if container is not None and container.image.id != image_id:  # the image changed under it
                 container.remove(force=True)
                 container = None
+            fresh = container is None
             if container is None:
                 try:
                     container = self._create(pod, c, mounts.get(name, []), env.get(name, {}), net)
@@ -276,6 +290,8 @@ class DockerRuntime:
             if net is None:
                 net = container
             ip = str(((container.attrs.get("NetworkSettings") or {}).get("IPAddress")) or "")
+            if fresh and net is container and ip:
+                forget_neighbour(ip)
             if st.get("Running"):
                 state = {"running": {"startedAt": _stamp(st.get("StartedAt"))}}
                 out.append(ContainerStatus(name, image, state, True, None, cid, image_id, last, restarts, ip))

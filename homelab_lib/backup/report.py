@@ -319,26 +319,13 @@ def publish_textfile(df: pd.DataFrame, inv: Inventory, vm: str | None = None) ->
         SshError, HostKeyRejected: the VM cannot be reached.
     """
     from homelab_lib import clients
-    from homelab_lib.ssh import connect, sftp_makedirs
+    from homelab_lib.compose.transport import DockerHost
 
     if vm is None:
         if inv.monitoring is None:
             raise ConfigError([Problem("parameters", 0, "monitoring", "no monitoring: section: name the VM")])
         vm = inv.monitoring.prometheus_host
-    target = clients.ssh_target(inv, vm)
+    with DockerHost.open(clients.ssh_target(inv, vm)) as host:
+        host.put_files(TEXTFILE_DIR, {TEXTFILE_NAME: (textfile(df).encode(), 0o644)})
     path = f"{TEXTFILE_DIR}/{TEXTFILE_NAME}"
-    client = connect(target)
-    try:
-        sftp = client.open_sftp()
-        try:
-            sftp_makedirs(sftp, TEXTFILE_DIR)
-            tmp = f"{path}.tmp"
-            with sftp.open(tmp, "w") as f:
-                f.write(textfile(df).encode())
-            sftp.chmod(tmp, 0o644)
-            sftp.posix_rename(tmp, path)
-        finally:
-            sftp.close()
-    finally:
-        client.close()
     return f"{vm}:{path}"

@@ -36,6 +36,7 @@ MANIFEST_NAME = ".homelab-manifest"
 
 _HASHES = "--homelab-hashes--"
 _PARALLEL = 4  # xargs batches hashed at once: sha256sum is CPU-bound, one process per core or so
+_BIG_KIB = 1024  # files bigger than this are hashed one per process
 
 
 @dataclass(frozen=True)
@@ -162,13 +163,16 @@ def manifest_command(folder: str) -> str:
     q = shlex.quote(folder)
     # Each parallel batch writes its own file, concatenated at the end: sha256sum's buffered writes
     # to one shared pipe interleave mid-record once the output passes a pipe's atomic size.
+    # Files over 1 MiB are hashed one per process, the rest 256 per process: batches of mixed sizes
+    # leave the cores idle while one batch that drew the big files hashes them alone.
+    batch = """sh -c 'f=$(mktemp "$0/b.XXXXXX") && exec sha256sum -z -- "$@" > "$f"' "$t\""""
     return (
         f"cd -- {q} 2>/dev/null || exit 3; "
         "t=$(mktemp -d) || exit 4; trap 'rm -rf -- \"$t\"' EXIT; "
         r"find . \( -type f -o -type l \) -printf '%y\0%s\0%P\0%l\0' && "
         f"printf '%s\\0' {_HASHES} && "
-        f"find . -type f -print0 | xargs -0 -r -n 256 -P {_PARALLEL} "
-        """sh -c 'f=$(mktemp "$0/b.XXXXXX") && exec sha256sum -z -- "$@" > "$f"' "$t" && """
+        f"find . -type f -size +{_BIG_KIB}k -print0 | xargs -0 -r -n 1 -P {_PARALLEL} {batch} && "
+        f"find . -type f ! -size +{_BIG_KIB}k -print0 | xargs -0 -r -n 256 -P {_PARALLEL} {batch} && "
         'find "$t" -type f -exec cat -- {} +'
     )
 

@@ -33,12 +33,15 @@ def tree(tmp_path: Path) -> Path:
     (root / "sub dir" / "deeper" / "empty").write_bytes(b"")
     (root / "back\\slash\nnewline").write_text("odd names are kept as they are\n")
     (root / "link").symlink_to("a.txt")
+    # both sides of the 1 MiB line between files hashed one per process and in batches
+    for name, size in (("big exactly 1 MiB", 1 << 20), ("big 1 MiB + 1", (1 << 20) + 1), ("big 3 MiB", 3 << 20)):
+        (root / "sub dir" / name).write_bytes(os.urandom(size))
     return root
 
 
 def test_the_manifest_matches_sha256sum_file_by_file(tree: Path) -> None:
     m = checksums.local_manifest(tree)
-    assert m.files == 4
+    assert m.files == 7
     assert m.total_bytes == sum(p.stat().st_size for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
     for path, entry in m.entries.items():
         if entry.kind == "f":

@@ -327,6 +327,9 @@ def restore_test(
         )
     pool = ThreadPoolExecutor(max_workers=1)
     try:
+        # the stored manifest is read on a channel of its own while restic restores (a known snapshot)
+        # or while the restored files are hashed (the latest: restic names it as it restores)
+        reading = pool.submit(stored_manifest, restic, t, snapshot) if snapshot else None
         # `restore latest --tag ...` finds and restores in one restic call; it names the snapshot it restores
         which = [snapshot.id] if snapshot else ["latest", "--tag", _tag_list({**t.tags, "kind": "data"})]
         done = restic.run(["restore", *which, "--target", scratch], what=f"restoring {t.name}", check=False)
@@ -347,8 +350,8 @@ def restore_test(
                 if full
                 else "run restic check --read-data to find damaged packs; the snapshot may be unrestorable",
             ) from e
-        # the stored manifest is read while the restored files are hashed (a channel of its own)
-        reading = pool.submit(stored_manifest, restic, t, short)
+        if reading is None:
+            reading = pool.submit(stored_manifest, restic, t, short)
         got = _manifest(restic, scratch, where).without(EMPTY_MARKER)
         diff = compare(reading.result(), got)
         db = None

@@ -5,10 +5,11 @@
    ``sha256sum FILE...`` over all files in one process, as one would check them by hand; the
    parallel ``xargs -P4 sha256sum`` is printed beside it. Target (issue 12): >= 80 % of
    ``sha256sum``'s throughput.
-2. A restore test of 1 GiB (:func:`homelab_lib.backup.volumes.restore_test`: find the latest
-   snapshot, restore into scratch while reading the stored manifest, take the scratch's manifest,
-   compare, remove scratch) against ``restic restore`` of the same snapshot alone (same host, same
-   SSH connection, same scratch disk). Target: <= 1.5x.
+2. A restore test of 1 GiB (:func:`homelab_lib.backup.volumes.restore_test`: restore the latest
+   snapshot into scratch, take the scratch's manifest while reading the stored one, compare, remove
+   scratch) against ``restic restore`` of the same snapshot alone (same host, same SSH connection,
+   same scratch disk). Target: <= 1.5x. Also printed: the restore test given the snapshot, as
+   runbook 06 calls it (the stored manifest is then read while restic restores).
 
 Rounds alternate which goes first; medians and ratios are printed. Starts its own sshd on
 127.0.22.9 (the "VM" is this machine) and uses the machine's restic; needs no lab.

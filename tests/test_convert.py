@@ -499,6 +499,13 @@ def test_claim_sizes_come_from_the_measured_data_with_headroom_or_as_given() -> 
     assert claim["spec"]["resources"]["requests"]["storage"] == "4Gi"
 
 
+def test_a_claim_size_is_also_found_by_the_claims_own_name_as_a_move_records_it() -> None:
+    # a move records sizes by claim; sonarr_config's claim is sonarr-config, not its volume's name
+    sized = convert("arr.yaml", sizes={"sonarr-config": "7Gi"}, measured_bytes={"sonarr_config": 1})
+    config = {v.source: v for v in sized["sonarr"].volumes}["sonarr_config"]
+    assert (config.pvc, config.size, config.size_from) == ("sonarr-config", "7Gi", "sizes")
+
+
 def test_the_docker_socket_is_not_mapped() -> None:
     text = (
         "services:\n  proxy:\n    image: traefik:v3.2.3\n"

@@ -956,7 +956,7 @@ def _claim(b: _Build, base: str, keys: Sequence[str]) -> tuple[str, str, str]:
     out, i = name, 2
     while out in taken:
         out, i = f"{name}-{i}", i + 1
-    size, size_from = _claim_size(b, keys)
+    size, size_from = _claim_size(b, [*keys, out])  # also by the claim's own name (a move's record)
     b.objects.append(
         {
             "apiVersion": "v1",

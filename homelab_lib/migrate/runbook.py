@@ -19,6 +19,7 @@ A notebook::
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 import docker
@@ -34,7 +35,6 @@ from homelab_lib.k3s.services import converted
 from homelab_lib.migrate.convert import Conversion, convert_inventory_service
 from homelab_lib.migrate.move import Backup, MoveAdapter, MoveDesired, PlacementRecord, VolumeMove, adapter, desired_of
 from homelab_lib.migrate.move import storage_root as k3s_storage_root
-from homelab_lib.migrate.units import pvc_size
 
 
 def origin(inv: Inventory, service: str) -> tuple[str, str]:
@@ -59,25 +59,24 @@ def origin(inv: Inventory, service: str) -> tuple[str, str]:
     return found[0]
 
 
-def measured_sizes(inv: Inventory, vm: str, volumes: dict[str, str], *, headroom: float = 0.25) -> dict[str, str]:
-    """Claim sizes from the data in each Docker volume (claim -> volume): ``du`` on its VM, plus headroom.
+def measured_bytes(inv: Inventory, vm: str, volumes: Iterable[str]) -> dict[str, int]:
+    """The bytes of data in each Docker volume on its VM (``du -sb`` of its mountpoint).
 
-    A volume that does not exist (yet) gets the smallest claim (1Gi).
+    A volume that does not exist (yet) holds 0 bytes: its claim gets the smallest size.
     """
-    sizes: dict[str, str] = {}
+    used: dict[str, int] = {}
     with clients.docker_hosts(inv, [vm]) as pool:
         host = pool[vm]
         engine = host.docker()
-        for claim, volume in volumes.items():
+        for volume in volumes:
             try:
                 mountpoint = engine.volumes.get(volume).attrs["Mountpoint"]
             except docker.errors.NotFound:  # nothing to measure yet
-                sizes[claim] = pvc_size(0, headroom)
+                used[volume] = 0
                 continue
             got = host.run(f"du -sb -- {shlex.quote(mountpoint)}")
-            used = int(got.stdout.split()[0]) if got.ok and got.stdout.split() else 0
-            sizes[claim] = pvc_size(used, headroom)
-    return sizes
+            used[volume] = int(got.stdout.split()[0]) if got.ok and got.stdout.split() else 0
+    return used
 
 
 def move_for(
@@ -119,10 +118,11 @@ def move_for(
             where=f"service {service}",
             hint="move the data into a named volume first, or keep the service on Compose (see the readiness table)",
         )
-    claims = {p.pvc: str(p.docker_volume or p.source) for p in copied}
+    # sized from the data (measured: its size plus headroom), or, once moved, as the move made the claims
     moved = inv.moved.get(service)
-    sizes = dict(moved.sizes) if moved else measured_sizes(inv, vm, claims)
-    conv = convert_inventory_service(inv, vm if not moved else None, service, service, sizes=sizes)
+    used = {} if moved else measured_bytes(inv, vm, [str(p.docker_volume or p.source) for p in copied])
+    conv = convert_inventory_service(inv, vm if not moved else None, service, service, measured_bytes=used)
+    sizes = {p.pvc: p.size for p in conv.volumes if p.kind == "pvc-copied"}
     address = inv.vm(inv.k3s.vm).address
     manifests, probe = converted(inv, service, address, conv)
     record = Move(service, "k3s", f"{vm}/{stack}", sizes=tuple(sorted(sizes.items())))

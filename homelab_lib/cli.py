@@ -253,6 +253,8 @@ def cmd_audit_repair(args: argparse.Namespace) -> int:
 def cmd_schedule(args: argparse.Namespace) -> int:
     from homelab_lib import schedule as sched
 
+    if args.k3s and (args.list or args.remove):
+        return _schedule_k3s_list_or_remove(args)
     if args.list:
         found = sched.list_schedules(args.unit_dir)
         for s in found:
@@ -360,7 +362,7 @@ def _schedule_k3s(args: argparse.Namespace) -> int:
         param_files=args.file,
         parameters={k: _parse_value(v) for k, v in args.param},
         name=args.name,
-        namespace=args.namespace,
+        namespace=args.namespace or cronjob.NAMESPACE,
         image=args.image,
         archive_size=args.archive_size,
     )
@@ -379,6 +381,39 @@ def _schedule_k3s(args: argparse.Namespace) -> int:
             print("dry run: nothing applied; run again with --confirm to apply this plan")
             return 0
         result = adapter.apply(desired, plan, confirm=True, progress=auto())
+        for outcome in result.outcomes:
+            print(f"{outcome.kind} {outcome.target}: {outcome.result} {outcome.detail}".rstrip())
+        return 0 if result.ok else 1
+    finally:
+        adapter.close()
+
+
+def _schedule_k3s_list_or_remove(args: argparse.Namespace) -> int:
+    """``homelab schedule --k3s --list`` (the CronJobs it made) or ``--remove NAME`` (plan; apply with --confirm)."""
+    from homelab_lib import cronjob
+    from homelab_lib.progress import auto
+
+    if not args.file:
+        print("homelab schedule --k3s: give the homelab's parameter file(s) with -f", file=sys.stderr)
+        return 2
+    if args.list:
+        found = cronjob.list_cronjobs(args.file, args.namespace or "")
+        for r in found:
+            print(r.line())
+        print(f"{len(found)} scheduled run(s) on K3s" + (f" in namespace {args.namespace}" if args.namespace else ""))
+        return 0
+    namespace = args.namespace or cronjob.NAMESPACE
+    adapter = cronjob.removal_adapter(args.file, args.remove, namespace)
+    try:
+        desired = adapter.desired()
+        plan = adapter.plan(desired, adapter.observe(desired))
+        print(f"plan: {plan.summary()}")
+        _print_table(plan.table())
+        print(f"kept: namespace {namespace} and the claim {cronjob.ARCHIVE_CLAIM} (the archive of every run)")
+        if not args.confirm:
+            print("dry run: nothing deleted; run again with --confirm to apply this plan")
+            return 0
+        result = adapter.apply(desired, plan, confirm=True, allow_delete=True, progress=auto())
         for outcome in result.outcomes:
             print(f"{outcome.kind} {outcome.target}: {outcome.result} {outcome.detail}".rstrip())
         return 0 if result.ok else 1
@@ -526,13 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--delay", default="5min", help="RandomizedDelaySec= (default: 5min)")
     p.add_argument("--env-file", type=Path, help="NAME=value lines for env: references (EnvironmentFile=)")
     p.add_argument("--unit-dir", type=Path, help="unit folder (default: ~/.config/systemd/user)")
-    p.add_argument("--list", action="store_true", help="the schedules written by `homelab schedule`")
-    p.add_argument("--remove", metavar="NAME", help="remove a schedule's timer and service")
+    p.add_argument("--list", action="store_true", help="the schedules written by `homelab schedule` (--k3s: CronJobs)")
+    p.add_argument("--remove", metavar="NAME", help="remove a schedule's timer and service (--k3s: its CronJob)")
     k3s = p.add_argument_group("on the homelab's K3s instead (a CronJob; needs -f PARAMS with k3s:)")
     k3s.add_argument("--k3s", action="store_true", help="a CronJob on K3s instead of a systemd timer (plan only)")
     k3s.add_argument("--confirm", action="store_true", help="(--k3s) apply the plan shown")
     k3s.add_argument("--image", default="homelab-runbooks:latest", help="(--k3s) the toolkit's image")
-    k3s.add_argument("--namespace", default="homelab-runs", help="(--k3s) the namespace (default: homelab-runs)")
+    k3s.add_argument("--namespace", help="(--k3s) the namespace (default: homelab-runs; --list: all)")
     k3s.add_argument("--archive-size", default="2Gi", help="(--k3s) the archive claim's size (default: 2Gi)")
     p.set_defaults(func=cmd_schedule)
 

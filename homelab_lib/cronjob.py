@@ -26,18 +26,18 @@ from __future__ import annotations
 import base64
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 
-from homelab_lib.errors import ConfigError, Problem
+from homelab_lib.errors import ConfigError, NotFound, Problem
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.inventory.load import PATH_KEYS
 from homelab_lib.kube.client import Kube
-from homelab_lib.kube.objects import Manifest, ordered, sealed, validate
+from homelab_lib.kube.objects import MANAGED, MANAGER, PART_OF, Manifest, ordered, sealed, validate
 from homelab_lib.kube.runbook import KubeDesired, KubeManifests
 from homelab_lib.schedule import Every, repo_root, unit_name
 from homelab_lib.secrets import REF_PATTERN, SecretRef, literal_secrets
@@ -50,6 +50,7 @@ ARCHIVE_DIR = "/homelab/archive"
 ARCHIVE_CLAIM = "homelab-archive"
 MAX_FILE = 256 * 1024  # a Secret holds 1 MiB in all; the files a homelab's parameters name are small
 KEY = re.compile(r"[^-._a-zA-Z0-9]+")
+RUNBOOK_PREFIX = "schedule-"  # the homelab.io/runbook label of a scheduled run's objects: schedule-<name>
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ def cron_of(every: Every) -> str:
     return every.cron
 
 
+def _here(path: Path, folder: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (folder / path).resolve()
+
+
 def _rewrite(text: str, folder: Path, carried: dict[Path, tuple[str, str]], where: str) -> tuple[str, list[str]]:
     """A parameter file with every file it names pointed under PARAMS_DIR; the ``env:`` names it reads."""
     yaml = YAML(typ="rt")
@@ -107,8 +113,7 @@ def _rewrite(text: str, folder: Path, carried: dict[Path, tuple[str, str]], wher
     env: list[str] = []
 
     def carry(path: Path) -> str:
-        path = path.expanduser()
-        path = path if path.is_absolute() else (folder / path).resolve()
+        path = _here(path, folder)
         if not path.is_file():
             raise _bad(where, f"{path} is named in the parameters but is not a file here; it cannot be carried")
         if path.stat().st_size > MAX_FILE:
@@ -130,6 +135,9 @@ def _rewrite(text: str, folder: Path, carried: dict[Path, tuple[str, str]], wher
                     node[k] = "file:" + carry(Path(v[len("file:") :]))
                 elif m is not None and v.startswith("env:"):
                     env.append(v[len("env:") :])
+                elif k == "placement_file" and not _here(Path(v), folder).is_file():
+                    # no move recorded yet (runbook 05 makes the file): the pod reads no moves either
+                    node[k] = f"{PARAMS_DIR}/files/{KEY.sub('-', Path(v).name)}"
                 elif k in PATH_KEYS and k != "state_dir":
                     node[k] = carry(Path(v))
             else:
@@ -331,8 +339,20 @@ def desired_cronjob(inv: Inventory, spec: CronJobSpec, *, reveal: bool = True) -
         validate(objs, kubernetes_version(inv.k3s.version))
     except ValueError as e:
         raise _bad(f"CronJob {spec.namespace}/{spec.name}", str(e)) from None
-    runbook = f"schedule-{spec.name}"
+    runbook = RUNBOOK_PREFIX + spec.name
     return KubeDesired(inv.name, runbook, tuple(sealed(o, runbook) for o in objs), scope=(spec.namespace,))
+
+
+def _cluster(param_files: Sequence[str | Path]) -> tuple[Inventory, Callable[[], Kube]]:
+    inv = load_inventory([Path(f) for f in param_files])
+    if inv.k3s is None or inv.k3s.kubeconfig is None or not inv.k3s.kubeconfig.is_file():
+        raise _bad("--k3s", "k3s.kubeconfig is not there: run 03_bootstrap_k3s first (it fetches the kubeconfig)")
+    kubeconfig = inv.k3s.kubeconfig
+
+    def kube() -> Kube:
+        return Kube(kubeconfig, where=f"K3s ({kubeconfig})")
+
+    return inv, kube
 
 
 def cronjob_adapter(
@@ -343,17 +363,105 @@ def cronjob_adapter(
     Raises:
         ConfigError: no k3s: section, or its kubeconfig is not there (run 03_bootstrap_k3s first).
     """
-    inv = load_inventory([Path(f) for f in param_files])
-    if inv.k3s is None or inv.k3s.kubeconfig is None or not inv.k3s.kubeconfig.is_file():
-        raise _bad("--k3s", "k3s.kubeconfig is not there: run 03_bootstrap_k3s first (it fetches the kubeconfig)")
-    kubeconfig = inv.k3s.kubeconfig
-
-    def kube() -> Kube:
-        return Kube(kubeconfig, where=f"K3s ({kubeconfig})")
-
+    inv, kube = _cluster(param_files)
     return KubeManifests(
         lambda: desired_cronjob(inv, spec), kube, name=f"schedule {spec.name}", force_conflicts=force_conflicts
     )
+
+
+@dataclass(frozen=True)
+class ScheduledRun:
+    """A CronJob ``homelab schedule --k3s`` made, as the cluster reports it.
+
+    Attributes:
+        namespace: its namespace.
+        name: the CronJob's name (what ``--remove`` takes).
+        cron: its schedule.
+        notebook: the runbook it runs (its path in the repository).
+        suspended: ``spec.suspend``: the cluster starts no run.
+        last_scheduled: when a run last started (``status.lastScheduleTime``), '' if never.
+        last_success: when a run last succeeded (``status.lastSuccessfulTime``), '' if never.
+        active: runs going on now.
+    """
+
+    namespace: str
+    name: str
+    cron: str
+    notebook: str
+    suspended: bool
+    last_scheduled: str
+    last_success: str
+    active: int
+
+    def line(self) -> str:
+        state = "suspended" if self.suspended else f"last run {self.last_scheduled or 'never'}"
+        ok = f", last success {self.last_success}" if self.last_success else ""
+        busy = f", {self.active} running" if self.active else ""
+        return f"{self.namespace}/{self.name}: '{self.cron}' runs {self.notebook}; {state}{ok}{busy}"
+
+
+def list_cronjobs(param_files: Sequence[str | Path], namespace: str = "") -> list[ScheduledRun]:
+    """The scheduled runs on the inventory's K3s (in one namespace, or in all), by namespace and name.
+
+    Raises:
+        ConfigError: no k3s: section, or its kubeconfig is not there.
+        KubeError: the cluster cannot be asked.
+    """
+    _, kube = _cluster(param_files)
+    client = kube()
+    found: list[ScheduledRun] = []
+    for job in client.list("batch/v1", "CronJob", namespace=namespace, label_selector=f"{MANAGED}={MANAGER}"):
+        meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
+        if not str((meta.get("labels") or {}).get(PART_OF, "")).startswith(RUNBOOK_PREFIX):
+            continue
+        pod = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template", {}).get("spec") or {}
+        command = ((pod.get("containers") or [{}])[0]).get("command") or []
+        notebook = str(command[2]) if len(command) > 2 else "?"
+        found.append(
+            ScheduledRun(
+                str(meta.get("namespace", "")),
+                str(meta.get("name", "")),
+                str(spec.get("schedule", "")),
+                notebook.removeprefix(IMAGE_ROOT.rstrip("/") + "/"),
+                bool(spec.get("suspend")),
+                str(status.get("lastScheduleTime") or ""),
+                str(status.get("lastSuccessfulTime") or ""),
+                len(status.get("active") or []),
+            )
+        )
+    return sorted(found, key=lambda r: (r.namespace, r.name))
+
+
+#: The kinds a scheduled run's removal deletes; its namespace and the archive claim (every run's
+#: archive, shared by the namespace's CronJobs) stay.
+REMOVED_KINDS = (("batch/v1", "CronJob"), ("v1", "ConfigMap"), ("v1", "Secret"))
+
+
+def removal_adapter(param_files: Sequence[str | Path], name: str, namespace: str = NAMESPACE) -> KubeManifests:
+    """The Kubernetes adapter whose plan deletes a scheduled run: its CronJob, ConfigMap and Secrets.
+
+    The namespace and the archive claim ``homelab-archive`` are kept: the archive is the audit log of
+    every run. The plan's deletes are applied with ``allow_delete``.
+
+    Raises:
+        ConfigError: no k3s: section, or its kubeconfig is not there.
+        NotFound: (from ``desired()``) no scheduled run of that name in the namespace (the ones there are named).
+    """
+    inv, kube = _cluster(param_files)
+
+    def desired() -> KubeDesired:
+        there = [r.name for r in list_cronjobs(param_files, namespace)]
+        if name not in there:
+            raise NotFound(
+                name,
+                what="scheduled run",
+                known=there,
+                where=f"namespace {namespace}",
+                hint="see them with: homelab schedule --list --k3s -f PARAMS",
+            )
+        return KubeDesired(inv.name, RUNBOOK_PREFIX + name, (), scope=(namespace,), kinds=REMOVED_KINDS)
+
+    return KubeManifests(desired, kube, name=f"remove schedule {name}")
 
 
 __all__ = [
@@ -361,9 +469,12 @@ __all__ = [
     "IMAGE",
     "NAMESPACE",
     "CronJobSpec",
+    "ScheduledRun",
     "cron_of",
     "cronjob_adapter",
     "cronjob_spec",
     "desired_cronjob",
+    "list_cronjobs",
     "manifests",
+    "removal_adapter",
 ]

@@ -105,6 +105,19 @@ def test_the_manifests_carry_parameters_and_secrets_apart(params: Path) -> None:
     assert "pve-env-token-31337" not in repr(shown)
 
 
+def test_a_placement_file_not_made_yet_is_pointed_at_and_not_carried(params: Path, tmp_path: Path) -> None:
+    layer = tmp_path / "layer.yaml"
+    layer.write_text(f"placement_file: {tmp_path / 'state' / 'placement.yaml'}\n")  # 05 makes it on the first move
+    spec = cronjob_spec(NOTEBOOK, parse_every("15m", check=False), param_files=[params, layer])
+    assert dict(spec.params)["p1-layer.yaml"].strip() == "placement_file: /homelab/params/files/placement.yaml"
+    assert not any(path.name == "placement.yaml" for _, path, _ in spec.files)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "placement.yaml").write_text("moved: {}\n")  # once made, it is carried
+    spec = cronjob_spec(NOTEBOOK, parse_every("15m", check=False), param_files=[params, layer])
+    rel = next(rel for _, path, rel in spec.files if path.name == "placement.yaml")
+    assert dict(spec.params)["p1-layer.yaml"].strip() == f"placement_file: /homelab/params/{rel}"
+
+
 def test_dry_run_shows_the_plan_then_confirm_applies_it_through_the_server(
     params: Path, cluster: Kube, namespace: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -149,3 +162,42 @@ def test_dry_run_shows_the_plan_then_confirm_applies_it_through_the_server(
 def test_a_spec_cron_cannot_say_is_refused_before_anything_is_asked(params: Path, namespace: str) -> None:
     argv = ["schedule", str(NOTEBOOK), "--every", "45m", "--k3s", "-f", str(params), "--namespace", namespace]
     assert main(argv) == 2
+
+
+def test_list_shows_the_scheduled_run_and_remove_deletes_it_but_keeps_the_archive(
+    params: Path, cluster: Kube, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["schedule", str(NOTEBOOK), "--every", "15m", "--k3s", "-f", str(params), "--namespace", namespace]
+    assert main([*argv, "--confirm"]) == 0
+    name = cluster.json("get", "cronjobs", "-n", namespace)["items"][0]["metadata"]["name"]
+    capsys.readouterr()
+
+    assert main(["schedule", "--list", "--k3s", "-f", str(params)]) == 0
+    listed = capsys.readouterr().out
+    line = next(x for x in listed.splitlines() if x.startswith(f"{namespace}/{name}:"))
+    assert "'*/15 * * * *'" in line
+    assert f"runs notebooks/{NOTEBOOK.name}" in line
+    assert "last run never" in line
+
+    remove = ["schedule", "--remove", name, "--k3s", "-f", str(params), "--namespace", namespace]
+    assert main(remove) == 0  # the plan only
+    shown = capsys.readouterr().out
+    plan = shown.split("plan: ", 1)[1]
+    for kind in ("CronJob", "ConfigMap", "Secret"):
+        assert kind in plan, kind
+    assert "PersistentVolumeClaim" not in plan.split("kept:")[0]
+    assert "dry run: nothing deleted" in shown
+    assert len(cluster.json("get", "cronjobs", "-n", namespace)["items"]) == 1
+
+    assert main([*remove, "--confirm"]) == 0
+    capsys.readouterr()
+    assert cluster.json("get", "cronjobs", "-n", namespace)["items"] == []
+    ours = f"homelab.io/runbook=schedule-{name}"
+    assert cluster.json("get", "configmaps", "-n", namespace, "-l", ours)["items"] == []
+    assert cluster.json("get", "secrets", "-n", namespace, "-l", ours)["items"] == []
+    assert cluster.json("get", "pvc", "homelab-archive", "-n", namespace)["metadata"]["name"] == "homelab-archive"
+
+    assert main(remove) == 1  # nothing of that name any more: said, with the names there are
+    err = capsys.readouterr().err
+    assert f"no scheduled run named '{name}'" in err
+    assert f"namespace {namespace}" in err

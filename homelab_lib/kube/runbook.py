@@ -54,6 +54,8 @@ class KubeDesired:
         rollout_timeout_s: how long a workload, Job or install Job may take.
         scope: the namespaces the run is limited to (empty: all); the homelab's objects elsewhere are
             neither applied nor proposed for deletion.
+        kinds: more (apiVersion, kind) pairs whose objects of this runbook are proposed for deletion when
+            not wanted, besides the kinds of ``objects`` (a removal wants none of a kind any more).
     """
 
     homelab: str
@@ -62,6 +64,7 @@ class KubeDesired:
     probes: tuple[Probe, ...] = ()
     rollout_timeout_s: float = 600.0
     scope: tuple[str, ...] = ()
+    kinds: tuple[tuple[str, str], ...] = ()
 
     def table(self) -> pd.DataFrame:
         import pandas as pd
@@ -215,7 +218,7 @@ class KubeManifests(BaseAdapter[KubeDesired, KubeObserved, KubeReport]):
             states[k] = ObjectState(True, have, fields, job)
         wanted = set(states)
         strays: set[Key] = set()
-        kinds = {(o["apiVersion"], o["kind"]) for o in desired.objects}
+        kinds = {(o["apiVersion"], o["kind"]) for o in desired.objects} | set(desired.kinds)
         for api_version, kind in sorted(kinds):
             for found in self.kube.list(api_version, kind, label_selector=f"{PART_OF}={desired.runbook}"):
                 found.setdefault("apiVersion", api_version)

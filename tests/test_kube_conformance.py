@@ -176,6 +176,77 @@ def test_pvc_binds_when_a_pod_uses_it(kube: Kube, ns: str) -> None:
         assert (folder / "proof.txt").read_text() == "written-by-the-pod\n"
 
 
+def test_a_claim_that_names_its_volume_binds_to_it_and_nothing_is_provisioned(kube: Kube, ns: str) -> None:
+    folder = tempfile.mkdtemp(prefix=f"homelab-pv-{ns}-")  # on the node: the stand-in's is this machine
+    os.chmod(folder, 0o777)
+    pv_name = f"static-{ns}"
+    pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "64Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "persistentVolumeReclaimPolicy": "Retain",
+            "hostPath": {"path": folder, "type": "DirectoryOrCreate"},
+        },
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "",
+            "volumeName": pv_name,
+            "resources": {"requests": {"storage": "64Mi"}},
+        },
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "writer", "namespace": ns},
+        "spec": {
+            "containers": [
+                {
+                    "name": "w",
+                    "image": IMAGE,
+                    "command": ["sh", "-c", "echo into-the-named-volume > /data/proof.txt && sleep 3600"],
+                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+        },
+    }
+    try:
+        for obj in (pv, pvc, pod):  # the pod at once: no provisioner may race the binding
+            kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(obj))
+        kube.kubectl("wait", "--for=condition=Ready", "pod/writer", "-n", ns, "--timeout=90s")
+        bound = kube.json("get", "pvc", "data", "-n", ns)
+        assert bound["status"]["phase"] == "Bound"
+        assert bound["spec"]["volumeName"] == pv_name
+        volume = kube.json("get", "pv", pv_name)
+        assert volume["status"]["phase"] == "Bound"
+        assert (volume["spec"]["claimRef"]["namespace"], volume["spec"]["claimRef"]["name"]) == (ns, "data")
+        others = [
+            v["metadata"]["name"]
+            for v in kube.json("get", "pv")["items"]
+            if (v["spec"].get("claimRef") or {}).get("namespace") == ns and v["metadata"]["name"] != pv_name
+        ]
+        assert others == []  # nothing provisioned beside it
+        if kube.standin:
+            proof = os.path.join(folder, "proof.txt")
+            assert wait_for("the pod's file", lambda: os.path.exists(proof))
+            with open(proof) as f:
+                assert f.read() == "into-the-named-volume\n"
+    finally:
+        kube.kubectl("delete", "pod", "writer", "-n", ns, "--wait=false", check=False)
+        kube.kubectl("delete", "pvc", "data", "-n", ns, "--wait=false", check=False)
+        kube.kubectl("delete", "pv", pv_name, "--wait=false", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_set_image_to_a_missing_image_shows_image_pull_backoff(kube: Kube, ns: str) -> None:
     kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(deployment(ns, "app")))
     kube.kubectl("rollout", "status", "deployment/app", "-n", ns, "--timeout=60s")

@@ -207,10 +207,13 @@ class LocalPath:
             ):
                 self._unprotect(self.pv, pv, "kubernetes.io/pv-protection")
         for pvc in claims:
-            sc = classes.get(str((pvc.get("spec") or {}).get("storageClassName") or ""))
-            if sc is None or sc.get("provisioner") != PROVISIONER or pvc["metadata"].get("deletionTimestamp"):
+            if (pvc.get("status") or {}).get("phase") == "Bound" or pvc["metadata"].get("deletionTimestamp"):
                 continue
-            if (pvc.get("status") or {}).get("phase") == "Bound":
+            if (pvc.get("spec") or {}).get("volumeName"):  # pre-bound: the PV controller binds it, nothing provisions
+                self._bind_named(pvc)
+                continue
+            sc = classes.get(str((pvc.get("spec") or {}).get("storageClassName") or ""))
+            if sc is None or sc.get("provisioner") != PROVISIONER:
                 continue
             annotations = pvc["metadata"].get("annotations") or {}
             if sc.get("volumeBindingMode") == "WaitForFirstConsumer" and SELECTED_NODE not in annotations:
@@ -292,23 +295,52 @@ class LocalPath:
                 f"Successfully provisioned volume {name}",
                 component="rancher.io/local-path_local-path-provisioner",
             )
+        self._bound(pvc, pv, {"volume.beta.kubernetes.io/storage-provisioner": PROVISIONER,
+                               "volume.kubernetes.io/storage-provisioner": PROVISIONER})  # fmt: skip
+
+    def _bind_named(self, pvc: Json) -> None:
+        """A claim that names its PV (``spec.volumeName``): bound to it once it is there and free, as the PV
+        controller binds a pre-bound claim; until then it stays Pending (no provisioner makes another)."""
+        meta = pvc["metadata"]
+        pv = self.c.find(self.pv, "", str(pvc["spec"]["volumeName"]))
+        if pv is None or pv["metadata"].get("deletionTimestamp"):
+            return
+        ref = (pv.get("spec") or {}).get("claimRef") or {}
+        if ref and (ref.get("namespace"), ref.get("name")) != (meta["namespace"], meta["name"]):
+            return  # another claim's
+        if ref.get("uid") not in (None, "", meta["uid"]):
+            return  # an earlier claim of the same name: Released, not reused
+        claim_ref = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        pv = self.c.write(self.pv, {**pv, "spec": {**pv["spec"], "claimRef": claim_ref}}, MANAGER)
+        self._bound(pvc, pv, {})
+
+    def _bound(self, pvc: Json, pv: Json, more: dict[str, str]) -> None:
+        """The PV and the claim both Bound, the claim annotated as the PV controller does."""
+        meta, spec = pvc["metadata"], pvc["spec"]
         self.c.set_status(self.pv, pv, {"phase": "Bound"}, MANAGER)
         annotations = {
             **(meta.get("annotations") or {}),
             "pv.kubernetes.io/bind-completed": "yes",
             "pv.kubernetes.io/bound-by-controller": "yes",
-            "volume.beta.kubernetes.io/storage-provisioner": PROVISIONER,
-            "volume.kubernetes.io/storage-provisioner": PROVISIONER,
+            **more,
         }
         bound = self.c.write(
             self.pvc,
             {
                 **pvc,
                 "metadata": {**meta, "annotations": annotations, "finalizers": ["kubernetes.io/pvc-protection"]},
-                "spec": {**spec, "volumeName": name},
+                "spec": {**spec, "volumeName": pv["metadata"]["name"]},
             },
             MANAGER,
         )
+        size = ((pv.get("spec") or {}).get("capacity") or {}).get("storage", "1Gi")
         self.c.set_status(
             self.pvc,
             bound,

@@ -61,6 +61,21 @@ def test_gitlab_is_a_statefulset_with_claims_for_config_data_and_logs(example: K
     assert container["readinessProbe"]["httpGet"] == {"path": "/-/health", "port": 80}
 
 
+def test_the_claims_a_workload_mounts_by_name_and_by_its_templates(example: KubeDesired) -> None:
+    from homelab_lib.kube.objects import mounts_claim
+
+    (sts,) = [o for o in example.objects if o["kind"] == "StatefulSet"]  # gitlab: config, data, logs templates
+    assert mounts_claim(sts, "data-gitlab-0")
+    assert mounts_claim(sts, "logs-gitlab-12")
+    assert not mounts_claim(sts, "data-gitlab-x")
+    assert not mounts_claim(sts, "data-other-0")
+    deployment = {"kind": "Deployment", "metadata": {"name": "app"},
+                  "spec": {"template": {"spec": {"volumes": [{"name": "d", "persistentVolumeClaim": {
+                      "claimName": "app-data"}}, {"name": "tmp", "emptyDir": {}}]}}}}  # fmt: skip
+    assert mounts_claim(deployment, "app-data")
+    assert not mounts_claim(deployment, "app-logs")
+
+
 def test_harbor_is_a_pinned_helmchart_whose_values_hold_no_password(tmp_path: Path) -> None:
     inv = load_inventory(REPO / "parameters" / "example.yaml")
     (tmp_path / "pw").write_text("harbor-pw-0x5eed\n")

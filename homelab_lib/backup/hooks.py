@@ -5,7 +5,8 @@ consistent. :data:`HOOKS` maps the catalog's name to it (register more with :fun
 
 - ``none``: nothing; the copy is taken live (and refused if the folder changes meanwhile).
 - ``stop``: stop the service's container, and start it again afterwards, always (also when the
-  backup fails).
+  backup fails). For a PVC: scale the Deployments and StatefulSets that mount it to zero, wait
+  until their pods are gone, and scale them back (and wait until they are ready) afterwards, always.
 - ``pg_dumpall``: ``pg_dumpall`` in the container (docker exec, SDK) into ``.homelab-dump/`` of
   the data volume; only that folder is backed up (:func:`backup_folder`).
 - ``redis_bgsave``: ``BGSAVE`` and wait until ``LASTSAVE`` moves.
@@ -25,7 +26,9 @@ from typing import Any
 
 from homelab_lib.backup.targets import Located
 from homelab_lib.clock import Clock
-from homelab_lib.errors import HookFailed
+from homelab_lib.errors import HomelabError, HookFailed
+from homelab_lib.kube import rollout
+from homelab_lib.kube.objects import key, mounts_claim
 
 #: The folder of a data volume a dump hook writes into, and the only part of it then backed up.
 DUMP_FOLDER = ".homelab-dump"
@@ -35,7 +38,11 @@ HOOK_TIMEOUT_S = 600.0
 
 @dataclass(frozen=True)
 class HookContext:
-    """What a hook works on: the located target, the host's docker SDK client, a clock, where."""
+    """What a hook works on: the located target, its client, a clock, where.
+
+    ``engine`` is the host's docker SDK client for a Docker volume, the cluster's
+    :class:`~homelab_lib.kube.client.Kube` for a PVC.
+    """
 
     located: Located
     engine: Any
@@ -115,6 +122,10 @@ def _none(ctx: HookContext) -> Iterator[None]:
 @register("stop")
 @contextlib.contextmanager
 def _stop(ctx: HookContext) -> Iterator[None]:
+    if ctx.located.target.layer == "k3s":
+        with _scaled_to_zero(ctx):
+            yield
+        return
     if not ctx.located.container:  # nothing runs: the data is at rest already
         yield
         return
@@ -137,6 +148,93 @@ def _stop(ctx: HookContext) -> Iterator[None]:
                 where=ctx.where,
                 hint="start it by hand now (docker start, or runbook 02), then look at the engine's log",
             ) from e
+
+
+#: The field manager of the replicas a backup sets (``kubectl get -o yaml --show-managed-fields`` names it).
+BACKUP_MANAGER = "homelab-backup"
+
+
+def _claim_users(ctx: HookContext) -> list[dict[str, Any]]:
+    t = ctx.located.target
+    users = []
+    for kind in ("Deployment", "StatefulSet"):
+        for w in ctx.engine.list("apps/v1", kind, namespace=t.stack):
+            w.setdefault("apiVersion", "apps/v1")
+            w.setdefault("kind", kind)
+            if mounts_claim(w, t.volume):
+                users.append(w)
+    return users
+
+
+def _wait_gone(ctx: HookContext, workload: dict[str, Any]) -> None:
+    """Until no pod of the workload is left (a terminating pod still holds the files open)."""
+    meta = workload["metadata"]
+    labels = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    deadline = ctx.clock.monotonic() + ctx.timeout_s
+    while True:
+        pods = [p["metadata"]["name"] for p in ctx.engine.list("v1", "Pod", namespace=meta["namespace"],
+                                                                label_selector=selector)]  # fmt: skip
+        if not pods:
+            return
+        if ctx.clock.monotonic() > deadline:
+            raise HookFailed(
+                f"target {ctx.located.target.name}: hook stop: {workload['kind']} {meta['namespace']}/{meta['name']} "
+                f"was scaled to 0 but its pods ({', '.join(pods)}) did not stop within {ctx.timeout_s:g}s",
+                where=ctx.where,
+                hint=f"look at them: kubectl -n {meta['namespace']} describe pod {pods[0]}",
+            )
+        ctx.clock.sleep(1.0)
+
+
+@contextlib.contextmanager
+def _scaled_to_zero(ctx: HookContext) -> Iterator[None]:
+    """A PVC's ``stop``: every workload that mounts it at 0 replicas for the backup, then back, always."""
+    t = ctx.located.target
+    scaled: list[tuple[dict[str, Any], int]] = []
+    try:
+        for w in _claim_users(ctx):
+            replicas = int((w.get("spec") or {}).get("replicas", 1) or 0)
+            if replicas:
+                ctx.engine.scale(key(w), 0, field_manager=BACKUP_MANAGER)
+                scaled.append((w, replicas))
+        for w, _ in scaled:
+            _wait_gone(ctx, w)
+    except HomelabError as e:
+        _scale_back(ctx, scaled)
+        raise HookFailed(f"target {t.name}: hook stop: {e}", where=ctx.where) from e
+    try:
+        yield
+    finally:
+        _scale_back(ctx, scaled)
+
+
+def _scale_back(ctx: HookContext, scaled: list[tuple[dict[str, Any], int]]) -> None:
+    """Each workload to its replicas again, and ready; what fails is named with the command to do it by hand."""
+    problems: list[str] = []
+    back: list[dict[str, Any]] = []
+    for w, replicas in scaled:
+        meta = w["metadata"]
+        try:
+            ctx.engine.scale(key(w), replicas, field_manager=BACKUP_MANAGER)
+            back.append(w)
+        except HomelabError as e:
+            problems.append(
+                f"{w['kind']} {meta['namespace']}/{meta['name']} stays at 0 ({e.message}): "
+                f"kubectl -n {meta['namespace']} scale {w['kind'].lower()}/{meta['name']} --replicas={replicas}"
+            )
+    for w in back:
+        try:
+            rollout.wait(ctx.engine, w, timeout_s=ctx.timeout_s, clock=ctx.clock)
+        except HomelabError as e:
+            problems.append(f"{w['kind']} {w['metadata']['namespace']}/{w['metadata']['name']}: {e.message}")
+    if problems:
+        raise HookFailed(
+            f"target {ctx.located.target.name}: hook stop: scaled to 0 for the backup, not running again: "
+            + "; ".join(problems),
+            where=ctx.where,
+            hint="start it by hand now (the command above, or runbook 04), then look at its pods' events",
+        )
 
 
 @register("pg_dumpall")

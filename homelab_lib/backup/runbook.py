@@ -219,12 +219,13 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
         return hosts[0]
 
     def locate(self, t: Target) -> tuple[Located, Any]:
-        """The target's folder (and the host's docker SDK client for a Docker volume's hooks)."""
+        """The target's folder, and the client its hook acts through (docker SDK for a volume, Kube for a PVC)."""
         if t.layer == "docker":
             host = self.host(t.host)
             engine = host.docker()
             return locate_volume(engine, t, where=host.where), engine
-        return locate_pvc(self.kube(), t), None
+        kube = self.kube()
+        return locate_pvc(kube, t), kube
 
     # ---------------------------------------------------------------- the contract's steps
 

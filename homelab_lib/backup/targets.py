@@ -128,17 +128,22 @@ def docker_targets(inv: Inventory, *, services: Iterable[str] = ()) -> list[Targ
 def k3s_targets(inv: Inventory, kube: Kube) -> list[Target]:
     """The PVCs of each K3s service's namespace (the service's name), as the cluster has them now.
 
-    Hooks are not run for PVCs (the data is copied live and refused if it changes meanwhile).
+    A service whose catalog names a hook is backed up stopped on K3s (``stop``: its workloads that
+    mount the claim are scaled to zero, and back): a dump hook would run in the pod, which the toolkit
+    does not exec into, and a stopped copy is consistent too. Others are copied live (and refused if the
+    folder changes meanwhile).
     """
     if inv.k3s is None:
         return []
     vm = next((v.name for v in inv.vms if v.role == "k3s"), "k3s")
     out = []
     for svc_name in sorted(inv.k3s.services):
+        svc = inv.services.get(svc_name)
+        hook = ServiceBackup(hook="stop") if svc is not None and svc.backup.hook != "none" else ServiceBackup()
         for pvc in kube.list("v1", "PersistentVolumeClaim", namespace=svc_name):
             name = str(pvc["metadata"]["name"])
-            image = inv.services[svc_name].image if svc_name in inv.services else ""
-            out.append(Target("k3s", vm, svc_name, svc_name, name, rpo_of(inv, svc_name), ServiceBackup(), image))
+            image = svc.image if svc is not None else ""
+            out.append(Target("k3s", vm, svc_name, svc_name, name, rpo_of(inv, svc_name), hook, image))
     return out
 
 

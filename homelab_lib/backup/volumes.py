@@ -162,7 +162,7 @@ def backup_target(
     Args:
         restic: restic on the target's host.
         located: the target and its folder.
-        engine: the host's docker SDK client (for hooks; None for PVCs).
+        engine: the client hooks act through: the host's docker SDK client (a volume), the cluster's Kube (a PVC).
         clock: the clock hooks wait by and results are stamped with.
         attempts: how often a copy that changed meanwhile is tried again before giving up.
 
@@ -472,7 +472,8 @@ def restore_to_source(
 ) -> RestoreResult:
     """Restore the latest snapshot over the source: only with ``restore_to_source`` and ``confirm`` both.
 
-    The service's container is stopped first (and started again afterwards); the snapshot is
+    The service is stopped first as the ``stop`` hook stops it (its container; for a PVC, the workloads
+    that mount it) and started again afterwards; the snapshot is
     restored into scratch and checked against its stored manifest, and only then does it
     replace the source's contents.
 
@@ -495,10 +496,8 @@ def restore_to_source(
     expected = stored_manifest(restic, t, snap)
     scratch = scratch_folder(restic, located, scratch_root, snap.short_id)
     folder = backup_folder(located)
-    container = engine.containers.get(located.container) if engine is not None and located.container else None
-    if container is not None:
-        container.stop(timeout=60)
-    try:
+    # stopped as the stop hook stops it: the container, or the workloads that mount the PVC; started again always
+    with hook_for("stop", where=where)(HookContext(located, engine, clock, where)):
         restic.host.run(f"mkdir -p -- {shlex.quote(scratch)}", timeout=60)
         restic.restore(snap.id, scratch, what=f"restoring snapshot {snap.short_id} of {t.name}")
         got = _manifest(restic, scratch, where)
@@ -519,9 +518,6 @@ def restore_to_source(
             )
         restic.host.run(f"rm -rf -- {s}", timeout=3600)
         return RestoreResult(t, snap.short_id, clock.now(), True, got.files, got.total_bytes, "restored to source")
-    finally:
-        if container is not None:
-            container.start()
 
 
 def source_untouched(before: Manifest, after: Manifest, *, ignore: Sequence[str] = (DUMP_FOLDER,)) -> bool:

@@ -132,6 +132,23 @@ class Kube:
             )
         return dict(done.to_dict())
 
+    def scale(self, k: Key, replicas: int, *, field_manager: str = MANAGER) -> None:
+        """Set a Deployment's or StatefulSet's replicas through its ``scale`` subresource (a merge patch).
+
+        Raises:
+            K3sApiError: the object is not there or the change is refused.
+        """
+        res = self.resource(k.api_version, k.kind)
+        with mapped(KUBE_ERRORS, where=f"{self.where}: {k}"):
+            res.subresources["scale"].patch(
+                body={"spec": {"replicas": replicas}},
+                name=k.name,
+                namespace=k.namespace or None,
+                content_type="application/merge-patch+json",
+                field_manager=field_manager,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+
     def delete(self, k: Key) -> None:
         """Delete an object (background propagation); gone already is fine."""
         res = self.resource(k.api_version, k.kind)

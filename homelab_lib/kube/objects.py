@@ -86,6 +86,21 @@ def sealed(obj: Manifest, runbook: str) -> Manifest:
     return out
 
 
+def mounts_claim(workload: Manifest, claim: str) -> bool:
+    """Whether a Deployment's or StatefulSet's pods mount the PVC ``claim`` (by name, or a StatefulSet's
+    ``volumeClaimTemplates``: ``<template>-<statefulset>-<ordinal>``)."""
+    spec = workload.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    if any((v.get("persistentVolumeClaim") or {}).get("claimName") == claim for v in pod.get("volumes") or []):
+        return True
+    name = (workload.get("metadata") or {}).get("name", "")
+    for template in spec.get("volumeClaimTemplates") or []:
+        prefix = f"{(template.get('metadata') or {}).get('name', '')}-{name}-"
+        if claim.startswith(prefix) and claim[len(prefix) :].isdigit():
+            return True
+    return False
+
+
 def ordered(objs: list[Manifest]) -> list[Manifest]:
     """Objects in apply order: by kind's rank, then key."""
     return sorted(objs, key=lambda o: (rank(o), key(o)))

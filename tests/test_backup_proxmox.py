@@ -20,6 +20,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from homelab_lib.backup import proxmox as pve_backup
+from homelab_lib.backup import rows as backup_rows
 from homelab_lib.errors import BackupError, BackupFailed, ConfigError, RpoViolated, TaskFailed, VzdumpFailed
 from homelab_lib.inventory import load_inventory
 from homelab_lib.lab import pve_server
@@ -116,7 +117,9 @@ def test_the_lab_starts_with_one_stale_backup_and_one_vm_no_job_covers(backup_la
     uncovered = rows["k3s-nappy"]
     assert uncovered.violation == "no backup job covers it; no backup"
     assert (uncovered.last_backup, uncovered.age_hours, uncovered.size_bytes) == (None, None, None)
-    assert set(fresh.row()) == set(pve_backup.COLUMNS)
+    assert list(fresh.row()) == list(backup_rows.COLUMNS)  # the report's row, as every layer's
+    assert (fresh.last_restore_test, fresh.result) == (None, "")  # vzdump backups are not restore-tested
+    assert list(fresh.row(pve_backup.COLUMNS)) == list(pve_backup.COLUMNS)
 
     plan = rb.plan(desired, observed)
     changes = {(c.kind, c.target): c for c in plan.changes}

@@ -26,6 +26,7 @@ import pytest
 
 from homelab_lib.backup import hooks, report, volumes
 from homelab_lib.backup.restic import Repository, Restic
+from homelab_lib.backup.rows import BackupRow
 from homelab_lib.backup.targets import Located, Target, locate_volume
 from homelab_lib.checksums import Manifest, local_manifest
 from homelab_lib.clock import SYSTEM
@@ -459,12 +460,13 @@ def test_a_backup_older_than_its_rpo_is_a_violation_and_fails_after_the_report(
 
 
 def test_the_report_takes_other_layers_rows_and_only_restore_failures_raise_restore_test_failed() -> None:
-    proxmox_row = {"layer": "proxmox", "target": "vm 101 docker-a", "last_backup": None, "age_hours": 2.0,
-                   "rpo_hours": 26.0, "size_bytes": 10, "violation": ""}  # fmt: skip
-    failing = report.BackupRow("docker", "a/b/c/d", None, 1.0, 24.0, 5, datetime.now(UTC), "1 changed (x)",
-                               "restore test failed (1 changed (x))")  # fmt: skip
+    proxmox_row = BackupRow("proxmox", "vm 101 docker-a", None, 2.0, 26.0, 10, storage="local", protected=False)
+    failing = BackupRow("docker", "a/b/c/d", None, 1.0, 24.0, 5, datetime.now(UTC), "1 changed (x)",
+                        "restore test failed (1 changed (x))")  # fmt: skip
     df = report.frame([proxmox_row], [failing])
     assert list(df["layer"]) == ["docker", "proxmox"]
+    assert list(df.columns) == list(report.COLUMNS)  # the vzdump layer's storage and protected are not the report's
+    assert (df["result"][1], df["violation"][1]) == ("", "")
     with pytest.raises(RestoreTestFailed, match="1 of 2"):
         report.raise_on_violations(df)
     assert 'homelab_backup_restore_ok{layer="docker",target="a/b/c/d"} 0' in report.textfile(df)

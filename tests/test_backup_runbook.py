@@ -148,7 +148,7 @@ def test_dry_run_plans_then_confirmed_run_backs_up_restore_tests_and_a_rerun_cha
         assert done.verified.ok, done.verified.table()
         rows = {r.target: r for r in done.verified.report.rows}
         assert set(rows) == {f"{VM}/{STACK}/app/config", f"{VM}/{STACK}/web/config"}
-        assert all(r.violation == "" and "identical" in r.result for r in rows.values())
+        assert all(r.violation is None and "identical" in r.result for r in rows.values())
         assert done.verified.report.check is not None
         assert done.verified.report.check.ok
         assert engine.containers.get(f"bkrb-{RUN}-app").status == "running"  # stopped for its backup, started

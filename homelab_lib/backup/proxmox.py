@@ -31,7 +31,7 @@ A runbook::
     contract.show_plan(plan)
     result = runbook.apply(desired, plan, confirm=confirm, approved_plan=approved_plan)
     verified = runbook.verify(desired, result)  # after a confirmed run, a target still out of its RPO raises
-    display(verified.report.table())            # one row per VM: BackupRow.row(), violations first
+    display(verified.report.table())            # one row per VM (this layer's COLUMNS), violations first
     pve_backup.check_rpo(verified.report.rows)  # raises RpoViolated, naming each target
 """
 
@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from homelab_lib.backup.rows import LEADING, BackupRow
 from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.contract import DONE, FAILED, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
 from homelab_lib.errors import BackupError, BackupFailed, HomelabError, RpoViolated, TaskFailed, VzdumpFailed
@@ -66,18 +67,8 @@ WINDOW_HOURS = 72.0
 LOG_TAIL = 8
 ERROR_LINE = re.compile(r"^ERROR: Backup of VM (\d+) failed - (.*)$")
 VOLID_VMID = re.compile(r"vzdump-(?:qemu|lxc|openvz)-(\d+)-|backup/(?:vm|ct)/(\d+)/")
-COLUMNS = (
-    "layer",
-    "target",
-    "last_backup",
-    "age_hours",
-    "rpo_hours",
-    "size_bytes",
-    "storage",
-    "protected",
-    "verification",
-    "violation",
-)
+#: This layer's own table (:meth:`VzdumpReport.table`): the report's leading columns, then vzdump's.
+COLUMNS = (*LEADING, "storage", "protected", "verification", "violation")
 
 
 # ---------------------------------------------------------------- desired
@@ -553,39 +544,6 @@ def _failed_tasks(client: ProxmoxClient, node: str, since: datetime) -> list[Fai
 # ---------------------------------------------------------------- the report's rows
 
 
-@dataclass(frozen=True)
-class BackupRow:
-    """One target of the backup report (the same shape on every layer).
-
-    Attributes:
-        layer: ``proxmox`` here.
-        target: the VM's name.
-        last_backup: when its latest backup was taken (UTC), None when it has none.
-        age_hours: how old that backup was at the reading, None when none.
-        rpo_hours: its RPO.
-        size_bytes: the latest backup's size.
-        storage: the latest backup's storage.
-        protected: the latest backup is protected.
-        verification: PBS's verify state of the latest backup (None where none is reported).
-        violation: what is wrong (not covered by a job, no backup, older than the RPO), None when nothing.
-    """
-
-    layer: str
-    target: str
-    last_backup: datetime | None
-    age_hours: float | None
-    rpo_hours: float
-    size_bytes: int | None
-    storage: str | None
-    protected: bool | None
-    verification: str | None
-    violation: str | None
-
-    def row(self) -> dict[str, Any]:
-        """The row as a dict (keys: :data:`COLUMNS`)."""
-        return asdict(self)
-
-
 def targets(desired: Desired, observed: Observed) -> tuple[Target, ...]:
     """The inventory's VMs, then any other VM of the cluster that carries the managed tag (by vmid)."""
     known = {t.vmid for t in desired.targets}
@@ -612,7 +570,11 @@ def _coverage_problem(target: Target, observed: Observed) -> str | None:
 
 
 def rows(desired: Desired, observed: Observed) -> tuple[BackupRow, ...]:
-    """One row per target, in target order: its latest backup, age, RPO and what is wrong (a pure function)."""
+    """One row per target, in target order: its latest backup, age, RPO and what is wrong (a pure function).
+
+    The rows are the report's (:class:`~homelab_lib.backup.rows.BackupRow`), with this layer's storage,
+    ``protected`` and verification; they have no restore test.
+    """
     out = []
     for target in targets(desired, observed):
         latest = observed.latest(target.vmid)
@@ -679,7 +641,7 @@ class VzdumpReport:
         import pandas as pd
 
         ordered = sorted(self.rows, key=lambda r: (r.violation is None, r.target))
-        return pd.DataFrame([r.row() for r in ordered], columns=list(COLUMNS))
+        return pd.DataFrame([r.row(COLUMNS) for r in ordered], columns=list(COLUMNS))
 
     def jobs_table(self) -> pd.DataFrame:
         """One row per backup job: id, enabled, schedule, storage, mode, selection, retention, next run."""

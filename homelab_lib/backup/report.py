@@ -1,10 +1,10 @@
 """Runbook 06's report over every layer: the table, the charts, the Prometheus textfile, the verdict.
 
-Rows come from each layer (this package's :func:`volume_rows` for Docker volumes and PVCs; the
-Proxmox layer's rows have the same leading fields: layer, target, last_backup, age_hours,
-rpo_hours, size_bytes, ..., violation). :func:`frame` puts them in one DataFrame, violations
-first; :func:`plot_age_vs_rpo` and :func:`plot_repository_size` draw the charts;
-:func:`write_textfile` writes ``homelab_backup_age_seconds``, ``homelab_backup_rpo_seconds`` and
+Every layer's rows are one type, :class:`~homelab_lib.backup.rows.BackupRow` (:func:`volume_rows`
+here for Docker volumes and PVCs; :func:`homelab_lib.backup.proxmox.rows` for the VMs' vzdump
+backups). :func:`frame` puts them in one DataFrame (:data:`COLUMNS`), violations first;
+:func:`plot_age_vs_rpo` and :func:`plot_repository_size` draw the charts; :func:`write_textfile`
+writes ``homelab_backup_age_seconds``, ``homelab_backup_rpo_seconds`` and
 ``homelab_backup_restore_ok`` for node-exporter's textfile collector (the monitoring runbook's
 alert rule uses exactly these names); :func:`raise_on_violations` fails the run, after all of
 that is written, when any target is past its RPO or failed its restore test.
@@ -12,12 +12,10 @@ that is written, when any target is past its RPO or failed its restore test.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,51 +24,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from homelab_lib.backup.restic import Snapshot
+from homelab_lib.backup.rows import COLUMNS, BackupRow
 from homelab_lib.backup.targets import Target
 from homelab_lib.backup.volumes import RestoreResult
 from homelab_lib.errors import BackupError, ConfigError, Problem, RestoreTestFailed, RpoViolated
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory
-
-COLUMNS = (
-    "layer",
-    "target",
-    "last_backup",
-    "age_hours",
-    "rpo_hours",
-    "size_bytes",
-    "last_restore_test",
-    "result",
-    "violation",
-)
-
-
-@dataclass(frozen=True)
-class BackupRow:
-    """One target of the report.
-
-    Attributes:
-        layer: ``proxmox``, ``docker`` or ``k3s``.
-        target: its name (``docker-a/db/postgres/data``).
-        last_backup: when its latest backup was taken (None: never).
-        age_hours: how old that is (None: never).
-        rpo_hours: its RPO.
-        size_bytes: the bytes of its latest backup (None: unknown).
-        last_restore_test: when it was last restore-tested (None: not in this run).
-        result: the restore test's result (``identical``, what differs, ``not tested``).
-        violation: ``''``, or what is wrong (``past RPO``, ``no backup``, ``restore test failed``).
-    """
-
-    layer: str
-    target: str
-    last_backup: datetime | None
-    age_hours: float | None
-    rpo_hours: float
-    size_bytes: int | None
-    last_restore_test: datetime | None
-    result: str
-    violation: str
 
 
 def volume_rows(
@@ -120,29 +80,18 @@ def volume_rows(
                 size,
                 test.time if test else None,
                 result,
-                "; ".join(problems),
+                "; ".join(problems) or None,
             )
         )
     return rows
 
 
-def _as_dict(row: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(row) and not isinstance(row, type):
-        data = dataclasses.asdict(row)
-    elif isinstance(row, Mapping):
-        data = dict(row)
-    else:
-        data = dict(row._asdict())
-    return {c: data.get(c) for c in COLUMNS}
+def frame(*layers: Iterable[BackupRow]) -> pd.DataFrame:
+    """One table over every layer's rows (:data:`COLUMNS`), violations first (then by layer and target).
 
-
-def frame(*layers: Iterable[Any]) -> pd.DataFrame:
-    """One table over every layer's rows, violations first (then by layer and target).
-
-    Rows may be any dataclass, mapping or named tuple with the report's fields (:data:`COLUMNS`);
-    missing fields are empty (the Proxmox layer has no restore test column, say).
+    A row with no violation, or no restore test result (the Proxmox layer's), shows ``''`` there.
     """
-    records = [_as_dict(row) for rows in layers for row in rows]
+    records = [row.row() for rows in layers for row in rows]
     df = pd.DataFrame(records, columns=list(COLUMNS))
     df["violation"] = df["violation"].fillna("").astype(str)
     df["result"] = df["result"].fillna("").astype(str)

@@ -34,8 +34,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from homelab_lib.backup.report import BackupRow, record_size, volume_rows
+from homelab_lib.backup.report import record_size, volume_rows
 from homelab_lib.backup.restic import Repository, Restic, Snapshot, shown
+from homelab_lib.backup.rows import BackupRow
 from homelab_lib.backup.targets import Located, Target, docker_targets, k3s_targets, locate_pvc, locate_volume
 from homelab_lib.backup.volumes import (
     BackupResult,
@@ -337,9 +338,8 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
             if o.kind == "backup" and o.result == DONE:
                 row = next(r for r in rows if r.target == o.target)
                 fresh = row.age_hours is not None and row.age_hours <= row.rpo_hours
-                checks.append(
-                    Check("backup", o.target, o.where, fresh, "snapshot within its RPO" if fresh else row.violation)
-                )
+                detail = "snapshot within its RPO" if fresh else row.violation or "no snapshot within its RPO"
+                checks.append(Check("backup", o.target, o.where, fresh, detail))
         if check is not None:
             checks.append(Check("repository", shown(desired.repository.location), "", check.ok, check.detail))
         note = f"{sum(r.ok for r in restores)} of {len(restores)} restore test(s) pass"

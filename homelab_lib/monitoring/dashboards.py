@@ -90,48 +90,50 @@ def overview() -> g.Dashboard:
     ).auto_panel_ids()  # fmt: skip
 
 
-def node() -> g.Dashboard:
-    sel = 'host=~"$host"'
+def _one_of(uid: str, title: str, variable: g.Template, panels: Sequence[tuple[str, str, str, str]]) -> g.Dashboard:
+    """A dashboard of what a template variable picks (a node, a service): one time series per panel, two by two.
+
+    Args:
+        uid: the dashboard's uid.
+        title: its title.
+        variable: the template variable the panels' queries select by.
+        panels: ``(title, expr, legend, unit)`` per panel, in reading order (12 wide, 8 high each).
+    """
     return g.Dashboard(
-        title="Homelab: node",
-        uid="homelab-node",
+        title=title,
+        uid=uid,
         tags=["homelab"],
         timezone="utc",
-        templating=g.Templating(list=[_var("host", 'label_values(node_uname_info, host)')]),
-        panels=[
-            _ts("CPU busy",
-                [(f'1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle",{sel}}}[5m]))', "{{host}}")],
-                0, 0, unit="percentunit"),
-            _ts("memory available", [(f"node_memory_MemAvailable_bytes{{{sel}}} / node_memory_MemTotal_bytes{{{sel}}}",
-                                      "{{host}}")], 12, 0, unit="percentunit"),
-            _ts("filesystem free", [(f'node_filesystem_avail_bytes{{fstype!~"tmpfs|overlay",{sel}}} '
-                                     f'/ node_filesystem_size_bytes{{fstype!~"tmpfs|overlay",{sel}}}',
-                                     "{{host}} {{mountpoint}}")], 0, 8, unit="percentunit"),
-            _ts("network received", [(f'rate(node_network_receive_bytes_total{{device!="lo",{sel}}}[5m])',
-                                      "{{host}} {{device}}")], 12, 8, unit="Bps"),
-        ],
+        templating=g.Templating(list=[variable]),
+        panels=[_ts(name, [(expr, legend)], 12 * (i % 2), 8 * (i // 2), unit=unit)
+                for i, (name, expr, legend, unit) in enumerate(panels)],
     ).auto_panel_ids()  # fmt: skip
+
+
+def node() -> g.Dashboard:
+    sel = 'host=~"$host"'
+    return _one_of("homelab-node", "Homelab: node", _var("host", "label_values(node_uname_info, host)"), [
+        ("CPU busy", f'1 - avg by (host) (rate(node_cpu_seconds_total{{mode="idle",{sel}}}[5m]))', "{{host}}",
+         "percentunit"),
+        ("memory available", f"node_memory_MemAvailable_bytes{{{sel}}} / node_memory_MemTotal_bytes{{{sel}}}",
+         "{{host}}", "percentunit"),
+        ("filesystem free", f'node_filesystem_avail_bytes{{fstype!~"tmpfs|overlay",{sel}}} '
+                            f'/ node_filesystem_size_bytes{{fstype!~"tmpfs|overlay",{sel}}}',
+         "{{host}} {{mountpoint}}", "percentunit"),
+        ("network received", f'rate(node_network_receive_bytes_total{{device!="lo",{sel}}}[5m])',
+         "{{host}} {{device}}", "Bps"),
+    ])  # fmt: skip
 
 
 def service() -> g.Dashboard:
     sel = 'service=~"$service"'
-    return g.Dashboard(
-        title="Homelab: service",
-        uid="homelab-service",
-        tags=["homelab"],
-        timezone="utc",
-        templating=g.Templating(list=[_var("service", "label_values(up, service)")]),
-        panels=[
-            _ts("up, by platform", [(f"up{{{sel}}}", "{{service}} {{platform}} {{host}}")], 0, 0),
-            _ts("scrape duration", [(f"scrape_duration_seconds{{{sel}}}", "{{service}} {{platform}}")], 12, 0,
-                unit="s"),
-            _ts("samples scraped", [(f"scrape_samples_scraped{{{sel}}}", "{{service}} {{platform}}")], 0, 8),
-            _ts("containers' CPU (cAdvisor)",
-                [('sum by (host, name) (rate(container_cpu_usage_seconds_total{name=~".+"}[5m]))',
-                  "{{host}} {{name}}")],
-                12, 8),
-        ],
-    ).auto_panel_ids()  # fmt: skip
+    return _one_of("homelab-service", "Homelab: service", _var("service", "label_values(up, service)"), [
+        ("up, by platform", f"up{{{sel}}}", "{{service}} {{platform}} {{host}}", ""),
+        ("scrape duration", f"scrape_duration_seconds{{{sel}}}", "{{service}} {{platform}}", "s"),
+        ("samples scraped", f"scrape_samples_scraped{{{sel}}}", "{{service}} {{platform}}", ""),
+        ("containers' CPU (cAdvisor)",
+         'sum by (host, name) (rate(container_cpu_usage_seconds_total{name=~".+"}[5m]))', "{{host}} {{name}}", ""),
+    ])  # fmt: skip
 
 
 def backups() -> g.Dashboard:

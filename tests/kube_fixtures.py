@@ -11,13 +11,11 @@ the engine (containers, the images it builds) is removed at its end.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -93,24 +91,12 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0, every: 
 
 def _build_test_image(client: Any) -> None:
     """IMAGE built locally: static busybox serving /www on :80, with sh for probes and commands."""
-    dockerfile = f"""FROM scratch
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /www /tmp /data \\
- && echo hello > /www/index.html"]
-LABEL {TEST_LABEL}=1
-CMD ["httpd", "-f", "-p", "80", "-h", "/www"]
-"""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data, mode in (
-            ("Dockerfile", dockerfile.encode(), 0o644),
-            ("busybox", Path("/bin/busybox").read_bytes(), 0o755),
-        ):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    client.images.build(fileobj=buf, custom_context=True, tag=IMAGE, rm=True, forcerm=True)
+    from tests.backup_fixtures import build, busybox_files
+
+    files = busybox_files(
+        "mkdir -p /www /tmp /data && echo hello > /www/index.html", ["httpd", "-f", "-p", "80", "-h", "/www"]
+    )
+    build(client, IMAGE, files, {TEST_LABEL: "1"})
 
 
 def start_standin(
@@ -200,10 +186,53 @@ def remove_engine_leftovers(data_dir: Path) -> None:
     client.close()
 
 
+@contextlib.contextmanager
+def standin_cluster(tmp_path_factory: pytest.TempPathFactory, address: str, name: str) -> Iterator[Kube]:
+    """A stand-in on ``address`` (data dir ``name``) running pods in the local Docker Engine, IMAGE built there
+    if missing; at the end, what the stand-in ran and built (and IMAGE, if built here) leaves the engine."""
+    import docker
+
+    client = docker.from_env()
+    built_here = False
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        _build_test_image(client)
+        built_here = True
+    data_dir = tmp_path_factory.mktemp(name)
+    proc, kubeconfig = start_standin(data_dir, address)
+    try:
+        yield Kube(kubeconfig, tmp_path_factory.mktemp("kube-cache"), data_dir, proc)
+    finally:
+        stop_standin(proc)
+        remove_engine_leftovers(data_dir)
+        if built_here:
+            with contextlib.suppress(docker.errors.APIError):
+                image = client.images.get(IMAGE)
+                if image.labels.get(TEST_LABEL) == "1":
+                    client.images.remove(IMAGE, force=True)
+        client.close()
+
+
+@contextlib.contextmanager
+def api_cluster(tmp_path_factory: pytest.TempPathFactory, address: str, name: str) -> Iterator[Kube]:
+    """A module's own cluster for tests of the API alone: the real one of HOMELAB_TEST_KUBECONFIG, else a
+    stand-in on ``address`` (data dir ``name``) with no container runtime and no traefik."""
+    cache = tmp_path_factory.mktemp("kube-cache")
+    if REAL:
+        yield Kube(Path(REAL), cache)
+        return
+    data_dir = tmp_path_factory.mktemp(name)
+    proc, kubeconfig = start_standin(data_dir, address, "--disable", "traefik", runtime="none")
+    try:
+        yield Kube(kubeconfig, cache, data_dir, proc)
+    finally:
+        stop_standin(proc)
+
+
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
     """The cluster under test (a stand-in unless HOMELAB_TEST_KUBECONFIG names a real one)."""
-    cache = tmp_path_factory.mktemp("kube-cache")
     if REAL:
         engine = os.environ.get("HOMELAB_TEST_NODE_ENGINE")
         if engine:  # a cluster that reaches no registry (the lab's K3s): its node's engine gets the test image
@@ -215,30 +244,10 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
             except docker.errors.ImageNotFound:
                 _build_test_image(node)
             node.close()
-        yield Kube(Path(REAL), cache)
+        yield Kube(Path(REAL), tmp_path_factory.mktemp("kube-cache"))
         return
-    import docker
-
-    client = docker.from_env()
-    built_here = False
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        _build_test_image(client)
-        built_here = True
-    data_dir = tmp_path_factory.mktemp("k3s")
-    proc, kubeconfig = start_standin(data_dir, ADDRESS)
-    try:
-        yield Kube(kubeconfig, cache, data_dir, proc)
-    finally:
-        stop_standin(proc)
-        remove_engine_leftovers(data_dir)
-        if built_here:
-            with contextlib.suppress(docker.errors.APIError):
-                image = client.images.get(IMAGE)
-                if image.labels.get(TEST_LABEL) == "1":
-                    client.images.remove(IMAGE, force=True)
-        client.close()
+    with standin_cluster(tmp_path_factory, ADDRESS, "k3s") as cluster:
+        yield cluster
 
 
 @pytest.fixture

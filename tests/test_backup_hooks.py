@@ -8,30 +8,25 @@ Everything made carries ``homelab.test.backup-hooks=<run>`` and is removed at th
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import yaml
 
 from homelab_lib.backup import volumes
 from homelab_lib.backup.hooks import DUMP_FILE, DUMP_FOLDER
-from homelab_lib.backup.restic import Repository, Restic
+from homelab_lib.backup.restic import Restic
 from homelab_lib.backup.targets import Located, Target, locate_volume
 from homelab_lib.checksums import local_manifest
 from homelab_lib.compose.transport import DockerHost
 from homelab_lib.inventory.load import CATALOG
 from homelab_lib.inventory.model import Service
 from homelab_lib.lab.standin_build import build_binary, image_files, service_dockerfile
-from homelab_lib.secrets import SecretRef
-from homelab_lib.ssh import SshTarget
-from tests.sshd_fixtures import start_sshd
-from tests.test_backup_restic import build
+from tests.backup_fixtures import build, docker_vm, labelled_engine, new_repository, secret_file
 
 RUN = uuid.uuid4().hex[:8]
 LABEL = "homelab.test.backup-hooks"
@@ -40,30 +35,10 @@ VM = "hookvm"
 CATALOG_SERVICES = {name: Service.model_validate(entry) for name, entry in yaml.safe_load(CATALOG.read_text()).items()}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _scratch_roots() -> Iterator[None]:
-    """The restore tests' scratch roots on the "VM" (this machine) go at the end of the module."""
-    yield
-    for root in (f"/var/tmp/homelab-hooks-test-{RUN}",):
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    client = docker.from_env()
-    yield client
-    mine = {"label": f"{LABEL}={RUN}"}
-    for container in client.containers.list(all=True, filters=mine):
-        container.remove(force=True, v=True)
-    for container in client.containers.list(all=True, filters={"label": "homelab.restore-test"}):
-        if RUN in container.name:
-            container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters=mine):
-        volume.remove(force=True)
-    images = client.images.list(filters=mine)
-    for image in sorted(images, key=lambda i: any(":base-" in t for t in i.tags)):
-        client.images.remove(image.id, force=True)
-    client.close()
+    with labelled_engine(LABEL, RUN, scratch=(f"/var/tmp/homelab-hooks-test-{RUN}",)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -74,32 +49,26 @@ def images(engine: Any, pytestconfig: pytest.Config, tmp_path_factory: pytest.Te
     )
     build_binary(cache)
     base = f"homelab-backup-hooks-test/standin:base-{RUN}"
-    files = image_files(cache)
-    dockerfile = files["Dockerfile"][0].decode() + f"LABEL {LABEL}={RUN}\n"
-    build(engine, base, {**files, "Dockerfile": (dockerfile.encode(), 0o644)})
+    build(engine, base, image_files(cache), {LABEL: RUN})
     out = {}
     for name in ("postgres", "redis"):
         tag = f"homelab-backup-hooks-test/{name}:{RUN}"
         df = service_dockerfile(base, name, CATALOG_SERVICES[name], labels={LABEL: RUN})
-        build(engine, tag, {"Dockerfile": (df.encode(), 0o644)})
+        build(engine, tag, {"Dockerfile": (df.encode(), 0o644)}, {LABEL: RUN})
         out[name] = tag
     return out
 
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerHost]:
-    target: SshTarget
-    with start_sshd(tmp_path_factory.mktemp("sshd"), ADDRESS, host=VM) as target, DockerHost.open(target) as opened:
+    with docker_vm(tmp_path_factory.mktemp("sshd"), ADDRESS, VM) as opened:
         yield opened
 
 
 @pytest.fixture(scope="module")
 def restic(host: DockerHost, tmp_path_factory: pytest.TempPathFactory) -> Restic:
     folder = tmp_path_factory.mktemp("restic")
-    (folder / "pw").write_text(f"hooks-{RUN}\n")
-    r = Restic(host, Repository(str(folder / "repo"), SecretRef("file", str(folder / "pw"))))
-    volumes.ensure_repository(r, confirm=True)
-    return r
+    return new_repository(host, folder / "repo", secret_file(folder / "pw", f"hooks-{RUN}"))
 
 
 def start(engine: Any, host: DockerHost, image: str, service: str, tmp_path: Path) -> Located:

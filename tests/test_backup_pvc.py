@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from homelab_lib.backup import volumes
-from homelab_lib.backup.restic import Repository, Restic
 from homelab_lib.backup.targets import Target, k3s_targets, locate_pvc
 from homelab_lib.checksums import local_manifest
 from homelab_lib.clock import SYSTEM
@@ -24,7 +23,7 @@ from homelab_lib.inventory.placement import Move, record_move
 from homelab_lib.kube import rollout
 from homelab_lib.kube.client import Kube
 from homelab_lib.kube.objects import Key
-from homelab_lib.secrets import SecretRef
+from tests.backup_fixtures import docker_vm, new_repository, secret_file
 from tests.kube_fixtures import (
     IMAGE,
     TEST_LABEL,
@@ -33,7 +32,6 @@ from tests.kube_fixtures import (
     start_standin,
     stop_standin,
 )
-from tests.sshd_fixtures import start_sshd
 
 RUN = uuid.uuid4().hex[:8]
 
@@ -63,10 +61,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerHost]:
-    with (
-        start_sshd(tmp_path_factory.mktemp("sshd"), "127.0.22.5", host="k3s-vm") as target,
-        DockerHost.open(target) as host,
-    ):
+    with docker_vm(tmp_path_factory.mktemp("sshd"), "127.0.22.5", "k3s-vm") as host:
         yield host
 
 
@@ -96,10 +91,7 @@ def test_a_pvc_is_backed_up_from_its_volume_folder_and_restore_tested(
     with pytest.raises(BackupError, match="not bound"):
         locate_pvc(kube, Target("k3s", "k3s-vm", ns, "gitlab", "unbound", 12.0))
 
-    password = tmp_path / "pw"
-    password.write_text("pvc-test\n")
-    restic = Restic(vm, Repository(str(tmp_path / "repo"), SecretRef("file", str(password))))
-    volumes.ensure_repository(restic, confirm=True)
+    restic = new_repository(vm, tmp_path / "repo", secret_file(tmp_path / "pw", "pvc-test"))
     before = local_manifest(folder)
     done = volumes.backup_target(restic, located)
     snap = restic.snapshots({**target.tags, "kind": "data"})[-1]
@@ -141,10 +133,7 @@ def test_a_pvc_a_pod_writes_to_is_refused_live_and_backed_up_with_its_workload_s
                                                      "persistentVolumeClaim": {"claimName": "data"}}]}}}}  # fmt: skip
     kube.apply(writer)
     rollout.wait(kube, writer, timeout_s=120, clock=SYSTEM)
-    password = tmp_path / "pw"
-    password.write_text("pvc-stop-test\n")
-    restic = Restic(vm, Repository(str(tmp_path / "repo"), SecretRef("file", str(password))))
-    volumes.ensure_repository(restic, confirm=True)
+    restic = new_repository(vm, tmp_path / "repo", secret_file(tmp_path / "pw", "pvc-stop-test"))
 
     live = Target("k3s", "k3s-vm", ns, "writer", "data", 12.0)
     with pytest.raises(SourceChanged, match="changed while it was backed up"):  # the pod writes all the time

@@ -9,11 +9,8 @@ restore-tests checks that the source volume's manifest is the same before and af
 
 from __future__ import annotations
 
-import io
 import os
-import shutil
 import subprocess
-import tarfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 
 from homelab_lib.backup import hooks, report, volumes
@@ -42,8 +38,14 @@ from homelab_lib.errors import (
 )
 from homelab_lib.inventory.model import ServiceBackup
 from homelab_lib.secrets import SecretRef
-from homelab_lib.ssh import SshTarget
-from tests.sshd_fixtures import start_sshd
+from tests.backup_fixtures import (
+    build,
+    busybox_files,
+    docker_vm,
+    labelled_engine,
+    new_repository,
+    secret_file,
+)
 
 RUN = uuid.uuid4().hex[:8]
 LABEL = "homelab.test.backup"
@@ -72,94 +74,33 @@ class ShiftedClock:
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _scratch_roots() -> Iterator[None]:
-    """The restore tests' scratch roots on the "VM" (this machine) go at the end of the module."""
-    yield
-    for root in (
-        f"/var/tmp/homelab-backup-test-{RUN}",
-        f"/var/tmp/hb-{RUN}",
-    ):
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
     """The machine's Docker Engine (for setting up and looking); removes what carries this run's label."""
-    client = docker.from_env()
-    yield client
-    mine = {"label": f"{LABEL}={RUN}"}
-    for container in client.containers.list(all=True, filters=mine):
-        container.remove(force=True, v=True)
-    for container in client.containers.list(all=True, filters={"label": "homelab.restore-test"}):
-        if RUN in container.name:
-            container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters=mine):
-        volume.remove(force=True)
-    for image in client.images.list(filters=mine):
-        client.images.remove(image.id, force=True)
-    client.close()
-
-
-def build(engine: Any, tag: str, files: dict[str, tuple[bytes, int]]) -> None:
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, (data, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    engine.images.build(
-        fileobj=context,
-        custom_context=True,
-        tag=tag,
-        labels={LABEL: RUN},
-        rm=True,
-        forcerm=True,
-        network_mode="none",  # the build needs no network (and the engine's bridge may be missing)
-    )
+    with labelled_engine(LABEL, RUN, scratch=(f"/var/tmp/homelab-backup-test-{RUN}", f"/var/tmp/hb-{RUN}")) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def image(engine: Any) -> str:
-    dockerfile = (
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /tmp /data"]\n'
-        'CMD ["sleep", "3600"]\n'
-    )
-    build(
-        engine,
-        IMAGE,
-        {"Dockerfile": (dockerfile.encode(), 0o644), "busybox": (Path("/bin/busybox").read_bytes(), 0o755)},
-    )
+    build(engine, IMAGE, busybox_files("mkdir -p /tmp /data", ["sleep", "3600"]), {LABEL: RUN})
     return IMAGE
 
 
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTarget]:
-    with start_sshd(tmp_path_factory.mktemp("sshd"), ADDRESS, host=VM) as target:
-        yield target
-
-
-@pytest.fixture(scope="module")
-def host(sshd: SshTarget) -> Iterator[DockerHost]:
-    with DockerHost.open(sshd) as opened:
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerHost]:
+    with docker_vm(tmp_path_factory.mktemp("sshd"), ADDRESS, VM) as opened:
         yield opened
 
 
 @pytest.fixture(scope="module")
 def password(tmp_path_factory: pytest.TempPathFactory) -> SecretRef:
-    path = tmp_path_factory.mktemp("secret") / "restic_password"
-    path.write_text(PASSWORD + "\n")
-    path.chmod(0o600)
-    return SecretRef("file", str(path))
+    return secret_file(tmp_path_factory.mktemp("secret") / "restic_password", PASSWORD)
 
 
 @pytest.fixture
 def restic(host: DockerHost, password: SecretRef, tmp_path: Path) -> Restic:
-    r = Restic(host, Repository(str(tmp_path / "repo"), password))
-    assert volumes.ensure_repository(r, confirm=True)
-    return r
+    return new_repository(host, tmp_path / "repo", password)
 
 
 Make = Callable[..., Located]

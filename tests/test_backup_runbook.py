@@ -7,13 +7,11 @@ inventory's stack. Everything made carries ``homelab.test.backup-runbook=<run>``
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import yaml
 
@@ -26,8 +24,8 @@ from homelab_lib.errors import RepositoryMissing, RpoViolated
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.plan import Action
 from homelab_lib.ssh import SshTarget
+from tests.backup_fixtures import build, busybox_files, labelled_engine
 from tests.sshd_fixtures import start_sshd
-from tests.test_backup_restic import build
 
 RUN = uuid.uuid4().hex[:8]
 LABEL = "homelab.test.backup-runbook"
@@ -37,26 +35,10 @@ STACK = f"st{RUN[:6]}"
 IMAGE = f"homelab-backup-runbook-test/app:1.0-{RUN}"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _scratch_roots() -> Iterator[None]:
-    """The restore tests' scratch roots on the "VM" (this machine) go at the end of the module."""
-    yield
-    for root in (f"/var/tmp/homelab-runbook-test-{RUN}",):
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    client = docker.from_env()
-    yield client
-    mine = {"label": f"{LABEL}={RUN}"}
-    for container in client.containers.list(all=True, filters=mine):
-        container.remove(force=True, v=True)
-    for volume in client.volumes.list(filters=mine):
-        volume.remove(force=True)
-    for image in client.images.list(filters=mine):
-        client.images.remove(image.id, force=True)
-    client.close()
+    with labelled_engine(LABEL, RUN, scratch=(f"/var/tmp/homelab-runbook-test-{RUN}",)) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -68,16 +50,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTarget]:
 @pytest.fixture(scope="module")
 def deployed(engine: Any) -> dict[str, Path]:
     """The stack as Compose would have deployed it: app (hook stop) with one volume, db-less."""
-    dockerfile = (
-        "FROM scratch\nCOPY busybox /bin/busybox\n"
-        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox --install -s /bin && mkdir -p /tmp /config"]\n'
-        'CMD ["sh", "-c", "trap \'exit 0\' TERM; while true; do sleep 0.2; done"]\n'
-    )
-    build(
-        engine,
-        IMAGE,
-        {"Dockerfile": (dockerfile.encode(), 0o644), "busybox": (Path("/bin/busybox").read_bytes(), 0o755)},
-    )
+    command = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+    build(engine, IMAGE, busybox_files("mkdir -p /tmp /config", command), {LABEL: RUN})
     out = {}
     for svc in ("app", "web"):
         name = f"{VM}-{STACK}_{svc}-config"

@@ -11,23 +11,13 @@ real K3s; here the pod is checked to carry it.)
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 from collections.abc import Iterator
 
 import pytest
 
 from homelab_lib.migrate import convert_compose, parse_compose
-from tests.kube_fixtures import (
-    IMAGE,
-    TEST_LABEL,
-    Kube,
-    _build_test_image,
-    remove_engine_leftovers,
-    start_standin,
-    stop_standin,
-    wait_for,
-)
+from tests.kube_fixtures import IMAGE, Kube, standin_cluster, wait_for
 
 ADDRESS = "127.0.20.1"
 
@@ -62,26 +52,8 @@ volumes:
 
 @pytest.fixture(scope="module")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    docker = pytest.importorskip("docker")
-    client = docker.from_env()
-    built = False
-    try:
-        client.images.get(IMAGE)
-    except docker.errors.ImageNotFound:
-        _build_test_image(client)
-        built = True
-    data_dir = tmp_path_factory.mktemp("k3s-convert")
-    proc, kubeconfig = start_standin(data_dir, ADDRESS)
-    try:
-        yield Kube(kubeconfig, tmp_path_factory.mktemp("kube-cache"), data_dir, proc)
-    finally:
-        stop_standin(proc)
-        remove_engine_leftovers(data_dir)
-        if built:
-            with contextlib.suppress(docker.errors.APIError):
-                if client.images.get(IMAGE).labels.get(TEST_LABEL) == "1":
-                    client.images.remove(IMAGE, force=True)
-        client.close()
+    with standin_cluster(tmp_path_factory, ADDRESS, "k3s-convert") as cluster:
+        yield cluster
 
 
 def test_converted_services_apply_roll_out_and_keep_their_settings(kube: Kube) -> None:

@@ -17,7 +17,7 @@ from homelab_lib.cli import main
 from homelab_lib.cronjob import cron_of, cronjob_spec, manifests
 from homelab_lib.errors import ConfigError
 from homelab_lib.schedule import parse_every
-from tests.kube_fixtures import REAL, Kube, start_standin, stop_standin
+from tests.kube_fixtures import Kube, api_cluster
 
 ADDRESS = "127.0.24.11"
 REPO = Path(__file__).resolve().parent.parent
@@ -28,16 +28,8 @@ if not NOTEBOOK.exists():
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    cache = tmp_path_factory.mktemp("kube-cache")
-    if REAL:
-        yield Kube(Path(REAL), cache)
-        return
-    data = tmp_path_factory.mktemp("k3s-cronjob")
-    proc, kubeconfig = start_standin(data, ADDRESS, "--disable", "traefik", runtime="none")
-    try:
-        yield Kube(kubeconfig, cache, data, proc)
-    finally:
-        stop_standin(proc)
+    with api_cluster(tmp_path_factory, ADDRESS, "k3s-cronjob") as kube:
+        yield kube
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from homelab_lib.errors import LockHeld
 from homelab_lib.kube.client import Kube as KubeClient
 from homelab_lib.kube.lease import RunLease, lease_name, micro
 from homelab_lib.runner import run_notebook
-from tests.kube_fixtures import REAL, Kube, start_standin, stop_standin, wait_for
+from tests.kube_fixtures import Kube, api_cluster, wait_for
 from tests.test_runner import write_nb
 
 ADDRESS = "127.0.24.10"
@@ -35,16 +35,8 @@ NAMESPACE = "kube-system"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kube]:
-    cache = tmp_path_factory.mktemp("kube-cache")
-    if REAL:
-        yield Kube(Path(REAL), cache)
-        return
-    data = tmp_path_factory.mktemp("k3s-lease")
-    proc, kubeconfig = start_standin(data, ADDRESS, "--disable", "traefik", runtime="none")
-    try:
-        yield Kube(kubeconfig, cache, data, proc)
-    finally:
-        stop_standin(proc)
+    with api_cluster(tmp_path_factory, ADDRESS, "k3s-lease") as kube:
+        yield kube
 
 
 @pytest.fixture

@@ -8,10 +8,8 @@ Cleans up what it labels.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 import time
 import urllib.request
 import uuid
@@ -25,8 +23,7 @@ import yaml
 from homelab_lib.inventory.load import CATALOG
 from homelab_lib.inventory.model import Service
 from homelab_lib.lab import realbin
-
-docker = pytest.importorskip("docker")
+from tests.backup_fixtures import build, labelled_engine
 
 RUN = uuid.uuid4().hex[:8]
 LABEL = "homelab.test.realbin"
@@ -48,33 +45,16 @@ def tagged(image: str) -> str:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
-    client = docker.from_env()
-    yield client
-    mine = {"label": f"{LABEL}={RUN}"}
-    for container in client.containers.list(all=True, filters=mine):
-        container.remove(force=True, v=True)
-    for image in client.images.list(filters=mine):
-        client.images.remove(image.id, force=True)
-    client.close()
-
-
-def build(engine: Any, name: str) -> Any:
-    files = realbin.image_files(name, labels={LABEL: RUN})
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for path, (data, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(path)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    image, _ = engine.images.build(fileobj=context, custom_context=True, tag=tagged(SERVICES[name].image), rm=True,
-                                   forcerm=True, labels={LABEL: RUN})  # fmt: skip
-    return image
+    with labelled_engine(LABEL, RUN) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
 def images(engine: Any) -> dict[str, Any]:
-    return {name: build(engine, name) for name in realbin.PROGRAMS}
+    return {
+        name: build(engine, tagged(SERVICES[name].image), realbin.image_files(name, labels={LABEL: RUN}), {LABEL: RUN})
+        for name in realbin.PROGRAMS
+    }
 
 
 def healthcheck(name: str, address: str) -> dict[str, Any]:

@@ -23,7 +23,6 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import requests
 import yaml
@@ -34,6 +33,7 @@ from homelab_lib.inventory.load import CATALOG
 from homelab_lib.inventory.model import Service
 from homelab_lib.lab import standin_build
 from homelab_lib.lab.standin_build import APPLETS, BINARY, PATH, build_binary, image_files, service_dockerfile
+from tests.backup_fixtures import build, labelled_engine
 
 RUN = uuid.uuid4().hex[:8]
 LABEL = "homelab.test.standin"
@@ -71,42 +71,8 @@ def binary(cache_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def engine() -> Iterator[Any]:
     """The machine's default Docker Engine; removes what carries this run's label afterwards."""
-    client = docker.from_env()
-    yield client
-    mine = {"label": f"{LABEL}={RUN}"}
-    for container in client.containers.list(all=True, filters=mine):
-        container.remove(force=True, v=True)
-    for network in client.networks.list(filters=mine):
-        network.remove()
-    for volume in client.volumes.list(filters=mine):
-        volume.remove(force=True)
-    # Service images before the base they are built on; then whatever a failed build left untagged.
-    images = client.images.list(filters=mine)
-    for image in sorted(images, key=lambda i: any(t.startswith("homelab-standin-test/base:") for t in i.tags)):
-        client.images.remove(image.id, force=True)
-    for image in client.images.list(filters={**mine, "dangling": True}):
-        client.images.remove(image.id, force=True)
-    client.close()
-
-
-def build(engine: Any, tag: str, files: dict[str, tuple[bytes, int]]) -> Any:
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, (data, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
-    image, _ = engine.images.build(
-        fileobj=context,
-        custom_context=True,
-        tag=tag,
-        labels={LABEL: RUN},
-        rm=True,
-        forcerm=True,
-        network_mode="none",  # the build needs no network (and the engine's bridge may be missing)
-    )
-    return image
+    with labelled_engine(LABEL, RUN) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +82,10 @@ def image(engine: Any, cache_dir: Path, binary: Path) -> str:
     Built as the lab builds them: ``dockerfile()`` for the base, ``service_dockerfile()`` for each service.
     """
     base = f"homelab-standin-test/base:{RUN}"
-    build(engine, base, image_files(cache_dir))
+    build(engine, base, image_files(cache_dir), {LABEL: RUN})
     for name, service in CATALOG_SERVICES.items():
         dockerfile = service_dockerfile(base, name, service, labels={LABEL: RUN})
-        build(engine, tagged(service.image), {"Dockerfile": (dockerfile.encode(), 0o644)})
+        build(engine, tagged(service.image), {"Dockerfile": (dockerfile.encode(), 0o644)}, {LABEL: RUN})
     return base
 
 

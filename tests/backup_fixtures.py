@@ -9,10 +9,8 @@ keeps its own label, run id and address, and wraps these in its own module fixtu
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +21,7 @@ import docker
 from homelab_lib.backup import volumes
 from homelab_lib.backup.restic import Repository, Restic
 from homelab_lib.compose.transport import DockerHost
+from homelab_lib.lab.images import build_context
 from homelab_lib.secrets import SecretRef
 from tests.sshd_fixtures import start_sshd
 
@@ -78,15 +77,8 @@ def _remove_images(client: Any, filters: dict[str, str]) -> None:
 
 def build(engine: Any, tag: str, files: Files, labels: Mapping[str, str] | None = None) -> Any:
     """Build ``files`` (a Dockerfile among them) as ``tag``, labelled, without a network; the image."""
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        for name, (data, mode) in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), mode
-            tar.addfile(info, io.BytesIO(data))
-    context.seek(0)
     image, _ = engine.images.build(
-        fileobj=context,
+        fileobj=build_context(dict(files)),
         custom_context=True,
         tag=tag,
         labels=dict(labels or {}),

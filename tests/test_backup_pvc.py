@@ -72,15 +72,8 @@ def test_a_pvc_is_backed_up_from_its_volume_folder_and_restore_tested(
     (folder / "git").mkdir(parents=True)
     (folder / "git" / "repo.pack").write_bytes(os.urandom(300_000))
     (folder / "config.rb").write_text("external_url 'https://gitlab'\n")
-    ns, pv = f"bk-{RUN}", f"pvc-{RUN}"
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                         "storageClassName": "local-path",
-                         "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"}}})  # fmt: skip
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": ns},
-                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "local-path", "volumeName": pv,
-                         "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
+    ns = f"bk-{RUN}"
+    _claim_on(kube, ns, folder)
     kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "unbound", "namespace": ns},
                 "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "nothing-binds-this",
                          "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip

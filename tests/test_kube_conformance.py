@@ -136,6 +136,26 @@ def test_rollout_status_and_wait_follow_the_deployment(kube: Kube, ns: str) -> N
     assert {c["type"]: c["status"] for c in d["status"]["conditions"]} == {"Available": "True", "Progressing": "True"}
 
 
+def writer(ns: str, text: str) -> dict[str, Any]:
+    """Pod ``writer``: writes ``text`` into /data/proof.txt of the claim ``data``, then waits."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "writer", "namespace": ns},
+        "spec": {
+            "containers": [
+                {
+                    "name": "w",
+                    "image": IMAGE,
+                    "command": ["sh", "-c", f"echo {text} > /data/proof.txt && sleep 3600"],
+                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
+                }
+            ],
+            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
+        },
+    }
+
+
 def test_pvc_binds_when_a_pod_uses_it(kube: Kube, ns: str) -> None:
     pvc = {
         "apiVersion": "v1",
@@ -147,23 +167,7 @@ def test_pvc_binds_when_a_pod_uses_it(kube: Kube, ns: str) -> None:
     rows = kube.kubectl("get", "pvc", "-n", ns).stdout.splitlines()
     assert rows[0].split()[:2] == ["NAME", "STATUS"]
     assert rows[1].split()[1] == "Pending"
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "writer", "namespace": ns},
-        "spec": {
-            "containers": [
-                {
-                    "name": "w",
-                    "image": IMAGE,
-                    "command": ["sh", "-c", "echo written-by-the-pod > /data/proof.txt && sleep 3600"],
-                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
-                }
-            ],
-            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
-        },
-    }
-    kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(pod))
+    kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(writer(ns, "written-by-the-pod")))
     kube.kubectl("wait", "--for=condition=Ready", "pod/writer", "-n", ns, "--timeout=90s")
     bound = kube.json("get", "pvc", "data", "-n", ns)
     assert bound["status"]["phase"] == "Bound"
@@ -203,24 +207,9 @@ def test_a_claim_that_names_its_volume_binds_to_it_and_nothing_is_provisioned(ku
             "resources": {"requests": {"storage": "64Mi"}},
         },
     }
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "writer", "namespace": ns},
-        "spec": {
-            "containers": [
-                {
-                    "name": "w",
-                    "image": IMAGE,
-                    "command": ["sh", "-c", "echo into-the-named-volume > /data/proof.txt && sleep 3600"],
-                    "volumeMounts": [{"name": "d", "mountPath": "/data"}],
-                }
-            ],
-            "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}],
-        },
-    }
     try:
-        for obj in (pv, pvc, pod):  # the pod at once: no provisioner may race the binding
+        # the pod at once: no provisioner may race the binding
+        for obj in (pv, pvc, writer(ns, "into-the-named-volume")):
             kube.kubectl("apply", "--server-side", "-f", "-", stdin=validated(obj))
         kube.kubectl("wait", "--for=condition=Ready", "pod/writer", "-n", ns, "--timeout=90s")
         bound = kube.json("get", "pvc", "data", "-n", ns)

@@ -77,7 +77,8 @@ def _get(client: DockerClient, tag: str) -> Any:
         return None
 
 
-def _build(client: DockerClient, tag: str, files: dict[str, tuple[bytes, int]], inputs: str, where: str) -> Any:
+def build_context(files: dict[str, tuple[bytes, int]]) -> io.BytesIO:
+    """A build context (tar, in memory) of ``files``: name -> (bytes, mode), a Dockerfile among them."""
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         for name, (data, mode) in sorted(files.items()):
@@ -85,6 +86,11 @@ def _build(client: DockerClient, tag: str, files: dict[str, tuple[bytes, int]], 
             info.size, info.mode = len(data), mode
             tar.addfile(info, io.BytesIO(data))
     context.seek(0)
+    return context
+
+
+def _build(client: DockerClient, tag: str, files: dict[str, tuple[bytes, int]], inputs: str, where: str) -> Any:
+    context = build_context(files)
     try:
         image, _ = client.images.build(
             fileobj=context, custom_context=True, tag=tag, labels={INPUTS_LABEL: inputs}, rm=True, forcerm=True

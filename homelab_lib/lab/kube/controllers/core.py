@@ -263,14 +263,7 @@ class LocalPath:
                         "capacity": {"storage": size},
                         "accessModes": list(spec.get("accessModes") or []),
                         "hostPath": {"path": str(folder), "type": "DirectoryOrCreate"},
-                        "claimRef": {
-                            "apiVersion": "v1",
-                            "kind": "PersistentVolumeClaim",
-                            "namespace": meta["namespace"],
-                            "name": meta["name"],
-                            "uid": meta["uid"],
-                            "resourceVersion": meta.get("resourceVersion"),
-                        },
+                        "claimRef": _claim_ref(meta),
                         "persistentVolumeReclaimPolicy": sc.get("reclaimPolicy", "Delete"),
                         "storageClassName": sc["metadata"]["name"],
                         "volumeMode": spec.get("volumeMode", "Filesystem"),
@@ -310,15 +303,7 @@ class LocalPath:
             return  # another claim's
         if ref.get("uid") not in (None, "", meta["uid"]):
             return  # an earlier claim of the same name: Released, not reused
-        claim_ref = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "namespace": meta["namespace"],
-            "name": meta["name"],
-            "uid": meta["uid"],
-            "resourceVersion": meta.get("resourceVersion"),
-        }
-        pv = self.c.write(self.pv, {**pv, "spec": {**pv["spec"], "claimRef": claim_ref}}, MANAGER)
+        pv = self.c.write(self.pv, {**pv, "spec": {**pv["spec"], "claimRef": _claim_ref(meta)}}, MANAGER)
         self._bound(pvc, pv, {})
 
     def _bound(self, pvc: Json, pv: Json, more: dict[str, str]) -> None:
@@ -347,3 +332,15 @@ class LocalPath:
             {"phase": "Bound", "accessModes": list(spec.get("accessModes") or []), "capacity": {"storage": size}},
             MANAGER,
         )
+
+
+def _claim_ref(meta: Json) -> Json:
+    """A PersistentVolume's ``spec.claimRef`` to the claim with this metadata."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": meta["namespace"],
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "resourceVersion": meta.get("resourceVersion"),
+    }

@@ -408,7 +408,11 @@ def list_cronjobs(param_files: Sequence[str | Path], namespace: str = "") -> lis
         KubeError: the cluster cannot be asked.
     """
     _, kube = _cluster(param_files)
-    client = kube()
+    return scheduled_runs(kube(), namespace)
+
+
+def scheduled_runs(client: Kube, namespace: str = "") -> list[ScheduledRun]:
+    """The CronJobs ``homelab schedule --k3s`` made on the cluster ``client`` reaches (one namespace, or all)."""
     found: list[ScheduledRun] = []
     for job in client.list("batch/v1", "CronJob", namespace=namespace, label_selector=f"{MANAGED}={MANAGER}"):
         meta, spec, status = job.get("metadata") or {}, job.get("spec") or {}, job.get("status") or {}
@@ -450,7 +454,7 @@ def removal_adapter(param_files: Sequence[str | Path], name: str, namespace: str
     inv, kube = _cluster(param_files)
 
     def desired() -> KubeDesired:
-        there = [r.name for r in list_cronjobs(param_files, namespace)]
+        there = [r.name for r in scheduled_runs(adapter.kube, namespace)]
         if name not in there:
             raise NotFound(
                 name,
@@ -461,7 +465,8 @@ def removal_adapter(param_files: Sequence[str | Path], name: str, namespace: str
             )
         return KubeDesired(inv.name, RUNBOOK_PREFIX + name, (), scope=(namespace,), kinds=REMOVED_KINDS)
 
-    return KubeManifests(desired, kube, name=f"remove schedule {name}")
+    adapter = KubeManifests(desired, kube, name=f"remove schedule {name}")
+    return adapter
 
 
 __all__ = [
@@ -477,4 +482,5 @@ __all__ = [
     "list_cronjobs",
     "manifests",
     "removal_adapter",
+    "scheduled_runs",
 ]

@@ -4,7 +4,6 @@ backed up and restore-tested over SSH (a real sshd on 127.0.22.5 standing for th
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from tests.kube_fixtures import (
     remove_engine_leftovers,
     start_standin,
     stop_standin,
+    wait_for,
 )
 
 RUN = uuid.uuid4().hex[:8]
@@ -141,10 +141,7 @@ def test_a_pvc_a_pod_writes_to_is_refused_live_and_backed_up_with_its_workload_s
     assert back["spec"]["replicas"] == 1
     rollout.wait(kube, writer, timeout_s=120, clock=SYSTEM)  # ready again
     size = (folder / "log").stat().st_size
-    deadline = time.monotonic() + 30
-    while (folder / "log").stat().st_size == size:  # and writing again
-        assert time.monotonic() < deadline, "the writer did not write after the backup"
-        time.sleep(0.2)
+    wait_for("the writer to write after the backup", lambda: (folder / "log").stat().st_size > size, 30)
     result = volumes.restore_test(restic, locate_pvc(kube, stopped), scratch_root=str(tmp_path / "scratch"))
     assert result.ok, result.detail
 

@@ -17,9 +17,8 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,6 +34,7 @@ from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.monitoring import MonitoringAdapter, PrometheusApi, Settings
 from homelab_lib.secrets import SecretRef
 from homelab_lib.ssh import SshTarget, connect
+from tests.kube_fixtures import wait_for
 
 VM = "127.0.23.11"  # the Docker VM: sshd, Prometheus, Alertmanager, node-exporter, the demo exporter
 K3S = "127.0.23.12"  # the K3s VM: node-exporter, the NodePort of a service on K3s
@@ -54,16 +54,6 @@ def free_port(address: str) -> int:
     with socket.socket() as s:
         s.bind((address, 0))
         return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 @dataclass

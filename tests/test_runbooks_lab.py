@@ -11,8 +11,7 @@ import json
 import os
 import shlex
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,22 +36,13 @@ from homelab_lib.migrate.runbook import move_for
 from homelab_lib.proxmox.runbook import adapter as proxmox_adapter
 from homelab_lib.secrets import SecretRef
 from homelab_lib.ssh import connect, run_command
+from tests.kube_fixtures import wait_for
 
 pytestmark = pytest.mark.lab
 
 LAB_FILE = Path(__file__).resolve().parent.parent / "parameters" / "lab.yaml"
 SERVICE = "prowlarr"
 RECEIVER = "127.0.30.1"
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90.0, every: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        time.sleep(every)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +106,9 @@ def test_a_checksum_mismatch_after_the_stop_rolls_back_onto_unchanged_data(homel
     assert "extra" in str(caught.value)
     assert caught.value.checkpoint == "verify"
     assert wait_for(
-        "the Compose service healthy again", lambda: _compose_state(homelab, "docker-sleepy") == ("running", "healthy")
+        "the Compose service healthy again",
+        lambda: _compose_state(homelab, "docker-sleepy") == ("running", "healthy"),
+        90,
     )
     # proved before the restart (the stand-in appends to its boot log as it starts): the data moved nowhere
     assert any("unchanged" in line for line in caught.value.undone)

@@ -20,10 +20,10 @@ help:
 sysdeps:
 	@.ci/sysdeps.sh
 
-$(STAMP): pyproject.toml | sysdeps
+$(STAMP): pyproject.toml lab/pyproject.toml | sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[lab,dev]'
+	$(BIN)/pip install -q -e '.[dev]' -e ./lab
 	@touch $@
 
 venv: $(STAMP)

@@ -32,7 +32,7 @@ need openssh-server test -x /usr/sbin/sshd
 need openssh-client sh -c 'command -v ssh-keygen'
 need busybox-static is_static /bin/busybox
 need cloud-init sh -c 'command -v cloud-init'   # its schema validator checks the generated user-data
-need golang-go sh -c 'command -v go'            # compiles the lab's stand-in program (homelab_lib/lab/standin)
+need golang-go sh -c 'command -v go'            # compiles the lab's stand-in program (lab/homelab_lab/standin)
 need iproute2 sh -c 'command -v ip'             # the bridge of each lab VM's engine
 need iptables sh -c 'command -v iptables'       # a lab VM engine's forwarding rule
 need util-linux sh -c 'command -v unshare && command -v mountpoint'  # each lab VM's namespace

@@ -1,6 +1,6 @@
 """Runbook 06's figures, measured in one run (printed, never asserted).
 
-1. Checksum-manifest throughput (:func:`homelab_lib.checksums.local_manifest`) against
+1. Checksum-manifest throughput (:func:`homelab_lib.hosts.checksums.local_manifest`) against
    ``sha256sum`` on the same 1 GiB of files (page cache warm for both): the baseline is
    ``sha256sum FILE...`` over all files in one process, as one would check them by hand; the
    parallel ``xargs -P4 sha256sum`` is printed beside it. Target (issue 12): >= 80 % of
@@ -33,9 +33,9 @@ from pathlib import Path
 from homelab_lib.backup import volumes
 from homelab_lib.backup.restic import Repository, Restic
 from homelab_lib.backup.targets import Located, Target
-from homelab_lib.checksums import local_manifest
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.secrets import SecretRef
+from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.checksums import local_manifest
+from homelab_lib.hosts.docker import DockerHost
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))

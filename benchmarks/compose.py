@@ -35,7 +35,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from homelab_lib import clients, compose, contract
+from homelab_lib import clients, compose
+from homelab_lib.core import contract
 from homelab_lib.inventory import Inventory, load_inventory
 
 REPO = Path(__file__).resolve().parent.parent

@@ -27,8 +27,9 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from homelab_lib import clients, contract
-from homelab_lib.compose.transport import DockerHost
+from homelab_lib import clients
+from homelab_lib.core import contract
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.k3s import K3sBootstrap, services
 from homelab_lib.kube import Kube, key

@@ -32,8 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from homelab_lib.hosts.ssh import SshTarget, connect  # noqa: E402
 from homelab_lib.migrate import copy as copying  # noqa: E402
-from homelab_lib.ssh import SshTarget, connect  # noqa: E402
 from tests.sshd_fixtures import start_sshd  # noqa: E402
 
 ADDRESS = "127.0.26.41"

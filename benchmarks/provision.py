@@ -50,9 +50,10 @@ from fakepve.certs import make_cert
 from nbformat.v4 import new_code_cell, new_notebook
 from ruamel.yaml import YAML
 
-from homelab_lib import contract, proxmox
+from homelab_lib import proxmox
+from homelab_lib.core import contract
+from homelab_lib.core.progress import Lines
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.progress import Lines
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = REPO / "parameters" / "lab.yaml"

@@ -18,11 +18,11 @@ from typing import Any
 
 import docker
 
+from homelab_lab.images import build_context
 from homelab_lib.backup import volumes
 from homelab_lib.backup.restic import Repository, Restic
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.lab.images import build_context
-from homelab_lib.secrets import SecretRef
+from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.docker import DockerHost
 from tests.sshd_fixtures import start_sshd
 
 Files = dict[str, tuple[bytes, int]]  # a build context: name -> (content, mode)

@@ -19,8 +19,8 @@ from typing import Any
 from fakepve.certs import make_cert
 from ruamel.yaml import YAML
 
-from homelab_lib.lab import pve_server
-from homelab_lib.lab.pve import guests
+from homelab_lab import pve_server
+from homelab_lab.pve import guests
 from tests.test_proxmox_fixtures import LAB_FILE, PASSWORD, PUBKEY, lab_inventory
 
 PVE_HOST = "127.0.6.1"

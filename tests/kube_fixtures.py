@@ -1,6 +1,6 @@
 """pytest plugin: a Kubernetes API to test against, and the kubectl/client helpers the kube tests share.
 
-By default a stand-in K3s (``python -m homelab_lib.lab.kube server``) is started once per session on
+By default a stand-in K3s (``python -m homelab_lab.kube server``) is started once per session on
 127.0.9.14 with a tmp data dir, running pods in the local Docker Engine; set ``HOMELAB_TEST_KUBECONFIG``
 (and, for a cluster that reaches no registry, ``HOMELAB_TEST_NODE_ENGINE``: the Docker Engine its node
 pulls from, e.g. ``unix://.lab/vms/k3s-nappy/docker.sock`` for the lab's K3s, which gets the test image)
@@ -118,7 +118,7 @@ def start_standin(
     argv = [
         sys.executable,
         "-m",
-        "homelab_lib.lab.kube",
+        "homelab_lab.kube",
         "server",
         "--config",
         str(config),
@@ -172,9 +172,9 @@ def remove_engine_leftovers(data_dir: Path) -> None:
     """Remove every container the stand-in of data_dir ran, and the images it (and the tests) built."""
     import docker
 
-    from homelab_lib.lab.kube.cli import instance_id
-    from homelab_lib.lab.kube.config import Config
-    from homelab_lib.lab.kube.runtime import LABEL
+    from homelab_lab.kube.cli import instance_id
+    from homelab_lab.kube.config import Config
+    from homelab_lab.kube.runtime import LABEL
 
     client = docker.from_env()
     instance = instance_id(Config(data_dir=data_dir, node_name="kube-test"))

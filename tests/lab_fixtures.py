@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib import lab as lab_api
+import homelab_lab as lab_api
 from homelab_lib.inventory import Inventory, load_inventory
 
 LAB_FILE = Path(__file__).resolve().parent.parent / "parameters" / "lab.yaml"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.errors import SshError
-from homelab_lib.secrets import SecretRef
-from homelab_lib.ssh import SshTarget, connect
+from homelab_lib.core.errors import SshError
+from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.ssh import SshTarget, connect
 
 SSHD = "/usr/sbin/sshd"
 

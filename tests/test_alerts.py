@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from homelab_lib.alerts import Alert, notify
 from homelab_lib.inventory.model import Alerts
+from homelab_lib.schedule.alerts import Alert, notify
 
 NOTEBOOKS = Path(__file__).parent / "alert_notebooks"
 TOKEN = "tok-9c1e5b7d"  # a test value that must never show
@@ -349,7 +349,7 @@ def test_bad_url_is_refused_without_showing_it(monkeypatch: pytest.MonkeyPatch, 
 
 
 def test_webhook_must_be_a_reference(make_params: Callable[..., Path]) -> None:
-    from homelab_lib.errors import ConfigError
+    from homelab_lib.core.errors import ConfigError
     from homelab_lib.inventory import load_inventory
 
     params = make_params(alerts={"webhook": "https://ntfy.sh/my-topic", "kind": "ntfy"})
@@ -415,7 +415,7 @@ def test_alertmanager_takes_the_alert(alertmanager: str, monkeypatch: pytest.Mon
 
 def test_scheduled_failing_run_posts(tmp_path: Path, receiver: Receiver, alerting_params: Any) -> None:
     """What the timer's service runs (its ExecStart, from its WorkingDirectory) posts the failing cell."""
-    from homelab_lib import schedule as sched
+    from homelab_lib.schedule import systemd as sched
 
     planned = sched.plan_schedule(
         NOTEBOOKS / "fails.ipynb",

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from homelab_lib.archive import Archive
 from homelab_lib.cli import main
-from homelab_lib.plan import document_sha256
+from homelab_lib.core.plan import document_sha256
+from homelab_lib.runs.archive import Archive
 from tests.contract_fixtures import ServedPve, served_pve, write_params
 
 REPO = Path(__file__).resolve().parent.parent

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.archive import Archive, Record
 from homelab_lib.cli import main
-from homelab_lib.errors import AuditError
-from homelab_lib.runner import run_notebook
+from homelab_lib.core.errors import AuditError
+from homelab_lib.runs.archive import Archive, Record
+from homelab_lib.runs.runner import run_notebook
 from tests.test_runner import write_nb
 
 
@@ -244,8 +244,8 @@ def test_another_identity_does_not_verify(
 ) -> None:
     runs(tmp_path, archive, 1, make_params(audit=signer))
     other = make_params("other.yaml", audit={**signer, "identity": "someone-else@homelab"})
-    from homelab_lib.archive import signing_of
     from homelab_lib.inventory import load_inventory
+    from homelab_lib.runs.archive import signing_of
 
     (problem,) = Archive(archive, signing_of(load_inventory(other).audit)).verify()
     assert "does not verify for someone-else@homelab" in problem
@@ -265,7 +265,7 @@ def test_a_key_that_cannot_sign_is_a_clear_error(
 
 
 def test_audit_section_is_validated(make_params: Callable[..., Path], signer: dict[str, str]) -> None:
-    from homelab_lib.errors import ConfigError
+    from homelab_lib.core.errors import ConfigError
     from homelab_lib.inventory import load_inventory
 
     with pytest.raises(ConfigError, match="allowed_signers needs identity"):

@@ -17,11 +17,11 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from homelab_lib.archive import Archive, Record
-from homelab_lib.auditweb import run_page, runbook_page, write_report
 from homelab_lib.cli import main
-from homelab_lib.errors import AuditError, NotebookFailed
-from homelab_lib.runner import run_notebook
+from homelab_lib.core.errors import AuditError, NotebookFailed
+from homelab_lib.runs.archive import Archive, Record
+from homelab_lib.runs.auditweb import run_page, runbook_page, write_report
+from homelab_lib.runs.runner import run_notebook
 from tests.test_runner import fixed_clock, write_nb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "audit-report"
 
 PLAN_NB = [
-    "from homelab_lib import contract\nfrom homelab_lib.plan import Action, Change, Plan\n"
+    "from homelab_lib import contract\nfrom homelab_lib.core.plan import Action, Change, Plan\n"
     "plan = Plan.of([Change('vm', 'web-1', Action.CREATE, where='node1', reason='not on node1')], adapter='test')\n"
     "contract.show_plan(plan)",
     "if approved_plan:\n    print('applying the approved plan', approved_plan[:12])",

@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 import yaml
 
+from homelab_lab.standin_build import build_binary, image_files, service_dockerfile
 from homelab_lib.backup import volumes
 from homelab_lib.backup.hooks import DUMP_FILE, DUMP_FOLDER
 from homelab_lib.backup.restic import Restic
 from homelab_lib.backup.targets import Located, Target, locate_volume
-from homelab_lib.checksums import local_manifest
-from homelab_lib.compose.transport import DockerHost
+from homelab_lib.hosts.checksums import local_manifest
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory.load import CATALOG
 from homelab_lib.inventory.model import Service
-from homelab_lib.lab.standin_build import build_binary, image_files, service_dockerfile
 from tests.backup_fixtures import build, docker_vm, labelled_engine, new_repository, secret_file
 
 RUN = uuid.uuid4().hex[:8]

@@ -1,7 +1,7 @@
 """Runbook 06's Proxmox layer (homelab_lib.backup.proxmox) against the lab's fakepve, over HTTPS.
 
-Each test serves a fresh fakepve built by the lab's launcher (:mod:`homelab_lib.lab.pve_server`)
-from the lab's own start state (:func:`homelab_lib.lab.pve.guests`: the inventory's backup job
+Each test serves a fresh fakepve built by the lab's launcher (:mod:`homelab_lab.pve_server`)
+from the lab's own start state (:func:`homelab_lab.pve.guests`: the inventory's backup job
 covering every VM but the last, one VM's latest backup a day past its RPO), on this file's
 loopback address, TLS verified against a lab CA. The VMs are made by runbook 01's adapter, as
 the demo makes them. The library talks through proxmoxer's real https backend; the tests read
@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
+from homelab_lab import pve_server
+from homelab_lab.pve import guests, issue_server_cert
 from homelab_lib.backup import proxmox as pve_backup
 from homelab_lib.backup import rows as backup_rows
-from homelab_lib.errors import BackupError, BackupFailed, ConfigError, RpoViolated, TaskFailed, VzdumpFailed
+from homelab_lib.core.errors import BackupError, BackupFailed, ConfigError, RpoViolated, TaskFailed, VzdumpFailed
+from homelab_lib.core.plan import Action
 from homelab_lib.inventory import load_inventory
-from homelab_lib.lab import pve_server
-from homelab_lib.lab.pve import guests, issue_server_cert
-from homelab_lib.plan import Action
 from tests.test_proxmox_fixtures import PASSWORD, TOKEN, Hook, PveLab, Served, lab_inventory, token_id
 
 HOST = "127.0.21.1"  # this file's loopback address (the lab's own is 127.0.0.2)
@@ -300,7 +300,7 @@ def test_a_failed_vzdump_task_is_reported_with_its_log_and_the_other_changes_sti
 def test_a_confirmed_run_that_leaves_a_vm_out_of_its_rpo_raises_on_verify(backup_lab: PveLab) -> None:
     """A VM the cluster does not have (not provisioned) is a conflict: the rest is applied, verify fails."""
     lab = backup_lab
-    from homelab_lib.errors import VerifyFailed
+    from homelab_lib.core.errors import VerifyFailed
 
     lab.pve.vms = [vm for vm in lab.pve.vms if vm.vmid != 140]
     rb = runbook(lab)

@@ -12,10 +12,10 @@ import pytest
 
 from homelab_lib.backup import volumes
 from homelab_lib.backup.targets import Target, k3s_targets, locate_pvc
-from homelab_lib.checksums import local_manifest
-from homelab_lib.clock import SYSTEM
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.errors import BackupError, SourceChanged
+from homelab_lib.core.clock import SYSTEM
+from homelab_lib.core.errors import BackupError, SourceChanged
+from homelab_lib.hosts.checksums import local_manifest
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.model import ServiceBackup
 from homelab_lib.inventory.placement import Move, record_move

@@ -24,10 +24,8 @@ from homelab_lib.backup import hooks, report, volumes
 from homelab_lib.backup.restic import Repository, Restic
 from homelab_lib.backup.rows import BackupRow
 from homelab_lib.backup.targets import Located, Target, locate_volume
-from homelab_lib.checksums import Manifest, local_manifest
-from homelab_lib.clock import SYSTEM
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.errors import (
+from homelab_lib.core.clock import SYSTEM
+from homelab_lib.core.errors import (
     CheckFailed,
     HookFailed,
     RepositoryMissing,
@@ -36,8 +34,10 @@ from homelab_lib.errors import (
     RpoViolated,
     SourceChanged,
 )
+from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.checksums import Manifest, local_manifest
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory.model import ServiceBackup
-from homelab_lib.secrets import SecretRef
 from tests.backup_fixtures import (
     build,
     busybox_files,

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from homelab_lib import contract
 from homelab_lib.backup import report
 from homelab_lib.backup.runbook import BackupAdapter, backup_service_now
 from homelab_lib.backup.volumes import latest_by_target
-from homelab_lib.checksums import local_manifest
-from homelab_lib.errors import RepositoryMissing, RpoViolated
+from homelab_lib.core import contract
+from homelab_lib.core.errors import RepositoryMissing, RpoViolated
+from homelab_lib.core.plan import Action
+from homelab_lib.hosts.checksums import local_manifest
+from homelab_lib.hosts.ssh import SshTarget
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.plan import Action
-from homelab_lib.ssh import SshTarget
 from tests.backup_fixtures import build, busybox_files, labelled_engine
 from tests.sshd_fixtures import start_sshd
 

@@ -1,6 +1,6 @@
 """The walkthrough in a real browser: JupyterLab started here on 127.0.25.1, driven by Playwright and Debian's Chromium.
 
-Each test starts JupyterLab (``homelab_lib.jupyter.running``: a fresh token, a free port, a temporary root
+Each test starts JupyterLab (``homelab_lib.notebook.jupyter.running``: a fresh token, a free port, a temporary root
 folder, no browser of its own) and opens a runbook in /usr/bin/chromium (never a downloaded browser),
 runs all cells from the Run menu, checks the plan table renders, clicks Confirm and reads the result
 under it. Screenshots go to tests/artifacts/browser/<test>/ (git-ignored), kept after the test.
@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib import jupyter
-from homelab_lib.archive import Archive
+from homelab_lib.notebook import jupyter
+from homelab_lib.runs.archive import Archive
 from tests.contract_fixtures import served_pve, write_params
 from tests.widget_fixtures import REPO, add_widget_cells, make_toy
 
@@ -260,9 +260,9 @@ def lab_root(tmp_path: Path) -> Path:
 def something_to_apply(lab: object) -> None:
     """If the lab's VMs already match the inventory, flip one VM's onboot through the Proxmox API."""
     from homelab_lib import proxmox
-    from homelab_lib.clock import SYSTEM
-    from homelab_lib.proxmox.client import NOWHERE
-    from homelab_lib.proxmox.tasks import is_upid, wait_task
+    from homelab_lib.clients.proxmox import NOWHERE
+    from homelab_lib.clients.tasks import is_upid, wait_task
+    from homelab_lib.core.clock import SYSTEM
 
     runbook = proxmox.adapter(lab)  # type: ignore[arg-type]
     try:

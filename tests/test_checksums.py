@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib import checksums
-from homelab_lib.errors import ManifestError
-from homelab_lib.ssh import SshTarget, connect
+from homelab_lib.core.errors import ManifestError
+from homelab_lib.hosts import checksums
+from homelab_lib.hosts.ssh import SshTarget, connect
 from tests.sshd_fixtures import start_sshd
 
 ADDRESS = "127.0.7.31"

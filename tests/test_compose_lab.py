@@ -22,8 +22,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from homelab_lib import clients, compose
-from homelab_lib.contract import ApplyResult
-from homelab_lib.errors import (
+from homelab_lib.core.contract import ApplyResult
+from homelab_lib.core.errors import (
     ComposeMissing,
     EngineUnreachable,
     HostKeyRejected,
@@ -31,9 +31,9 @@ from homelab_lib.errors import (
     PortTaken,
     Unhealthy,
 )
+from homelab_lib.core.plan import Action, Plan
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.plan import Action, Plan
-from homelab_lib.runner import run_notebook
+from homelab_lib.runs.runner import run_notebook
 
 pytestmark = pytest.mark.lab
 

@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from homelab_lib import clients, compose, report
+from homelab_lib import clients, compose
 from homelab_lib.compose.observe import Container, HostState
-from homelab_lib.compose.transport import CommandResult
-from homelab_lib.errors import ComposeInvalid, ComposeMissing, ConfigError
+from homelab_lib.core.errors import ComposeInvalid, ComposeMissing, ConfigError
+from homelab_lib.core.plan import Action
+from homelab_lib.hosts.docker import CommandResult
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.plan import Action
+from homelab_lib.notebook import report
 
 SECRET_VALUE = "pg-secret-value-77aa66bb"
 

@@ -28,9 +28,11 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from homelab_lib import clients, compose, contract, proxmox
-from homelab_lib.contract import DONE, NEEDS_ALLOW_DELETE, ApplyResult, Outcome, VerifyResult
-from homelab_lib.errors import (
+from homelab_lab import vms
+from homelab_lib import clients, compose, proxmox
+from homelab_lib.core import contract
+from homelab_lib.core.contract import DONE, NEEDS_ALLOW_DELETE, ApplyResult, Outcome, VerifyResult
+from homelab_lib.core.errors import (
     HomelabError,
     NotFound,
     PlanConflict,
@@ -41,10 +43,9 @@ from homelab_lib.errors import (
     mapped,
     to,
 )
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan, diff_documents, document_sha256
+from homelab_lib.core.progress import Lines
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.lab import vms
-from homelab_lib.plan import Action, Change, FieldChange, Plan, diff_documents, document_sha256
-from homelab_lib.progress import Lines
 from tests.contract_fixtures import served_pve, write_params
 from tests.test_proxmox_fixtures import PUBKEY, FakeClock
 

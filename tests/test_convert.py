@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from homelab_lib.cli import main
-from homelab_lib.errors import ConvertError, MigrateError, NotFound
+from homelab_lib.core.errors import ConvertError, MigrateError, NotFound
 from homelab_lib.inventory import load_inventory
 from homelab_lib.migrate import (
     Conversion,

@@ -1,6 +1,6 @@
 """Converted manifests applied for real: kubectl server-side apply to a Kubernetes API, pods in a Docker Engine.
 
-The API is the stand-in K3s (``python -m homelab_lib.lab.kube server``) started here on 127.0.20.1
+The API is the stand-in K3s (``python -m homelab_lab.kube server``) started here on 127.0.20.1
 (this test's own address, apart from the lab's and the kube tests'), running pods in the local
 Docker Engine; its local-path claims bind to real folders. The compose file's service waits for
 its dependency's readiness, reads its settings from a ConfigMap and its token from a Secret, and

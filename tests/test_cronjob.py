@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from homelab_lib.cli import main
-from homelab_lib.cronjob import cron_of, cronjob_spec, manifests
-from homelab_lib.errors import ConfigError
-from homelab_lib.schedule import parse_every
+from homelab_lib.core.errors import ConfigError
+from homelab_lib.schedule.cronjob import cron_of, cronjob_spec, manifests
+from homelab_lib.schedule.systemd import parse_every
 from tests.kube_fixtures import Kube, api_cluster
 
 ADDRESS = "127.0.24.11"

@@ -99,8 +99,8 @@ def _machine_view() -> dict[str, object]:
 
 
 def test_runbooks_01_and_02_touch_nothing_outside_the_lab(lab: Inventory, repo: Path, tmp_path: Path) -> None:
+    from homelab_lab import vms
     from homelab_lib import compose
-    from homelab_lib.lab import vms
 
     before = _machine_view()
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "rt")}

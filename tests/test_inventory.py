@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.errors import ConfigError, SecretError
+from homelab_lib.core.errors import ConfigError, SecretError
 from homelab_lib.inventory import load_inventory, node_loads
-from homelab_lib.report import capacity_figure, nodes_table, stacks_table
+from homelab_lib.notebook.report import capacity_figure, nodes_table, stacks_table
 
 
 def only_problem(path: Path) -> str:

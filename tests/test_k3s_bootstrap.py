@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from homelab_lib import clients, contract
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.errors import K3sAuthError, K3sInstallFailed, PlanConflict, SshError
+from homelab_lib import clients
+from homelab_lib.core import contract
+from homelab_lib.core.errors import K3sAuthError, K3sInstallFailed, PlanConflict, SshError
+from homelab_lib.core.plan import Action
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory import Inventory
 from homelab_lib.k3s import K3sBootstrap, api
-from homelab_lib.plan import Action
+from homelab_lib.kube import api as kube_api
 
 pytestmark = pytest.mark.lab
 
@@ -82,7 +84,7 @@ def test_the_kubeconfig_is_kept_0600_points_at_the_vm_and_is_named_after_the_hom
     assert data["current-context"] == "rehearsal"
     assert [c["cluster"]["server"] for c in data["clusters"]] == ["https://127.0.0.14:6443"]
     assert [u["name"] for u in data["users"]] == ["rehearsal"]
-    found = api.report(api.client_from(path, where="test"), ("coredns",), where="test")
+    found = api.report(kube_api.client_from(path, where="test"), ("coredns",), where="test")
     assert found.readyz == "ok"
     assert [n.name for n in found.nodes] == ["k3s-nappy"]
 
@@ -116,7 +118,7 @@ def test_a_config_change_rewrites_config_yaml_and_restarts_k3s(
     assert "homelab.io/tier=advanced" in nappy.run("cat /etc/rancher/k3s/config.yaml").stdout
     assert changed.k3s is not None
     assert changed.k3s.kubeconfig is not None
-    core = api.k8s.CoreV1Api(api.client_from(changed.k3s.kubeconfig, where="test"))
+    core = kube_api.k8s.CoreV1Api(kube_api.client_from(changed.k3s.kubeconfig, where="test"))
     (node,) = core.list_node().items
     assert node.metadata.labels["homelab.io/tier"] == "advanced"
 
@@ -189,7 +191,7 @@ def test_wrong_credentials_are_a_401_with_the_fix_and_the_runbook_fetches_them_a
     wrong.write_text(yaml.safe_dump(data))
     wrong.chmod(0o600)
     with pytest.raises(K3sAuthError) as e:
-        api.report(api.client_from(wrong, where="VM k3s-nappy"), ("coredns",), where="VM k3s-nappy")
+        api.report(kube_api.client_from(wrong, where="VM k3s-nappy"), ("coredns",), where="VM k3s-nappy")
     assert e.value.status == 401
     assert "401 Unauthorized" in str(e.value)
     assert "fetch the kubeconfig again" in e.value.hint
@@ -202,7 +204,7 @@ def test_wrong_credentials_are_a_401_with_the_fix_and_the_runbook_fetches_them_a
     assert (fetch.kind, fetch.target) == ("kubeconfig", str(wrong))
     result = runbook.apply(desired, plan, confirm=True)
     assert runbook.verify(desired, result).ok
-    assert api.report(api.client_from(wrong, where="test"), (), where="test").readyz == "ok"
+    assert api.report(kube_api.client_from(wrong, where="test"), (), where="test").readyz == "ok"
 
 
 def airgap_files(inv: Inventory, folder: Path, version: str) -> tuple[Path, str, Path]:

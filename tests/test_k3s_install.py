@@ -18,10 +18,10 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
+from homelab_lab import vms
 from homelab_lib import clients
-from homelab_lib.compose.transport import DockerHost
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory import Inventory
-from homelab_lib.lab import vms
 
 pytestmark = pytest.mark.lab
 

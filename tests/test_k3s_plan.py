@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from homelab_lib.errors import K3sError
+from homelab_lib.core.errors import K3sError
+from homelab_lib.core.plan import Action
+from homelab_lib.core.secrets import SecretRef
 from homelab_lib.inventory import load_inventory
 from homelab_lib.k3s import desired_state, localize, parse_version, plan, remote, render_config
 from homelab_lib.k3s import kubeconfig as kc
 from homelab_lib.k3s.state import ApiState, K3sDesired, K3sObserved
-from homelab_lib.plan import Action
-from homelab_lib.secrets import SecretRef
 
 REPO = Path(__file__).resolve().parent.parent
 

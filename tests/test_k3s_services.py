@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib import contract
-from homelab_lib.clock import SYSTEM
-from homelab_lib.errors import K3sFieldConflict, K3sRolloutFailed
+from homelab_lib.core import contract
+from homelab_lib.core.clock import SYSTEM
+from homelab_lib.core.errors import K3sFieldConflict, K3sRolloutFailed
+from homelab_lib.core.plan import Action
 from homelab_lib.inventory import Inventory
 from homelab_lib.k3s import K3sBootstrap, services
 from homelab_lib.kube import Key, Kube, KubeDesired, KubeManifests, key, ordered, sealed
-from homelab_lib.plan import Action
 
 pytestmark = pytest.mark.lab
 PULL_NS = "homelab-test-pull"
@@ -202,7 +202,7 @@ def broken_chart(deployed: Inventory) -> Iterator[str]:
     config.yaml), K3s restarted to read it; removed and restarted afterwards."""
     assert deployed.k3s is not None
     from homelab_lib import clients
-    from homelab_lib.compose.transport import DockerHost
+    from homelab_lib.hosts.docker import DockerHost
 
     drop_in = "/etc/rancher/k3s/config.yaml.d/lab-broken.yaml"
     with DockerHost.open(clients.ssh_target(deployed, deployed.k3s.vm)) as host:
@@ -239,7 +239,7 @@ def test_a_helmchart_whose_install_job_keeps_failing_stops_at_the_toolkits_timeo
 def test_runbook_04_with_refused_credentials_stops_with_a_401_and_the_fix(deployed: Inventory, tmp_path: Path) -> None:
     import yaml
 
-    from homelab_lib.errors import K3sAuthError
+    from homelab_lib.core.errors import K3sAuthError
 
     assert deployed.k3s is not None
     assert deployed.k3s.kubeconfig is not None

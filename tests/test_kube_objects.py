@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.errors import NotFound
+from homelab_lib.core.errors import NotFound
+from homelab_lib.core.plan import Action
 from homelab_lib.inventory import load_inventory
 from homelab_lib.k3s import services
 from homelab_lib.kube import (
@@ -23,7 +24,6 @@ from homelab_lib.kube import (
     validate,
 )
 from homelab_lib.kube.runbook import dry_run_fields, plan_objects
-from homelab_lib.plan import Action
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -80,7 +80,7 @@ def test_harbor_is_a_pinned_helmchart_whose_values_hold_no_password(tmp_path: Pa
     inv = load_inventory(REPO / "parameters" / "example.yaml")
     (tmp_path / "pw").write_text("harbor-pw-0x5eed\n")
     assert inv.k3s is not None
-    from homelab_lib.secrets import SecretRef
+    from homelab_lib.core.secrets import SecretRef
 
     k3s = inv.k3s.model_copy(update={"harbor_admin_password": SecretRef.parse("file:pw", tmp_path)})
     made = services.desired_services(inv.model_copy(update={"k3s": k3s}), only=["harbor"])

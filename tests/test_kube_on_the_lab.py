@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from homelab_lab import vms
 from homelab_lib import clients
-from homelab_lib.compose.transport import DockerHost
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory import Inventory
-from homelab_lib.lab import vms
 from tests.test_k3s_install import kubeconfig
 
 pytestmark = pytest.mark.lab

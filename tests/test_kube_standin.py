@@ -37,7 +37,7 @@ standin_only = pytest.mark.skipif(bool(REAL), reason=STANDIN_ONLY)
 
 def k3s(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "homelab_lib.lab.kube", *args],
+        [sys.executable, "-m", "homelab_lab.kube", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
@@ -96,7 +96,7 @@ def test_restart_keeps_every_object_and_resource_versions_increase(tmp_path: Pat
         [
             sys.executable,
             "-m",
-            "homelab_lib.lab.kube",
+            "homelab_lab.kube",
             "server",
             "--data-dir",
             str(tmp_path),

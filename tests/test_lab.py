@@ -1,7 +1,7 @@
 """The rehearsal lab, against its real parts: fakepve over HTTPS, OpenSSH, the Docker Engine.
 
 Nothing is mocked: proxmoxer's https backend, paramiko and the docker SDK talk to
-what ``homelab_lib.lab.up`` started (the session's ``lab`` fixture).
+what ``homelab_lab.up`` started (the session's ``lab`` fixture).
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from proxmoxer import ProxmoxAPI
 from ruamel.yaml import YAML
 
+import homelab_lab as lab_api
+from homelab_lab import common, pve, standin_build, vms
+from homelab_lab.errors import LabError
 from homelab_lib import compose
-from homelab_lib import lab as lab_api
-from homelab_lib.errors import LabError
 from homelab_lib.inventory import Inventory, load_inventory
-from homelab_lib.lab import common, pve, standin_build, vms
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_FILE = REPO / "parameters" / "lab.yaml"

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from homelab_lib.archive import Archive
-from homelab_lib.errors import LockHeld
+from homelab_lib.core.errors import LockHeld
 from homelab_lib.kube.client import Kube as KubeClient
 from homelab_lib.kube.lease import RunLease, lease_name, micro
-from homelab_lib.runner import run_notebook
+from homelab_lib.runs.archive import Archive
+from homelab_lib.runs.runner import run_notebook
 from tests.kube_fixtures import Kube, api_cluster, wait_for
 from tests.test_runner import write_nb
 
@@ -262,7 +262,7 @@ def test_a_cluster_that_cannot_hold_the_lease_leaves_the_run_to_the_local_lock(
 
     nb = write_nb(tmp_path / "quick.ipynb", "print('ran')")
     locks = tmp_path / "locks"
-    with caplog.at_level("WARNING", logger="homelab_lib.runner"):
+    with caplog.at_level("WARNING", logger="homelab_lib.runs.runner"):
         result = run_notebook(
             nb, param_files=[make_params(edit=edit)], archive_dir=tmp_path / "archive", lock_dir=locks
         )

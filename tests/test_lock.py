@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.archive import Archive
-from homelab_lib.errors import HomelabError, RunError
-from homelab_lib.runner import run_notebook
+from homelab_lib.core.errors import HomelabError, RunError
+from homelab_lib.runs.archive import Archive
+from homelab_lib.runs.runner import run_notebook
 from tests.test_runner import write_nb
 
 

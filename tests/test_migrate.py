@@ -22,16 +22,16 @@ import docker
 import pytest
 import yaml
 
-from homelab_lib import checksums
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.errors import CopyFailed, K3sRolloutFailed, K3sUnreachable, MigrateRefused, RolledBack
+from homelab_lib.core.errors import CopyFailed, K3sRolloutFailed, K3sUnreachable, MigrateRefused, RolledBack
+from homelab_lib.core.plan import Action
+from homelab_lib.core.progress import Lines
+from homelab_lib.hosts import checksums
+from homelab_lib.hosts.docker import DockerHost
+from homelab_lib.hosts.ssh import SshTarget
 from homelab_lib.kube.client import Kube
 from homelab_lib.kube.runbook import Probe, probe
 from homelab_lib.migrate import state as records
 from homelab_lib.migrate.move import Faults, MoveAdapter, MoveDesired, PlacementEdit, VolumeMove, desired_of
-from homelab_lib.plan import Action
-from homelab_lib.progress import Lines
-from homelab_lib.ssh import SshTarget
 from tests.kube_fixtures import (
     IMAGE,
     _build_test_image,
@@ -546,7 +546,7 @@ def test_the_state_record_reads_back_and_the_plan_marks_what_is_done(tmp_path: P
 def test_the_move_offers_the_contract_steps_and_its_errors_are_in_the_tree() -> None:
     import inspect
 
-    from homelab_lib import contract, errors
+    from homelab_lib.core import contract, errors
 
     for step in ["desired", "observe", "plan", "apply", "verify", "close"]:
         want = inspect.signature(getattr(contract.Adapter, step))

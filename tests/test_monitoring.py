@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from homelab_lib import monitoring
-from homelab_lib.errors import ConfigError, MonitoringConfigRejected, MonitoringError
+from homelab_lib.core.errors import ConfigError, MonitoringConfigRejected, MonitoringError
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.monitoring.render import Settings
 

@@ -1,6 +1,6 @@
 """The lab's images of the real Prometheus, Alertmanager and node-exporter, built and run on this machine's engine.
 
-Built as the lab builds them (:func:`homelab_lib.lab.realbin.image_files`), tagged under the
+Built as the lab builds them (:func:`homelab_lab.realbin.image_files`), tagged under the
 catalog's names with this run's suffix, then started the way runbook 02's Compose file starts
 them (the catalog's command, healthcheck, binds); the servers are Debian's real programs.
 Cleans up what it labels.
@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
+from homelab_lab import realbin
 from homelab_lib.inventory.load import CATALOG
 from homelab_lib.inventory.model import Service
-from homelab_lib.lab import realbin
 from tests.backup_fixtures import build, labelled_engine
 
 RUN = uuid.uuid4().hex[:8]

@@ -28,12 +28,13 @@ import prometheus_client
 import pytest
 import yaml
 
-from homelab_lib import contract, monitoring
-from homelab_lib.errors import MonitoringConfigRejected, SshError
+from homelab_lib import monitoring
+from homelab_lib.core import contract
+from homelab_lib.core.errors import MonitoringConfigRejected, SshError
+from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.ssh import SshTarget, connect
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.monitoring import MonitoringAdapter, PrometheusApi, Settings
-from homelab_lib.secrets import SecretRef
-from homelab_lib.ssh import SshTarget, connect
 from tests.kube_fixtures import wait_for
 
 VM = "127.0.23.11"  # the Docker VM: sshd, Prometheus, Alertmanager, node-exporter, the demo exporter
@@ -404,7 +405,7 @@ def test_a_stopped_exporter_is_down_and_its_alert_reaches_the_webhook(world: Wor
 def test_the_catalog_seeds_a_first_config_that_runbook_07_then_replaces(world: World) -> None:
     """02 seeds Prometheus's and Alertmanager's folders (so they start before 07); a seed never overwrites."""
     from homelab_lib import compose
-    from homelab_lib.compose.transport import DockerHost
+    from homelab_lib.hosts.docker import DockerHost
 
     fresh = world.tmp / "fresh"
     inv = world.inv.model_copy(

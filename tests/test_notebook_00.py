@@ -11,8 +11,8 @@ import papermill
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from homelab_lib.errors import SecretError
-from homelab_lib.report import validate
+from homelab_lib.core.errors import SecretError
+from homelab_lib.notebook.report import validate
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "00_inventory.ipynb"

@@ -12,8 +12,8 @@ import papermill
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from homelab_lib.archive import Archive
-from homelab_lib.rehearse import declared_parameters, rehearse, runbooks
+from homelab_lib.runs.archive import Archive
+from homelab_lib.runs.rehearse import declared_parameters, rehearse, runbooks
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))

@@ -63,7 +63,7 @@ def test_fakepve_is_imported_only_by_the_labs_launcher_which_runs_as_its_own_pro
         text = path.read_text()
         assert "import fakepve" not in text, path
         assert "from fakepve" not in text, path
-        assert "import pve_server" not in text, path  # `python -m homelab_lib.lab.pve_server`, never imported
+        assert "import pve_server" not in text, path  # `python -m homelab_lab.pve_server`, never imported
         assert "lab.pve_server import" not in text, path
 
 

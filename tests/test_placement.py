@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.errors import ConfigError
+from homelab_lib.core.errors import ConfigError
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.placement import Move, edit_to_make, forget_move, read_moves, record_move
 

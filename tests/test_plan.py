@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from homelab_lib.plan import Action, Change, FieldChange, Plan, diff
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan, diff
 
 
 def test_plan_orders_by_dependency_and_deletes_last_in_reverse() -> None:

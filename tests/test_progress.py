@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
 
-from homelab_lib.progress import Lines, interactive
+from homelab_lib.core.progress import Lines, interactive
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
@@ -20,7 +20,7 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 def test_plain_papermill_run_gets_lines_not_widgets(tmp_path: Path) -> None:
     nb = tmp_path / "progress.ipynb"
     source = (
-        "from homelab_lib.progress import auto\n"
+        "from homelab_lib.core.progress import auto\n"
         "t = auto().task('steps', 2)\nt.advance('one')\nt.advance('two')\nt.done()"
     )
     nbformat.write(
@@ -76,7 +76,7 @@ def test_a_front_end_that_allows_stdin_gets_widgets() -> None:
         shown = []
         for allow_stdin in (True, False):  # as JupyterLab sends it; as papermill and nbval send it
             msg_id = kc.execute(
-                "from homelab_lib.progress import auto\nauto().task('x', 1).done()", allow_stdin=allow_stdin
+                "from homelab_lib.core.progress import auto\nauto().task('x', 1).done()", allow_stdin=allow_stdin
             )
             kinds = []
             while True:

@@ -17,7 +17,7 @@ from fakepve import TaskError
 from fakepve.certs import make_cert
 
 from homelab_lib import clients, proxmox
-from homelab_lib.errors import (
+from homelab_lib.core.errors import (
     AgentTimeout,
     ProvisionConflict,
     ProvisionFailed,
@@ -26,9 +26,9 @@ from homelab_lib.errors import (
     TaskFailed,
     TaskTimeout,
 )
+from homelab_lib.core.secrets import SecretRef
 from homelab_lib.inventory.model import Snippets
 from homelab_lib.proxmox import At
-from homelab_lib.secrets import SecretRef
 from tests.test_proxmox_cloudinit import schema_check
 from tests.test_proxmox_fixtures import (
     ALL,

@@ -14,7 +14,7 @@ import time
 import pytest
 from fakepve import FakePve
 
-from homelab_lib.errors import (
+from homelab_lib.core.errors import (
     NodeUnreachable,
     PermissionDenied,
     ProvisionConflict,

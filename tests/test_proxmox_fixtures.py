@@ -1,7 +1,7 @@
 """Shared pieces of the Proxmox tests (no tests here): the lab's fakepve, served in this process.
 
 The ``pve_lab`` fixture serves a fresh fakepve built by the lab's own launcher
-(:func:`homelab_lib.lab.pve_server.build`, with what it adds to fakepve: disk resize
+(:func:`homelab_lab.pve_server.build`, with what it adds to fakepve: disk resize
 recorded in the config, a guest agent in clones, API tokens) holding the lab's four
 nodes and a cloud-init template on each, exactly as ``homelab lab up`` makes them,
 over HTTPS with a certificate from a lab CA made as the lab makes it. Its inventory
@@ -26,15 +26,15 @@ from typing import Any
 
 from fakepve import settle
 
+from homelab_lab import pve_server
+from homelab_lab.pve import guests, issue_server_cert
 from homelab_lib import clients, proxmox
-from homelab_lib.contract import ApplyResult
+from homelab_lib.core.contract import ApplyResult
+from homelab_lib.core.plan import Action, Plan
+from homelab_lib.core.secrets import SecretRef
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.inventory.model import Vm
-from homelab_lib.lab import pve_server
-from homelab_lib.lab.pve import guests, issue_server_cert
-from homelab_lib.plan import Action, Plan
 from homelab_lib.proxmox import ProxmoxAdapter, ProxmoxClient
-from homelab_lib.secrets import SecretRef
 
 REPO = Path(__file__).resolve().parent.parent
 LAB_FILE = REPO / "parameters" / "lab.yaml"

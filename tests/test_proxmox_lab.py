@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from homelab_lib import clients, proxmox
-from homelab_lib.contract import ApplyResult
-from homelab_lib.errors import HostKeyRejected, ProvisionFailed
+from homelab_lib.core.contract import ApplyResult
+from homelab_lib.core.errors import HostKeyRejected, ProvisionFailed
+from homelab_lib.core.plan import Plan
 from homelab_lib.inventory import Inventory
-from homelab_lib.plan import Plan
 from homelab_lib.proxmox import ProxmoxClient, SshSnippets
 from tests.test_proxmox_fixtures import Hook, actions
 

@@ -11,8 +11,8 @@ from urllib.parse import quote
 import pytest
 
 from homelab_lib import proxmox
-from homelab_lib.errors import ConfigError
-from homelab_lib.plan import Action
+from homelab_lib.core.errors import ConfigError
+from homelab_lib.core.plan import Action
 from homelab_lib.proxmox import config_params
 from homelab_lib.proxmox.observe import effective_config
 from homelab_lib.proxmox.state import (

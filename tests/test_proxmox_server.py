@@ -1,4 +1,4 @@
-"""The lab's fakepve launcher (homelab_lib.lab.pve_server): what it adds to fakepve, over the real API.
+"""The lab's fakepve launcher (homelab_lab.pve_server): what it adds to fakepve, over the real API.
 
 Each test talks HTTPS to a server the launcher built (proxmoxer's real https backend, or plain
 requests), with TLS verified against a lab CA, and reads back what the server itself recorded:
@@ -19,9 +19,9 @@ from proxmoxer import ProxmoxAPI
 from proxmoxer.core import ResourceException
 from ruamel.yaml import YAML
 
+from homelab_lab import common, pve, pve_server
 from homelab_lib import clients, proxmox
 from homelab_lib.inventory import load_inventory
-from homelab_lib.lab import common, pve, pve_server
 from homelab_lib.proxmox.apply import ask_agent
 from tests.test_proxmox_fixtures import HOST, LAB_FILE, PASSWORD, TOKEN, Hook, PveLab, lab_inventory, token_id
 
@@ -219,7 +219,7 @@ def test_the_launcher_process_started_as_the_lab_starts_it_serves_what_the_runbo
         assert pve.start(inv, lines.append)
         pve.wait(inv)
         proc = common.load_state(common.lab_settings(inv).state_dir)[pve.KEY]
-        assert proc.argv[1:3] == ["-m", "homelab_lib.lab.pve_server"]
+        assert proc.argv[1:3] == ["-m", "homelab_lab.pve_server"]
         token_file = folder / "token"
         assert oct(token_file.stat().st_mode)[-3:] == "600"
         secret = token_file.read_text().strip()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from homelab_lib.errors import DependencyCycle, NotFound
+from homelab_lib.core.errors import DependencyCycle, NotFound
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.migrate import (
     compose_dependency_order,

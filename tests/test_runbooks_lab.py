@@ -19,13 +19,16 @@ from typing import Any
 import pytest
 import requests
 
-from homelab_lib import clients, contract, monitoring
+from homelab_lib import clients, monitoring
 from homelab_lib.backup import report as backup_report
 from homelab_lib.backup import runbook as restic_layers
-from homelab_lib.checksums import remote_manifest
 from homelab_lib.compose.runbook import adapter as compose_adapter
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.errors import BackupError, RolledBack
+from homelab_lib.core import contract
+from homelab_lib.core.errors import BackupError, RolledBack
+from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.checksums import remote_manifest
+from homelab_lib.hosts.docker import DockerHost
+from homelab_lib.hosts.ssh import connect, run_command
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.k3s.runbook import adapter as k3s_adapter
 from homelab_lib.k3s.services import adapter as services_adapter
@@ -34,8 +37,6 @@ from homelab_lib.kube.objects import Key
 from homelab_lib.migrate.move import Faults
 from homelab_lib.migrate.runbook import move_for
 from homelab_lib.proxmox.runbook import adapter as proxmox_adapter
-from homelab_lib.secrets import SecretRef
-from homelab_lib.ssh import connect, run_command
 from tests.kube_fixtures import wait_for
 
 pytestmark = pytest.mark.lab
@@ -267,8 +268,8 @@ def test_a_dry_run_of_06_flags_the_stale_and_the_uncovered_vm_and_fails_after_it
     homelab: Inventory, tmp_path: Path
 ) -> None:
     """The lab's Proxmox starts with docker-sleepy's backup past its RPO and k3s-nappy in no job."""
-    from homelab_lib.errors import NotebookFailed
-    from homelab_lib.runner import run_notebook
+    from homelab_lib.core.errors import NotebookFailed
+    from homelab_lib.runs.runner import run_notebook
 
     notebook = LAB_FILE.parent.parent / "notebooks" / "06_verify_backups.ipynb"
     archive = tmp_path / "archive"

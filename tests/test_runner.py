@@ -16,10 +16,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from homelab_lib.archive import Archive
 from homelab_lib.cli import main
-from homelab_lib.errors import ConfigError, LockHeld, NotebookFailed, SecretLeak
-from homelab_lib.runner import run_notebook
+from homelab_lib.core.errors import ConfigError, LockHeld, NotebookFailed, SecretLeak
+from homelab_lib.runs.archive import Archive
+from homelab_lib.runs.runner import run_notebook
 
 PARAMS = 'params_file = None\nconfirm = False\nlabel = "none"'
 

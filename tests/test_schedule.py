@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib import schedule as sched
-from homelab_lib.errors import ConfigError, NotFound, ScheduleError
+from homelab_lib.core.errors import ConfigError, NotFound, ScheduleError
+from homelab_lib.schedule import systemd as sched
 from tests.test_runner import write_nb
 
 ANALYZE = shutil.which("systemd-analyze")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.compose.transport import DockerHost, check_stack_name
-from homelab_lib.errors import ComposeError, SshError
-from homelab_lib.ssh import SshTarget, connect, run_command
+from homelab_lib.core.errors import ComposeError, SshError
+from homelab_lib.hosts.docker import DockerHost, check_stack_name
+from homelab_lib.hosts.ssh import SshTarget, connect, run_command
 from tests.sshd_fixtures import start_sshd
 
 ADDRESS = "127.0.7.21"

@@ -28,11 +28,11 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from homelab_lib.errors import LabError
+from homelab_lab import standin_build
+from homelab_lab.errors import LabError
+from homelab_lab.standin_build import APPLETS, BINARY, PATH, build_binary, image_files, service_dockerfile
 from homelab_lib.inventory.load import CATALOG
 from homelab_lib.inventory.model import Service
-from homelab_lib.lab import standin_build
-from homelab_lib.lab.standin_build import APPLETS, BINARY, PATH, build_binary, image_files, service_dockerfile
 from tests.backup_fixtures import build, labelled_engine
 
 RUN = uuid.uuid4().hex[:8]

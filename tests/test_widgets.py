@@ -1,4 +1,4 @@
-"""homelab_lib.widgets: the choices and the Confirm button, with real ipywidgets, real runs, a real archive.
+"""homelab_lib.notebook.widgets: the choices and the Confirm button, with real ipywidgets, real runs, a real archive.
 
 The runbook is tests/widget_notebooks/toy_runbook.ipynb, whose toy adapter's world is a folder of files (no
 lab). Each test copies it, with a copy of parameters/example.yaml under a homelab name of its own, into tmp.
@@ -18,11 +18,11 @@ import ipywidgets
 import papermill
 import pytest
 
-from homelab_lib import widgets
-from homelab_lib.archive import Archive
-from homelab_lib.errors import NotFound
+from homelab_lib.core.errors import NotFound
 from homelab_lib.inventory import load_inventory
-from homelab_lib.runner import run_notebook
+from homelab_lib.notebook import widgets
+from homelab_lib.runs.archive import Archive
+from homelab_lib.runs.runner import run_notebook
 from tests.widget_fixtures import Toy, make_toy
 from tests.widget_notebooks.toy import FilesAdapter
 
@@ -75,7 +75,7 @@ def test_papermill_runs_the_notebook_without_waiting_and_shows_no_widget(
     assert "dry run: nothing changed (4 create)" in text
     assert files(toy.world) == {}
     shown_text = json.dumps([o for c in nb["cells"] for o in c.get("outputs", [])])
-    assert "homelab_lib.widgets" not in shown_text  # no object repr of the Confirm either
+    assert "homelab_lib.notebook.widgets" not in shown_text  # no object repr of the Confirm either
 
 
 def test_interactive_choices_start_from_the_parameters_cell(toy: Toy) -> None:

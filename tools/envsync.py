@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
+    lab = tomllib.loads((ROOT / "lab" / "pyproject.toml").read_text())["project"]
+    lab_deps = [r for r in lab["dependencies"] if r != project["name"]]
     lines = [
         "# The conda environment: conda-forge's Python 3.11, then this package and its",
         "# dependencies from PyPI. Generated from pyproject.toml by tools/envsync.py;",
@@ -28,11 +30,12 @@ def main() -> None:
         "  - pip:",
         "      # runtime",
         *[f'      - "{r}"' for r in project["dependencies"]],
-        "      # extra: lab (the rehearsal lab)",
-        *[f'      - "{r}"' for r in extras["lab"]],
+        "      # the rehearsal lab (lab/pyproject.toml, the homelab-lab distribution)",
+        *[f'      - "{r}"' for r in lab_deps],
         "      # extra: dev (tests, lint, types)",
         *[f'      - "{r}"' for r in extras["dev"]],
-        '      - "-e .[lab,dev]"',
+        '      - "-e .[dev]"',
+        '      - "-e ./lab"',
     ]
     (ROOT / "environment.yml").write_text("\n".join(lines) + "\n")
 

@@ -11,7 +11,7 @@ consistent. :data:`HOOKS` maps the catalog's name to it (register more with :fun
   the data volume; only that folder is backed up (:func:`backup_folder`).
 - ``redis_bgsave``: ``BGSAVE`` and wait until ``LASTSAVE`` moves.
 
-A hook that fails raises :class:`~homelab_lib.errors.HookFailed` naming the target: no
+A hook that fails raises :class:`~homelab_lib.core.errors.HookFailed` naming the target: no
 snapshot is taken.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from homelab_lib.backup.targets import Located
-from homelab_lib.clock import Clock
-from homelab_lib.errors import HomelabError, HookFailed
+from homelab_lib.core.clock import Clock
+from homelab_lib.core.errors import HomelabError, HookFailed
 from homelab_lib.kube import rollout
 from homelab_lib.kube.objects import key, mounts_claim
 

@@ -1,7 +1,7 @@
 """The Proxmox layer of runbook 06: vzdump backup jobs, each managed VM's latest backup, its age against its RPO.
 
-Everything goes through the Proxmox adapter's client (:class:`~homelab_lib.proxmox.client.ProxmoxClient`,
-its error table) and task waiter (:func:`~homelab_lib.proxmox.tasks.wait_task`):
+Everything goes through the Proxmox adapter's client (:class:`~homelab_lib.clients.proxmox.ProxmoxClient`,
+its error table) and task waiter (:func:`~homelab_lib.clients.tasks.wait_task`):
 
 - **jobs**: ``GET /cluster/backup``; a job covers a VM when it is enabled and selects it (``vmid``
   list, ``all`` minus ``exclude``, or ``pool``; a job's ``node`` limits it to that node);
@@ -45,14 +45,24 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from homelab_lib.backup.rows import LEADING, BackupRow
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.contract import DONE, FAILED, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
-from homelab_lib.errors import BackupError, BackupFailed, HomelabError, RpoViolated, TaskFailed, VzdumpFailed
-from homelab_lib.plan import Action, Change, FieldChange, Plan
-from homelab_lib.progress import Progress
-from homelab_lib.proxmox.client import At, ProxmoxClient
+from homelab_lib.clients.proxmox import At, ProxmoxClient
+from homelab_lib.clients.tasks import wait_task
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import (
+    DONE,
+    FAILED,
+    Adapter,
+    ApplyResult,
+    BaseAdapter,
+    Carried,
+    Check,
+    Outcome,
+    VerifyResult,
+)
+from homelab_lib.core.errors import BackupError, BackupFailed, HomelabError, RpoViolated, TaskFailed, VzdumpFailed
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
+from homelab_lib.core.progress import Progress
 from homelab_lib.proxmox.state import split_tags
-from homelab_lib.proxmox.tasks import wait_task
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -27,7 +27,7 @@ from homelab_lib.backup.restic import Snapshot
 from homelab_lib.backup.rows import COLUMNS, BackupRow
 from homelab_lib.backup.targets import Target
 from homelab_lib.backup.volumes import RestoreResult
-from homelab_lib.errors import BackupError, ConfigError, Problem, RestoreTestFailed, RpoViolated
+from homelab_lib.core.errors import BackupError, ConfigError, Problem, RestoreTestFailed, RpoViolated
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory
@@ -268,7 +268,7 @@ def publish_textfile(df: pd.DataFrame, inv: Inventory, vm: str | None = None) ->
         SshError, HostKeyRejected: the VM cannot be reached.
     """
     from homelab_lib import clients
-    from homelab_lib.compose.transport import DockerHost
+    from homelab_lib.hosts.docker import DockerHost
 
     if vm is None:
         if inv.monitoring is None:

@@ -8,9 +8,9 @@ password is the first line of its standard input, so it is on no command line (`
 log and in no error (stderr is masked as well, for safety).
 
 restic's failures are translated by a table of its messages (:data:`RESTIC_ERRORS`): a wrong
-password is :class:`~homelab_lib.errors.ResticAuthFailed`, a repository that is not there
-:class:`~homelab_lib.errors.RepositoryMissing`, anything else
-:class:`~homelab_lib.errors.ResticError` with the exit code and the last lines.
+password is :class:`~homelab_lib.core.errors.ResticAuthFailed`, a repository that is not there
+:class:`~homelab_lib.core.errors.RepositoryMissing`, anything else
+:class:`~homelab_lib.core.errors.ResticError` with the exit code and the last lines.
 """
 
 from __future__ import annotations
@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from homelab_lib.errors import RepositoryMissing, ResticAuthFailed, ResticError, UnresolvedSecret
-from homelab_lib.secrets import Redactor, SecretRef
-from homelab_lib.ssh import CommandResult
+from homelab_lib.core.errors import RepositoryMissing, ResticAuthFailed, ResticError, UnresolvedSecret
+from homelab_lib.core.secrets import Redactor, SecretRef
+from homelab_lib.hosts.ssh import CommandResult
 
 RESTIC_TIMEOUT_S = 6 * 3600.0
 
 
 class Host(Protocol):
-    """A host reached over SSH (a :class:`~homelab_lib.compose.transport.DockerHost` is one)."""
+    """A host reached over SSH (a :class:`~homelab_lib.hosts.docker.DockerHost` is one)."""
 
     @property
     def name(self) -> str: ...

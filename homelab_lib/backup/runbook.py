@@ -1,4 +1,4 @@
-"""The Docker-volume and PVC backup layers on the runbook contract (:mod:`homelab_lib.contract`): runbook 06.
+"""The Docker-volume and PVC backup layers on the runbook contract (:mod:`homelab_lib.core.contract`): runbook 06.
 
 desired = the targets (every named volume of every stack on the Docker VMs; every PVC of the
 K3s services' namespaces) and the repository; observed = whether the repository is there and
@@ -48,14 +48,24 @@ from homelab_lib.backup.volumes import (
     latest_by_target,
     restore_test,
 )
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.contract import DONE, FAILED, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
-from homelab_lib.errors import BackupError, ConfigError, HomelabError, Problem
-from homelab_lib.plan import Action, Change, Plan
-from homelab_lib.progress import Progress
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import (
+    DONE,
+    FAILED,
+    Adapter,
+    ApplyResult,
+    BaseAdapter,
+    Carried,
+    Check,
+    Outcome,
+    VerifyResult,
+)
+from homelab_lib.core.errors import BackupError, ConfigError, HomelabError, Problem
+from homelab_lib.core.plan import Action, Change, Plan
+from homelab_lib.core.progress import Progress
 
 if TYPE_CHECKING:
-    from homelab_lib.compose.transport import DockerHost
+    from homelab_lib.hosts.docker import DockerHost
     from homelab_lib.inventory.model import Inventory
     from homelab_lib.kube.client import Kube
 
@@ -186,7 +196,7 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
         """The SSH connection to a VM (opened now if it is not yet, host key checked)."""
         if name not in self._hosts:
             from homelab_lib import clients
-            from homelab_lib.compose.transport import DockerHost
+            from homelab_lib.hosts.docker import DockerHost
 
             opened = DockerHost.open(clients.ssh_target(self.inv, name))
             self._own.append(opened)
@@ -195,7 +205,7 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
 
     def kube(self) -> Kube:
         if self._kube is None:
-            from homelab_lib.errors import K3sError
+            from homelab_lib.core.errors import K3sError
             from homelab_lib.kube.client import Kube
 
             k3s = self.inv.k3s

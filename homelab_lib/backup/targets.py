@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from homelab_lib.errors import BackupError, ErrorTable, mapped
+from homelab_lib.core.errors import BackupError, ErrorTable, mapped
 from homelab_lib.inventory.model import Inventory, ServiceBackup
 
 if TYPE_CHECKING:

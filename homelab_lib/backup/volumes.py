@@ -4,12 +4,12 @@ Every Docker volume and every PVC is "a host reached by SSH and a folder" (:clas
 
 Backup (:func:`backup_target`), inside the service's hook (:mod:`.hooks`):
 
-1. the checksum manifest of the folder is taken (:func:`homelab_lib.checksums.remote_manifest`);
+1. the checksum manifest of the folder is taken (:func:`homelab_lib.hosts.checksums.remote_manifest`);
 2. ``restic backup`` of the folder (read only: restic opens the files for reading), tagged
    layer, host, stack, service, volume and ``kind=data``;
 3. the manifest is taken again. If it differs, the service wrote during the backup: the
    snapshot is not what either manifest says, so it is forgotten and
-   :class:`~homelab_lib.errors.SourceChanged` names the paths. Equal manifests before and
+   :class:`~homelab_lib.core.errors.SourceChanged` names the paths. Equal manifests before and
    after mean every file was the same from before restic opened it to after it closed it,
    so the manifest *is* the snapshot's content;
 4. the manifest is stored in the repository as a snapshot of its own
@@ -38,9 +38,8 @@ from typing import Any
 from homelab_lib.backup.hooks import DUMP_FILE, DUMP_FOLDER, HookContext, backup_folder, hook_for
 from homelab_lib.backup.restic import EMPTY_MARKER, Restic, Snapshot
 from homelab_lib.backup.targets import Located, Target
-from homelab_lib.checksums import MANIFEST_NAME, Manifest, compare, manifest_command, parse_raw
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.errors import (
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.errors import (
     BackupError,
     CheckFailed,
     ManifestError,
@@ -48,6 +47,7 @@ from homelab_lib.errors import (
     RestoreTestFailed,
     SourceChanged,
 )
+from homelab_lib.hosts.checksums import MANIFEST_NAME, Manifest, compare, manifest_command, parse_raw
 
 MANIFEST_TIMEOUT_S = 3 * 3600.0
 

@@ -1,6 +1,6 @@
 """Docker Compose on the Docker VMs (runbook 02): render, validate, plan, deploy, verify.
 
-A runbook, on the contract (:mod:`homelab_lib.contract`) as every adapter::
+A runbook, on the contract (:mod:`homelab_lib.core.contract`) as every adapter::
 
     runbook = compose.adapter(inv, stacks=stacks)
     desired = runbook.desired()                 # render one project per (host, stack), check every file
@@ -30,7 +30,9 @@ from homelab_lib.compose.render import (
     write,
 )
 from homelab_lib.compose.runbook import ComposeAdapter, ComposeDesired, adapter
-from homelab_lib.compose.transport import (
+from homelab_lib.compose.validate import schema_problems, validate
+from homelab_lib.compose.verify import ComposeReport, ProbeResult, ServiceStatus, checks, probe, status
+from homelab_lib.hosts.docker import (
     ENGINE_ERRORS,
     SSH_ERRORS,
     CommandResult,
@@ -38,9 +40,7 @@ from homelab_lib.compose.transport import (
     HostPool,
     compose_command,
 )
-from homelab_lib.compose.validate import schema_problems, validate
-from homelab_lib.compose.verify import ComposeReport, ProbeResult, ServiceStatus, checks, probe, status
-from homelab_lib.ssh import SshTarget
+from homelab_lib.hosts.ssh import SshTarget
 
 __all__ = [
     "ENGINE_ERRORS",

@@ -38,12 +38,11 @@ from dataclasses import dataclass
 import docker
 import requests
 
-from homelab_lib.clock import Clock
 from homelab_lib.compose.observe import Container, HostState, normal_image, observe
 from homelab_lib.compose.render import COMPOSE_FILE, SECRETS_DIR, Project, project_name
-from homelab_lib.compose.transport import ENGINE_ERRORS, CommandResult, DockerHost
-from homelab_lib.contract import DONE, Carried, Outcome
-from homelab_lib.errors import (
+from homelab_lib.core.clock import Clock
+from homelab_lib.core.contract import DONE, Carried, Outcome
+from homelab_lib.core.errors import (
     ComposeError,
     DeployFailed,
     HomelabError,
@@ -54,9 +53,10 @@ from homelab_lib.errors import (
     UnresolvedSecret,
     mapped,
 )
-from homelab_lib.plan import Action, Change, Plan
-from homelab_lib.progress import Progress
-from homelab_lib.secrets import Redactor
+from homelab_lib.core.plan import Action, Change, Plan
+from homelab_lib.core.progress import Progress
+from homelab_lib.core.secrets import Redactor
+from homelab_lib.hosts.docker import ENGINE_ERRORS, CommandResult, DockerHost
 
 HEALTH_TIMEOUT_S = 180.0
 UP_TIMEOUT_S = 600.0

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from homelab_lib.compose.observe import Container, HostState, normal_image
 from homelab_lib.compose.render import Project
-from homelab_lib.plan import Action, Change, FieldChange, Plan
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 
 
 def _short(image_id: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 import docker
 
 from homelab_lib.compose.render import HASH_LABEL, LABEL, Project
-from homelab_lib.compose.transport import ENGINE_ERRORS, DockerClient, DockerHost
-from homelab_lib.errors import EngineUnreachable, mapped
+from homelab_lib.core.errors import EngineUnreachable, mapped
+from homelab_lib.hosts.docker import ENGINE_ERRORS, DockerClient, DockerHost
 
 DEFAULT_REGISTRY = "docker.io"
 COMPOSE_PROJECT = "com.docker.compose.project"

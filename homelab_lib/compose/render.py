@@ -39,9 +39,9 @@ from typing import Any
 
 import yaml
 
-from homelab_lib.errors import ConfigError, NotFound, Problem
+from homelab_lib.core.errors import ConfigError, NotFound, Problem
+from homelab_lib.core.secrets import SecretRef, UnresolvedSecret
 from homelab_lib.inventory.model import Healthcheck, Inventory, Vm
-from homelab_lib.secrets import SecretRef, UnresolvedSecret
 
 LABEL = "homelab"
 HASH_LABEL = f"{LABEL}.config-hash"

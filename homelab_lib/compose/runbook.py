@@ -1,4 +1,4 @@
-"""The Compose adapter on the runbook contract (:mod:`homelab_lib.contract`): runbook 02.
+"""The Compose adapter on the runbook contract (:mod:`homelab_lib.core.contract`): runbook 02.
 
 desired = the inventory's stacks rendered (one project per host and stack) and
 checked (Compose schema and ``docker compose config``); observed = what runs on
@@ -17,17 +17,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.compose.deploy import HEALTH_TIMEOUT_S, carry_out
 from homelab_lib.compose.drift import plan as make_plan
 from homelab_lib.compose.observe import HostState, observe_all
 from homelab_lib.compose.render import Project, render
-from homelab_lib.compose.transport import DockerHost, HostPool
 from homelab_lib.compose.validate import validate
 from homelab_lib.compose.verify import PROBE_TIMEOUT_S, ComposeReport, checks, probe, status
-from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
-from homelab_lib.plan import Action, Change, Plan
-from homelab_lib.progress import Progress
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
+from homelab_lib.core.plan import Action, Change, Plan
+from homelab_lib.core.progress import Progress
+from homelab_lib.hosts.docker import DockerHost, HostPool
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory

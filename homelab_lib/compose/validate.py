@@ -26,7 +26,7 @@ import jsonschema  # type: ignore[import-untyped]
 import yaml
 
 from homelab_lib.compose.render import COMPOSE_FILE, Project
-from homelab_lib.errors import ComposeInvalid
+from homelab_lib.core.errors import ComposeInvalid
 
 SCHEMA_PACKAGE = "check_jsonschema.builtin_schemas.vendor"
 SCHEMA_FILE = "compose-spec.json"

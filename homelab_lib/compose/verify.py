@@ -4,7 +4,7 @@ The probe goes where a user goes: to the published port on the VM's address,
 over HTTP for a health path (a 2xx or 3xx answer passes) or as a TCP connect
 for services whose health is ``tcp``; and, for a service the host's reverse proxy
 routes to, through the proxy by its Host name too. :func:`checks` turns both into
-the contract's checks (:class:`homelab_lib.contract.Check`), one per service.
+the contract's checks (:class:`homelab_lib.core.contract.Check`), one per service.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from datetime import datetime
 
 import requests
 
-from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.compose.observe import HostState
 from homelab_lib.compose.render import DesiredService, Project
-from homelab_lib.contract import Check
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import Check
 
 PROBE_TIMEOUT_S = 5.0
 

@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from homelab_lib.errors import Problem
+from homelab_lib.core.errors import Problem
 from homelab_lib.inventory.model import Inventory
 
 Locate = Callable[[tuple[str | int, ...], str], Problem]

@@ -20,11 +20,11 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from homelab_lib.errors import ConfigError, Problem, SecretError
+from homelab_lib.core.errors import ConfigError, Problem, SecretError
+from homelab_lib.core.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
 from homelab_lib.inventory.checks import check
 from homelab_lib.inventory.model import Inventory
 from homelab_lib.inventory.placement import apply_moves, read_moves
-from homelab_lib.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
 
 CATALOG = Path(__file__).with_name("catalog.yaml")
 FIELDWISE = ("healthcheck", "resources", "backup")  # service keys whose override is merged field by field

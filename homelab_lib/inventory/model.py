@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-from homelab_lib.errors import NotFound
-from homelab_lib.secrets import SECRET_NAME, SecretRef
+from homelab_lib.core.errors import NotFound
+from homelab_lib.core.secrets import SECRET_NAME, SecretRef
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=NAME, description="lower-case DNS label")]
@@ -541,7 +541,7 @@ class Audit(Model):
 
 
 class Alerts(Model):
-    """Where failed runs, drift and tampering are reported (:mod:`homelab_lib.alerts`).
+    """Where failed runs, drift and tampering are reported (:mod:`homelab_lib.schedule.alerts`).
 
     ``webhook`` is a secret reference: the URL may hold a token (Gotify's ``?token=``, a Slack
     hook's path, an ntfy topic), so it never reaches a log, an error or the archive.
@@ -604,14 +604,14 @@ class Inventory(Model):
     source_files: tuple[Path, ...] = ()
 
     def vm(self, name: str) -> Vm:
-        """The VM with this name (:class:`~homelab_lib.errors.NotFound`, also a KeyError, if none)."""
+        """The VM with this name (:class:`~homelab_lib.core.errors.NotFound`, also a KeyError, if none)."""
         for vm in self.vms:
             if vm.name == name:
                 return vm
         raise NotFound(name, what="VM", known=[vm.name for vm in self.vms], where=self._where("vms"))
 
     def node(self, name: str) -> Node:
-        """The node with this name (:class:`~homelab_lib.errors.NotFound`, also a KeyError, if none)."""
+        """The node with this name (:class:`~homelab_lib.core.errors.NotFound`, also a KeyError, if none)."""
         for node in self.nodes:
             if node.name == name:
                 return node

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
-from homelab_lib.errors import ConfigError, Problem
+from homelab_lib.core.errors import ConfigError, Problem
 
 Platform = Literal["compose", "k3s"]
 

@@ -1,11 +1,13 @@
 """K3s on the homelab's K3s VM: install, configure, upgrade, kubeconfig, verify (runbook 03).
 
 The only code that talks to K3s's VM (over SSH, :mod:`.remote`) and to its API for readiness
-(the official kubernetes client, :mod:`.api`). On the runbook contract (:mod:`homelab_lib.contract`).
+(the official kubernetes client, :mod:`.api`). On the runbook contract (:mod:`homelab_lib.core.contract`).
 
 A runbook::
 
-    from homelab_lib import contract, k3s
+    from homelab_lib import k3s
+
+    from homelab_lib.core import contract
     from homelab_lib.inventory import load_inventory
 
     inv = load_inventory(params_file)
@@ -24,7 +26,6 @@ store mode 0600), ``api`` (readiness through the kubernetes client; its errors' 
 ``runbook`` (the adapter).
 """
 
-from homelab_lib.k3s.api import API_ERRORS
 from homelab_lib.k3s.kubeconfig import localize
 from homelab_lib.k3s.plan import parse_version, plan
 from homelab_lib.k3s.runbook import K3sBootstrap, adapter
@@ -38,6 +39,7 @@ from homelab_lib.k3s.state import (
     desired_state,
     render_config,
 )
+from homelab_lib.kube.api import API_ERRORS
 
 __all__ = [
     "API_ERRORS",

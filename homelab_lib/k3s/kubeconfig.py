@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from homelab_lib.errors import K3sError
+from homelab_lib.core.errors import K3sError
 
 ORIGINAL_NAME = "default"
 

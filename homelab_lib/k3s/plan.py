@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 from homelab_lib.k3s.state import CONFIG_PATH, K3sDesired, K3sObserved
-from homelab_lib.plan import Action, Change, FieldChange, Plan
 
 ADAPTER = "k3s"
 VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$")

@@ -16,10 +16,10 @@ import secrets as pysecrets
 import shlex
 from collections.abc import Sequence
 
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.errors import K3sError, K3sInstallFailed, UnresolvedSecret
+from homelab_lib.core.errors import K3sError, K3sInstallFailed, UnresolvedSecret
+from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.k3s.state import CONFIG_PATH, REMOTE_KUBECONFIG, K3sDesired
-from homelab_lib.secrets import SecretRef
 
 INSTALL_TIMEOUT_S = 600.0
 TOKEN_FILE = "/root/.homelab-k3s-token"

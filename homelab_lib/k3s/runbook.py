@@ -1,4 +1,4 @@
-"""The K3s bootstrap adapter on the runbook contract (:mod:`homelab_lib.contract`): runbook 03.
+"""The K3s bootstrap adapter on the runbook contract (:mod:`homelab_lib.core.contract`): runbook 03.
 
 desired = the inventory's ``k3s:`` section in K3s's terms (:func:`.state.desired_state`);
 observed = the VM over SSH (``k3s --version``, config.yaml, ``systemctl is-active k3s``, the
@@ -13,16 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.compose.transport import DockerHost
-from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
-from homelab_lib.errors import K3sError
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
+from homelab_lib.core.errors import K3sError
+from homelab_lib.core.plan import Change, Plan
+from homelab_lib.core.progress import Progress
+from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.k3s import api, kubeconfig, remote
 from homelab_lib.k3s.plan import ADAPTER
 from homelab_lib.k3s.plan import plan as make_plan
 from homelab_lib.k3s.state import ApiState, K3sDesired, K3sObserved, K3sReport, desired_state
-from homelab_lib.plan import Change, Plan
-from homelab_lib.progress import Progress
+from homelab_lib.kube import api as kube_api
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -92,7 +93,7 @@ class K3sBootstrap(BaseAdapter[K3sDesired, K3sObserved, K3sReport]):
         found = ApiState()
         if wanted is not None and running:
             try:
-                found = api.api_state(api.client_from(wanted, where=desired.where), where=desired.where)
+                found = api.api_state(kube_api.client_from(wanted, where=desired.where), where=desired.where)
             except K3sError as e:
                 found = ApiState(False, error=e.message)
         return K3sObserved(desired.vm, version, config, running, state, found)
@@ -165,17 +166,17 @@ class K3sBootstrap(BaseAdapter[K3sDesired, K3sObserved, K3sReport]):
                     where=desired.where,
                     hint="is k3s running on the VM? look at its log (journalctl -u k3s)",
                 )
-            clock.sleep(api.POLL_S)
+            clock.sleep(kube_api.POLL_S)
         kubeconfig.store(desired.kubeconfig, text)
 
     def _client(self, desired: K3sDesired) -> Any:
         """An API client: from the kept kubeconfig, else from the VM's (localized, in memory)."""
         if desired.kubeconfig is not None and desired.kubeconfig.exists():
-            return api.client_from(Path(desired.kubeconfig), where=desired.where)
+            return kube_api.client_from(Path(desired.kubeconfig), where=desired.where)
         text = self._localized(desired)
         if text is None:
             raise K3sError("K3s has written no kubeconfig yet", where=desired.where, hint="is k3s running?")
-        return api.client_from(text, where=desired.where)
+        return kube_api.client_from(text, where=desired.where)
 
     def check(self, desired: K3sDesired, result: ApplyResult) -> VerifyResult[K3sReport]:
         """The release, config and service as planned, the kubeconfig current, the cluster ready."""

@@ -24,14 +24,14 @@ import base64
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.errors import ConfigError, NotFound, Problem
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.errors import ConfigError, NotFound, Problem
 from homelab_lib.kube import KubeDesired, KubeManifests, Probe, ordered, sealed, validate
 from homelab_lib.kube.objects import Manifest, config_hash, kubernetes_version
 
 if TYPE_CHECKING:
+    from homelab_lib.convert import Conversion
     from homelab_lib.inventory.model import Inventory, Service
-    from homelab_lib.migrate.convert import Conversion
 
 RUNBOOK = "04_deploy_k3s_services"
 INGRESS_CLASS = "traefik"
@@ -258,7 +258,7 @@ def converted(
     """A catalog service's manifests as runbook 05's converter makes them (in its own namespace; ``conv``:
     that conversion, already made), with the NodePort monitoring scrapes it at, and the probe of its
     Ingress when the service has a ``proxy:`` sub-domain and an HTTP health path."""
-    from homelab_lib.migrate.convert import convert_inventory_service
+    from homelab_lib.convert import convert_inventory_service
 
     conv = conv or convert_inventory_service(inv, None, name, name)
     svc = inv.services[name]

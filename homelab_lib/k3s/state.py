@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from homelab_lib.errors import ConfigError, Problem
-from homelab_lib.secrets import SecretRef
+from homelab_lib.core.errors import ConfigError, Problem
+from homelab_lib.core.secrets import SecretRef
 
 if TYPE_CHECKING:
     import pandas as pd

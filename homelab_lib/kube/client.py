@@ -19,8 +19,8 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic import exceptions as dyn
 
-from homelab_lib.errors import ErrorTable, HomelabError, K3sApiError, K3sFieldConflict, mapped
-from homelab_lib.k3s.api import API_ERRORS, FETCH_AGAIN, client_from
+from homelab_lib.core.errors import ErrorTable, HomelabError, K3sApiError, K3sFieldConflict, mapped
+from homelab_lib.kube.api import API_ERRORS, FETCH_AGAIN, client_from
 from homelab_lib.kube.objects import MANAGER, Key, Manifest, key
 
 REQUEST_TIMEOUT_S = 30.0
@@ -49,7 +49,7 @@ def _conflict(e: Any, where: str) -> HomelabError:
 def _api(e: Any, where: str) -> HomelabError:
     status = int(getattr(e, "status", 0) or 0)
     if status in (401, 403):
-        from homelab_lib.errors import K3sAuthError
+        from homelab_lib.core.errors import K3sAuthError
 
         what = "credentials refused (401 Unauthorized)" if status == 401 else f"forbidden (403): {_message(e)}"
         return K3sAuthError(f"the Kubernetes API: {what}", status=status, where=where, hint=FETCH_AGAIN)
@@ -63,7 +63,7 @@ def _api(e: Any, where: str) -> HomelabError:
     )
 
 
-#: The client's errors -> ours (the readiness table of :mod:`homelab_lib.k3s.api`, plus the DynamicClient's).
+#: The client's errors -> ours (the readiness table of :mod:`homelab_lib.kube.api`, plus the DynamicClient's).
 KUBE_ERRORS: ErrorTable[str] = {
     **API_ERRORS,
     dyn.DynamicApiError: _api,

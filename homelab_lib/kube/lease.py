@@ -31,9 +31,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.errors import K3sApiError, K3sError, LockHeld, mapped
-from homelab_lib.k3s.api import client_from, readyz
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.errors import K3sApiError, K3sError, LockHeld, mapped
+from homelab_lib.kube.api import client_from, readyz
 from homelab_lib.kube.client import KUBE_ERRORS, REQUEST_TIMEOUT_S, Kube
 from homelab_lib.kube.objects import Key
 

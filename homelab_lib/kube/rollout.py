@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from homelab_lib.clock import Clock
-from homelab_lib.errors import K3sRolloutFailed
+from homelab_lib.core.clock import Clock
+from homelab_lib.core.errors import K3sRolloutFailed
 from homelab_lib.kube.client import Kube
 from homelab_lib.kube.objects import Key, Manifest
 

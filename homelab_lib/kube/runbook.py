@@ -1,4 +1,4 @@
-"""A runbook adapter over Kubernetes manifests, on the runbook contract (:mod:`homelab_lib.contract`).
+"""A runbook adapter over Kubernetes manifests, on the runbook contract (:mod:`homelab_lib.core.contract`).
 
 desired = manifests (sealed with the toolkit's labels and config hash, validated, in apply order);
 observed = each object's config hash as the cluster holds it, a server-side dry run for those that
@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.contract import DONE, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import DONE, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
+from homelab_lib.core.progress import Progress
 from homelab_lib.kube import rollout
 from homelab_lib.kube.client import Kube
 from homelab_lib.kube.objects import CONFIG_HASH, PART_OF, Key, Manifest, key, rank
-from homelab_lib.plan import Action, Change, FieldChange, Plan
-from homelab_lib.progress import Progress
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,7 +1,7 @@
 """Runbook 05: move a service from Compose to K3s with its data, verified, with rollback and resume.
 
-- :mod:`~homelab_lib.migrate.source`: read a compose file as Compose does, with the line of every key.
-- :mod:`~homelab_lib.migrate.convert`: a Compose service to Kubernetes manifests, with a report of every
+- :mod:`~homelab_lib.convert.source`: read a compose file as Compose does, with the line of every key.
+- :mod:`~homelab_lib.convert`: a Compose service to Kubernetes manifests, with a report of every
   key (mapped, approximated, not mapped) and a :class:`VolumePlan` per volume for the data copy.
 - :mod:`~homelab_lib.migrate.readiness`: for every Compose service of the inventory, a verdict for K3s
   and a placement suggestion from the ADR's criteria; the migration order by dependency.
@@ -18,7 +18,7 @@ A runbook::
     display(migrate.readiness_frame(inv)) # the whole homelab: verdicts and placement advice
 """
 
-from homelab_lib.migrate.convert import (
+from homelab_lib.convert import (
     DEFAULT_KUBERNETES,
     Conversion,
     ReportLine,
@@ -30,6 +30,7 @@ from homelab_lib.migrate.convert import (
     report_frame,
     report_markdown,
 )
+from homelab_lib.convert.source import ComposeFile, load_compose, parse_compose
 from homelab_lib.migrate.readiness import (
     Readiness,
     compose_dependency_order,
@@ -38,7 +39,6 @@ from homelab_lib.migrate.readiness import (
     readiness,
     readiness_frame,
 )
-from homelab_lib.migrate.source import ComposeFile, load_compose, parse_compose
 
 __all__ = [
     "DEFAULT_KUBERNETES",

@@ -5,7 +5,7 @@ target folder on the other, over two SSH channels of this machine's paramiko con
 pumps the bytes across in chunks (no temporary file anywhere). The target folder is emptied
 first, so a copy cut short and started again is redone from scratch, never merged. Owners,
 modes and times are kept (``--numeric-owner``, ``-p``; the target's tar runs as the SSH user,
-root on a K3s VM). :func:`verify` takes the per-file manifest (:mod:`homelab_lib.checksums`) of
+root on a K3s VM). :func:`verify` takes the per-file manifest (:mod:`homelab_lib.hosts.checksums`) of
 both folders at once and compares them path by path.
 
 :func:`folder_bytes` and :func:`free_bytes` (``du``/``df`` over SSH) are what the plan's space
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import paramiko
 
-from homelab_lib.checksums import Manifest, ManifestDiff, compare, remote_manifest
-from homelab_lib.errors import CopyFailed, MigrateError
-from homelab_lib.ssh import run_command
+from homelab_lib.core.errors import CopyFailed, MigrateError
+from homelab_lib.hosts.checksums import Manifest, ManifestDiff, compare, remote_manifest
+from homelab_lib.hosts.ssh import run_command
 
 CHUNK = 1 << 20  # bytes read from the source channel at a time
 WINDOW = 1 << 25  # the SSH channel window: enough in flight to keep both links busy

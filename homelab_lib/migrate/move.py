@@ -25,7 +25,7 @@ Any failure after ``stop`` (but a broken copy stream, which resumes) rolls back
 (:meth:`MoveAdapter.rollback`): what was created on K3s is deleted (workload, Service, PVCs, PV
 folders), the Compose containers are started again on their original volumes and waited for,
 and each volume's manifest is proved equal to the one taken at the stop; then
-:class:`~homelab_lib.errors.RolledBack` is raised. A failure before the stop (the K3s API does
+:class:`~homelab_lib.core.errors.RolledBack` is raised. A failure before the stop (the K3s API does
 not answer: observe reads it first) stops nothing.
 
 Every completed checkpoint is written at once to the service's state record
@@ -56,10 +56,8 @@ from typing import TYPE_CHECKING, Any
 import docker
 import paramiko
 
-from homelab_lib.checksums import Manifest, compare, remote_manifest
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.compose.transport import ENGINE_ERRORS, DockerHost
-from homelab_lib.contract import (
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import (
     DONE,
     FAILED,
     NOT_STARTED,
@@ -71,7 +69,7 @@ from homelab_lib.contract import (
     Outcome,
     VerifyResult,
 )
-from homelab_lib.errors import (
+from homelab_lib.core.errors import (
     ChecksumMismatch,
     CopyFailed,
     HomelabError,
@@ -81,6 +79,11 @@ from homelab_lib.errors import (
     RolledBack,
     mapped,
 )
+from homelab_lib.core.plan import Action, Change, Plan, document_sha256
+from homelab_lib.core.progress import Progress
+from homelab_lib.hosts.checksums import Manifest, compare, remote_manifest
+from homelab_lib.hosts.docker import ENGINE_ERRORS, DockerHost
+from homelab_lib.hosts.ssh import SshTarget, connect, run_command
 from homelab_lib.inventory.placement import Move, forget_move, record_move
 from homelab_lib.kube import rollout
 from homelab_lib.kube.client import Kube
@@ -90,14 +93,11 @@ from homelab_lib.kube.runbook import Probe, probe
 from homelab_lib.migrate import copy as copying
 from homelab_lib.migrate import state as records
 from homelab_lib.migrate.state import AFTER_STOP, CHECKPOINTS, MoveState
-from homelab_lib.plan import Action, Change, Plan, document_sha256
-from homelab_lib.progress import Progress
-from homelab_lib.ssh import SshTarget, connect, run_command
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from homelab_lib.compose.transport import HostPool
+    from homelab_lib.hosts.docker import HostPool
     from homelab_lib.inventory.model import Inventory
 
 COMPOSE_PROJECT = "com.docker.compose.project"

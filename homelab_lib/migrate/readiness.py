@@ -23,14 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from homelab_lib.errors import DependencyCycle, NotFound
-from homelab_lib.migrate.convert import DOCKER_SOCKETS, HOST_PATHS_OF_THE_NODE, convert_inventory_service
+from homelab_lib.convert import DOCKER_SOCKETS, HOST_PATHS_OF_THE_NODE, convert_inventory_service
+from homelab_lib.core.errors import DependencyCycle, NotFound
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from homelab_lib.convert.source import ComposeFile
     from homelab_lib.inventory.model import Inventory
-    from homelab_lib.migrate.source import ComposeFile
 
 Verdict = Literal["maps cleanly", "approximated", "blocked"]
 Placement = Literal["compose", "k3s"]

@@ -25,14 +25,14 @@ from pathlib import Path
 import docker
 
 from homelab_lib import clients
-from homelab_lib.clock import SYSTEM, Clock
 from homelab_lib.compose.render import project_name
-from homelab_lib.errors import MigrateError, NotFound
+from homelab_lib.convert import Conversion, convert_inventory_service
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.errors import MigrateError, NotFound
 from homelab_lib.inventory.model import Inventory
 from homelab_lib.inventory.placement import Move, edit_to_make
 from homelab_lib.k3s.services import RUNBOOK as K3S_SERVICES
 from homelab_lib.k3s.services import converted
-from homelab_lib.migrate.convert import Conversion, convert_inventory_service
 from homelab_lib.migrate.move import Backup, MoveAdapter, MoveDesired, PlacementRecord, VolumeMove, adapter, desired_of
 from homelab_lib.migrate.move import storage_root as k3s_storage_root
 

@@ -4,7 +4,7 @@ A move is eight checkpoints, in order (:data:`CHECKPOINTS`): ``backup``, ``stop`
 ``copy``, ``verify``, ``apply``, ``placement``, ``cleanup``. Each one, once completed, is recorded
 with its facts (the containers stopped and their volumes' manifests, each PVC's folder, the
 manifests' sha256...) in a :class:`MoveState`, kept as JSON in a file per service under the
-archive's folder (:func:`state_path`); the run's :class:`~homelab_lib.contract.ApplyResult`
+archive's folder (:func:`state_path`); the run's :class:`~homelab_lib.core.contract.ApplyResult`
 carries the same facts. A later run reads the file and plans only what is left.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from homelab_lib.errors import MigrateError
+from homelab_lib.core.errors import MigrateError
 
 #: The checkpoints of a move, in order.
 CHECKPOINTS = ("backup", "stop", "pvcs", "copy", "verify", "apply", "placement", "cleanup")

@@ -7,7 +7,9 @@ K3s keeps its ``service`` label (only ``platform`` and ``host`` change).
 
 A runbook::
 
-    from homelab_lib import contract, monitoring
+    from homelab_lib import monitoring
+
+    from homelab_lib.core import contract
     runbook = monitoring.adapter(inv)
     desired = runbook.desired()            # render: prometheus.yml, rules, alertmanager.yml, Grafana files
     observed = runbook.observe(desired)    # each file's sha256 on its VM (SFTP)

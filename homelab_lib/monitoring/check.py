@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from homelab_lib.errors import MonitoringConfigRejected, MonitoringError
+from homelab_lib.core.errors import MonitoringConfigRejected, MonitoringError
+from homelab_lib.core.secrets import Redactor
 from homelab_lib.monitoring.render import MAIN_FILE, RULES_DIR, Rendered
-from homelab_lib.secrets import Redactor
 
 TIMEOUT_S = 60.0
 

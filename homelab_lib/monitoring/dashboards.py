@@ -229,7 +229,7 @@ def check_queries(api: PrometheusApi, queries: Sequence[PanelQuery] | None = Non
         api: the Prometheus to ask (:class:`homelab_lib.monitoring.prom.PrometheusApi`).
         queries: the queries (default: every dashboard's, :func:`panel_queries`).
     """
-    from homelab_lib.errors import PrometheusUnreachable
+    from homelab_lib.core.errors import PrometheusUnreachable
 
     out = []
     for q in queries if queries is not None else panel_queries():

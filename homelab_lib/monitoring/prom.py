@@ -2,7 +2,7 @@
 
 :class:`PrometheusApi` speaks ``/api/v1/query``, ``/api/v1/targets``, ``/api/v1/alerts`` and
 ``POST /-/reload`` (the lifecycle API) with the standard library; errors become
-:class:`~homelab_lib.errors.PrometheusUnreachable` or :class:`~homelab_lib.errors.ReloadFailed`
+:class:`~homelab_lib.core.errors.PrometheusUnreachable` or :class:`~homelab_lib.core.errors.ReloadFailed`
 through one table. :func:`status` compares Prometheus's active targets with the rendered ones:
 every expected target up, none unexpected, and the alerts that fire; :class:`MonitoringReport`
 gives the table by platform/host/service and the chart of health and scrape duration.
@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from homelab_lib.errors import PrometheusUnreachable, ReloadFailed
+from homelab_lib.core.errors import PrometheusUnreachable, ReloadFailed
 
 if TYPE_CHECKING:
     import pandas as pd

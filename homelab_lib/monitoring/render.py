@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from homelab_lib.errors import MonitoringError, UnresolvedSecret
+from homelab_lib.core.errors import MonitoringError, UnresolvedSecret
+from homelab_lib.core.secrets import SecretRef
 from homelab_lib.inventory.model import Inventory, Vm
 from homelab_lib.monitoring.targets import K3S_AUTH, Target, Targets, compute, listen_port
-from homelab_lib.secrets import SecretRef
 
 RULES_DIR = Path(__file__).with_name("rules")
 #: component -> the container path its config folder is bind-mounted at (the catalog's ``binds:``).

@@ -1,4 +1,4 @@
-"""The monitoring adapter on the runbook contract (:mod:`homelab_lib.contract`): runbook 07.
+"""The monitoring adapter on the runbook contract (:mod:`homelab_lib.core.contract`): runbook 07.
 
 desired = the rendered files (:func:`.render.render`: Prometheus config and rules, Alertmanager,
 Grafana provisioning) and the targets; observe = each file's sha256 on the VM that runs its
@@ -27,15 +27,15 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
-from homelab_lib.errors import ErrorTable, HomelabError, MonitoringError, PrometheusUnreachable, mapped
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
+from homelab_lib.core.errors import ErrorTable, HomelabError, MonitoringError, PrometheusUnreachable, mapped
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
+from homelab_lib.core.progress import Progress
+from homelab_lib.hosts.ssh import SshTarget, connect, sftp_makedirs
 from homelab_lib.monitoring.check import check as check_files
 from homelab_lib.monitoring.prom import MonitoringReport, PrometheusApi, status
 from homelab_lib.monitoring.render import Rendered, Settings, render, service_url
-from homelab_lib.plan import Action, Change, FieldChange, Plan
-from homelab_lib.progress import Progress
-from homelab_lib.ssh import SshTarget, connect, sftp_makedirs
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory

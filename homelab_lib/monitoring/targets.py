@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 import pandas as pd
 
-from homelab_lib.errors import ConfigError, Problem
+from homelab_lib.core.errors import ConfigError, Problem
 from homelab_lib.inventory.model import Inventory, Service, Vm
 
 Platform = Literal["compose", "k3s", "proxmox"]

@@ -5,10 +5,10 @@ It goes through proxmoxer's https backend (:mod:`.client`), waits for tasks
 inventory (:mod:`.desired`, :mod:`.plan`) and carries out the plan
 (:mod:`.apply`); cloud-init user-data is rendered by :mod:`.cloudinit` and
 written as snippets by :mod:`.snippets`. Everything it returns is a small
-frozen dataclass; every failure is a :class:`~homelab_lib.errors.ProxmoxError`, or an
-:class:`~homelab_lib.errors.SshError` from writing snippets over SSH.
+frozen dataclass; every failure is a :class:`~homelab_lib.core.errors.ProxmoxError`, or an
+:class:`~homelab_lib.core.errors.SshError` from writing snippets over SSH.
 
-A runbook, on the contract (:mod:`homelab_lib.contract`) as every adapter::
+A runbook, on the contract (:mod:`homelab_lib.core.contract`) as every adapter::
 
     runbook = proxmox.adapter(inv, only_vms=only_vms)
     desired = runbook.desired()
@@ -20,17 +20,17 @@ The steps' module functions (:func:`desired_state`, :func:`observe`, :func:`plan
 :func:`vm_status`) stay public: they are pure or read-only, and tests use them.
 """
 
+from homelab_lib.clients.proxmox import PROXMOX_ERRORS, At, ProxmoxClient
+from homelab_lib.clients.snippets import LocalSnippets, SnippetStore, SshSnippets
+from homelab_lib.clients.tasks import TaskResult, wait_task
 from homelab_lib.proxmox.apply import config_params
-from homelab_lib.proxmox.client import PROXMOX_ERRORS, At, ProxmoxClient
 from homelab_lib.proxmox.cloudinit import snippet_name, user_data
 from homelab_lib.proxmox.desired import desired_state, wait_for_agent
 from homelab_lib.proxmox.observe import observe
 from homelab_lib.proxmox.plan import plan
 from homelab_lib.proxmox.runbook import ProxmoxAdapter, adapter
-from homelab_lib.proxmox.snippets import LocalSnippets, SnippetStore, SshSnippets
 from homelab_lib.proxmox.state import MARKER, Cluster, Desired, DesiredVm, VmState
 from homelab_lib.proxmox.status import VmReport, vm_status
-from homelab_lib.proxmox.tasks import TaskResult, wait_task
 
 __all__ = [
     "MARKER",

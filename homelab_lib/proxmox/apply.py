@@ -16,7 +16,7 @@ guest agent and read the IP. **update** runs the steps its field diff needs.
 VMs on different nodes are worked on concurrently (``proxmox.max_parallel``
 nodes at once), one node's VMs one after the other. After the first failure no
 new VM is started; VMs in progress finish their steps; then
-:class:`~homelab_lib.errors.ProvisionFailed` names every failure and what was
+:class:`~homelab_lib.core.errors.ProvisionFailed` names every failure and what was
 done. Everything done lives in the cluster, so the next plan shows exactly what
 is left.
 """
@@ -32,20 +32,21 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote
 
-from homelab_lib.clock import Clock
-from homelab_lib.contract import DONE, Carried, Outcome
-from homelab_lib.errors import (
+from homelab_lib.clients.proxmox import At, ProxmoxClient
+from homelab_lib.clients.snippets import SnippetStore
+from homelab_lib.clients.tasks import is_upid, wait_task
+from homelab_lib.core.clock import Clock
+from homelab_lib.core.contract import DONE, Carried, Outcome
+from homelab_lib.core.errors import (
     AgentTimeout,
     HomelabError,
     ProvisionFailed,
     ProxmoxError,
 )
-from homelab_lib.plan import Action, Change
-from homelab_lib.progress import Progress, Task
-from homelab_lib.proxmox.client import At, ProxmoxClient
+from homelab_lib.core.plan import Action, Change
+from homelab_lib.core.progress import Progress, Task
 from homelab_lib.proxmox.observe import effective_config
 from homelab_lib.proxmox.plan import pick_template
-from homelab_lib.proxmox.snippets import SnippetStore
 from homelab_lib.proxmox.state import (
     CONFIG_FIELDS,
     GIB,
@@ -56,7 +57,6 @@ from homelab_lib.proxmox.state import (
     split_tags,
     with_net_option,
 )
-from homelab_lib.proxmox.tasks import is_upid, wait_task
 
 AGENT_POLL_S = 1.0
 

@@ -4,7 +4,7 @@ Every VM gets its cloud-init settings through the Proxmox API's ``ci*`` options
 (user, SSH keys, IP, DNS). A role that needs more (Docker hosts install Docker
 Engine and the Compose plugin; the K3s VM loads the kernel modules and sysctls
 K3s needs) gets a ``#cloud-config`` user-data document, rendered here and
-delivered as a snippet (see :mod:`homelab_lib.proxmox.snippets`) referenced by
+delivered as a snippet (see :mod:`homelab_lib.clients.snippets`) referenced by
 ``cicustom``. Proxmox then uses that document *instead of* the user part it
 would generate, so the document carries the user and keys as well.
 

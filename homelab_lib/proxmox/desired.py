@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from homelab_lib.errors import ConfigError, Problem
+from homelab_lib.core.errors import ConfigError, Problem
 from homelab_lib.inventory.checks import node_loads
 from homelab_lib.inventory.model import Inventory, Vm
 from homelab_lib.proxmox import cloudinit

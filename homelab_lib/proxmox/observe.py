@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from types import MappingProxyType
 from typing import Any
 
-from homelab_lib.proxmox.client import At, ProxmoxClient
+from homelab_lib.clients.proxmox import At, ProxmoxClient
 from homelab_lib.proxmox.state import Cluster, Desired, NodeState, StorageState, VmState, split_tags
 
 

@@ -26,8 +26,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from homelab_lib.errors import ConfigError, Problem
-from homelab_lib.plan import Action, Change, FieldChange, Plan
+from homelab_lib.core.errors import ConfigError, Problem
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 from homelab_lib.proxmox.state import FIELDS, GIB, Cluster, Desired, DesiredVm, Settings, VmState
 
 MIB = 1024**2

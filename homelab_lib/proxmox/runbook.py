@@ -1,4 +1,4 @@
-"""The Proxmox adapter on the runbook contract (:mod:`homelab_lib.contract`): runbook 01.
+"""The Proxmox adapter on the runbook contract (:mod:`homelab_lib.core.contract`): runbook 01.
 
 desired = the inventory's VMs in Proxmox's terms (:func:`.desired.desired_state`);
 observed = the cluster (:func:`.observe.observe`); plan = :func:`.plan.plan`;
@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from homelab_lib.clock import SYSTEM, Clock
-from homelab_lib.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
-from homelab_lib.errors import ProvisionConflict
-from homelab_lib.plan import Action, Change, Plan
-from homelab_lib.progress import Progress
+from homelab_lib.clients.proxmox import ProxmoxClient
+from homelab_lib.clients.snippets import SnippetStore
+from homelab_lib.core.clock import SYSTEM, Clock
+from homelab_lib.core.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, VerifyResult
+from homelab_lib.core.errors import ProvisionConflict
+from homelab_lib.core.plan import Action, Change, Plan
+from homelab_lib.core.progress import Progress
 from homelab_lib.proxmox.apply import carry_out
-from homelab_lib.proxmox.client import ProxmoxClient
 from homelab_lib.proxmox.desired import desired_state
 from homelab_lib.proxmox.observe import observe
 from homelab_lib.proxmox.plan import plan as make_plan
-from homelab_lib.proxmox.snippets import SnippetStore
 from homelab_lib.proxmox.state import Cluster, Desired
 from homelab_lib.proxmox.status import VmReport, vm_status
 

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from homelab_lib.errors import NotFound
+from homelab_lib.core.errors import NotFound
 
 GIB = 1024**3
 # The fields a plan compares, in the order its table shows them.

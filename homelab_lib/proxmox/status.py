@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from homelab_lib.clients.proxmox import ProxmoxClient
 from homelab_lib.proxmox.apply import ask_agent, ipconfig_address
-from homelab_lib.proxmox.client import ProxmoxClient
 from homelab_lib.proxmox.observe import observe
 from homelab_lib.proxmox.state import GIB, Cluster, Desired
 

@@ -3,7 +3,7 @@
 Desired: for each VM in scope, a file named after it holding ``cores=N memory_mib=M``. Observe reads the
 folder; plan is create / update (field ``spec``) / no-op, and delete for a file of no VM in the inventory;
 carry_out writes (and removes) the files, one progress step each. Everything else (approved plans, the
-re-observe before apply, the dry run) is :class:`homelab_lib.contract.BaseAdapter`'s, as for every adapter.
+re-observe before apply, the dry run) is :class:`homelab_lib.core.contract.BaseAdapter`'s, as for every adapter.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from homelab_lib import contract
-from homelab_lib.clock import Clock
-from homelab_lib.contract import DONE, ApplyResult, Carried, Check, Outcome, VerifyResult
+from homelab_lib.core import contract
+from homelab_lib.core.clock import Clock
+from homelab_lib.core.contract import DONE, ApplyResult, Carried, Check, Outcome, VerifyResult
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
+from homelab_lib.core.progress import Progress
 from homelab_lib.inventory import Inventory
-from homelab_lib.plan import Action, Change, FieldChange, Plan
-from homelab_lib.progress import Progress
 
 State = dict[str, str]
 

@@ -1,0 +1,4 @@
+"""The floor everything stands on.
+
+The error tree, typed plans, the runbook contract, the Clock, progress and secret references.
+"""

@@ -1,0 +1,1 @@
+"""Hosts reached over SSH: the SSH session, a Docker Engine over SSH with SFTP, file manifests (checksums)."""

@@ -1,0 +1,1 @@
+"""What the notebooks show: widgets, the JupyterLab launcher, tables and charts."""

@@ -1,0 +1,664 @@
+"""The audit archive: executed notebooks and a hash-chained index of every run.
+
+Layout of an archive folder::
+
+    DIR/YYYY/MM/DD/<HHMMSSZ>-<notebook>-<ok|failed>.ipynb   the executed notebooks
+    DIR/index.jsonl                                         one JSON record per run, in order
+    DIR/HEAD                                                sha256 of the last record and the count
+    DIR/HEAD.sig                                            HEAD signed with the operator's SSH key (optional)
+
+Each record holds the sha256 of its archived notebook and ``prev``, the sha256
+of the previous record's line, so altering or removing a notebook or a record
+breaks the chain; ``HEAD`` catches records cut from the end. :meth:`Archive.verify`
+recomputes it all and names the first thing that does not match.
+
+Anchoring. Whoever can write the archive can rewrite the index and HEAD
+consistently; two things catch that:
+
+- a copy of the chain head kept elsewhere (``homelab audit head`` prints it;
+  ``homelab audit verify --head VALUE`` checks the archive against it: a cut
+  tail shows as missing records, a rewrite as the record where the chain no
+  longer holds the anchored head);
+- a signature: with ``audit.signing_key`` in the parameters, every run signs
+  HEAD with ``ssh-keygen -Y sign -n homelab-audit`` into ``HEAD.sig``, and
+  ``audit verify`` checks it against ``audit.allowed_signers`` for
+  ``audit.identity``.
+
+A run that stops between appending its record and writing HEAD leaves HEAD
+one record behind, its last record valid: that is repaired (HEAD rewritten,
+and re-signed) by the next run or by ``homelab audit repair``, and reported as
+such, not as tampering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock, Timeout
+
+from homelab_lib.core.errors import AuditError
+from homelab_lib.core.secrets import SecretRef, UnresolvedSecret
+
+if TYPE_CHECKING:
+    from homelab_lib.inventory.model import Audit
+
+GENESIS = "0" * 64
+INDEX = "index.jsonl"
+HEAD = "HEAD"
+OPTIONAL = ("plan_hash", "plan", "approves")  # written only when set: older records keep their seals
+HEAD_SIG = "HEAD.sig"
+NAMESPACE = "homelab-audit"  # the ssh-keygen -Y signature namespace
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Record:
+    """One run in the audit index.
+
+    Attributes:
+        run: the run id, ``YYYYMMDDTHHMMSSZ-<notebook>`` (unique in the archive).
+        notebook: the notebook that ran (path as given).
+        homelab: the inventory's name, or '' when the run had no parameter file.
+        parameter_files: the homelab parameter files the run used.
+        parameters: the notebook parameters, secrets masked.
+        start: UTC start time, ISO 8601.
+        duration_s: wall time of the run.
+        status: ``ok``, ``failed`` (a cell raised) or ``leak`` (a secret was found; not archived).
+        failed_cell: index of the failing cell, if any.
+        error: ``ename: evalue`` of the failure, secrets masked.
+        archived: path of the executed notebook relative to the archive, '' for a leak.
+        sha256: sha256 of the archived notebook, '' for a leak.
+        user: who ran it.
+        host: where it ran.
+        prev: sha256 of the previous record's line (GENESIS for the first).
+        seal: sha256 of this record's own fields (with seal empty), so an edited record is named itself.
+        plan_hash: sha256 of the plan the notebook showed (:func:`homelab_lib.core.contract.show_plan`), '' if none.
+        plan: that plan's canonical document (changes, summary), None if none.
+        approves: the run whose reviewed plan this run applied (``homelab run --approve RUN_ID``), '' if none.
+
+    The last three are written only when set, so records made before they existed keep their
+    lines and seals.
+    """
+
+    run: str
+    notebook: str
+    homelab: str
+    parameter_files: list[str]
+    parameters: dict[str, Any]
+    start: str
+    duration_s: float
+    status: str
+    failed_cell: int | None
+    error: str
+    archived: str
+    sha256: str
+    user: str
+    host: str
+    prev: str = field(default=GENESIS)
+    seal: str = ""
+    plan_hash: str = ""
+    plan: dict[str, Any] | None = None
+    approves: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        """The record's fields in order; the optional ones (plan_hash, plan, approves) only when set."""
+        return {k: v for k, v in asdict(self).items() if k not in OPTIONAL or v not in (None, "")}
+
+    def expected_seal(self) -> str:
+        """The seal this record's fields call for."""
+        return sha256_bytes(json.dumps({**self.fields(), "seal": ""}, ensure_ascii=False).encode())
+
+    def sealed(self) -> Record:
+        return replace(self, seal=self.expected_seal())
+
+    def line(self) -> bytes:
+        """The record as written in the index (one JSON line, keys in field order)."""
+        return (json.dumps(self.fields(), ensure_ascii=False) + "\n").encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The end of the chain: the sha256 of the last record's line and how many records there are.
+
+    Written to ``HEAD`` as ``<sha256> <count>``; :meth:`parse` also takes ``<sha256>:<count>`` and a
+    bare ``<sha256>`` (count then unknown: -1).
+    """
+
+    hash: str
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.hash} {self.count}"
+
+    def short(self) -> str:
+        return f"record {self.count} ({self.hash[:12]}...)" if self.count >= 0 else f"{self.hash[:12]}..."
+
+    @classmethod
+    def parse(cls, text: str) -> Head:
+        """A head as printed by ``homelab audit head`` (or as written in HEAD).
+
+        Raises:
+            AuditError: not ``<sha256> <count>``, ``<sha256>:<count>`` or ``<sha256>``.
+        """
+        m = re.fullmatch(r"\s*([0-9a-f]{64})(?:[\s:@]+(\d+))?\s*", text)
+        if not m:
+            raise AuditError(
+                f"{text.strip()[:80]!r} is not a chain head",
+                hint="give it as `homelab audit head` prints it: <sha256> <count> (or <sha256>:<count>)",
+            )
+        return cls(m.group(1), int(m.group(2)) if m.group(2) else -1)
+
+
+GENESIS_HEAD = Head(GENESIS, 0)
+
+
+@dataclass(frozen=True)
+class Signing:
+    """How HEAD is signed and checked with SSH keys (``ssh-keygen -Y``), from the parameters' ``audit:``.
+
+    Attributes:
+        key: the signing key (a reference; ``file:`` a private key without passphrase, or a public key
+            whose private half is in ssh-agent); None: runs do not sign.
+        allowed_signers: the allowed-signers file (``identity keytype key`` lines); None: not checked.
+        identity: the signer's identity in that file.
+    """
+
+    key: SecretRef | None = None
+    allowed_signers: Path | None = None
+    identity: str = ""
+
+    def sign(self, data: bytes, where: str) -> bytes:
+        """The SSH signature of data (namespace ``homelab-audit``).
+
+        Raises:
+            AuditError: the key does not resolve or ssh-keygen refuses it.
+        """
+        assert self.key is not None
+        hint = (
+            "audit.signing_key must name an SSH private key without passphrase (mode 600), or the public "
+            "key of one loaded in ssh-agent"
+        )
+        with tempfile.TemporaryDirectory(prefix="homelab-sign-") as tmp:
+            try:
+                if self.key.kind == "file":
+                    key_path = self.key.path
+                    self.key.reveal()  # exists and is readable, or a clear error
+                else:
+                    key_path = Path(tmp) / "key"
+                    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "w") as f:
+                        f.write(self.key.reveal().rstrip("\n") + "\n")
+            except UnresolvedSecret as e:
+                raise AuditError(
+                    f"the signing key {self.key} does not resolve: {e.message}", where=where, hint=hint
+                ) from None
+            done = _ssh_keygen(["-Y", "sign", "-f", str(key_path), "-n", NAMESPACE], data, where)
+        if done.returncode != 0 or not done.stdout.startswith(b"-----BEGIN SSH SIGNATURE-----"):
+            raise AuditError(
+                f"ssh-keygen could not sign HEAD with {self.key}: {_last_line(done.stderr)}", where=where, hint=hint
+            )
+        return done.stdout
+
+    def check(self, data: bytes, signature: Path) -> str | None:
+        """None when signature is a good signature of data by identity; else what is wrong."""
+        assert self.allowed_signers is not None
+        argv = ["-Y", "verify", "-f", str(self.allowed_signers), "-I", self.identity, "-n", NAMESPACE]
+        done = _ssh_keygen([*argv, "-s", str(signature)], data, str(signature))
+        if done.returncode == 0:
+            return None
+        return _last_line(done.stderr) or f"ssh-keygen -Y verify exited {done.returncode}"
+
+
+def signing_of(audit: Audit | None) -> Signing:
+    """The signing settings of an inventory's ``audit:`` section (none: no signing, no check)."""
+    if audit is None:
+        return Signing()
+    return Signing(audit.signing_key, audit.allowed_signers, audit.identity or "")
+
+
+def _ssh_keygen(args: list[str], data: bytes, where: str) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(  # its own session: a key that wants a passphrase fails instead of prompting
+            ["ssh-keygen", *args], input=data, capture_output=True, timeout=60, start_new_session=True, check=False
+        )
+    except FileNotFoundError:
+        raise AuditError(
+            "ssh-keygen is not installed", where=where, hint="install openssh-client (ssh-keygen signs HEAD)"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise AuditError("ssh-keygen did not answer within 60 s", where=where, hint="is ssh-agent stuck?") from None
+
+
+def _last_line(text: bytes) -> str:
+    lines = [line for line in text.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+@dataclass(frozen=True)
+class HeadCheck:
+    """HEAD against the index.
+
+    Attributes:
+        state: ``ok``; ``behind`` (HEAD is one record behind and that record is valid: a run stopped
+            between its index append and its HEAD write; repairable); ``mismatch``; ``unreadable``.
+        chain: the head the index has.
+        written: what HEAD says (None when missing or unreadable).
+        detail: what differs, in words ('' when ok).
+    """
+
+    state: str
+    chain: Head
+    written: Head | None
+    detail: str = ""
+
+
+class Archive:
+    """An archive folder: where executed notebooks and the index live."""
+
+    def __init__(self, root: Path, signing: Signing | None = None) -> None:
+        self.root = Path(root)
+        self.index = self.root / INDEX
+        self.head = self.root / HEAD
+        self.head_sig = self.root / HEAD_SIG
+        self.signing = signing or Signing()
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.root / ".index.lock"), timeout=60)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise AuditError(
+                "the archive's index is locked by another run for over a minute",
+                where=str(self.root),
+                hint="wait for the other run; if none runs, remove .index.lock",
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def path_for(self, start_utc: str, notebook: str, status: str) -> Path:
+        """A new, unused path for an executed notebook.
+
+        Args:
+            start_utc: compact UTC start, ``YYYYMMDDTHHMMSSZ``.
+            notebook: the notebook's stem.
+            status: ``ok`` or ``failed``.
+        """
+        day = self.root / start_utc[0:4] / start_utc[4:6] / start_utc[6:8]
+        stem = f"{start_utc[9:]}-{notebook}-{status}"
+        candidate = day / f"{stem}.ipynb"
+        n = 2
+        while candidate.exists():
+            candidate = day / f"{stem}-{n}.ipynb"
+            n += 1
+        return candidate
+
+    def commit(self, record: Record, notebook: bytes | None, start_utc: str, stem: str) -> Record:
+        """Archive an executed notebook (if any) and append its record, all under the index lock.
+
+        Args:
+            record: the run's record; ``archived``, ``sha256``, ``prev`` and ``seal`` are filled in here.
+            notebook: the executed notebook's bytes, or None when it is not kept (a leak, a crash).
+            start_utc: compact UTC start, ``YYYYMMDDTHHMMSSZ`` (names the file).
+            stem: the notebook's stem.
+
+        Returns:
+            The record as written: chained, sealed, with a run id unique in the archive.
+        """
+        with self._lock():
+            if notebook is not None:
+                path = self.path_for(start_utc, stem, record.status)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _write_atomic(path, notebook)
+                record = replace(record, archived=str(path.relative_to(self.root)), sha256=sha256_bytes(notebook))
+            last = GENESIS
+            count = 0
+            runs = set()
+            for raw in self._lines():
+                last = sha256_bytes(raw)
+                count += 1
+                with contextlib.suppress(ValueError, KeyError):
+                    runs.add(json.loads(raw)["run"])
+            run = record.run
+            n = 2
+            while run in runs:
+                run = f"{record.run}-{n}"
+                n += 1
+            chained = replace(record, run=run, prev=last).sealed()
+            line = chained.line()
+            with self.index.open("ab") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self._write_head(Head(sha256_bytes(line), count + 1))
+            return chained
+
+    def _write_head(self, head: Head) -> None:
+        """Write HEAD, and HEAD.sig when a signing key is set (a signature that fails leaves none)."""
+        data = f"{head}\n".encode()
+        _write_atomic(self.head, data)
+        if self.signing.key is not None:
+            self.head_sig.unlink(missing_ok=True)  # never leave a signature of an older HEAD beside it
+            _write_atomic(self.head_sig, self.signing.sign(data, str(self.head)))
+
+    def _lines(self) -> Iterator[bytes]:
+        if not self.index.exists():
+            return
+        with self.index.open("rb") as f:
+            yield from f
+
+    def records(self) -> list[Record]:
+        """Every record of the index, oldest first.
+
+        Raises:
+            AuditError: a line is not a valid record.
+        """
+        out = []
+        for i, raw in enumerate(self._lines(), 1):
+            try:
+                out.append(Record(**json.loads(raw)))
+            except (ValueError, TypeError) as e:
+                raise AuditError(
+                    f"record {i} is not a valid record ({e})",
+                    where=f"{self.index}:{i}",
+                    hint="the index was altered; restore it from a backup",
+                ) from None
+        return out
+
+    def find(self, run: str) -> Record:
+        """The record whose run id is run, or starts with it uniquely; or the n-th with ``#n``.
+
+        Raises:
+            AuditError: no such run, or the prefix is ambiguous.
+        """
+        records = self.records()
+        if run.startswith("#") and run[1:].isdigit():
+            n = int(run[1:])
+            if 1 <= n <= len(records):
+                return records[n - 1]
+        exact = [r for r in records if r.run == run]
+        if exact:
+            return exact[0]
+        matches = [r for r in records if r.run.startswith(run)]
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise AuditError(f"no run '{run}' in the archive", where=str(self.index), hint="see `homelab audit list`")
+        names = ", ".join(r.run for r in matches[:5])
+        raise AuditError(f"'{run}' matches {len(matches)} runs ({names}...)", hint="give more of the run id")
+
+    def chain_head(self) -> Head:
+        """The head the index has now (sha256 of its last line and the count), read under the index lock."""
+        with self._lock():
+            hashes = [sha256_bytes(raw) for raw in self._lines()]
+        return Head(hashes[-1], len(hashes)) if hashes else GENESIS_HEAD
+
+    def check_head(self) -> HeadCheck:
+        """HEAD against the index (under the index lock)."""
+        with self._lock():
+            return self._head_check()
+
+    def _head_check(self) -> HeadCheck:
+        lines = list(self._lines())
+        hashes = [sha256_bytes(raw) for raw in lines]
+        n = len(hashes)
+        chain = Head(hashes[-1], n) if n else GENESIS_HEAD
+        written: Head | None = None
+        if self.head.exists():
+            try:
+                written = Head.parse(self.head.read_text())
+            except (OSError, AuditError):
+                written = None
+            if written is not None and written.count < 0:
+                written = None
+        elif not n:
+            return HeadCheck("ok", chain, None)
+        if written == chain:
+            return HeadCheck("ok", chain, written)
+        before = Head(hashes[-2], n - 1) if n >= 2 else GENESIS_HEAD
+        missing = not self.head.exists()  # a first run that stopped before writing HEAD at all
+        if n and (written == before or (missing and n == 1)) and self._valid_last(lines, hashes):
+            run = _run_of(lines[-1])
+            return HeadCheck(
+                "behind",
+                chain,
+                written,
+                f"{self.head}: HEAD is one record behind the index: record {n} (run {run}) is valid but HEAD "
+                f"was not written after it (a run stopped in between; this is not tampering): "
+                "`homelab audit repair`, or the next run, brings HEAD up to date",
+            )
+        if written is None:
+            return HeadCheck(
+                "unreadable", chain, None, f"{self.head}: missing or unreadable; the index's end cannot be checked"
+            )
+        if written.count > n:
+            detail = (
+                f"{self.index}: the index ends at record {n} but HEAD says {written.count}: records were removed "
+                f"from or altered at its end: expected record {written.count} ({written.hash[:12]}...), found the "
+                f"index ending at {chain.short()}: {written.count - n} record(s) missing"
+            )
+        elif written.count < n and written.hash == hashes[written.count - 1 if written.count else 0] and written.count:
+            detail = (
+                f"{self.index}: the index ends at record {n} but HEAD says {written.count}: records "
+                f"{written.count + 1}-{n} were appended after HEAD was written, and not by a run (a run writes HEAD)"
+            )
+        else:
+            found = hashes[written.count - 1] if 0 < written.count <= n else GENESIS
+            detail = (
+                f"{self.index}: the index ends at record {n} but HEAD says {written.count}: records were removed "
+                f"from or altered at its end: expected record {written.count} to hash to {written.hash[:12]}..., "
+                f"found {found[:12]}...; the record HEAD names was altered or replaced (or HEAD was)"
+            )
+        return HeadCheck("mismatch", chain, written, detail)
+
+    def _valid_last(self, lines: list[bytes], hashes: list[str]) -> bool:
+        """The last record is sealed, chains to the one before it, and its notebook is there, unaltered."""
+        try:
+            rec = Record(**json.loads(lines[-1]))
+        except (ValueError, TypeError):
+            return False
+        prev = hashes[-2] if len(hashes) >= 2 else GENESIS
+        if rec.seal != rec.expected_seal() or rec.prev != prev:
+            return False
+        if rec.archived:
+            path = self.root / rec.archived
+            return path.exists() and sha256_file(path) == rec.sha256
+        return True
+
+    def prepare(self) -> str:
+        """Before a run appends to the archive: repair a HEAD one record behind; refuse a HEAD that does not match.
+
+        Returns:
+            What was repaired ('' when nothing was).
+
+        Raises:
+            AuditError: HEAD does not match the index (nothing is run onto a chain whose end is in doubt).
+        """
+        with self._lock():
+            check = self._head_check()
+            if check.state == "ok":
+                return ""
+            if check.state == "behind":
+                self._write_head(check.chain)
+                return f"HEAD was one record behind; repaired: {check.chain}"
+        raise AuditError(
+            f"the archive's HEAD does not match its index, so nothing was run: {check.detail}",
+            where=str(self.root),
+            hint="look into it with `homelab audit verify` (and `--head` with a copy kept elsewhere); once you "
+            "know why, `homelab audit repair --accept` makes HEAD the index's end",
+        )
+
+    def repair(self, *, accept: bool = False) -> str:
+        """Bring HEAD up to date after a run stopped between its index append and its HEAD write.
+
+        Args:
+            accept: also when HEAD does not match for another reason: make HEAD the index's end (after
+                looking into it; the message says what HEAD said before).
+
+        Returns:
+            What was done, in words.
+
+        Raises:
+            AuditError: HEAD does not match the index for another reason, and accept is not given.
+        """
+        with self._lock():
+            check = self._head_check()
+            if check.state == "ok":
+                if self.signing.key is not None and self.root.exists() and check.chain.count:
+                    self._write_head(check.chain)
+                    return f"HEAD matches the index ({check.chain}); signed it again"
+                return f"HEAD matches the index ({check.chain}); nothing to repair"
+            if check.state == "behind" or accept:
+                self._write_head(check.chain)
+                was = str(check.written) if check.written else "nothing"
+                why = "it was one record behind" if check.state == "behind" else f"accepted: {check.detail}"
+                return f"HEAD said {was}; it now says {check.chain} ({why})"
+        raise AuditError(
+            f"HEAD does not match the index for another reason than a run that stopped: {check.detail}",
+            where=str(self.head),
+            hint="look into it (`homelab audit verify`); once you know why, `homelab audit repair --accept` "
+            "makes HEAD the index's end",
+        )
+
+    def verify(self, anchor: Head | None = None) -> list[str]:
+        """Recompute every record's seal, the chain, every notebook's hash and HEAD (under the index lock).
+
+        Args:
+            anchor: a chain head kept elsewhere (``homelab audit head`` at some earlier time): the chain
+                must still hold it, at its place.
+
+        Returns:
+            Problems in archive order (empty when all is intact); the first is the first break. HEAD,
+            its signature (when ``signing.allowed_signers`` is set) and the anchor come last.
+        """
+        with self._lock():
+            return self._verify(anchor)
+
+    def _verify(self, anchor: Head | None = None) -> list[str]:
+        problems: list[str] = []
+        prev = GENESIS
+        listed: set[Path] = set()
+        hashes: list[str] = []
+        runs: list[str] = []
+        for i, raw in enumerate(self._lines(), 1):
+            where = f"{self.index}:{i}"
+            hashes.append(sha256_bytes(raw))
+            runs.append(_run_of(raw))
+            try:
+                rec = Record(**json.loads(raw))
+            except (ValueError, TypeError):
+                problems.append(f"{where}: record {i} is not a valid record: the index was altered")
+                prev = sha256_bytes(raw)
+                continue
+            if rec.seal != rec.expected_seal():
+                problems.append(f"{where}: record {i} (run {rec.run}) was altered: its seal does not match")
+            elif rec.prev != prev:
+                problems.append(
+                    f"{where}: record {i} (run {rec.run}) does not chain to the record before it: "
+                    "a record before it was removed or altered"
+                )
+            prev = sha256_bytes(raw)
+            if not rec.archived:
+                continue
+            path = self.root / rec.archived
+            listed.add(path.resolve())
+            if not path.exists():
+                problems.append(f"{path}: archived notebook of run {rec.run} (record {i}) was removed")
+            elif sha256_file(path) != rec.sha256:
+                problems.append(f"{path}: archived notebook of run {rec.run} (record {i}) was altered")
+        check = self._head_check()
+        if check.state != "ok":
+            problems.append(check.detail)
+        for path in sorted(self.root.rglob("*.ipynb")):
+            if path.resolve() not in listed:
+                problems.append(f"{path}: a notebook in the archive that no record lists")
+        problems += self._signature_problems(check)
+        if anchor is not None:
+            problems += self._anchor_problems(anchor, hashes, runs)
+        return problems
+
+    def _signature_problems(self, check: HeadCheck) -> list[str]:
+        if self.signing.allowed_signers is None or not check.chain.count:
+            return []
+        if not self.head_sig.exists():
+            return [
+                f"{self.head_sig}: HEAD is not signed, but the parameters name allowed signers: the signature was "
+                "removed, or runs are made without audit.signing_key"
+            ]
+        if not self.head.exists():
+            return []
+        why = self.signing.check(self.head.read_bytes(), self.head_sig)
+        if why is None:
+            return []
+        return [
+            f"{self.head_sig}: HEAD's signature does not verify for {self.signing.identity} "
+            f"(allowed signers {self.signing.allowed_signers}): {why}; HEAD or its signature was altered"
+        ]
+
+    def _anchor_problems(self, anchor: Head, hashes: list[str], runs: list[str]) -> list[str]:
+        n = len(hashes)
+        given = f"the anchored head {anchor.short()}"
+        if anchor.hash == GENESIS and anchor.count in (0, -1):
+            return []
+        if anchor.hash in hashes:
+            at = hashes.index(anchor.hash) + 1
+            if anchor.count not in (-1, at):
+                return [
+                    f"{self.index}: {given} is record {at} of the index, not record {anchor.count}: records "
+                    "before it were removed or added"
+                ]
+            return []
+        if anchor.count > n:
+            return [
+                f"{self.index}: {given} is not in the chain, and the index has {n} record(s): "
+                f"{anchor.count - n} record(s) are missing: records {n + 1}-{anchor.count} were cut from its end "
+                "(and HEAD rewritten to match), or the chain was rewritten"
+            ]
+        if anchor.count > 0:
+            at = anchor.count
+            return [
+                f"{self.index}:{at}: {given} is not in the chain: record {at} (run {runs[at - 1]}) hashes to "
+                f"{hashes[at - 1][:12]}... instead: the chain diverges from the anchored copy at or before "
+                f"record {at}"
+            ]
+        return [f"{self.index}: {given} is not in the chain: records were cut from its end or rewritten"]
+
+
+def _run_of(raw: bytes) -> str:
+    try:
+        return str(json.loads(raw).get("run", "?"))
+    except (ValueError, AttributeError):
+        return "?"

@@ -1,0 +1,1 @@
+"""Scheduled runs and their alerts: systemd timers, the K3s CronJob, Alertmanager alerts."""

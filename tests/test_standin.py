@@ -242,10 +242,10 @@ def test_go_unit_tests_pass(cache_dir: Path) -> None:
 
 
 def test_package_data_ships_every_source(repo: Path) -> None:
-    globs = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["homelab_lib"]
+    globs = tomllib.loads((repo / "lab" / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     for name in standin_build.sources():
-        rel = f"lab/standin/{name}"
-        assert any(fnmatch(rel, g) for g in globs), rel
+        rel = f"standin/{name}"
+        assert any(fnmatch(rel, g) for g in globs["homelab_lab"]), rel
 
 
 def test_image_layout(engine: Any, image: str, run: Run) -> None:

@@ -572,4 +572,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `homelab audit list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-

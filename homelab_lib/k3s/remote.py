@@ -28,16 +28,6 @@ TAIL_LINES = 12
 DOWNLOAD_FAILED = 22
 
 
-def installed_version(host: DockerHost) -> str:
-    """The installed release (``v1.31.4+k3s1``) from ``k3s --version``; '' when k3s is not installed."""
-    done = host.run("command -v k3s >/dev/null 2>&1 && k3s --version", timeout=60)
-    if not done.ok:
-        return ""
-    first = done.stdout.strip().splitlines()[0] if done.stdout.strip() else ""
-    parts = first.split()
-    return parts[2] if len(parts) >= 3 and parts[0] == "k3s" and parts[1] == "version" else first
-
-
 def read_file(host: DockerHost, path: str) -> str | None:
     """A file's content on the VM; None when it is not there."""
     done = host.run(f"test -f {shlex.quote(path)} && cat {shlex.quote(path)}", timeout=60)

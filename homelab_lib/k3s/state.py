@@ -68,12 +68,6 @@ class K3sDesired:
     def where(self) -> str:
         return f"VM {self.vm}"
 
-    def install_line(self) -> str:
-        """How K3s is installed, in words."""
-        if self.airgap:
-            return f"air-gapped: {self.airgap[0].name} (sha256 {self.airgap[1][:12]}) + {self.airgap[2].name}"
-        return f"curl -sfL {self.install_url} | INSTALL_K3S_VERSION={self.version} INSTALL_K3S_EXEC=server sh -s -"
-
     def settings(self) -> dict[str, Any]:
         """The rendered config.yaml as data."""
         data = yaml.safe_load(self.config)

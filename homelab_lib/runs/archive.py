@@ -420,12 +420,6 @@ class Archive:
         names = ", ".join(r.run for r in matches[:5])
         raise AuditError(f"'{run}' matches {len(matches)} runs ({names}...)", hint="give more of the run id")
 
-    def chain_head(self) -> Head:
-        """The head the index has now (sha256 of its last line and the count), read under the index lock."""
-        with self._lock():
-            hashes = [sha256_bytes(raw) for raw in self._lines()]
-        return Head(hashes[-1], len(hashes)) if hashes else GENESIS_HEAD
-
     def check_head(self) -> HeadCheck:
         """HEAD against the index (under the index lock)."""
         with self._lock():

@@ -210,12 +210,6 @@ def patch_strategy(node: Json) -> str:
     return str(resolve(node).get("x-kubernetes-patch-strategy") or "")
 
 
-def is_map_type(node: Json) -> bool:
-    """True for a node whose keys are free-form (labels, data): additionalProperties, no properties."""
-    node = resolve(node)
-    return "additionalProperties" in node and "properties" not in node
-
-
 def type_of(node: Json) -> str:
     node = resolve(node)
     t = node.get("type")

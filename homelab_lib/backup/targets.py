@@ -152,10 +152,9 @@ def _engine_error(e: BaseException, where: str) -> BackupError:
 
 
 def _table() -> ErrorTable[str]:
-    import docker
-    import requests
+    from homelab_lib.hosts.docker import sdk_errors
 
-    return {docker.errors.DockerException: _engine_error, requests.RequestException: _engine_error}
+    return sdk_errors(_engine_error)
 
 
 def locate_volume(engine: Any, target: Target, *, where: str) -> Located:
@@ -169,14 +168,14 @@ def locate_volume(engine: Any, target: Target, *, where: str) -> Located:
     Raises:
         BackupError: the volume does not exist (the stack was never deployed).
     """
-    import docker
+    from homelab_lib.hosts.docker import is_not_found
 
     at = f"{where}, volume {target.volume_name}"
     try:
         with mapped(_table(), where=at):
             volume = engine.volumes.get(target.volume_name)
     except BackupError as e:
-        if isinstance(e.__cause__, docker.errors.NotFound):
+        if is_not_found(e.__cause__):
             raise BackupError(
                 f"target {target.name}: the volume {target.volume_name} does not exist",
                 where=at,

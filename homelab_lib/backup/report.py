@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from homelab_lib.backup.restic import Snapshot
 from homelab_lib.backup.rows import COLUMNS, BackupRow
-from homelab_lib.backup.targets import Target
+from homelab_lib.backup.targets import VolumeTarget
 from homelab_lib.backup.volumes import RestoreResult
 from homelab_lib.core.errors import BackupError, ConfigError, Problem, RestoreTestFailed, RpoViolated
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 def volume_rows(
-    targets: Sequence[Target],
+    targets: Sequence[VolumeTarget],
     latest: Mapping[tuple[str, str, str, str, str], Snapshot],
     now: datetime,
     *,

@@ -10,7 +10,7 @@ its error table) and task waiter (:func:`~homelab_lib.clients.tasks.wait_task`):
   Proxmox Backup Server reports one;
 - **failed tasks**: ``vzdump`` tasks that ended in error within a window (``nodes/{node}/tasks``),
   with their log's last lines and the VMs their ``ERROR: Backup of VM ... failed`` lines name;
-- **targets** (:class:`Target`): the inventory's VMs and any other VM carrying
+- **targets** (:class:`VzdumpTarget`): the inventory's VMs and any other VM carrying
   ``proxmox.managed_tag``; the RPO of each is ``backups.rpo_hours[name]``, else ``backups.vzdump.rpo_hours``.
 
 The plan (pure) has one ``backup-job`` change, to create or fix the inventory's job
@@ -54,8 +54,8 @@ from homelab_lib.backup.vzdump.state import (
     Guest,
     JobSpec,
     Observed,
-    Target,
     VzdumpBackup,
+    VzdumpTarget,
     targets,
 )
 
@@ -70,9 +70,9 @@ __all__ = [
     "JobSpec",
     "Observed",
     "ProxmoxBackupAdapter",
-    "Target",
     "VzdumpBackup",
     "VzdumpReport",
+    "VzdumpTarget",
     "adapter",
     "carry_out",
     "check_rpo",

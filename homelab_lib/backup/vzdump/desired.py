@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from homelab_lib.backup.vzdump.state import WINDOW_HOURS, Desired, JobSpec, Target
+from homelab_lib.backup.vzdump.state import WINDOW_HOURS, Desired, JobSpec, VzdumpTarget
 from homelab_lib.core.errors import BackupError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def desired_state(inv: Inventory, *, window_hours: float = WINDOW_HOURS) -> Desi
         prune_backups=f"keep-daily={policy.keep_daily}",
         notes_template=policy.notes_template,
     )
-    targets = tuple(Target(vm.name, vm.vmid, float(rpo.get(vm.name, policy.rpo_hours))) for vm in inv.vms)
+    targets = tuple(VzdumpTarget(vm.name, vm.vmid, float(rpo.get(vm.name, policy.rpo_hours))) for vm in inv.vms)
     return Desired(
         job=job,
         targets=targets,

@@ -15,7 +15,7 @@ from homelab_lib.backup.vzdump.state import (
     VZDUMP,
     Desired,
     Observed,
-    Target,
+    VzdumpTarget,
     stamp,
     targets,
     vmids_of,
@@ -70,7 +70,7 @@ def job_change(desired: Desired, observed: Observed) -> Change:
     return Change(JOB, spec.id, Action.NOOP, "cluster", reason=f"covers {len(targets(desired, observed))} VM(s)")
 
 
-def _vzdump_change(desired: Desired, observed: Observed, target: Target) -> Change:
+def _vzdump_change(desired: Desired, observed: Observed, target: VzdumpTarget) -> Change:
     guest = observed.guest(target.vmid)
     latest = observed.latest(target.vmid)
     if guest is None:

@@ -16,7 +16,7 @@ from homelab_lib.backup.vzdump.state import (
     Desired,
     FailedTask,
     Observed,
-    Target,
+    VzdumpTarget,
     targets,
     within,
 )
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 COLUMNS = (*LEADING, "storage", "protected", "verification", "violation")
 
 
-def _coverage_problem(target: Target, observed: Observed) -> str | None:
+def _coverage_problem(target: VzdumpTarget, observed: Observed) -> str | None:
     guest = observed.guest(target.vmid)
     jobs = observed.covering(target.vmid, guest.node if guest else "")
     if any(j.enabled for j in jobs):

@@ -1,6 +1,6 @@
 """What runbook 06 wants of Proxmox's backups and what the cluster has, as small frozen dataclasses.
 
-:class:`Desired` (the backup job, :class:`JobSpec`, and the VMs to check, :class:`Target`) is
+:class:`Desired` (the backup job, :class:`JobSpec`, and the VMs to check, :class:`VzdumpTarget`) is
 built from the inventory by :func:`homelab_lib.backup.vzdump.desired.desired_state`; :class:`Observed`
 (jobs, guests, backups, failed vzdump tasks) is what :func:`homelab_lib.backup.vzdump.observe.observe`
 read from the API. :func:`targets` joins the two: the VMs whose backups are checked. The small parsers
@@ -61,7 +61,7 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
-class Target:
+class VzdumpTarget:
     """A VM whose backups are checked: its name, vmid and RPO."""
 
     name: str
@@ -84,7 +84,7 @@ class Desired:
     """
 
     job: JobSpec
-    targets: tuple[Target, ...]
+    targets: tuple[VzdumpTarget, ...]
     managed_tag: str
     default_rpo_hours: float
     rpo_overrides: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
@@ -352,11 +352,11 @@ class Observed:
         return tuple(j for j in self.jobs if j.selects(vmid, node, self.pools))
 
 
-def targets(desired: Desired, observed: Observed) -> tuple[Target, ...]:
+def targets(desired: Desired, observed: Observed) -> tuple[VzdumpTarget, ...]:
     """The inventory's VMs, then any other VM of the cluster that carries the managed tag (by vmid)."""
     known = {t.vmid for t in desired.targets}
     extra = tuple(
-        Target(g.name, g.vmid, float(desired.rpo_overrides.get(g.name, desired.default_rpo_hours)))
+        VzdumpTarget(g.name, g.vmid, float(desired.rpo_overrides.get(g.name, desired.default_rpo_hours)))
         for g in observed.guests
         if desired.managed_tag in g.tags and not g.template and g.vmid not in known
     )

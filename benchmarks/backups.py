@@ -32,7 +32,7 @@ from pathlib import Path
 
 from homelab_lib.backup import volumes
 from homelab_lib.backup.restic import Repository, Restic
-from homelab_lib.backup.targets import Located, Target
+from homelab_lib.backup.targets import Located, VolumeTarget
 from homelab_lib.core.secrets import SecretRef
 from homelab_lib.hosts.checksums import local_manifest
 from homelab_lib.hosts.docker import DockerHost
@@ -123,7 +123,7 @@ def main() -> int:
         with start_sshd(base / "sshd", ADDRESS, host="benchvm") as target, DockerHost.open(target) as host:
             restic = Restic(host, Repository(str(base / "repo"), SecretRef("file", str(password))))
             volumes.ensure_repository(restic, confirm=True)
-            t = Target("docker", "benchvm", "bench", "app", "data", 24.0)
+            t = VolumeTarget("docker", "benchvm", "bench", "app", "data", 24.0)
             located = Located(t, str(data))
             start = time.perf_counter()
             done = volumes.backup_target(restic, located)

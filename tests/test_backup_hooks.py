@@ -21,7 +21,7 @@ from homelab_lab.standin_build import build_binary, image_files, service_dockerf
 from homelab_lib.backup import volumes
 from homelab_lib.backup.hooks import DUMP_FILE, DUMP_FOLDER
 from homelab_lib.backup.restic import Restic
-from homelab_lib.backup.targets import Located, Target, locate_volume
+from homelab_lib.backup.targets import Located, VolumeTarget, locate_volume
 from homelab_lib.hosts.checksums import local_manifest
 from homelab_lib.hosts.docker import DockerHost
 from homelab_lib.inventory.load import CATALOG
@@ -76,7 +76,7 @@ def start(engine: Any, host: DockerHost, image: str, service: str, tmp_path: Pat
     svc = CATALOG_SERVICES[service]
     stack = f"hk{uuid.uuid4().hex[:6]}"
     vol, mount = next(iter(sorted(svc.volumes.items())))
-    target = Target(
+    target = VolumeTarget(
         "docker", VM, stack, service, vol, 6.0, svc.backup, image, mount, tuple(sorted(svc.environment.items()))
     )
     engine.volumes.create(target.volume_name, labels={LABEL: RUN})

@@ -1,4 +1,4 @@
-"""Runbook 06's Proxmox layer (homelab_lib.backup.proxmox) against the lab's fakepve, over HTTPS.
+"""Runbook 06's Proxmox layer (homelab_lib.backup.vzdump) against the lab's fakepve, over HTTPS.
 
 Each test serves a fresh fakepve built by the lab's launcher (:mod:`homelab_lab.pve_server`)
 from the lab's own start state (:func:`homelab_lab.pve.guests`: the inventory's backup job
@@ -21,8 +21,8 @@ from ruamel.yaml import YAML
 
 from homelab_lab import pve_server
 from homelab_lab.pve import guests, issue_server_cert
-from homelab_lib.backup import proxmox as pve_backup
 from homelab_lib.backup import rows as backup_rows
+from homelab_lib.backup import vzdump as pve_backup
 from homelab_lib.core.errors import BackupError, BackupFailed, ConfigError, RpoViolated, TaskFailed, VzdumpFailed
 from homelab_lib.core.plan import Action
 from homelab_lib.inventory import load_inventory

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from homelab_lib.backup import volumes
-from homelab_lib.backup.targets import Target, k3s_targets, locate_pvc
+from homelab_lib.backup.targets import VolumeTarget, k3s_targets, locate_pvc
 from homelab_lib.core.clock import SYSTEM
 from homelab_lib.core.errors import BackupError, SourceChanged
 from homelab_lib.hosts.checksums import local_manifest
@@ -78,11 +78,11 @@ def test_a_pvc_is_backed_up_from_its_volume_folder_and_restore_tested(
                 "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "nothing-binds-this",
                          "resources": {"requests": {"storage": "1Gi"}}}})  # fmt: skip
 
-    target = Target("k3s", "k3s-vm", ns, "gitlab", "data", 12.0)
+    target = VolumeTarget("k3s", "k3s-vm", ns, "gitlab", "data", 12.0)
     located = locate_pvc(kube, target)
     assert located.folder == str(folder)
     with pytest.raises(BackupError, match="not bound"):
-        locate_pvc(kube, Target("k3s", "k3s-vm", ns, "gitlab", "unbound", 12.0))
+        locate_pvc(kube, VolumeTarget("k3s", "k3s-vm", ns, "gitlab", "unbound", 12.0))
 
     restic = new_repository(vm, tmp_path / "repo", secret_file(tmp_path / "pw", "pvc-test"))
     before = local_manifest(folder)
@@ -128,12 +128,12 @@ def test_a_pvc_a_pod_writes_to_is_refused_live_and_backed_up_with_its_workload_s
     rollout.wait(kube, writer, timeout_s=120, clock=SYSTEM)
     restic = new_repository(vm, tmp_path / "repo", secret_file(tmp_path / "pw", "pvc-stop-test"))
 
-    live = Target("k3s", "k3s-vm", ns, "writer", "data", 12.0)
+    live = VolumeTarget("k3s", "k3s-vm", ns, "writer", "data", 12.0)
     with pytest.raises(SourceChanged, match="changed while it was backed up"):  # the pod writes all the time
         volumes.backup_target(restic, locate_pvc(kube, live), engine=kube, attempts=1)
     assert restic.snapshots({**live.tags, "kind": "data"}) == []  # the inconsistent snapshot was dropped
 
-    stopped = Target("k3s", "k3s-vm", ns, "writer", "data", 12.0, ServiceBackup(hook="stop"))
+    stopped = VolumeTarget("k3s", "k3s-vm", ns, "writer", "data", 12.0, ServiceBackup(hook="stop"))
     done = volumes.backup_target(restic, locate_pvc(kube, stopped), engine=kube)
     assert done.files == 2
     back = kube.get(Key("apps/v1", "Deployment", ns, "writer"))

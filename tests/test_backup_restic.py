@@ -23,7 +23,7 @@ import pytest
 from homelab_lib.backup import hooks, report, volumes
 from homelab_lib.backup.restic import Repository, Restic
 from homelab_lib.backup.rows import BackupRow
-from homelab_lib.backup.targets import Located, Target, locate_volume
+from homelab_lib.backup.targets import Located, VolumeTarget, locate_volume
 from homelab_lib.core.clock import SYSTEM
 from homelab_lib.core.errors import (
     CheckFailed,
@@ -114,7 +114,7 @@ def make(engine: Any, image: str, host: DockerHost) -> Make:
         files: dict[str, bytes], *, hook: str = "none", command: str = "", service_image: str = "", env: Any = ()
     ) -> Located:
         stack = f"bk{uuid.uuid4().hex[:6]}"
-        target = Target(
+        target = VolumeTarget(
             "docker", VM, stack, "app", "data", 24.0, ServiceBackup(hook=hook), service_image or image, "/data",
             tuple(env),
         )  # fmt: skip
@@ -370,7 +370,7 @@ def test_a_backup_older_than_its_rpo_is_a_violation_and_fails_after_the_report(
     never = make(some_files())
     volumes.backup_target(restic, fresh)
     volumes.backup_target(restic, stale)
-    stale_target = Target(**{**stale.target.__dict__, "rpo_hours": 0.5})
+    stale_target = VolumeTarget(**{**stale.target.__dict__, "rpo_hours": 0.5})
     targets = [fresh.target, stale_target, never.target]
     tested = volumes.restore_test(restic, fresh, scratch_root=f"/var/tmp/hb-{RUN}")
     later = datetime.now(UTC) + timedelta(hours=1)

@@ -1,7 +1,7 @@
 """Runbook 06's report over every layer: the table, the charts, the Prometheus textfile, the verdict.
 
 Every layer's rows are one type, :class:`~homelab_lib.backup.rows.BackupRow` (:func:`volume_rows`
-here for Docker volumes and PVCs; :func:`homelab_lib.backup.proxmox.rows` for the VMs' vzdump
+here for Docker volumes and PVCs; :func:`homelab_lib.backup.vzdump.rows` for the VMs' vzdump
 backups). :func:`frame` puts them in one DataFrame (:data:`COLUMNS`), violations first;
 :func:`plot_age_vs_rpo` and :func:`plot_repository_size` draw the charts; :func:`write_textfile`
 writes ``homelab_backup_age_seconds``, ``homelab_backup_rpo_seconds`` and
@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from homelab_lib.backup.restic import Snapshot
 from homelab_lib.backup.rows import COLUMNS, BackupRow
-from homelab_lib.backup.targets import Target
+from homelab_lib.backup.targets import VolumeTarget
 from homelab_lib.backup.volumes import RestoreResult
 from homelab_lib.core.errors import BackupError, ConfigError, Problem, RestoreTestFailed, RpoViolated
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 def volume_rows(
-    targets: Sequence[Target],
+    targets: Sequence[VolumeTarget],
     latest: Mapping[tuple[str, str, str, str, str], Snapshot],
     now: datetime,
     *,

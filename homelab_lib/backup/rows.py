@@ -1,6 +1,6 @@
 """The row of runbook 06's report: one backup target, on any layer.
 
-Every layer makes :class:`BackupRow` (the Proxmox layer :func:`homelab_lib.backup.proxmox.rows`, Docker
+Every layer makes :class:`BackupRow` (the Proxmox layer :func:`homelab_lib.backup.vzdump.rows`, Docker
 volumes and PVCs :func:`homelab_lib.backup.report.volume_rows`) and the report
 (:func:`homelab_lib.backup.report.frame`) takes them all, :data:`COLUMNS` in that order. The row lives
 here, apart from the report, so that a layer makes its rows without loading pandas and matplotlib.

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from homelab_lib.backup.report import record_size, volume_rows
 from homelab_lib.backup.restic import Repository, Restic, Snapshot, shown
 from homelab_lib.backup.rows import BackupRow
-from homelab_lib.backup.targets import Located, Target, docker_targets, k3s_targets, locate_pvc, locate_volume
+from homelab_lib.backup.targets import Located, VolumeTarget, docker_targets, k3s_targets, locate_pvc, locate_volume
 from homelab_lib.backup.volumes import (
     BackupResult,
     CheckResult,
@@ -72,7 +72,7 @@ if TYPE_CHECKING:
 Key = tuple[str, str, str, str, str]
 
 
-def key_of(t: Target) -> Key:
+def key_of(t: VolumeTarget) -> Key:
     return (t.layer, t.host, t.stack, t.service, t.volume)
 
 
@@ -104,7 +104,7 @@ class BackupDesired:
         sample_percent: ``restic check --read-data-subset`` at verify (0: metadata only; None: no check).
     """
 
-    targets: tuple[Target, ...]
+    targets: tuple[VolumeTarget, ...]
     repository: Repository
     scratch: str
     restore_test: bool = True
@@ -229,7 +229,7 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
             raise BackupError("no Docker VM and no target: nowhere to run restic", where="backup")
         return hosts[0]
 
-    def locate(self, t: Target) -> tuple[Located, Any]:
+    def locate(self, t: VolumeTarget) -> tuple[Located, Any]:
         """The target's folder, and the client its hook acts through (docker SDK for a volume, Kube for a PVC)."""
         if t.layer == "docker":
             host = self.host(t.host)
@@ -242,7 +242,7 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
 
     def desired(self) -> BackupDesired:
         """The targets: the stacks' volumes (inventory) and the K3s services' PVCs (read from the cluster)."""
-        targets: list[Target] = []
+        targets: list[VolumeTarget] = []
         if "docker" in self.layers:
             targets += docker_targets(self.inv)
         if "k3s" in self.layers and self.inv.k3s is not None:

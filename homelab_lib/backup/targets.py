@@ -1,6 +1,6 @@
 """What is backed up: every Docker volume of the stacks and every PVC of the K3s services.
 
-A :class:`Target` is a name and tags; :func:`docker_targets` lists them from the inventory.
+A :class:`VolumeTarget` is a name and tags; :func:`docker_targets` lists them from the inventory.
 :func:`locate_volume` and :func:`locate_pvc` find where each one's data is: a folder on a host
 reached by SSH (a Docker volume's ``Mountpoint`` by the engine's API; a PVC's PersistentVolume
 ``spec.hostPath.path`` or ``spec.local.path`` on the K3s VM, by the Kubernetes API). From there
@@ -23,7 +23,7 @@ Layer = Literal["docker", "k3s"]
 
 
 @dataclass(frozen=True)
-class Target:
+class VolumeTarget:
     """One Docker volume or PVC to back up.
 
     Attributes:
@@ -87,7 +87,7 @@ class Located:
         container: the id of the service's running container ('' for none, and for PVCs).
     """
 
-    target: Target
+    target: VolumeTarget
     folder: str
     container: str = ""
 
@@ -97,7 +97,7 @@ def rpo_of(inv: Inventory, service: str) -> float:
     return inv.backups.rpo_hours.get(service, inv.backups.default_rpo_hours)
 
 
-def docker_targets(inv: Inventory, *, services: Iterable[str] = ()) -> list[Target]:
+def docker_targets(inv: Inventory, *, services: Iterable[str] = ()) -> list[VolumeTarget]:
     """Every named volume of every stack's services on every Docker host (or of ``services`` only)."""
     only = set(services)
     out = []
@@ -109,7 +109,7 @@ def docker_targets(inv: Inventory, *, services: Iterable[str] = ()) -> list[Targ
                 svc = inv.services[svc_name]
                 for vol, mount in sorted(svc.volumes.items()):
                     out.append(
-                        Target(
+                        VolumeTarget(
                             "docker",
                             vm.name,
                             stack,
@@ -125,7 +125,7 @@ def docker_targets(inv: Inventory, *, services: Iterable[str] = ()) -> list[Targ
     return out
 
 
-def k3s_targets(inv: Inventory, kube: Kube) -> list[Target]:
+def k3s_targets(inv: Inventory, kube: Kube) -> list[VolumeTarget]:
     """The PVCs of each K3s service's namespace (the service's name), as the cluster has them now.
 
     A service whose catalog names a hook is backed up stopped on K3s (``stop``: its workloads that
@@ -143,7 +143,7 @@ def k3s_targets(inv: Inventory, kube: Kube) -> list[Target]:
         for pvc in kube.list("v1", "PersistentVolumeClaim", namespace=svc_name):
             name = str(pvc["metadata"]["name"])
             image = svc.image if svc is not None else ""
-            out.append(Target("k3s", vm, svc_name, svc_name, name, rpo_of(inv, svc_name), hook, image))
+            out.append(VolumeTarget("k3s", vm, svc_name, svc_name, name, rpo_of(inv, svc_name), hook, image))
     return out
 
 
@@ -152,13 +152,12 @@ def _engine_error(e: BaseException, where: str) -> BackupError:
 
 
 def _table() -> ErrorTable[str]:
-    import docker
-    import requests
+    from homelab_lib.hosts.docker import sdk_errors
 
-    return {docker.errors.DockerException: _engine_error, requests.RequestException: _engine_error}
+    return sdk_errors(_engine_error)
 
 
-def locate_volume(engine: Any, target: Target, *, where: str) -> Located:
+def locate_volume(engine: Any, target: VolumeTarget, *, where: str) -> Located:
     """Where a Docker volume's data is on its host, and the service's running container (docker SDK).
 
     Args:
@@ -169,14 +168,14 @@ def locate_volume(engine: Any, target: Target, *, where: str) -> Located:
     Raises:
         BackupError: the volume does not exist (the stack was never deployed).
     """
-    import docker
+    from homelab_lib.hosts.docker import is_not_found
 
     at = f"{where}, volume {target.volume_name}"
     try:
         with mapped(_table(), where=at):
             volume = engine.volumes.get(target.volume_name)
     except BackupError as e:
-        if isinstance(e.__cause__, docker.errors.NotFound):
+        if is_not_found(e.__cause__):
             raise BackupError(
                 f"target {target.name}: the volume {target.volume_name} does not exist",
                 where=at,
@@ -191,7 +190,7 @@ def locate_volume(engine: Any, target: Target, *, where: str) -> Located:
     return Located(target, str(volume.attrs["Mountpoint"]), containers[0].id if containers else "")
 
 
-def locate_pvc(kube: Kube, target: Target) -> Located:
+def locate_pvc(kube: Kube, target: VolumeTarget) -> Located:
     """Where a PVC's data is on the K3s VM: its bound PersistentVolume's ``hostPath``/``local`` path.
 
     Raises:

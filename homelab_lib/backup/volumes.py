@@ -37,7 +37,7 @@ from typing import Any
 
 from homelab_lib.backup.hooks import DUMP_FILE, DUMP_FOLDER, HookContext, backup_folder, hook_for
 from homelab_lib.backup.restic import EMPTY_MARKER, Restic, Snapshot
-from homelab_lib.backup.targets import Located, Target
+from homelab_lib.backup.targets import Located, VolumeTarget
 from homelab_lib.core.clock import SYSTEM, Clock
 from homelab_lib.core.errors import (
     BackupError,
@@ -67,7 +67,7 @@ class BackupResult:
         manifest_sha256: the hash of the stored manifest's text.
     """
 
-    target: Target
+    target: VolumeTarget
     snapshot: str
     manifest_snapshot: str
     time: datetime
@@ -107,7 +107,7 @@ class RestoreResult:
         db: the database check (None when the target has none).
     """
 
-    target: Target
+    target: VolumeTarget
     snapshot: str
     time: datetime
     ok: bool
@@ -117,7 +117,7 @@ class RestoreResult:
     db: DbCheck | None = None
 
 
-def _where(restic: Restic, target: Target) -> str:
+def _where(restic: Restic, target: VolumeTarget) -> str:
     return f"{restic.host.where}, target {target.name}"
 
 
@@ -215,7 +215,7 @@ def backup_target(
     )
 
 
-def latest(restic: Restic, target: Target) -> Snapshot | None:
+def latest(restic: Restic, target: VolumeTarget) -> Snapshot | None:
     """The target's latest data snapshot (None when it has none)."""
     snaps = restic.snapshots({**target.tags, "kind": "data"})
     return snaps[-1] if snaps else None
@@ -232,7 +232,7 @@ def latest_by_target(restic: Restic) -> dict[tuple[str, str, str, str, str], Sna
     return out
 
 
-def stored_manifest(restic: Restic, target: Target, snapshot: Snapshot | str) -> Manifest:
+def stored_manifest(restic: Restic, target: VolumeTarget, snapshot: Snapshot | str) -> Manifest:
     """The manifest stored with a data snapshot (found and read by one ``restic dump --tag ... latest``).
 
     Raises:
@@ -373,7 +373,7 @@ def _tag_list(tags: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
-def database_check(engine: Any, target: Target, dump: str, *, timeout_s: float, clock: Clock = SYSTEM) -> DbCheck:
+def database_check(engine: Any, target: VolumeTarget, dump: str, *, timeout_s: float, clock: Clock = SYSTEM) -> DbCheck:
     """Load a restored ``pg_dumpall`` into a scratch container of the service's image; run the catalog's query.
 
     The scratch container has no network, mounts the dump read-only, runs with local trust

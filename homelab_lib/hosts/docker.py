@@ -15,6 +15,8 @@ mode does (its ``SSHConnectionPool``), just with our checked client.
 
 One :class:`DockerHost` per host carries Compose commands (exec), the project
 folder (SFTP) and the docker SDK (dial-stdio channels).
+Code above reaches the SDK's exceptions through :func:`sdk_errors` (an error table)
+and :func:`is_not_found`, without importing the SDK itself.
 """
 
 from __future__ import annotations
@@ -34,7 +36,16 @@ import requests
 from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHHTTPAdapter
 
-from homelab_lib.core.errors import ComposeError, ComposeMissing, EngineUnreachable, ErrorTable, SshError, mapped
+from homelab_lib.core.errors import (
+    ComposeError,
+    ComposeMissing,
+    EngineUnreachable,
+    ErrorTable,
+    SshError,
+    Translate,
+    W,
+    mapped,
+)
 from homelab_lib.hosts.ssh import CommandResult as CommandResult  # re-exported: where it used to live
 from homelab_lib.hosts.ssh import SshTarget, connect, run_command, sftp_makedirs
 from homelab_lib.inventory.model import NAME
@@ -79,6 +90,20 @@ ENGINE_ERRORS: ErrorTable[DockerHost] = MappingProxyType(
         OSError: _engine,
     }
 )
+
+
+def sdk_errors(translate: Translate[W]) -> ErrorTable[W]:
+    """An error table that hands every failure of the docker SDK (and of its HTTP transport) to translate.
+
+    For code above this module that calls the SDK through :meth:`DockerHost.docker` and raises an error
+    of its own (the SDK is imported only here).
+    """
+    return MappingProxyType({docker.errors.DockerException: translate, requests.RequestException: translate})
+
+
+def is_not_found(error: BaseException | None) -> bool:
+    """True if error is the docker SDK's 404: no such volume, container, image or network."""
+    return isinstance(error, docker.errors.NotFound)
 
 
 STACK_NAME = re.compile(NAME)

@@ -103,7 +103,7 @@ def test_console_script_is_installed() -> None:
 
 
 def _wheel(project: Path, out: Path) -> Path:
-    """Build the wheel of the distribution whose pyproject.toml is in ``project`` (no download: this venv's setuptools)."""
+    """Build the wheel of the distribution in ``project`` (no download: this venv's setuptools)."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(project)],
         check=True,

@@ -12,10 +12,10 @@ Design points:
   (``exporters``) may repeat across hosts and the audit log names one project each.
 - **Published ports** bind to the VM's own address (``vm.address``), never 0.0.0.0.
 - **Labels** ``homelab.homelab``, ``homelab.host``, ``homelab.stack``,
-  ``homelab.service`` and ``homelab.config-hash`` mark every container, so drift is
-  scoped to its host and a change is found by comparing hashes with what runs.
-  The hash covers each secret's current value (salted, never stored), so a rotated
-  secret redeploys the services that use it.
+  ``homelab.service`` and ``homelab.config-hash`` (named in :mod:`homelab_lib.hosts.labels`)
+  mark every container, so drift is scoped to its host and a change is found by
+  comparing hashes with what runs. The hash covers each secret's current value
+  (salted, never stored), so a rotated secret redeploys the services that use it.
 - **Shared proxy network**: on a host that runs the reverse proxy (a catalog service
   with ``reverse_proxy: true``, traefik), the proxy and every service of that host
   with a ``proxy:`` sub-domain join the external network ``homelab-proxy``, which
@@ -41,10 +41,9 @@ import yaml
 
 from homelab_lib.core.errors import ConfigError, NotFound, Problem
 from homelab_lib.core.secrets import SecretRef, UnresolvedSecret
+from homelab_lib.hosts.labels import HASH_LABEL, HOMELAB_LABEL, HOST_LABEL, SERVICE_LABEL, STACK_LABEL
 from homelab_lib.inventory.model import Healthcheck, Inventory, Vm
 
-LABEL = "homelab"
-HASH_LABEL = f"{LABEL}.config-hash"
 REMOTE_ROOT = "homelab/compose"  # on a real host: relative to the SSH user's home
 COMPOSE_FILE = "compose.yaml"
 SECRETS_DIR = "secrets"
@@ -330,10 +329,10 @@ def _service(
             labels["traefik.docker.network"] = PROXY_NETWORK
     labels.update(
         {
-            f"{LABEL}.homelab": inv.name,
-            f"{LABEL}.host": vm.name,
-            f"{LABEL}.stack": stack,
-            f"{LABEL}.service": name,
+            HOMELAB_LABEL: inv.name,
+            HOST_LABEL: vm.name,
+            STACK_LABEL: stack,
+            SERVICE_LABEL: name,
         }
     )
     secret_digests = {s.name: _secret_digest(inv.name, name, s.name, s.ref) for s in secret_files}
@@ -374,7 +373,7 @@ def render_stack(inv: Inventory, vm: Vm, stack: str, problems: list[Problem]) ->
         secret_files.extend(files)
         networks.update(dict.fromkeys(joined))
         for vol in inv.services[svc_name].volumes:
-            volumes[f"{svc_name}-{vol}"] = {"labels": {f"{LABEL}.host": vm.name, f"{LABEL}.stack": stack}}
+            volumes[f"{svc_name}-{vol}"] = {"labels": {HOST_LABEL: vm.name, STACK_LABEL: stack}}
     doc: dict[str, Any] = {"name": name, "services": services}
     if volumes:
         doc["volumes"] = volumes

@@ -14,7 +14,9 @@ running ``docker system dial-stdio`` on the host, exactly as docker-py's paramik
 mode does (its ``SSHConnectionPool``), just with our checked client.
 
 One :class:`DockerHost` per host carries Compose commands (exec), the project
-folder (SFTP) and the docker SDK (dial-stdio channels).
+folder (SFTP) and the docker SDK (dial-stdio channels). This is the one module of
+homelab_lib that imports the docker SDK: what the others need of it (its error
+classes, :data:`ENGINE_ERRORS`) they import from here.
 """
 
 from __future__ import annotations
@@ -35,12 +37,16 @@ from docker.transport.basehttpadapter import BaseHTTPAdapter
 from docker.transport.sshconn import SSHHTTPAdapter
 
 from homelab_lib.core.errors import ComposeError, ComposeMissing, EngineUnreachable, ErrorTable, SshError, mapped
+from homelab_lib.hosts.labels import NETWORK_LABEL, STACK_LABEL
 from homelab_lib.hosts.ssh import CommandResult as CommandResult  # re-exported: where it used to live
 from homelab_lib.hosts.ssh import SshTarget, connect, run_command, sftp_makedirs
 from homelab_lib.inventory.model import NAME
 
 COMMAND_TIMEOUT_S = 300.0
 DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
+#: The docker SDK's root error, and its "no such object" (a container removed between list and inspect).
+DockerException = docker.errors.DockerException
+DockerNotFound = docker.errors.NotFound
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,7 @@ def _engine(e: BaseException, host: DockerHost) -> EngineUnreachable:
 #: The Docker Engine boundary (the docker SDK over dial-stdio): any failure -> EngineUnreachable, in the host's words.
 ENGINE_ERRORS: ErrorTable[DockerHost] = MappingProxyType(
     {
-        docker.errors.DockerException: _engine,
+        DockerException: _engine,
         requests.RequestException: _engine,
         paramiko.SSHException: _engine,
         OSError: _engine,
@@ -269,8 +275,8 @@ class DockerHost:
                 f"refusing to remove {folder!r}: not a project folder (.../compose/<vm>-<stack>, "
                 "no '.' or '..' parts); it was named from a stack name that is not one",
                 where=self.where,
-                hint="a container's homelab.stack label is not an inventory name; look at the containers of "
-                "this host (docker ps -a --filter label=homelab.stack) before removing anything by hand",
+                hint=f"a container's {STACK_LABEL} label is not an inventory name; look at the containers of "
+                f"this host (docker ps -a --filter label={STACK_LABEL}) before removing anything by hand",
             )
         self.run(f"rm -rf -- {shlex.quote(folder)}", timeout=60)
 
@@ -297,7 +303,7 @@ class DockerHost:
         with mapped(ENGINE_ERRORS, where=self):
             if any(n.name == name for n in client.networks.list(names=[name])):
                 return False
-            client.networks.create(name, driver="bridge", labels={"homelab.network": name})
+            client.networks.create(name, driver="bridge", labels={NETWORK_LABEL: name})
         return True
 
     def docker(self) -> DockerClient:

@@ -194,6 +194,13 @@ class DockerHost:
         """
         return run_command(self._ssh, command, timeout=timeout, where=self.where, stdin=stdin)
 
+    def open_sftp(self) -> paramiko.SFTPClient:
+        """A new SFTP session on this host's SSH connection.
+
+        The caller closes it and translates its errors (paramiko's and the socket's, as :data:`SSH_ERRORS` does).
+        """
+        return self._ssh.open_sftp()
+
     def put_files(
         self, folder: str, files: Mapping[str, tuple[bytes, int]], *, private_dirs: tuple[str, ...] = ()
     ) -> int:
@@ -209,7 +216,7 @@ class DockerHost:
         """
         written = 0
         with mapped(SSH_ERRORS, where=Doing(self.where, "SFTP", "enable the sftp subsystem in sshd_config")):
-            sftp = self._ssh.open_sftp()
+            sftp = self.open_sftp()
         copying = Doing(
             self.where, f"copying the project to {folder}", "may the SSH user write there? is the disk full?"
         )
@@ -239,7 +246,7 @@ class DockerHost:
         """
         written = 0
         with mapped(SSH_ERRORS, where=Doing(self.where, "SFTP", "enable the sftp subsystem in sshd_config")):
-            sftp = self._ssh.open_sftp()
+            sftp = self.open_sftp()
         seeding = Doing(self.where, "seeding bind folders", "may the SSH user write there? is the disk full?")
         with contextlib.closing(sftp), mapped(SSH_ERRORS, where=seeding):
             for path, data in sorted(files.items()):

@@ -32,6 +32,7 @@ from homelab_lib import monitoring
 from homelab_lib.core import contract
 from homelab_lib.core.errors import MonitoringConfigRejected, SshError
 from homelab_lib.core.secrets import SecretRef
+from homelab_lib.hosts.docker import DockerHost, HostPool
 from homelab_lib.hosts.ssh import SshTarget, connect
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.monitoring import MonitoringAdapter, PrometheusApi, Settings
@@ -76,9 +77,10 @@ class World:
     exporters: dict[str, Any]
     hooked: Hooked
     prometheus: PrometheusApi
+    hosts: HostPool  # the "monitoring VM", connected once for every adapter of this module
 
     def adapter(self) -> MonitoringAdapter:
-        return MonitoringAdapter(self.inv, settings=FAST, targets={"docker-a": self.ssh}, settle_timeout_s=60)
+        return MonitoringAdapter(self.inv, settings=FAST, hosts=self.hosts, settle_timeout_s=60)
 
 
 def _sshd(d: Path) -> tuple[subprocess.Popen[bytes], SshTarget, int]:
@@ -175,6 +177,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     procs: dict[str, subprocess.Popen[bytes]] = {}
     exporters: dict[str, Any] = {}
     hooked = Hooked()
+    hosts = HostPool()
 
     class Hook(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -230,8 +233,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         wait_for("alertmanager", PrometheusApi(f"http://{VM}:9093").ready)
         for name, proc in procs.items():
             assert proc.poll() is None, f"{name} exited: {(logs / f'{name}.log').read_text()[-2000:]}"
-        yield World(tmp, inv, target, procs, exporters, hooked, api)
+        hosts["docker-a"] = DockerHost.open(target)
+        yield World(tmp, inv, target, procs, exporters, hooked, api, hosts)
     finally:
+        hosts.close()
         receiver.shutdown()
         for server in exporters.values():
             server.shutdown()
@@ -338,7 +343,7 @@ def test_a_file_with_a_secret_is_readable_by_the_containers_group_only(world: Wo
 
 def test_a_rejected_config_copies_nothing(world: World) -> None:
     bad = MonitoringAdapter(world.inv, settings=Settings(alert_for={"TargetDown": "whenever"}),
-                            targets={"docker-a": world.ssh})  # fmt: skip
+                            hosts=world.hosts)  # fmt: skip
     rules = world.tmp / "vm" / "prometheus" / "rules" / "homelab.yml"
     before = rules.read_text()
     try:
@@ -405,7 +410,6 @@ def test_a_stopped_exporter_is_down_and_its_alert_reaches_the_webhook(world: Wor
 def test_the_catalog_seeds_a_first_config_that_runbook_07_then_replaces(world: World) -> None:
     """02 seeds Prometheus's and Alertmanager's folders (so they start before 07); a seed never overwrites."""
     from homelab_lib import compose
-    from homelab_lib.hosts.docker import DockerHost
 
     fresh = world.tmp / "fresh"
     inv = world.inv.model_copy(

@@ -10,9 +10,10 @@ A runbook, on the contract (:mod:`homelab_lib.core.contract`) as every adapter::
     verified = runbook.verify(desired, result)  # status per service, health probes
     runbook.close()
 
-Modules: :mod:`.render`, :mod:`.validate`, :mod:`.transport` (SSH + SDK),
-:mod:`.observe`, :mod:`.drift` (the plan), :mod:`.deploy`, :mod:`.verify`,
-:mod:`.runbook` (the adapter). Their functions stay public: they are pure or read-only.
+Modules: :mod:`.render`, :mod:`.validate`, :mod:`.observe`, :mod:`.drift` (the plan),
+:mod:`.deploy`, :mod:`.verify`, :mod:`.runbook` (the adapter). Their functions stay public:
+they are pure or read-only. SSH and the docker SDK: :mod:`homelab_lib.hosts.docker`; the
+names of the labels on what runs: :mod:`homelab_lib.hosts.labels`.
 """
 
 from homelab_lib.compose.deploy import UP_ERRORS, carry_out, project_folder

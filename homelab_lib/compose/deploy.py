@@ -35,7 +35,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import docker
 import requests
 
 from homelab_lib.compose.observe import Container, HostState, normal_image, observe
@@ -56,14 +55,14 @@ from homelab_lib.core.errors import (
 from homelab_lib.core.plan import Action, Change, Plan
 from homelab_lib.core.progress import Progress
 from homelab_lib.core.secrets import Redactor
-from homelab_lib.hosts.docker import ENGINE_ERRORS, CommandResult, DockerHost
+from homelab_lib.hosts.docker import ENGINE_ERRORS, CommandResult, DockerException, DockerHost
+from homelab_lib.hosts.labels import COMPOSE_PROJECT, COMPOSE_WORKING_DIR
 
 HEALTH_TIMEOUT_S = 180.0
 UP_TIMEOUT_S = 600.0
 PULL_TIMEOUT_S = 900.0
 POLL_S = 0.5
 LOG_LINES = 10
-WORKING_DIR = "com.docker.compose.project.working_dir"
 PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # Compose's own rule for project names
 
 States = dict[tuple[str, str, str], str]
@@ -203,7 +202,7 @@ class _StackRun:
         try:
             raw = self.host.docker().api.logs(c.id, tail=LOG_LINES, stdout=True, stderr=True)
             logs = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
-        except (docker.errors.DockerException, requests.RequestException, OSError) as e:
+        except (DockerException, requests.RequestException, OSError) as e:
             logs = f"(logs unavailable: {e})"
         health = "\n".join(c.health_log) or "(no health probe has run)"
         return Unhealthy(
@@ -265,8 +264,8 @@ def project_folder(host: DockerHost, project: str) -> str | None:
     if not PROJECT_NAME.match(project):
         return None
     with mapped(ENGINE_ERRORS, where=host):
-        found = host.docker().api.containers(all=True, filters={"label": f"com.docker.compose.project={project}"})
-    folders = {str((c.get("Labels") or {}).get(WORKING_DIR) or "") for c in found}
+        found = host.docker().api.containers(all=True, filters={"label": f"{COMPOSE_PROJECT}={project}"})
+    folders = {str((c.get("Labels") or {}).get(COMPOSE_WORKING_DIR) or "") for c in found}
     if len(folders) != 1:
         return None
     (folder,) = folders

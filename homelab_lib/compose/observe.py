@@ -13,15 +13,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import docker
-
-from homelab_lib.compose.render import HASH_LABEL, LABEL, Project
+from homelab_lib.compose.render import Project
 from homelab_lib.core.errors import EngineUnreachable, mapped
-from homelab_lib.hosts.docker import ENGINE_ERRORS, DockerClient, DockerHost
+from homelab_lib.hosts.docker import ENGINE_ERRORS, DockerClient, DockerHost, DockerNotFound
+from homelab_lib.hosts.labels import (
+    COMPOSE_PROJECT,
+    HASH_LABEL,
+    HOMELAB_LABEL,
+    HOST_LABEL,
+    SERVICE_LABEL,
+    STACK_LABEL,
+)
 
 DEFAULT_REGISTRY = "docker.io"
-COMPOSE_PROJECT = "com.docker.compose.project"
-COMPOSE_SERVICE = "com.docker.compose.service"
 
 
 def normal_image(ref: str) -> str:
@@ -180,10 +184,10 @@ def _container(summary: Mapping[str, Any], attrs: Mapping[str, Any] | None) -> C
     base = dict(
         id=str(summary["Id"]),
         name=str(names[0]).lstrip("/"),
-        homelab=labels.get(f"{LABEL}.homelab", ""),
-        host=labels.get(f"{LABEL}.host", ""),
-        stack=labels.get(f"{LABEL}.stack", ""),
-        service=labels.get(f"{LABEL}.service", ""),
+        homelab=labels.get(HOMELAB_LABEL, ""),
+        host=labels.get(HOST_LABEL, ""),
+        stack=labels.get(STACK_LABEL, ""),
+        service=labels.get(SERVICE_LABEL, ""),
         project=labels.get(COMPOSE_PROJECT, ""),
         config_hash=labels.get(HASH_LABEL, ""),
         image=str(summary.get("Image", "")),
@@ -225,12 +229,12 @@ def observe_client(host: str, client: DockerClient, homelab: str) -> HostState:
     containers = []
     for s in summaries:
         labels = s.get("Labels") or {}
-        mine = labels.get(f"{LABEL}.homelab") == homelab and labels.get(f"{LABEL}.host") == host
+        mine = labels.get(HOMELAB_LABEL) == homelab and labels.get(HOST_LABEL) == host
         attrs = None
         if mine:
             try:
                 attrs = api.inspect_container(s["Id"])
-            except docker.errors.NotFound:
+            except DockerNotFound:
                 continue  # removed between list and inspect
         containers.append(_container(s, attrs))
     images: dict[str, str] = {}

@@ -12,10 +12,10 @@ Design points:
   (``exporters``) may repeat across hosts and the audit log names one project each.
 - **Published ports** bind to the VM's own address (``vm.address``), never 0.0.0.0.
 - **Labels** ``homelab.homelab``, ``homelab.host``, ``homelab.stack``,
-  ``homelab.service`` and ``homelab.config-hash`` mark every container, so drift is
-  scoped to its host and a change is found by comparing hashes with what runs.
-  The hash covers each secret's current value (salted, never stored), so a rotated
-  secret redeploys the services that use it.
+  ``homelab.service`` and ``homelab.config-hash`` (named in :mod:`homelab_lib.hosts.labels`)
+  mark every container, so drift is scoped to its host and a change is found by
+  comparing hashes with what runs. The hash covers each secret's current value
+  (salted, never stored), so a rotated secret redeploys the services that use it.
 - **Shared proxy network**: on a host that runs the reverse proxy (a catalog service
   with ``reverse_proxy: true``, traefik), the proxy and every service of that host
   with a ``proxy:`` sub-domain join the external network ``homelab-proxy``, which
@@ -41,10 +41,9 @@ import yaml
 
 from homelab_lib.core.errors import ConfigError, NotFound, Problem
 from homelab_lib.core.secrets import SecretRef, UnresolvedSecret
+from homelab_lib.hosts.labels import HASH_LABEL, HOMELAB_LABEL, HOST_LABEL, SERVICE_LABEL, STACK_LABEL
 from homelab_lib.inventory.model import Healthcheck, Inventory, Vm
 
-LABEL = "homelab"
-HASH_LABEL = f"{LABEL}.config-hash"
 REMOTE_ROOT = "homelab/compose"  # on a real host: relative to the SSH user's home
 COMPOSE_FILE = "compose.yaml"
 SECRETS_DIR = "secrets"
@@ -222,15 +221,9 @@ def proxy_hosts(inv: Inventory) -> dict[str, int]:
     return found
 
 
-def _service(
-    inv: Inventory, vm: Vm, stack: str, name: str, proxy_port: int | None, problems: list[Problem]
-) -> tuple[dict[str, Any], DesiredService, list[SecretFile], tuple[str, ...]]:
+def _publish(out: dict[str, Any], inv: Inventory, vm: Vm, name: str) -> tuple[PublishedPort, ...]:
+    """The service's published ports, bound to the VM's address (or its host networking)."""
     svc = inv.services[name]
-    where = _source(inv)
-    out: dict[str, Any] = {"image": svc.image, "restart": svc.restart}
-    if svc.command:
-        out["command"] = [_escape(part.replace("{address}", vm.address)) for part in svc.command]
-
     ports = tuple(
         PublishedPort(vm.address, p.published, p.container, p.protocol)
         for p in sorted(svc.ports, key=lambda p: (p.container, p.protocol))
@@ -242,13 +235,14 @@ def _service(
         ports = tuple(PublishedPort(vm.address, p.container, p.container, p.protocol) for p in ports)
     elif ports:
         out["ports"] = [f"{p.address}:{p.published}:{p.container}/{p.protocol}" for p in ports]
+    return ports
 
-    networks: tuple[str, ...] = ()
-    behind_proxy = proxy_port is not None and (svc.reverse_proxy or bool(svc.proxy and svc.ports))
-    if behind_proxy and svc.network_mode != "host":
-        networks = (PROXY_NETWORK,)
-        out["networks"] = ["default", PROXY_NETWORK]
 
+def _environment(
+    out: dict[str, Any], inv: Inventory, vm: Vm, stack: str, name: str, problems: list[Problem]
+) -> list[SecretFile]:
+    """The plain environment, and each secret as a file whose path is in ``<NAME>_FILE`` (by reference)."""
+    svc = inv.services[name]
     env = {k: _escape(v) for k, v in sorted(svc.environment.items())}
     secret_files: list[SecretFile] = []
     for sname, spec in sorted(svc.secrets.items()):
@@ -259,7 +253,7 @@ def _service(
             if spec.required:
                 problems.append(
                     Problem(
-                        where,
+                        _source(inv),
                         0,
                         f"services.{name}.secrets.{sname}.ref (stack {stack} on {vm.name})",
                         f"service {name} needs secret {sname}; give a reference in the parameters "
@@ -273,11 +267,12 @@ def _service(
         out["environment"] = env
     if secret_files:
         out["secrets"] = [s.name for s in secret_files]
+    return secret_files
 
-    hc = svc.healthcheck
-    if hc is not None:
-        out["healthcheck"] = _healthcheck(hc, vm.address)
 
+def _volumes(out: dict[str, Any], inv: Inventory, name: str) -> None:
+    """Named volumes (``<service>-<volume>``) and bind mounts (host folders created when missing)."""
+    svc = inv.services[name]
     volumes: list[dict[str, Any]] = [
         {"type": "volume", "source": f"{name}-{vol}", "target": target} for vol, target in sorted(svc.volumes.items())
     ]
@@ -294,9 +289,10 @@ def _service(
     if volumes:
         out["volumes"] = volumes
 
-    if svc.devices:
-        out["devices"] = [f"{d}:{d}" for d in sorted(svc.devices)]
 
+def _limits(out: dict[str, Any], inv: Inventory, vm: Vm, stack: str, name: str, problems: list[Problem]) -> None:
+    """Memory and cpu limits; a service asking more cpus than its VM has is a problem."""
+    svc = inv.services[name]
     limits: dict[str, Any] = {}
     if svc.resources.memory_mib:
         limits["memory"] = f"{svc.resources.memory_mib}M"
@@ -304,7 +300,7 @@ def _service(
         if svc.resources.cpus > vm.cores:
             problems.append(
                 Problem(
-                    where,
+                    _source(inv),
                     0,
                     f"services.{name}.resources.cpus (stack {stack} on {vm.name})",
                     f"service {name} asks {svc.resources.cpus:g} cpus but VM {vm.name} has {vm.cores} cores; "
@@ -315,6 +311,10 @@ def _service(
     if limits:
         out["deploy"] = {"resources": {"limits": limits}}
 
+
+def _labels(inv: Inventory, vm: Vm, stack: str, name: str, networks: tuple[str, ...]) -> dict[str, str]:
+    """The service's own labels, traefik's router when it has a ``proxy:`` sub-domain, and ours (no hash yet)."""
+    svc = inv.services[name]
     labels = {k: _escape(v) for k, v in svc.labels.items()}
     if svc.proxy and svc.ports:
         router = f"{vm.name}-{name}"
@@ -330,12 +330,45 @@ def _service(
             labels["traefik.docker.network"] = PROXY_NETWORK
     labels.update(
         {
-            f"{LABEL}.homelab": inv.name,
-            f"{LABEL}.host": vm.name,
-            f"{LABEL}.stack": stack,
-            f"{LABEL}.service": name,
+            HOMELAB_LABEL: inv.name,
+            HOST_LABEL: vm.name,
+            STACK_LABEL: stack,
+            SERVICE_LABEL: name,
         }
     )
+    return labels
+
+
+def _service(
+    inv: Inventory, vm: Vm, stack: str, name: str, proxy_port: int | None, problems: list[Problem]
+) -> tuple[dict[str, Any], DesiredService, list[SecretFile], tuple[str, ...]]:
+    """One service: its Compose definition, what the plan compares, the secrets it needs, the networks it joins.
+
+    The definition is built step by step (ports, networks, environment and secrets, healthcheck,
+    volumes, devices, limits, labels), then hashed with its secrets' digests into its config hash.
+    """
+    svc = inv.services[name]
+    out: dict[str, Any] = {"image": svc.image, "restart": svc.restart}
+    if svc.command:
+        out["command"] = [_escape(part.replace("{address}", vm.address)) for part in svc.command]
+    ports = _publish(out, inv, vm, name)
+
+    networks: tuple[str, ...] = ()
+    behind_proxy = proxy_port is not None and (svc.reverse_proxy or bool(svc.proxy and svc.ports))
+    if behind_proxy and svc.network_mode != "host":
+        networks = (PROXY_NETWORK,)
+        out["networks"] = ["default", PROXY_NETWORK]
+
+    secret_files = _environment(out, inv, vm, stack, name, problems)
+    hc = svc.healthcheck
+    if hc is not None:
+        out["healthcheck"] = _healthcheck(hc, vm.address)
+    _volumes(out, inv, name)
+    if svc.devices:
+        out["devices"] = [f"{d}:{d}" for d in sorted(svc.devices)]
+    _limits(out, inv, vm, stack, name, problems)
+
+    labels = _labels(inv, vm, stack, name, networks)
     secret_digests = {s.name: _secret_digest(inv.name, name, s.name, s.ref) for s in secret_files}
     digest = config_hash({**out, "labels": labels, "secrets": secret_digests})
     labels[HASH_LABEL] = digest
@@ -374,7 +407,7 @@ def render_stack(inv: Inventory, vm: Vm, stack: str, problems: list[Problem]) ->
         secret_files.extend(files)
         networks.update(dict.fromkeys(joined))
         for vol in inv.services[svc_name].volumes:
-            volumes[f"{svc_name}-{vol}"] = {"labels": {f"{LABEL}.host": vm.name, f"{LABEL}.stack": stack}}
+            volumes[f"{svc_name}-{vol}"] = {"labels": {HOST_LABEL: vm.name, STACK_LABEL: stack}}
     doc: dict[str, Any] = {"name": name, "services": services}
     if volumes:
         doc["volumes"] = volumes

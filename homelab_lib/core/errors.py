@@ -1,3 +1,12 @@
+# Why one file past the 800 lines the other modules keep to: the docstring below draws the whole
+# tree, and the classes follow it in the same order (tests/test_errors.py holds them to it), each a
+# few lines of docstring and, for some, an __init__ with the fields its message needs. A reader
+# checks the drawing against the classes in one place, as in httpx's _exceptions.py. A split would
+# not make a smaller concept: every part, the table machinery at the end included (``mapped`` lets
+# HomelabError through), stands on HomelabError, so re-exporting the parts from here would import
+# back into this module (a cycle tests/test_imports.py refuses), and the drawing would end up in
+# one file and the classes it draws in others. A new adapter's errors go here, under AdapterError,
+# drawn above in the order they are defined.
 """The one exception tree of homelab_lib.
 
 Every error says what failed, where (file:line, node, VM, service) and what to
@@ -31,6 +40,16 @@ passes through unchanged.
     ├── ManifestError               a checksum manifest could not be taken or read (folder, host, line)
     ├── AlertError                  an alert could not be delivered (the webhook URL is never shown)
     └── AdapterError                an outside system answered with an error
+        ├── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
+        │   ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
+        │   ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
+        │   ├── NodeUnreachable     a node is offline or unreachable (595) or the API cannot be reached
+        │   ├── QuorumLost          the cluster has no quorum: /etc/pve is read-only
+        │   ├── TaskFailed          a task ended in TASK ERROR; carries the task log's last lines
+        │   ├── TaskTimeout         a task did not end in time (it may still be running)
+        │   ├── AgentTimeout        a VM's QEMU guest agent never reported
+        │   ├── ProvisionConflict   the plan has conflicts; nothing was changed (also a PlanConflict)
+        │   └── ProvisionFailed     apply stopped; carries each failure and what was done
         ├── SshError                SSH to a VM failed: refused, timed out, login refused
         │   └── HostKeyRejected     the VM's host key is not the one known_hosts names (or none is)
         ├── ComposeError            a Compose stack could not be rendered, validated, deployed or verified
@@ -58,29 +77,19 @@ passes through unchanged.
         │   ├── K3sApiError         the Kubernetes API refused a request; carries the HTTP status
         │   │   ├── K3sAuthError    401/403: the kubeconfig's credentials are wrong, expired or lack rights
         │   │   └── K3sFieldConflict 409 on server-side apply: another field manager owns a field
-        │   ├── K3sNotReady         the API, the node or kube-system did not become ready in time
-        │   └── K3sRolloutFailed    a workload, Job or HelmChart did not get ready: names the pod, reason, events
+        │   ├── K3sRolloutFailed    a workload, Job or HelmChart did not get ready: names the pod, reason, events
+        │   └── K3sNotReady         the API, the node or kube-system did not become ready in time
         ├── MonitoringError         runbook 07: Prometheus/Alertmanager/Grafana config, deploy, reload, queries
         │   ├── MonitoringConfigRejected `promtool check config|rules` (or amtool) rejected a rendered file
         │   ├── PrometheusUnreachable Prometheus's or Alertmanager's HTTP API does not answer (or answers an error)
         │   └── ReloadFailed        POST /-/reload was refused: the server keeps its old config
-        ├── MigrateError            runbook 05: a service cannot be moved as asked, or failed at a checkpoint
-        │   ├── DependencyCycle     `service=all`: the services' dependencies form a cycle (named)
-        │   ├── MigrateRefused      the plan is refused (not enough space on the K3s VM...); nothing was changed
-        │   ├── CopyFailed          a volume's copy stream broke; a re-run resumes from the copy checkpoint
-        │   ├── ChecksumMismatch    the copy's manifest differs from the source's; names the paths
-        │   ├── RolledBack          a failure after the stop was rolled back: Compose runs again on unchanged data
-        │   └── RollbackFailed      the rollback itself failed; names what is left to do by hand
-        └── ProxmoxError            the Proxmox VE API refused or failed (node, vmid, VM, PVE's message)
-            ├── ProxmoxAuthError    token or password rejected, or TLS not verified against ca_file
-            ├── PermissionDenied    HTTP 403: the user or token lacks a privilege on a path
-            ├── NodeUnreachable     a node is offline or unreachable (595) or the API cannot be reached
-            ├── QuorumLost          the cluster has no quorum: /etc/pve is read-only
-            ├── TaskFailed          a task ended in TASK ERROR; carries the task log's last lines
-            ├── TaskTimeout         a task did not end in time (it may still be running)
-            ├── AgentTimeout        a VM's QEMU guest agent never reported
-            ├── ProvisionConflict   the plan has conflicts; nothing was changed (also a PlanConflict)
-            └── ProvisionFailed     apply stopped; carries each failure and what was done
+        └── MigrateError            runbook 05: a service cannot be moved as asked, or failed at a checkpoint
+            ├── DependencyCycle     `service=all`: the services' dependencies form a cycle (named)
+            ├── MigrateRefused      the plan is refused (not enough space on the K3s VM...); nothing was changed
+            ├── CopyFailed          a volume's copy stream broke; a re-run resumes from the copy checkpoint
+            ├── ChecksumMismatch    the copy's manifest differs from the source's; names the paths
+            ├── RolledBack          a failure after the stop was rolled back: Compose runs again on unchanged data
+            └── RollbackFailed      the rollback itself failed; names what is left to do by hand
 """
 
 from __future__ import annotations

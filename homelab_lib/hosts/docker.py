@@ -14,9 +14,9 @@ running ``docker system dial-stdio`` on the host, exactly as docker-py's paramik
 mode does (its ``SSHConnectionPool``), just with our checked client.
 
 One :class:`DockerHost` per host carries Compose commands (exec), the project
-folder (SFTP) and the docker SDK (dial-stdio channels).
-Code above reaches the SDK's exceptions through :func:`sdk_errors` (an error table)
-and :func:`is_not_found`, without importing the SDK itself.
+folder (SFTP) and the docker SDK (dial-stdio channels). This is the one module of
+homelab_lib that imports the docker SDK: what the others need of it (its error
+classes, :data:`ENGINE_ERRORS`, :func:`sdk_errors`, :func:`is_not_found`) they import from here.
 """
 
 from __future__ import annotations
@@ -46,12 +46,16 @@ from homelab_lib.core.errors import (
     W,
     mapped,
 )
+from homelab_lib.hosts.labels import NETWORK_LABEL, STACK_LABEL
 from homelab_lib.hosts.ssh import CommandResult as CommandResult  # re-exported: where it used to live
 from homelab_lib.hosts.ssh import SshTarget, connect, run_command, sftp_makedirs
 from homelab_lib.inventory.model import NAME
 
 COMMAND_TIMEOUT_S = 300.0
 DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
+#: The docker SDK's root error, and its "no such object" (a container removed between list and inspect).
+DockerException = docker.errors.DockerException
+DockerNotFound = docker.errors.NotFound
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def _engine(e: BaseException, host: DockerHost) -> EngineUnreachable:
 #: The Docker Engine boundary (the docker SDK over dial-stdio): any failure -> EngineUnreachable, in the host's words.
 ENGINE_ERRORS: ErrorTable[DockerHost] = MappingProxyType(
     {
-        docker.errors.DockerException: _engine,
+        DockerException: _engine,
         requests.RequestException: _engine,
         paramiko.SSHException: _engine,
         OSError: _engine,
@@ -213,6 +217,13 @@ class DockerHost:
         """
         return run_command(self._ssh, command, timeout=timeout, where=self.where, stdin=stdin)
 
+    def open_sftp(self) -> paramiko.SFTPClient:
+        """A new SFTP session on this host's SSH connection.
+
+        The caller closes it and translates its errors (paramiko's and the socket's, as :data:`SSH_ERRORS` does).
+        """
+        return self._ssh.open_sftp()
+
     def put_files(
         self, folder: str, files: Mapping[str, tuple[bytes, int]], *, private_dirs: tuple[str, ...] = ()
     ) -> int:
@@ -228,7 +239,7 @@ class DockerHost:
         """
         written = 0
         with mapped(SSH_ERRORS, where=Doing(self.where, "SFTP", "enable the sftp subsystem in sshd_config")):
-            sftp = self._ssh.open_sftp()
+            sftp = self.open_sftp()
         copying = Doing(
             self.where, f"copying the project to {folder}", "may the SSH user write there? is the disk full?"
         )
@@ -258,7 +269,7 @@ class DockerHost:
         """
         written = 0
         with mapped(SSH_ERRORS, where=Doing(self.where, "SFTP", "enable the sftp subsystem in sshd_config")):
-            sftp = self._ssh.open_sftp()
+            sftp = self.open_sftp()
         seeding = Doing(self.where, "seeding bind folders", "may the SSH user write there? is the disk full?")
         with contextlib.closing(sftp), mapped(SSH_ERRORS, where=seeding):
             for path, data in sorted(files.items()):
@@ -294,8 +305,8 @@ class DockerHost:
                 f"refusing to remove {folder!r}: not a project folder (.../compose/<vm>-<stack>, "
                 "no '.' or '..' parts); it was named from a stack name that is not one",
                 where=self.where,
-                hint="a container's homelab.stack label is not an inventory name; look at the containers of "
-                "this host (docker ps -a --filter label=homelab.stack) before removing anything by hand",
+                hint=f"a container's {STACK_LABEL} label is not an inventory name; look at the containers of "
+                f"this host (docker ps -a --filter label={STACK_LABEL}) before removing anything by hand",
             )
         self.run(f"rm -rf -- {shlex.quote(folder)}", timeout=60)
 
@@ -322,7 +333,7 @@ class DockerHost:
         with mapped(ENGINE_ERRORS, where=self):
             if any(n.name == name for n in client.networks.list(names=[name])):
                 return False
-            client.networks.create(name, driver="bridge", labels={"homelab.network": name})
+            client.networks.create(name, driver="bridge", labels={NETWORK_LABEL: name})
         return True
 
     def docker(self) -> DockerClient:

@@ -18,7 +18,7 @@ from homelab_lib.core.contract import DONE, Adapter, ApplyResult, BaseAdapter, C
 from homelab_lib.core.errors import K3sError
 from homelab_lib.core.plan import Change, Plan
 from homelab_lib.core.progress import Progress
-from homelab_lib.hosts.docker import DockerHost
+from homelab_lib.hosts.docker import DockerHost, HostPool
 from homelab_lib.k3s import api, kubeconfig, remote
 from homelab_lib.k3s.plan import ADAPTER
 from homelab_lib.k3s.plan import plan as make_plan
@@ -36,8 +36,8 @@ class K3sBootstrap(BaseAdapter[K3sDesired, K3sObserved, K3sReport]):
 
     Args:
         inv: the inventory.
-        host: an open SSH connection to the K3s VM (default: opened at the first observe from the
-            inventory, host key checked, and closed by :meth:`close`).
+        host: an open SSH connection to the K3s VM (default: opened at the first observe through
+            :func:`homelab_lib.clients.docker_hosts`, host key checked, and closed by :meth:`close`).
         clock: the clock the readiness wait goes by.
     """
 
@@ -48,7 +48,7 @@ class K3sBootstrap(BaseAdapter[K3sDesired, K3sObserved, K3sReport]):
     def __init__(self, inv: Inventory, *, host: DockerHost | None = None, clock: Clock = SYSTEM) -> None:
         self.inv = inv
         self._host = host
-        self._own = False
+        self._own: HostPool | None = None
         self.clock = clock
 
     def __repr__(self) -> str:
@@ -65,8 +65,8 @@ class K3sBootstrap(BaseAdapter[K3sDesired, K3sObserved, K3sReport]):
             from homelab_lib import clients
 
             assert self.inv.k3s is not None
-            self._host = DockerHost.open(clients.ssh_target(self.inv, self.inv.k3s.vm))
-            self._own = True
+            self._own = clients.docker_hosts(self.inv, [self.inv.k3s.vm])
+            self._host = self._own[self.inv.k3s.vm]
         return self._host
 
     # ------------------------------------------------------------ the steps
@@ -222,12 +222,11 @@ class K3sBootstrap(BaseAdapter[K3sDesired, K3sObserved, K3sReport]):
         return VerifyResult(self.name, result.confirmed, tuple(checks), found, note)
 
     def close(self) -> None:
-        """Close the SSH connection this adapter opened."""
-        if self._own and self._host is not None:
-            self._host.close()
-        if self._own:
+        """Close the SSH connection this adapter opened (not one passed in)."""
+        if self._own is not None:
+            self._own.close()
+            self._own = None
             self._host = None
-            self._own = False
 
 
 if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments

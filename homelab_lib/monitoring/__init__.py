@@ -36,7 +36,7 @@ from homelab_lib.monitoring.dashboards import (
 from homelab_lib.monitoring.prom import FiringAlert, MonitoringReport, PrometheusApi, TargetStatus, status
 from homelab_lib.monitoring.render import ConfigFile, Rendered, Settings, render
 from homelab_lib.monitoring.runbook import MonitoringAdapter, MonitoringDesired, adapter
-from homelab_lib.monitoring.targets import Target, Targets, compute
+from homelab_lib.monitoring.targets import ScrapeTarget, Targets, compute
 
 __all__ = [
     "ConfigFile",
@@ -48,8 +48,8 @@ __all__ = [
     "PrometheusApi",
     "QueryCheck",
     "Rendered",
+    "ScrapeTarget",
     "Settings",
-    "Target",
     "TargetStatus",
     "Targets",
     "ToolRun",

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-    from homelab_lib.monitoring.targets import Target
+    from homelab_lib.monitoring.targets import ScrapeTarget
 
 
 @contextmanager
@@ -245,7 +245,7 @@ def _seconds(value: Any) -> float:
         return 0.0
 
 
-def status(api: PrometheusApi, expected: Sequence[Target]) -> MonitoringReport:
+def status(api: PrometheusApi, expected: Sequence[ScrapeTarget]) -> MonitoringReport:
     """Compare Prometheus's active targets with the expected ones; read its alerts.
 
     A target is matched by (job or its ``-N`` variant, address, metrics path). Expected but not

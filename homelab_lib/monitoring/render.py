@@ -31,7 +31,7 @@ import yaml
 from homelab_lib.core.errors import MonitoringError, UnresolvedSecret
 from homelab_lib.core.secrets import SecretRef
 from homelab_lib.inventory.model import Inventory, Vm
-from homelab_lib.monitoring.targets import K3S_AUTH, Target, Targets, compute, listen_port
+from homelab_lib.monitoring.targets import K3S_AUTH, ScrapeTarget, Targets, compute, listen_port
 
 RULES_DIR = Path(__file__).with_name("rules")
 #: component -> the container path its config folder is bind-mounted at (the catalog's ``binds:``).
@@ -220,7 +220,7 @@ def service_url(inv: Inventory, service: str, override: str | None = None) -> st
 # ---------------------------------------------------------------- Prometheus
 
 
-def _job(targets: Sequence[Target], inv: Inventory) -> dict[str, Any]:
+def _job(targets: Sequence[ScrapeTarget], inv: Inventory) -> dict[str, Any]:
     first = targets[0]
     job: dict[str, Any] = {"job_name": first.job}
     if first.metrics_path != "/metrics":
@@ -241,7 +241,7 @@ def _job(targets: Sequence[Target], inv: Inventory) -> dict[str, Any]:
 def prometheus_config(inv: Inventory, targets: Targets, alertmanager: str | None) -> str:
     """prometheus.yml: global settings, rule files, Alertmanager, one job per (job, path, scheme, params, auth)."""
     mon = inv.monitoring
-    jobs: dict[tuple[str, str, str, tuple[tuple[str, str], ...], str], list[Target]] = {}
+    jobs: dict[tuple[str, str, str, tuple[tuple[str, str], ...], str], list[ScrapeTarget]] = {}
     for t in targets:
         jobs.setdefault((t.job, t.metrics_path, t.scheme, t.params, t.auth), []).append(t)
     names: dict[str, int] = {}

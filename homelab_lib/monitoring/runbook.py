@@ -29,10 +29,11 @@ import paramiko
 
 from homelab_lib.core.clock import SYSTEM, Clock
 from homelab_lib.core.contract import DONE, Adapter, ApplyResult, BaseAdapter, Carried, Check, Outcome, VerifyResult
-from homelab_lib.core.errors import ErrorTable, HomelabError, MonitoringError, PrometheusUnreachable, mapped
+from homelab_lib.core.errors import ErrorTable, HomelabError, MonitoringError, NotFound, PrometheusUnreachable, mapped
 from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 from homelab_lib.core.progress import Progress
-from homelab_lib.hosts.ssh import SshTarget, connect, sftp_makedirs
+from homelab_lib.hosts.docker import DockerHost, HostPool
+from homelab_lib.hosts.ssh import sftp_makedirs
 from homelab_lib.monitoring.check import check as check_files
 from homelab_lib.monitoring.prom import MonitoringReport, PrometheusApi, status
 from homelab_lib.monitoring.render import Rendered, Settings, render, service_url
@@ -80,7 +81,9 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
     Args:
         inv: the inventory (``monitoring:``; ``alerts:`` for Alertmanager's receiver).
         settings: Alertmanager's waits and ``for:`` overrides (tests use seconds).
-        targets: SSH targets by VM name (default :func:`homelab_lib.clients.ssh_target`).
+        hosts: open connections to the VMs that run a component, by VM name (default: each opened
+            through :func:`homelab_lib.clients.docker_hosts` when first needed, host key checked, into
+            one pool this adapter owns and :meth:`close` closes; connections passed in are the caller's).
         require_up: verify wants every expected target up (False: reports them only).
         settle_timeout_s: how long verify waits for Prometheus to have scraped every target once.
         clock: the clock verify waits by.
@@ -94,15 +97,15 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
         inv: Inventory,
         *,
         settings: Settings | None = None,
-        targets: Mapping[str, SshTarget] | None = None,
+        hosts: Mapping[str, DockerHost] | None = None,
         require_up: bool = True,
         settle_timeout_s: float = SETTLE_TIMEOUT_S,
         clock: Clock = SYSTEM,
     ) -> None:
         self.inv = inv
         self.settings = settings or Settings()
-        self._targets = dict(targets or {})
-        self._ssh: dict[str, paramiko.SSHClient] = {}
+        self._hosts = hosts
+        self._own = HostPool()
         self.require_up = require_up
         self.settle_timeout_s = settle_timeout_s
         self.clock = clock
@@ -113,19 +116,33 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
 
     # ---------------------------------------------------------------- SSH
 
-    def _target(self, vm: str) -> SshTarget:
-        if vm not in self._targets:
+    def host(self, vm: str) -> DockerHost:
+        """The open connection to a VM (opened now into the adapter's pool if it was not passed in).
+
+        Raises:
+            SshError: the VM cannot be reached or refuses the login; HostKeyRejected: its key is not known.
+            NotFound: connections were passed in, and none to this VM.
+        """
+        if self._hosts is not None:
+            if vm not in self._hosts:
+                raise NotFound(
+                    vm,
+                    what="connected VM",
+                    known=list(self._hosts),
+                    where=self.world,
+                    hint="pass a connection to every VM that runs Prometheus, Alertmanager or Grafana",
+                )
+            return self._hosts[vm]
+        if vm not in self._own:
             from homelab_lib import clients
 
-            self._targets[vm] = clients.ssh_target(self.inv, vm)
-        return self._targets[vm]
+            self._own.update(clients.docker_hosts(self.inv, [vm]))
+        return self._own[vm]
 
     def _sftp(self, vm: str) -> paramiko.SFTPClient:
-        target = self._target(vm)
-        if vm not in self._ssh:
-            self._ssh[vm] = connect(target)
-        with mapped(SFTP_ERRORS, where=f"VM {vm} (ssh {target.endpoint})"):
-            return self._ssh[vm].open_sftp()
+        host = self.host(vm)
+        with mapped(SFTP_ERRORS, where=host.where):
+            return host.open_sftp()
 
     # ---------------------------------------------------------------- the steps
 
@@ -327,10 +344,8 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
         return VerifyResult(self.name, result.confirmed, tuple(found), report, note)
 
     def close(self) -> None:
-        """Close the SSH connections this adapter opened."""
-        for client in self._ssh.values():
-            client.close()
-        self._ssh.clear()
+        """Close the SSH connections this adapter opened (not those passed in)."""
+        self._own.close()
 
 
 if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments

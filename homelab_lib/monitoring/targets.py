@@ -1,4 +1,4 @@
-"""What Prometheus scrapes, computed from the inventory: one :class:`Target` per endpoint.
+"""What Prometheus scrapes, computed from the inventory: one :class:`ScrapeTarget` per endpoint.
 
 Every target carries the labels ``platform`` (``compose``, ``k3s``; ``proxmox`` for a node-exporter
 on a Proxmox node itself), ``node`` (the Proxmox node), ``host`` (the VM, or the node) and
@@ -41,7 +41,7 @@ APISERVER_PORT = 6443
 
 
 @dataclass(frozen=True)
-class Target:
+class ScrapeTarget:
     """One scrape target.
 
     Attributes:
@@ -87,7 +87,7 @@ class Target:
 class Targets:
     """Every target of the homelab, and the services that have metrics but cannot be scraped (with why)."""
 
-    targets: tuple[Target, ...]
+    targets: tuple[ScrapeTarget, ...]
     unscraped: tuple[tuple[str, str], ...] = ()
 
     def __iter__(self):  # type: ignore[no-untyped-def]
@@ -136,11 +136,11 @@ def compute(inv: Inventory) -> Targets:
     """
     where = ", ".join(str(f) for f in inv.source_files) or f"inventory {inv.name}"
     problems: list[Problem] = []
-    out: list[Target] = []
+    out: list[ScrapeTarget] = []
     unscraped: list[tuple[str, str]] = []
     seen: set[tuple[str, str, str]] = set()
 
-    def add(t: Target) -> None:
+    def add(t: ScrapeTarget) -> None:
         if t.key not in seen:
             seen.add(t.key)
             out.append(t)
@@ -153,7 +153,7 @@ def compute(inv: Inventory) -> Targets:
                     continue
                 port = listen_port(vm, svc, name, problems, where)
                 if port is not None:
-                    add(Target(name, f"{vm.address}:{port}", "compose", vm.node, vm.name, name, svc.metrics))
+                    add(ScrapeTarget(name, f"{vm.address}:{port}", "compose", vm.node, vm.name, name, svc.metrics))
     mon = inv.monitoring
     if inv.k3s is not None:
         kvm = inv.vm(inv.k3s.vm)
@@ -165,17 +165,25 @@ def compute(inv: Inventory) -> Targets:
             if name not in node_ports:
                 unscraped.append((name, "on K3s: no NodePort in monitoring.k3s_node_ports"))
                 continue
-            add(Target(name, f"{kvm.address}:{node_ports[name]}", "k3s", kvm.node, kvm.name, name, svc.metrics))
+            add(ScrapeTarget(name, f"{kvm.address}:{node_ports[name]}", "k3s", kvm.node, kvm.name, name, svc.metrics))
         if mon and mon.k3s_node_exporter_port:
             exporter = "node-exporter"
-            add(Target(exporter, f"{kvm.address}:{mon.k3s_node_exporter_port}", "k3s", kvm.node, kvm.name, exporter))
+            add(
+                ScrapeTarget(
+                    exporter, f"{kvm.address}:{mon.k3s_node_exporter_port}", "k3s", kvm.node, kvm.name, exporter
+                )
+            )
         if mon and mon.k3s:
             k = mon.k3s
             if k.kubelet:
                 kubelet = f"{kvm.address}:{KUBELET_PORT}"
-                add(Target("kubelet", kubelet, "k3s", kvm.node, kvm.name, "kubelet", scheme="https", auth=K3S_AUTH))
                 add(
-                    Target(
+                    ScrapeTarget(
+                        "kubelet", kubelet, "k3s", kvm.node, kvm.name, "kubelet", scheme="https", auth=K3S_AUTH
+                    )
+                )
+                add(
+                    ScrapeTarget(
                         "kubelet-cadvisor",
                         kubelet,
                         "k3s",
@@ -189,21 +197,21 @@ def compute(inv: Inventory) -> Targets:
                 )
             if k.apiserver:
                 api = f"{kvm.address}:{APISERVER_PORT}"
-                add(Target("kube-apiserver", api, "k3s", kvm.node, kvm.name, "kube-apiserver", scheme="https",
+                add(ScrapeTarget("kube-apiserver", api, "k3s", kvm.node, kvm.name, "kube-apiserver", scheme="https",
                            auth=K3S_AUTH))  # fmt: skip
             if k.kube_state_metrics_port:
                 ksm = "kube-state-metrics"
-                add(Target(ksm, f"{kvm.address}:{k.kube_state_metrics_port}", "k3s", kvm.node, kvm.name, ksm))
+                add(ScrapeTarget(ksm, f"{kvm.address}:{k.kube_state_metrics_port}", "k3s", kvm.node, kvm.name, ksm))
     if mon:
         for node, address in sorted(mon.node_exporters.items()):
-            add(Target("node-exporter", address, "proxmox", node, node, "node-exporter"))
+            add(ScrapeTarget("node-exporter", address, "proxmox", node, node, "node-exporter"))
         if mon.pve_exporter:
             pve = mon.pve_exporter
             vm = inv.vm(pve.vm)
             host = pve.target or (urlsplit(inv.proxmox.endpoint).hostname or "")
             params = (("module", pve.module), ("target", host))
             add(
-                Target("pve-exporter", f"{vm.address}:{pve.port}", "compose", vm.node, vm.name, "pve-exporter",
+                ScrapeTarget("pve-exporter", f"{vm.address}:{pve.port}", "compose", vm.node, vm.name, "pve-exporter",
                        "/pve", params=params)
             )  # fmt: skip
     if problems:

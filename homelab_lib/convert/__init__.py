@@ -46,7 +46,7 @@ import yaml
 from homelab_lib.convert.source import ComposeFile, parse_compose, read_env_file
 from homelab_lib.convert.units import cpu, dns_label, pvc_size, quantity, seconds, size_bytes, whole_seconds
 from homelab_lib.core.errors import ConvertError, MigrateError, NotFound, Problem
-from homelab_lib.kube.objects import Manifest, kubernetes_version, ordered
+from homelab_lib.kube.objects import INGRESS_CLASS, STORAGE_CLASS, Manifest, kubernetes_version, ordered
 from homelab_lib.kube.objects import validate as validate_objects
 
 if TYPE_CHECKING:
@@ -59,8 +59,6 @@ VolumeKind = Literal["pvc-copied", "hostPath", "emptyDir"]
 
 #: The Kubernetes minor the CLI validates for when no inventory names a K3s release (the lab's v1.31.4+k3s1).
 DEFAULT_KUBERNETES = "1.31.0"
-STORAGE_CLASS = "local-path"
-INGRESS_CLASS = "traefik"
 DEFAULT_PVC = "1Gi"
 WAIT_IMAGE = "docker.io/library/busybox:1.37.0"
 NODEPORT_RANGE = range(30000, 32768)

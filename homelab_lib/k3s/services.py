@@ -27,15 +27,13 @@ from typing import TYPE_CHECKING, Any
 from homelab_lib.core.clock import SYSTEM, Clock
 from homelab_lib.core.errors import ConfigError, NotFound, Problem
 from homelab_lib.kube import KubeDesired, KubeManifests, Probe, ordered, sealed, validate
-from homelab_lib.kube.objects import Manifest, config_hash, kubernetes_version
+from homelab_lib.kube.objects import INGRESS_CLASS, STORAGE_CLASS, Manifest, config_hash, kubernetes_version
 
 if TYPE_CHECKING:
     from homelab_lib.convert import Conversion
     from homelab_lib.inventory.model import Inventory, Service
 
 RUNBOOK = "04_deploy_k3s_services"
-INGRESS_CLASS = "traefik"
-STORAGE_CLASS = "local-path"
 HARBOR_REPO = "https://helm.goharbor.io"
 
 

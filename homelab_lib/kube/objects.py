@@ -21,6 +21,10 @@ MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "homelab"
 PART_OF = "homelab.io/runbook"
 
+#: K3s's defaults, which every manifest the toolkit makes names: its local-path storage class and its traefik Ingress.
+STORAGE_CLASS = "local-path"
+INGRESS_CLASS = "traefik"
+
 #: Apply order by kind (lower first; deletes go in reverse), as lightkube's RANK_ORDER.
 RANK = {
     "Namespace": 0,

@@ -46,7 +46,7 @@ import yaml
 from homelab_lib.convert.source import ComposeFile, parse_compose, read_env_file
 from homelab_lib.convert.units import cpu, dns_label, pvc_size, quantity, seconds, size_bytes, whole_seconds
 from homelab_lib.core.errors import ConvertError, MigrateError, NotFound, Problem
-from homelab_lib.kube.objects import INGRESS_CLASS, STORAGE_CLASS, Manifest, kubernetes_version, ordered
+from homelab_lib.kube.objects import INGRESS_CLASS, STORAGE_CLASS, KubeObject, kubernetes_version, ordered
 from homelab_lib.kube.objects import validate as validate_objects
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class Conversion:
     service: str
     k8s_name: str
     namespace: str
-    objects: list[Manifest] = field(repr=False)  # Secrets hold values: never in a repr a notebook shows
+    objects: list[KubeObject] = field(repr=False)  # Secrets hold values: never in a repr a notebook shows
     report: list[ReportLine] = field(repr=False)
     volumes: list[VolumePlan] = field(repr=False)
 
@@ -173,7 +173,7 @@ class Conversion:
         """The claims the data copy fills."""
         return [v for v in self.volumes if v.kind == "pvc-copied"]
 
-    def object(self, kind: str, name: str | None = None) -> Manifest:
+    def object(self, kind: str, name: str | None = None) -> KubeObject:
         """The first object of a kind (and name).
 
         Raises:
@@ -237,7 +237,7 @@ class _PlainDumper(yaml.SafeDumper):
         return True
 
 
-def redacted(objs: Sequence[Manifest]) -> list[Manifest]:
+def redacted(objs: Sequence[KubeObject]) -> list[KubeObject]:
     """The objects with every Secret's values replaced by ``<redacted>`` (for showing, never applying)."""
     out = []
     for obj in objs:
@@ -407,7 +407,7 @@ class _Build:
     secret_data: dict[str, str] = field(default_factory=dict)
     file_secrets: dict[str, str] = field(default_factory=dict)
     file_configs: dict[str, str] = field(default_factory=dict)
-    objects: list[Manifest] = field(default_factory=list)
+    objects: list[KubeObject] = field(default_factory=list)
     annotations: dict[str, str] = field(default_factory=dict)
     replicas: int = 1
     ingress_ports: set[int] = field(default_factory=set)
@@ -756,7 +756,7 @@ def _services(b: _Build) -> None:
     ]
     selector = {"app.kubernetes.io/instance": b.k8s}
 
-    def service(name: str) -> Manifest:
+    def service(name: str) -> KubeObject:
         spec: dict[str, Any] = {"selector": selector}
         if spec_ports:
             spec["ports"] = spec_ports
@@ -1743,7 +1743,7 @@ def _convert(ctx: _Context, name: str, *, with_namespace: bool) -> Conversion:
 
 def _assemble(b: _Build, *, with_namespace: bool) -> Conversion:
     _services(b)
-    objects: list[Manifest] = []
+    objects: list[KubeObject] = []
     if with_namespace:
         objects.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": b.ctx.namespace}})
     for kind, name, data, secret in (
@@ -1754,7 +1754,7 @@ def _assemble(b: _Build, *, with_namespace: bool) -> Conversion:
     ):
         if not data:
             continue
-        obj: Manifest = {"apiVersion": "v1", "kind": kind, "metadata": b.meta(name)}
+        obj: KubeObject = {"apiVersion": "v1", "kind": kind, "metadata": b.meta(name)}
         if secret:
             obj["type"] = "Opaque"
             obj["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in sorted(data.items())}

@@ -87,8 +87,7 @@ from homelab_lib.hosts.ssh import SshTarget, connect, run_command
 from homelab_lib.inventory.placement import Move, forget_move, record_move
 from homelab_lib.kube import rollout
 from homelab_lib.kube.client import Kube
-from homelab_lib.kube.objects import Key, key, ordered, sealed
-from homelab_lib.kube.objects import Manifest as KubeManifest
+from homelab_lib.kube.objects import Key, KubeObject, key, ordered, sealed
 from homelab_lib.kube.runbook import Probe, probe
 from homelab_lib.migrate import copy as copying
 from homelab_lib.migrate import state as records
@@ -222,7 +221,7 @@ class MoveDesired:
     docker_host: str
     project: str
     compose_service: str
-    manifests: tuple[KubeManifest, ...]
+    manifests: tuple[KubeObject, ...]
     volumes: tuple[VolumeMove, ...]
     storage_root: str
     probes: tuple[Probe, ...] = ()
@@ -238,11 +237,11 @@ class MoveDesired:
         return document_sha256({"manifests": list(self.manifests)})
 
     @property
-    def claims(self) -> tuple[KubeManifest, ...]:
+    def claims(self) -> tuple[KubeObject, ...]:
         return tuple(o for o in self.manifests if o["kind"] == "PersistentVolumeClaim")
 
     @property
-    def workloads(self) -> tuple[KubeManifest, ...]:
+    def workloads(self) -> tuple[KubeObject, ...]:
         return tuple(o for o in self.manifests if o["kind"] in ("Deployment", "StatefulSet"))
 
     def image(self) -> str:
@@ -265,7 +264,7 @@ def desired_of(
     docker_host: str,
     project: str,
     compose_service: str,
-    manifests: Sequence[KubeManifest],
+    manifests: Sequence[KubeObject],
     volumes: Sequence[VolumeMove],
     storage_root: str,
     probes: Sequence[Probe] = (),
@@ -784,8 +783,8 @@ class MoveAdapter(BaseAdapter[MoveDesired, MoveObserved, MoveReport]):
                 self.kube.delete(key(pod))
         return facts
 
-    def _binder(self, desired: MoveDesired, ns: str, claims: Sequence[str]) -> KubeManifest:
-        pod: KubeManifest = {
+    def _binder(self, desired: MoveDesired, ns: str, claims: Sequence[str]) -> KubeObject:
+        pod: KubeObject = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": _binder_name(desired), "namespace": ns},

@@ -26,12 +26,14 @@ from homelab_lib.core.errors import CopyFailed, K3sRolloutFailed, K3sUnreachable
 from homelab_lib.core.plan import Action
 from homelab_lib.core.progress import Lines
 from homelab_lib.hosts import checksums
-from homelab_lib.hosts.docker import DockerHost
+from homelab_lib.hosts.docker import DockerHost, HostPool
 from homelab_lib.hosts.ssh import SshTarget
 from homelab_lib.kube.client import Kube
 from homelab_lib.kube.runbook import Probe, probe
 from homelab_lib.migrate import state as records
-from homelab_lib.migrate.move import Faults, MoveAdapter, MoveDesired, PlacementEdit, VolumeMove, desired_of
+from homelab_lib.migrate.checkpoints import Faults
+from homelab_lib.migrate.desired import MoveDesired, PlacementEdit, VolumeMove, desired_of
+from homelab_lib.migrate.move import MoveAdapter
 from tests.kube_fixtures import (
     IMAGE,
     _build_test_image,
@@ -49,7 +51,8 @@ SSHD_ADDRESS = "127.0.26.31"
 @dataclass
 class World:
     sshd: SshTarget
-    host: DockerHost
+    host: DockerHost  # the Docker VM (docker-a), in hosts
+    hosts: HostPool  # the Docker VM and the K3s VM (k3s-a: the same sshd), as a move is given them
     kubeconfig: Path
     storage: Path
     engine: Any
@@ -65,12 +68,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     data_dir = tmp_path_factory.mktemp("k3s")
     proc, kubeconfig = start_standin(data_dir, KUBE_ADDRESS)
     try:
-        with start_sshd(tmp_path_factory.mktemp("sshd"), SSHD_ADDRESS, host="docker-a") as target:
-            host = DockerHost.open(target)
-            try:
-                yield World(target, host, kubeconfig, data_dir / "storage", engine)
-            finally:
-                host.close()
+        with start_sshd(tmp_path_factory.mktemp("sshd"), SSHD_ADDRESS, host="docker-a") as target, HostPool() as hosts:
+            hosts["docker-a"] = DockerHost.open(target)
+            hosts["k3s-a"] = DockerHost.open(replace(target, host="k3s-a"))
+            yield World(target, hosts["docker-a"], hosts, kubeconfig, data_dir / "storage", engine)
     finally:
         stop_standin(proc)
         remove_engine_leftovers(data_dir)
@@ -244,8 +245,8 @@ def adapter(world: World, state_dir: Path, kubeconfig: Path | None = None, **kw:
     config = kubeconfig or world.kubeconfig
     return MoveAdapter(
         kw.pop("desired"),
-        docker=world.host,
-        k3s=replace(world.sshd, host="k3s-a"),
+        hosts=world.hosts,
+        k3s="k3s-a",
         kube=lambda: Kube(config, where="k3s"),
         state_dir=state_dir,
         **kw,
@@ -353,7 +354,7 @@ def test_an_interrupted_copy_resumes_from_its_checkpoint(world: World, svc_state
     def cut(volume: str, sent: int) -> None:
         # 64 MiB of media > the 32 MiB channel window: the source tar is still sending when the link dies
         if volume == media and sent > 1 << 20:  # kill the Docker VM's SSH connection mid-stream
-            move._ssh["docker"].close()
+            world.host.ssh().close()
 
     move.faults = Faults(on_chunk=cut)
     try:
@@ -392,7 +393,7 @@ def test_a_stopped_move_is_rolled_back_on_demand(world: World, svc_state: Path, 
 
     def cut(volume: str, sent: int) -> None:
         if volume.endswith("_media") and sent > 1 << 20:
-            move._ssh["docker"].close()
+            world.host.ssh().close()
 
     move.faults = Faults(on_chunk=cut)
     try:
@@ -509,7 +510,8 @@ def test_a_manifest_of_thousands_of_small_files_is_whole(tmp_path: Path) -> None
 
 
 def test_the_state_record_reads_back_and_the_plan_marks_what_is_done(tmp_path: Path) -> None:
-    from homelab_lib.migrate.move import MoveObserved, VolumeState, plan_move
+    from homelab_lib.migrate.observe import MoveObserved, VolumeState
+    from homelab_lib.migrate.plan import plan_move
 
     d = desired_of(
         "media/sonarr",

@@ -34,7 +34,7 @@ from homelab_lib.k3s.runbook import adapter as k3s_adapter
 from homelab_lib.k3s.services import adapter as services_adapter
 from homelab_lib.kube import Kube
 from homelab_lib.kube.objects import Key
-from homelab_lib.migrate.move import Faults
+from homelab_lib.migrate.checkpoints import Faults
 from homelab_lib.migrate.runbook import move_for
 from homelab_lib.proxmox.runbook import adapter as proxmox_adapter
 from tests.kube_fixtures import wait_for

@@ -14,9 +14,12 @@ running ``docker system dial-stdio`` on the host, exactly as docker-py's paramik
 mode does (its ``SSHConnectionPool``), just with our checked client.
 
 One :class:`DockerHost` per host carries Compose commands (exec), the project
-folder (SFTP) and the docker SDK (dial-stdio channels). This is the one module of
-homelab_lib that imports the docker SDK: what the others need of it (its error
-classes, :data:`ENGINE_ERRORS`, :func:`sdk_errors`, :func:`is_not_found`) they import from here.
+folder (SFTP), the docker SDK (dial-stdio channels) and channels of the caller's own
+(:meth:`DockerHost.ssh`: a volume's stream, a checksum manifest); a connection that was closed
+or broke is opened again at its next use. A :class:`HostPool` holds the hosts a run opened, by
+name. The docker SDK is imported here only: others use :data:`DockerClient`, the error table
+:data:`ENGINE_ERRORS`, :func:`sdk_errors`, :func:`is_not_found`, :data:`DockerException` and
+:data:`DockerNotFound`.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ from homelab_lib.inventory.model import NAME
 COMMAND_TIMEOUT_S = 300.0
 DockerClient = Any  # docker.DockerClient: the docker SDK has no type hints
 #: The docker SDK's root error, and its "no such object" (a container removed between list and inspect).
-DockerException = docker.errors.DockerException
-DockerNotFound = docker.errors.NotFound
+DockerException: type[Exception] = docker.errors.DockerException
+DockerNotFound: type[Exception] = docker.errors.NotFound
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,10 @@ class DockerHost:
     def __init__(self, target: SshTarget, client: paramiko.SSHClient) -> None:
         self.target = target
         self._ssh = client
+        self._closed = False
+        self._connection = threading.Lock()  # guards _ssh (ssh() opens it again)
         self._docker: DockerClient | None = None
+        self._docker_on: paramiko.SSHClient | None = None  # the connection the SDK client rides on
         self._lock = threading.Lock()
         self._compose: tuple[str, ...] | None = None
 
@@ -206,6 +212,22 @@ class DockerHost:
     def where(self) -> str:
         return f"VM {self.target.host} (ssh {self.target.endpoint})"
 
+    def ssh(self) -> paramiko.SSHClient:
+        """The host's SSH connection, for channels of one's own (a stream, a checksum manifest).
+
+        A connection that was closed or broke (a copy cut short) is opened again here, once the host
+        itself is not closed (:meth:`close`); the docker SDK client moves to the new one at its next use.
+
+        Raises:
+            HostKeyRejected, SshError: the connection had to be opened again, and could not be.
+        """
+        with self._connection:
+            transport = self._ssh.get_transport()
+            if not self._closed and (transport is None or not transport.is_active()):
+                self._ssh.close()
+                self._ssh = connect(self.target)
+            return self._ssh
+
     def run(self, command: str, timeout: float = COMMAND_TIMEOUT_S, stdin: bytes = b"") -> CommandResult:
         """Run a shell command on the host; its exit code and output (never raises for a non-zero exit).
 
@@ -215,14 +237,14 @@ class DockerHost:
         Raises:
             SshError: the channel could not be opened or broke, or the command ran past timeout.
         """
-        return run_command(self._ssh, command, timeout=timeout, where=self.where, stdin=stdin)
+        return run_command(self.ssh(), command, timeout=timeout, where=self.where, stdin=stdin)
 
     def open_sftp(self) -> paramiko.SFTPClient:
         """A new SFTP session on this host's SSH connection.
 
         The caller closes it and translates its errors (paramiko's and the socket's, as :data:`SSH_ERRORS` does).
         """
-        return self._ssh.open_sftp()
+        return self.ssh().open_sftp()
 
     def put_files(
         self, folder: str, files: Mapping[str, tuple[bytes, int]], *, private_dirs: tuple[str, ...] = ()
@@ -343,13 +365,17 @@ class DockerHost:
             EngineUnreachable: the Docker Engine does not answer (with the host's own message).
         """
         with self._lock:
+            ssh = self.ssh()
+            if self._docker is not None and self._docker_on is not ssh:  # its connection was opened again
+                self._close_docker()
             if self._docker is None:
-                self._docker = self._make_docker()
+                self._docker = self._make_docker(ssh)
+                self._docker_on = ssh
             return self._docker
 
-    def _make_docker(self) -> DockerClient:
+    def _make_docker(self, ssh: paramiko.SSHClient) -> DockerClient:
         base = f"ssh://{self.target.user}@{self.target.address}:{self.target.port}"
-        adapter = _ChannelAdapter(self._ssh, timeout=60, max_pool_size=8)
+        adapter = _ChannelAdapter(ssh, timeout=60, max_pool_size=8)
         with mapped(ENGINE_ERRORS, where=self):
             probe = docker.APIClient(
                 base_url=base, version=docker.constants.MINIMUM_DOCKER_API_VERSION, use_ssh_client=True, timeout=60
@@ -383,13 +409,19 @@ class DockerHost:
             "(member of the docker group)",
         )
 
-    def close(self) -> None:
-        """Close the SDK's channels and the SSH connection."""
+    def _close_docker(self) -> None:
         if self._docker is not None:
             with contextlib.suppress(Exception):  # best effort; the SSH connection goes below anyway
                 self._docker.close()
             self._docker = None
-        self._ssh.close()
+            self._docker_on = None
+
+    def close(self) -> None:
+        """Close the SDK's channels and the SSH connection (for good: :meth:`ssh` does not open it again)."""
+        self._close_docker()
+        with self._connection:
+            self._closed = True
+            self._ssh.close()
 
     def __enter__(self) -> DockerHost:
         return self

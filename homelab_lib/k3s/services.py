@@ -27,15 +27,13 @@ from typing import TYPE_CHECKING, Any
 from homelab_lib.core.clock import SYSTEM, Clock
 from homelab_lib.core.errors import ConfigError, NotFound, Problem
 from homelab_lib.kube import KubeDesired, KubeManifests, Probe, ordered, sealed, validate
-from homelab_lib.kube.objects import Manifest, config_hash, kubernetes_version
+from homelab_lib.kube.objects import INGRESS_CLASS, STORAGE_CLASS, KubeObject, config_hash, kubernetes_version
 
 if TYPE_CHECKING:
     from homelab_lib.convert import Conversion
     from homelab_lib.inventory.model import Inventory, Service
 
 RUNBOOK = "04_deploy_k3s_services"
-INGRESS_CLASS = "traefik"
-STORAGE_CLASS = "local-path"
 HARBOR_REPO = "https://helm.goharbor.io"
 
 
@@ -48,17 +46,17 @@ def _meta(name: str, namespace: str = "", app: str = "") -> dict[str, Any]:
     return meta
 
 
-def namespace(name: str) -> Manifest:
+def namespace(name: str) -> KubeObject:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(name)}
 
 
-def secret(name: str, ns: str, values: dict[str, str]) -> Manifest:
+def secret(name: str, ns: str, values: dict[str, str]) -> KubeObject:
     """A Secret with ``data`` (base64), as the API stores it, so what runs compares with what is applied."""
     data = {k: base64.b64encode(v.encode()).decode() for k, v in values.items()}
     return {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(name, ns), "type": "Opaque", "data": data}
 
 
-def service(name: str, ns: str, ports: list[tuple[str, int]]) -> Manifest:
+def service(name: str, ns: str, ports: list[tuple[str, int]]) -> KubeObject:
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -70,7 +68,7 @@ def service(name: str, ns: str, ports: list[tuple[str, int]]) -> Manifest:
     }
 
 
-def ingress(name: str, ns: str, host: str, port: int) -> Manifest:
+def ingress(name: str, ns: str, host: str, port: int) -> KubeObject:
     backend = {"service": {"name": name, "port": {"number": port}}}
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -83,7 +81,7 @@ def ingress(name: str, ns: str, host: str, port: int) -> Manifest:
     }
 
 
-def pvc(name: str, ns: str, size: str) -> Manifest:
+def pvc(name: str, ns: str, size: str) -> KubeObject:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -104,7 +102,7 @@ def _probe(path: str, port: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
 
 
-def _roll_on(workload: Manifest, secrets: list[Manifest]) -> None:
+def _roll_on(workload: KubeObject, secrets: list[KubeObject]) -> None:
     """Annotate the pod template with the hash of the Secrets it reads, so a changed Secret rolls the pods."""
     if secrets:
         template = workload["spec"]["template"]["metadata"]
@@ -115,7 +113,7 @@ def _health(svc: Service) -> str:
     return svc.health if svc.health.startswith("/") else "/"
 
 
-def gitlab(inv: Inventory, domain: str) -> list[Manifest]:
+def gitlab(inv: Inventory, domain: str) -> list[KubeObject]:
     assert inv.k3s is not None
     svc = inv.services["gitlab"]
     ns, host = "gitlab", f"gitlab.{domain}"
@@ -170,7 +168,7 @@ def gitlab(inv: Inventory, domain: str) -> list[Manifest]:
     return objs
 
 
-def harbor(inv: Inventory, domain: str) -> list[Manifest]:
+def harbor(inv: Inventory, domain: str) -> list[KubeObject]:
     assert inv.k3s is not None
     ns, host = "harbor", f"harbor.{domain}"
     values = [
@@ -206,7 +204,7 @@ def harbor(inv: Inventory, domain: str) -> list[Manifest]:
     return [*objs, chart]
 
 
-def devenvs(inv: Inventory, domain: str) -> tuple[list[Manifest], list[tuple[str, str]]]:
+def devenvs(inv: Inventory, domain: str) -> tuple[list[KubeObject], list[tuple[str, str]]]:
     assert inv.k3s is not None
     svc = inv.services["devenv"]
     ns = "devenv"
@@ -254,7 +252,7 @@ OWN_MANIFESTS = ("gitlab", "harbor", "devenv")  # the services this module write
 
 def converted(
     inv: Inventory, name: str, address: str, conv: Conversion | None = None
-) -> tuple[list[Manifest], Probe | None]:
+) -> tuple[list[KubeObject], Probe | None]:
     """A catalog service's manifests as runbook 05's converter makes them (in its own namespace; ``conv``:
     that conversion, already made), with the NodePort monitoring scrapes it at, and the probe of its
     Ingress when the service has a ``proxy:`` sub-domain and an HTTP health path."""
@@ -300,7 +298,7 @@ def desired_services(inv: Inventory, only: Sequence[str] = ()) -> KubeDesired:
     chosen = [s for s in inv.k3s.services if not only or s in only]
     domain = inv.network.domain
     address = inv.vm(inv.k3s.vm).address
-    objs: list[Manifest] = []
+    objs: list[KubeObject] = []
     probes: list[Probe] = []
     if "gitlab" in chosen:
         objs += gitlab(inv, domain)

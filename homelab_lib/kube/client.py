@@ -21,7 +21,7 @@ from kubernetes.dynamic import exceptions as dyn
 
 from homelab_lib.core.errors import ErrorTable, HomelabError, K3sApiError, K3sFieldConflict, mapped
 from homelab_lib.kube.api import API_ERRORS, FETCH_AGAIN, client_from
-from homelab_lib.kube.objects import MANAGER, Key, Manifest, key
+from homelab_lib.kube.objects import MANAGER, Key, KubeObject, key
 
 REQUEST_TIMEOUT_S = 30.0
 
@@ -98,7 +98,7 @@ class Kube:
             self._resources[(api_version, kind)] = found
         return found
 
-    def get(self, k: Key) -> Manifest | None:
+    def get(self, k: Key) -> KubeObject | None:
         """The object now, or None."""
         res = self.resource(k.api_version, k.kind)
         try:
@@ -110,7 +110,7 @@ class Kube:
             raise
         return dict(got.to_dict())
 
-    def apply(self, obj: Manifest, *, dry_run: bool = False, force_conflicts: bool = False) -> Manifest:
+    def apply(self, obj: KubeObject, *, dry_run: bool = False, force_conflicts: bool = False) -> KubeObject:
         """Server-side apply with field manager ``homelab``; with dry_run the server only says what it would store.
 
         Raises:
@@ -164,7 +164,9 @@ class Kube:
             if e.status != 404:
                 raise
 
-    def list(self, api_version: str, kind: str, *, namespace: str = "", label_selector: str = "") -> Iterator[Manifest]:
+    def list(
+        self, api_version: str, kind: str, *, namespace: str = "", label_selector: str = ""
+    ) -> Iterator[KubeObject]:
         """Objects of a kind (in a namespace, or all), by label selector."""
         res = self.resource(api_version, kind)
         with mapped(KUBE_ERRORS, where=self.where):

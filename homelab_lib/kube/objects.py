@@ -14,12 +14,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-Manifest = dict[str, Any]
+#: A Kubernetes object as the API and YAML have it: apiVersion, kind, metadata, spec... (not a checksum
+#: manifest: that is :class:`homelab_lib.hosts.checksums.Manifest`).
+KubeObject = dict[str, Any]
 
 CONFIG_HASH = "homelab.io/config-hash"
 MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "homelab"
 PART_OF = "homelab.io/runbook"
+
+#: K3s's defaults, which every manifest the toolkit makes names: its local-path storage class and its traefik Ingress.
+STORAGE_CLASS = "local-path"
+INGRESS_CLASS = "traefik"
 
 #: Apply order by kind (lower first; deletes go in reverse), as lightkube's RANK_ORDER.
 RANK = {
@@ -60,23 +66,23 @@ class Key:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
-def key(obj: Manifest) -> Key:
+def key(obj: KubeObject) -> Key:
     meta = obj.get("metadata") or {}
     return Key(str(obj["apiVersion"]), str(obj["kind"]), str(meta.get("namespace") or ""), str(meta["name"]))
 
 
-def rank(obj: Manifest) -> int:
+def rank(obj: KubeObject) -> int:
     return RANK.get(str(obj.get("kind")), 8)
 
 
-def config_hash(obj: Manifest) -> str:
+def config_hash(obj: KubeObject) -> str:
     """The sha256 of a manifest, its own :data:`CONFIG_HASH` annotation left out."""
     body = copy.deepcopy(obj)
     (body.get("metadata") or {}).get("annotations", {}).pop(CONFIG_HASH, None)
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def sealed(obj: Manifest, runbook: str) -> Manifest:
+def sealed(obj: KubeObject, runbook: str) -> KubeObject:
     """The manifest with the toolkit's labels and its config hash annotation."""
     out = copy.deepcopy(obj)
     meta = out.setdefault("metadata", {})
@@ -86,7 +92,7 @@ def sealed(obj: Manifest, runbook: str) -> Manifest:
     return out
 
 
-def mounts_claim(workload: Manifest, claim: str) -> bool:
+def mounts_claim(workload: KubeObject, claim: str) -> bool:
     """Whether a Deployment's or StatefulSet's pods mount the PVC ``claim`` (by name, or a StatefulSet's
     ``volumeClaimTemplates``: ``<template>-<statefulset>-<ordinal>``)."""
     spec = workload.get("spec") or {}
@@ -101,7 +107,7 @@ def mounts_claim(workload: Manifest, claim: str) -> bool:
     return False
 
 
-def ordered(objs: list[Manifest]) -> list[Manifest]:
+def ordered(objs: list[KubeObject]) -> list[KubeObject]:
     """Objects in apply order: by kind's rank, then key."""
     return sorted(objs, key=lambda o: (rank(o), key(o)))
 
@@ -112,7 +118,7 @@ def kubernetes_version(k3s_version: str) -> str:
     return f"{major}.{minor}.0"
 
 
-def validate(objs: list[Manifest], version: str) -> None:
+def validate(objs: list[KubeObject], version: str) -> None:
     """Validate each object of a built-in kind against Kubernetes's schemas (kubernetes-validate, strict).
 
     Custom resources (HelmChart) have no schema there and are left to the server's dry run.

@@ -18,20 +18,20 @@ from typing import Any
 from homelab_lib.core.clock import Clock
 from homelab_lib.core.errors import K3sRolloutFailed
 from homelab_lib.kube.client import Kube
-from homelab_lib.kube.objects import Key, Manifest
+from homelab_lib.kube.objects import Key, KubeObject
 
 POLL_S = 1.0
 EVENTS = 5
 
 
-def _cond(obj: Manifest, kind: str) -> dict[str, Any] | None:
+def _cond(obj: KubeObject, kind: str) -> dict[str, Any] | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c.get("type") == kind and c.get("status") == "True":
             return dict(c)
     return None
 
 
-def workload_ready(obj: Manifest) -> tuple[bool, str]:
+def workload_ready(obj: KubeObject) -> tuple[bool, str]:
     """Whether a Deployment or StatefulSet has rolled out, and its replicas in words."""
     meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
     want = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
@@ -42,7 +42,7 @@ def workload_ready(obj: Manifest) -> tuple[bool, str]:
     return observed and updated >= want and ready >= want and int(status.get("replicas") or 0) <= want, words
 
 
-def job_state(job: Manifest) -> str:
+def job_state(job: KubeObject) -> str:
     """``Complete``, ``Failed`` or ``running``."""
     if _cond(job, "Complete"):
         return "Complete"
@@ -51,7 +51,7 @@ def job_state(job: Manifest) -> str:
     return "running"
 
 
-def _selector(obj: Manifest) -> str:
+def _selector(obj: KubeObject) -> str:
     labels = (((obj.get("spec") or {}).get("selector") or {}).get("matchLabels")) or {}
     return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
@@ -92,7 +92,7 @@ def diagnose(kube: Kube, namespace: str, selector: str) -> tuple[str, str, list[
     return "", "", []
 
 
-def _unbound(kube: Kube, namespace: str, pod: Manifest) -> str:
+def _unbound(kube: Kube, namespace: str, pod: KubeObject) -> str:
     """``PersistentVolumeClaim X is Pending (StorageClass Y)`` for the first claim of the pod that is not Bound."""
     for volume in (pod.get("spec") or {}).get("volumes") or []:
         claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
@@ -108,7 +108,7 @@ def _unbound(kube: Kube, namespace: str, pod: Manifest) -> str:
     return ""
 
 
-def _unscheduled(pod: Manifest) -> str:
+def _unscheduled(pod: KubeObject) -> str:
     for c in (pod.get("status") or {}).get("conditions") or []:
         if c.get("type") == "PodScheduled" and c.get("status") == "False":
             return f"{c.get('reason') or 'Unschedulable'}: {str(c.get('message') or '')[:160]}"
@@ -117,7 +117,7 @@ def _unscheduled(pod: Manifest) -> str:
 
 def wait(
     kube: Kube,
-    obj: Manifest,
+    obj: KubeObject,
     *,
     timeout_s: float,
     clock: Clock,

@@ -22,7 +22,7 @@ from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 from homelab_lib.core.progress import Progress
 from homelab_lib.kube import rollout
 from homelab_lib.kube.client import Kube
-from homelab_lib.kube.objects import CONFIG_HASH, PART_OF, Key, Manifest, key, rank
+from homelab_lib.kube.objects import CONFIG_HASH, PART_OF, Key, KubeObject, key, rank
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,7 +60,7 @@ class KubeDesired:
 
     homelab: str
     runbook: str
-    objects: tuple[Manifest, ...]
+    objects: tuple[KubeObject, ...]
     probes: tuple[Probe, ...] = ()
     rollout_timeout_s: float = 600.0
     scope: tuple[str, ...] = ()
@@ -142,7 +142,7 @@ def _leaves(path: str, a: Any, b: Any, out: list[tuple[str, Any, Any]]) -> None:
         out.append((path, a, b))
 
 
-def dry_run_fields(now: Manifest, would: Manifest) -> tuple[tuple[str, str, str], ...]:
+def dry_run_fields(now: KubeObject, would: KubeObject) -> tuple[tuple[str, str, str], ...]:
     """The fields a dry run would change, as (path, old, new), down to the leaves under spec/data/stringData.
 
     A Secret's values are never shown: ``(set)`` -> ``(changed)``.
@@ -251,7 +251,7 @@ class KubeManifests(BaseAdapter[KubeDesired, KubeObserved, KubeReport]):
         by_target = {(o["kind"], key(o).target): o for o in desired.objects}
         outcomes: list[Outcome] = []
         steps: list[str] = []
-        applied: list[tuple[Change, Manifest, float]] = []
+        applied: list[tuple[Change, KubeObject, float]] = []
         task = progress.task(f"{self.name}: apply", len(todo))
         for change in todo:
             began = clock.monotonic()

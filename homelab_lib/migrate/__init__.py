@@ -1,13 +1,24 @@
 """Runbook 05: move a service from Compose to K3s with its data, verified, with rollback and resume.
 
-- :mod:`~homelab_lib.convert.source`: read a compose file as Compose does, with the line of every key.
-- :mod:`~homelab_lib.convert`: a Compose service to Kubernetes manifests, with a report of every
-  key (mapped, approximated, not mapped) and a :class:`VolumePlan` per volume for the data copy.
+The converter it starts from lives one floor down, in :mod:`homelab_lib.convert` (runbook 04 uses it
+too): :mod:`~homelab_lib.convert.source` reads a compose file as Compose does, with the line of every
+key; :mod:`~homelab_lib.convert.units` gives sizes, CPUs and durations in Kubernetes' forms; the
+package turns a Compose service into Kubernetes manifests, with a report of every key (mapped,
+approximated, not mapped) and a :class:`VolumePlan` per volume for the data copy. This package
+re-exports what the runbook calls of it.
+
 - :mod:`~homelab_lib.migrate.readiness`: for every Compose service of the inventory, a verdict for K3s
   and a placement suggestion from the ADR's criteria; the migration order by dependency.
-- :mod:`~homelab_lib.migrate.move`: the move itself as checkpoints (backup, stop, pvcs, copy, verify,
-  apply, placement, cleanup), recorded so a later run resumes; rollback after the stop
-  (:mod:`~homelab_lib.migrate.copy` streams and verifies, :mod:`~homelab_lib.migrate.state` records).
+- the move itself, on the runbook contract, split as :mod:`homelab_lib.proxmox` is:
+  :mod:`~homelab_lib.migrate.desired` (the move: manifests, volumes, placement change),
+  :mod:`~homelab_lib.migrate.observe`, :mod:`~homelab_lib.migrate.plan` (pure),
+  :mod:`~homelab_lib.migrate.checkpoints` (backup, stop, pvcs, copy, verify, apply, placement,
+  cleanup), :mod:`~homelab_lib.migrate.rollback` (after the stop), :mod:`~homelab_lib.migrate.status`
+  (what verify reads) and :mod:`~homelab_lib.migrate.move` (the adapter that runs them, its hosts
+  from one :class:`~homelab_lib.hosts.docker.HostPool`: :mod:`~homelab_lib.migrate.reach`);
+  :mod:`~homelab_lib.migrate.copy` streams and verifies, :mod:`~homelab_lib.migrate.state` records
+  each checkpoint so a later run resumes; :mod:`~homelab_lib.migrate.runbook` builds a move from
+  the inventory (:func:`~homelab_lib.migrate.runbook.move_for`).
 
 A runbook::
 

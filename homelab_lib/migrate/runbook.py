@@ -22,19 +22,19 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
-import docker
-
 from homelab_lib import clients
 from homelab_lib.compose.render import project_name
 from homelab_lib.convert import Conversion, convert_inventory_service
 from homelab_lib.core.clock import SYSTEM, Clock
 from homelab_lib.core.errors import MigrateError, NotFound
+from homelab_lib.hosts.docker import DockerHost, DockerNotFound
 from homelab_lib.inventory.model import Inventory
 from homelab_lib.inventory.placement import Move, edit_to_make
 from homelab_lib.k3s.services import RUNBOOK as K3S_SERVICES
 from homelab_lib.k3s.services import converted
-from homelab_lib.migrate.move import Backup, MoveAdapter, MoveDesired, PlacementRecord, VolumeMove, adapter, desired_of
-from homelab_lib.migrate.move import storage_root as k3s_storage_root
+from homelab_lib.migrate.desired import Backup, MoveDesired, PlacementRecord, VolumeMove, desired_of
+from homelab_lib.migrate.desired import storage_root as k3s_storage_root
+from homelab_lib.migrate.move import MoveAdapter, adapter
 
 
 def origin(inv: Inventory, service: str) -> tuple[str, str]:
@@ -59,23 +59,21 @@ def origin(inv: Inventory, service: str) -> tuple[str, str]:
     return found[0]
 
 
-def measured_bytes(inv: Inventory, vm: str, volumes: Iterable[str]) -> dict[str, int]:
+def measured_bytes(host: DockerHost, volumes: Iterable[str]) -> dict[str, int]:
     """The bytes of data in each Docker volume on its VM (``du -sb`` of its mountpoint).
 
     A volume that does not exist (yet) holds 0 bytes: its claim gets the smallest size.
     """
     used: dict[str, int] = {}
-    with clients.docker_hosts(inv, [vm]) as pool:
-        host = pool[vm]
-        engine = host.docker()
-        for volume in volumes:
-            try:
-                mountpoint = engine.volumes.get(volume).attrs["Mountpoint"]
-            except docker.errors.NotFound:  # nothing to measure yet
-                used[volume] = 0
-                continue
-            got = host.run(f"du -sb -- {shlex.quote(mountpoint)}")
-            used[volume] = int(got.stdout.split()[0]) if got.ok and got.stdout.split() else 0
+    engine = host.docker()
+    for volume in volumes:
+        try:
+            mountpoint = engine.volumes.get(volume).attrs["Mountpoint"]
+        except DockerNotFound:  # nothing to measure yet
+            used[volume] = 0
+            continue
+        got = host.run(f"du -sb -- {shlex.quote(mountpoint)}")
+        used[volume] = int(got.stdout.split()[0]) if got.ok and got.stdout.split() else 0
     return used
 
 
@@ -97,9 +95,13 @@ def move_for(
         backup: the final backup (default: none, recorded as skipped).
         clock: waits and stamps.
 
+    The move gets one :class:`~homelab_lib.hosts.docker.HostPool` with the service's Docker VM (its
+    volumes are measured through it) and the K3s VM; :meth:`MoveAdapter.close` closes it.
+
     Raises:
         NotFound, MigrateError: the service is not one that can move (see :func:`origin`), or it keeps
             data in bind-mounted host folders the move does not copy.
+        HostKeyRejected, SshError: the Docker VM or the K3s VM cannot be reached.
     """
     if inv.k3s is None:
         raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
@@ -107,7 +109,6 @@ def move_for(
         base = inv.placement_file.parent if inv.placement_file else Path("~/.local/state/homelab").expanduser()
         state_dir = base / "migrate"
     vm, stack = origin(inv, service)
-    project = project_name(vm, stack)
     first = convert_inventory_service(inv, vm if service not in inv.moved else None, service, service, reveal=False)
     copied = [p for p in first.volumes if p.kind == "pvc-copied"]
     binds = [p for p in copied if p.source_kind != "volume"]
@@ -118,29 +119,46 @@ def move_for(
             where=f"service {service}",
             hint="move the data into a named volume first, or keep the service on Compose (see the readiness table)",
         )
-    # sized from the data (measured: its size plus headroom), or, once moved, as the move made the claims
-    moved = inv.moved.get(service)
-    used = {} if moved else measured_bytes(inv, vm, [str(p.docker_volume or p.source) for p in copied])
-    conv = convert_inventory_service(inv, vm if not moved else None, service, service, measured_bytes=used)
-    sizes = {p.pvc: p.size for p in conv.volumes if p.kind == "pvc-copied"}
-    address = inv.vm(inv.k3s.vm).address
-    manifests, probe = converted(inv, service, address, conv)
-    record = Move(service, "k3s", f"{vm}/{stack}", sizes=tuple(sorted(sizes.items())))
-    placement = PlacementRecord(inv.placement_file, record) if inv.placement_file else None
-    desired: MoveDesired = desired_of(
-        f"{stack}/{service}",
-        docker_host=vm,
-        project=project,
-        compose_service=service,
-        manifests=manifests,
-        volumes=[VolumeMove(str(p.docker_volume or p.source), conv.namespace, p.pvc, p.container_path) for p in copied],
-        storage_root=k3s_storage_root(inv),
-        probes=[probe] if probe else [],
-        placement=placement,
-        runbook=K3S_SERVICES,
-        rollout_timeout_s=inv.k3s.rollout_timeout_s,
+    # the move's connections (the Docker VM's and the K3s VM's), opened once: closed with the move
+    hosts = clients.docker_hosts(inv, sorted({vm, inv.k3s.vm}))
+    try:
+        # sized from the data (measured: its size plus headroom), or, once moved, as the move made the claims
+        moved = inv.moved.get(service)
+        used = {} if moved else measured_bytes(hosts[vm], [str(p.docker_volume or p.source) for p in copied])
+        conv = convert_inventory_service(inv, vm if not moved else None, service, service, measured_bytes=used)
+        sizes = {p.pvc: p.size for p in conv.volumes if p.kind == "pvc-copied"}
+        address = inv.vm(inv.k3s.vm).address
+        manifests, probe = converted(inv, service, address, conv)
+        record = Move(service, "k3s", f"{vm}/{stack}", sizes=tuple(sorted(sizes.items())))
+        placement = PlacementRecord(inv.placement_file, record) if inv.placement_file else None
+        desired: MoveDesired = desired_of(
+            f"{stack}/{service}",
+            docker_host=vm,
+            project=project_name(vm, stack),
+            compose_service=service,
+            manifests=manifests,
+            volumes=[
+                VolumeMove(str(p.docker_volume or p.source), conv.namespace, p.pvc, p.container_path) for p in copied
+            ],
+            storage_root=k3s_storage_root(inv),
+            probes=[probe] if probe else [],
+            placement=placement,
+            runbook=K3S_SERVICES,
+            rollout_timeout_s=inv.k3s.rollout_timeout_s,
+        )
+    except BaseException:
+        hosts.close()
+        raise
+    move = adapter(
+        inv,
+        desired,
+        state_dir=state_dir,
+        backup=backup,
+        write_placement=placement is not None,
+        clock=clock,
+        hosts=hosts,
     )
-    move = adapter(inv, desired, state_dir=state_dir, backup=backup, write_placement=placement is not None, clock=clock)
+    move.owned = True
     return move, conv
 
 

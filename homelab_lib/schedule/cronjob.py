@@ -38,7 +38,7 @@ from homelab_lib.core.secrets import REF_PATTERN, SecretRef, literal_secrets
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.inventory.load import PATH_KEYS
 from homelab_lib.kube.client import Kube
-from homelab_lib.kube.objects import MANAGED, MANAGER, PART_OF, Manifest, ordered, sealed, validate
+from homelab_lib.kube.objects import MANAGED, MANAGER, PART_OF, KubeObject, ordered, sealed, validate
 from homelab_lib.kube.runbook import KubeDesired, KubeManifests
 from homelab_lib.schedule.systemd import Every, repo_root, unit_name
 
@@ -226,7 +226,7 @@ def _meta(name: str, namespace: str) -> dict[str, Any]:
     return {"name": name, "namespace": namespace}
 
 
-def manifests(spec: CronJobSpec, *, reveal: bool = True) -> list[Manifest]:
+def manifests(spec: CronJobSpec, *, reveal: bool = True) -> list[KubeObject]:
     """The objects of a scheduled run (unsealed, in apply order).
 
     Args:
@@ -268,7 +268,7 @@ def manifests(spec: CronJobSpec, *, reveal: bool = True) -> list[Manifest]:
             {"name": "archive", "mountPath": ARCHIVE_DIR},
         ],
     }
-    objs: list[Manifest] = [
+    objs: list[KubeObject] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
         {
             "apiVersion": "v1",

@@ -268,13 +268,12 @@ def publish_textfile(df: pd.DataFrame, inv: Inventory, vm: str | None = None) ->
         SshError, HostKeyRejected: the VM cannot be reached.
     """
     from homelab_lib import clients
-    from homelab_lib.hosts.docker import DockerHost
 
     if vm is None:
         if inv.monitoring is None:
             raise ConfigError([Problem("parameters", 0, "monitoring", "no monitoring: section: name the VM")])
         vm = inv.monitoring.prometheus_host
-    with DockerHost.open(clients.ssh_target(inv, vm)) as host:
-        host.put_files(TEXTFILE_DIR, {TEXTFILE_NAME: (textfile(df).encode(), 0o644)})
+    with clients.docker_hosts(inv, [vm]) as pool:
+        pool[vm].put_files(TEXTFILE_DIR, {TEXTFILE_NAME: (textfile(df).encode(), 0o644)})
     path = f"{TEXTFILE_DIR}/{TEXTFILE_NAME}"
     return f"{vm}:{path}"

@@ -65,7 +65,7 @@ from homelab_lib.core.plan import Action, Change, Plan
 from homelab_lib.core.progress import Progress
 
 if TYPE_CHECKING:
-    from homelab_lib.hosts.docker import DockerHost
+    from homelab_lib.hosts.docker import DockerHost, HostPool
     from homelab_lib.inventory.model import Inventory
     from homelab_lib.kube.client import Kube
 
@@ -182,7 +182,7 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
         self.restore_test = restore_test
         self.sample_percent = sample_percent
         self._hosts: dict[str, DockerHost] = dict(hosts or {})
-        self._own: list[DockerHost] = []
+        self._own: list[HostPool] = []  # the pools this adapter opened (one per VM it reached itself)
         self._kube = kube
         self.state_file = state_file
         self.clock = clock
@@ -196,11 +196,10 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
         """The SSH connection to a VM (opened now if it is not yet, host key checked)."""
         if name not in self._hosts:
             from homelab_lib import clients
-            from homelab_lib.hosts.docker import DockerHost
 
-            opened = DockerHost.open(clients.ssh_target(self.inv, name))
+            opened = clients.docker_hosts(self.inv, [name])
             self._own.append(opened)
-            self._hosts[name] = opened
+            self._hosts[name] = opened[name]
         return self._hosts[name]
 
     def kube(self) -> Kube:
@@ -359,10 +358,10 @@ class BackupAdapter(BaseAdapter[BackupDesired, BackupObserved, BackupReport]):
 
     def close(self) -> None:
         """Close the SSH connections this adapter opened."""
-        for host in self._own:
-            host.close()
-        for name in [n for n, h in self._hosts.items() if h in self._own]:
-            del self._hosts[name]
+        for pool in self._own:
+            for name in pool:
+                del self._hosts[name]
+            pool.close()
         self._own.clear()
 
 

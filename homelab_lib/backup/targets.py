@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from homelab_lib.core.errors import BackupError, ErrorTable, mapped
+from homelab_lib.hosts.labels import COMPOSE_PROJECT, COMPOSE_SERVICE
 from homelab_lib.inventory.model import Inventory, ServiceBackup
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def locate_volume(engine: Any, target: VolumeTarget, *, where: str) -> Located:
     with mapped(_table(), where=at):
         project = f"{target.host}-{target.stack}"
         containers = engine.containers.list(
-            filters={"label": [f"com.docker.compose.project={project}", f"com.docker.compose.service={target.service}"]}
+            filters={"label": [f"{COMPOSE_PROJECT}={project}", f"{COMPOSE_SERVICE}={target.service}"]}
         )
     return Located(target, str(volume.attrs["Mountpoint"]), containers[0].id if containers else "")
 

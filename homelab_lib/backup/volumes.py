@@ -48,6 +48,7 @@ from homelab_lib.core.errors import (
     SourceChanged,
 )
 from homelab_lib.hosts.checksums import MANIFEST_NAME, Manifest, compare, manifest_command, parse_raw
+from homelab_lib.hosts.labels import RESTORE_TEST_LABEL
 
 MANIFEST_TIMEOUT_S = 3 * 3600.0
 
@@ -390,7 +391,7 @@ def database_check(engine: Any, target: VolumeTarget, dump: str, *, timeout_s: f
             name=name,
             environment={"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_USER": user},
             volumes={posixpath.dirname(dump): {"bind": "/restore", "mode": "ro"}},
-            labels={"homelab.restore-test": target.name},
+            labels={RESTORE_TEST_LABEL: target.name},
             network_mode="none",  # restored data only: reachable by nobody
         )
         deadline = clock.monotonic() + timeout_s

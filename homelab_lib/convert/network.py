@@ -15,6 +15,7 @@ from typing import Any
 
 from homelab_lib.convert.model import SERVICE_ANNOTATION, Build, handles, pair_list
 from homelab_lib.convert.units import dns_label
+from homelab_lib.hosts.labels import PREFIX as LABEL_PREFIX
 from homelab_lib.kube.objects import INGRESS_CLASS, KubeObject
 
 NODEPORT_RANGE = range(30000, 32768)
@@ -307,7 +308,7 @@ def labels(b: Build, value: Any) -> None:
     for k, v in given:
         if k.startswith("traefik."):
             continue
-        if k.startswith("homelab."):
+        if k.startswith(f"{LABEL_PREFIX}."):
             b.note(
                 f"labels.{k}", "mapped", "Compose bookkeeping of runbook 02: replaced by the app.kubernetes.io labels",
                 _label_loc(b, k),

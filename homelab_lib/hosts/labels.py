@@ -12,6 +12,7 @@ the project and service a container belongs to, and the folder it was deployed f
     homelab.service       the Compose service
     homelab.config-hash   the hash of the service's rendered definition
     homelab.network       on a network the runbooks created (the reverse proxy's)
+    homelab.restore-test  on a scratch container of a restore test (runbook 06), removed after it
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ STACK_LABEL = f"{PREFIX}.stack"
 SERVICE_LABEL = f"{PREFIX}.service"
 HASH_LABEL = f"{PREFIX}.config-hash"
 NETWORK_LABEL = f"{PREFIX}.network"
+RESTORE_TEST_LABEL = f"{PREFIX}.restore-test"
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
@@ -37,6 +39,7 @@ __all__ = [
     "HOST_LABEL",
     "NETWORK_LABEL",
     "PREFIX",
+    "RESTORE_TEST_LABEL",
     "SERVICE_LABEL",
     "STACK_LABEL",
 ]

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from homelab_lib.core.errors import mapped
 from homelab_lib.hosts.docker import ENGINE_ERRORS, DockerNotFound
+from homelab_lib.hosts.labels import COMPOSE_PROJECT, COMPOSE_SERVICE
 from homelab_lib.kube.objects import key
 from homelab_lib.migrate import copy as copying
 from homelab_lib.migrate import state as records
@@ -18,9 +19,6 @@ from homelab_lib.migrate.state import CHECKPOINTS, MoveState
 
 if TYPE_CHECKING:
     import pandas as pd
-
-COMPOSE_PROJECT = "com.docker.compose.project"
-COMPOSE_SERVICE = "com.docker.compose.service"
 
 
 @dataclass(frozen=True)
@@ -104,4 +102,4 @@ def observe(reach: Reach, desired: MoveDesired, state_dir: Path) -> MoveObserved
     return MoveObserved(st, containers, tuple(volumes), free, claims)
 
 
-__all__ = ["COMPOSE_PROJECT", "COMPOSE_SERVICE", "ContainerState", "MoveObserved", "VolumeState", "observe"]
+__all__ = ["ContainerState", "MoveObserved", "VolumeState", "observe"]

@@ -1,18 +1,20 @@
 """``homelab schedule``: a notebook run on a schedule, by a systemd timer (and a crontab line) or,
-with ``--k3s``, by a CronJob on the homelab's K3s."""
+with ``--k3s``, by a CronJob on the homelab's K3s, planned and applied by the contract
+(:func:`homelab_lib.core.contract.run`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from homelab_lib.cli.args import parameters
 from homelab_lib.core import tables
 
 if TYPE_CHECKING:
     from homelab_lib.cli.args import Subparsers
+    from homelab_lib.core.contract import Run
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -60,10 +62,21 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _applied(done: Run[Any, Any, Any], *, nothing: str) -> int:
+    """After the plan is shown: the dry run's note, or each outcome of the confirmed apply (exit 1 if one failed)."""
+    if not done.result.confirmed:
+        print(f"dry run: nothing {nothing}; run again with --confirm to apply this plan")
+        return 0
+    for outcome in done.result.outcomes:
+        print(f"{outcome.kind} {outcome.target}: {outcome.result} {outcome.detail}".rstrip())
+    return 0 if done.result.ok else 1
+
+
 def _schedule_k3s(args: argparse.Namespace) -> int:
     """``homelab schedule NOTEBOOK --every SPEC --k3s``: plan the CronJob and its objects; apply with --confirm."""
     import shlex
 
+    from homelab_lib.core import contract
     from homelab_lib.core.progress import auto
     from homelab_lib.schedule import cronjob
     from homelab_lib.schedule.systemd import parse_every
@@ -82,26 +95,20 @@ def _schedule_k3s(args: argparse.Namespace) -> int:
         print("note: --archive and --env-file are for timers; a CronJob's archive is its PVC, its env: values a Secret")
     adapter = cronjob.cronjob_adapter(args.file, spec)
     try:
-        desired = adapter.desired()
-        plan = adapter.plan(desired, adapter.observe(desired))
-        print(f"CronJob {spec.namespace}/{spec.name}: schedule '{spec.cron}' (every {args.every}), "
-              f"concurrencyPolicy Forbid, image {spec.image}")  # fmt: skip
-        print(f"runs: {shlex.join(spec.command)}")
-        print(f"plan: {plan.summary()}")
-        tables.show(plan.table())
-        if not args.confirm:
-            print("dry run: nothing applied; run again with --confirm to apply this plan")
-            return 0
-        result = adapter.apply(desired, plan, confirm=True, progress=auto())
-        for outcome in result.outcomes:
-            print(f"{outcome.kind} {outcome.target}: {outcome.result} {outcome.detail}".rstrip())
-        return 0 if result.ok else 1
+        done = contract.run(adapter, confirm=args.confirm, progress=auto())
     finally:
         adapter.close()
+    print(f"CronJob {spec.namespace}/{spec.name}: schedule '{spec.cron}' (every {args.every}), "
+          f"concurrencyPolicy Forbid, image {spec.image}")  # fmt: skip
+    print(f"runs: {shlex.join(spec.command)}")
+    print(f"plan: {done.plan.summary()}")
+    tables.show(done.plan.table())
+    return _applied(done, nothing="applied")
 
 
 def _schedule_k3s_list_or_remove(args: argparse.Namespace) -> int:
     """``homelab schedule --k3s --list`` (the CronJobs it made) or ``--remove NAME`` (plan; apply with --confirm)."""
+    from homelab_lib.core import contract
     from homelab_lib.core.progress import auto
     from homelab_lib.schedule import cronjob
 
@@ -117,20 +124,13 @@ def _schedule_k3s_list_or_remove(args: argparse.Namespace) -> int:
     namespace = args.namespace or cronjob.NAMESPACE
     adapter = cronjob.removal_adapter(args.file, args.remove, namespace)
     try:
-        desired = adapter.desired()
-        plan = adapter.plan(desired, adapter.observe(desired))
-        print(f"plan: {plan.summary()}")
-        tables.show(plan.table())
-        print(f"kept: namespace {namespace} and the claim {cronjob.ARCHIVE_CLAIM} (the archive of every run)")
-        if not args.confirm:
-            print("dry run: nothing deleted; run again with --confirm to apply this plan")
-            return 0
-        result = adapter.apply(desired, plan, confirm=True, allow_delete=True, progress=auto())
-        for outcome in result.outcomes:
-            print(f"{outcome.kind} {outcome.target}: {outcome.result} {outcome.detail}".rstrip())
-        return 0 if result.ok else 1
+        done = contract.run(adapter, confirm=args.confirm, allow_delete=True, progress=auto())
     finally:
         adapter.close()
+    print(f"plan: {done.plan.summary()}")
+    tables.show(done.plan.table())
+    print(f"kept: namespace {namespace} and the claim {cronjob.ARCHIVE_CLAIM} (the archive of every run)")
+    return _applied(done, nothing="deleted")
 
 
 def register(sub: Subparsers) -> None:

@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 from homelab_lib.cli import main
+from homelab_lib.core import contract
 from homelab_lib.core.errors import ConfigError
-from homelab_lib.schedule.cronjob import cron_of, cronjob_spec, manifests
+from homelab_lib.core.progress import Lines
+from homelab_lib.schedule.cronjob import cron_of, cronjob_adapter, cronjob_spec, manifests
 from homelab_lib.schedule.systemd import parse_every
 from tests.kube_fixtures import Kube, api_cluster
 
@@ -149,6 +151,19 @@ def test_dry_run_shows_the_plan_then_confirm_applies_it_through_the_server(
     assert "plan: " in again
     assert "create" not in again.split("plan: ", 1)[1].splitlines()[0]
     assert "update" not in again.split("plan: ", 1)[1].splitlines()[0]
+
+
+def test_a_confirmed_run_verifies_the_archive_claim_that_waits_for_the_first_run(params: Path, namespace: str) -> None:
+    spec = cronjob_spec(NOTEBOOK, parse_every("15m", check=False), param_files=[params], namespace=namespace)
+    adapter = cronjob_adapter([params], spec)
+    try:
+        done = contract.run(adapter, confirm=True, progress=Lines())
+    finally:
+        adapter.close()
+    assert done.result.applied
+    claim = next(c for c in done.verified.checks if c.kind == "PersistentVolumeClaim")
+    assert claim.ok  # local-path binds a claim when its first pod starts: the CronJob's first run
+    assert claim.detail == "Pending until its first pod (WaitForFirstConsumer)"
 
 
 def test_a_spec_cron_cannot_say_is_refused_before_anything_is_asked(params: Path, namespace: str) -> None:

@@ -51,6 +51,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from homelab_lib.core import progress as progress_mod
+from homelab_lib.core import tables
 from homelab_lib.core.clock import SYSTEM, Clock, SystemClock
 from homelab_lib.core.errors import (
     ErrorTable,
@@ -586,14 +587,6 @@ def run(
 # ---------------------------------------------------------------- notebooks
 
 
-def _in_kernel() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    return get_ipython() is not None
-
-
 def plan_bundle(plan: Plan) -> dict[str, Any]:
     """The display bundle :func:`show_plan` emits: text, HTML table, and the plan's canonical JSON with its sha256."""
     digest = plan.sha256
@@ -612,7 +605,7 @@ def show_plan(plan: Plan) -> None:
     Outside a notebook the text is printed.
     """
     bundle = plan_bundle(plan)
-    if _in_kernel():
+    if tables.in_kernel():
         from IPython.display import display
 
         display(bundle, raw=True)  # type: ignore[no-untyped-call]
@@ -621,17 +614,11 @@ def show_plan(plan: Plan) -> None:
 
 
 def show(result: ApplyResult | VerifyResult[Any]) -> None:
-    """Show an apply or verify result: its summary line, then its table (when it has rows)."""
+    """Show an apply or verify result: its summary line, then its table (when it has rows) by :func:`tables.show`."""
     print(result.summary())
     table = result.table()
-    if table.empty:
-        return
-    if _in_kernel():
-        from IPython.display import display
-
-        display(table)  # type: ignore[no-untyped-call]
-    else:
-        print(table.to_string(index=False))
+    if not table.empty:
+        tables.show(table)
 
 
 def plan_in_notebook(notebook: Mapping[str, Any]) -> dict[str, Any] | None:

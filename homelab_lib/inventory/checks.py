@@ -1,13 +1,14 @@
 """Cross-field checks of an inventory: what pydantic's per-field types cannot see.
 
-Each check returns Problems located by the caller's ``locate(loc, message)``,
-so every message carries the file:line of the entry at fault.
+Each check is a named rule (``@rule``, run in the order of :data:`RULES`) that yields Problems
+located by the caller's ``locate(loc, message)``, so every message carries the file:line of the
+entry at fault. :func:`check` runs them all.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from homelab_lib.core.errors import Problem
@@ -55,145 +56,199 @@ def node_loads(inv: Inventory) -> list[NodeLoad]:
     return out
 
 
+Rule = Callable[[Inventory, Locate], Iterator[Problem]]
+
+#: The rules :func:`check` runs, in order (the order of the problems it reports).
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    """Add fn to :data:`RULES` (after the ones before it)."""
+    RULES.append(fn)
+    return fn
+
+
 def check(inv: Inventory, locate: Locate) -> list[Problem]:
-    """Every cross-field problem of inv."""
-    problems: list[Problem] = []
+    """Every cross-field problem of inv: the problems of each rule of :data:`RULES`, in order."""
+    return [problem for each in RULES for problem in each(inv, locate)]
 
-    def unique(items: list[tuple[str, tuple[str | int, ...]]], what: str) -> None:
-        first: dict[str, tuple[str | int, ...]] = {}
-        for value, loc in items:
-            if value in first:
-                p0 = locate(first[value], "")
-                problems.append(
-                    locate(loc, f"duplicate {what} '{value}', also at {p0.file}:{p0.line}; each must be unique")
-                )
-            else:
-                first[value] = loc
 
-    unique([(n.name, ("nodes", i, "name")) for i, n in enumerate(inv.nodes)], "node name")
-    unique([(vm.name, ("vms", i, "name")) for i, vm in enumerate(inv.vms)], "VM name")
-    unique([(str(vm.vmid), ("vms", i, "vmid")) for i, vm in enumerate(inv.vms)], "vmid")
-    unique([(vm.address, ("vms", i, "ip")) for i, vm in enumerate(inv.vms)], "IP address")
+Loc = tuple[str | int, ...]
 
+
+def _duplicates(items: list[tuple[str, Loc]], what: str, locate: Locate) -> Iterator[Problem]:
+    first: dict[str, Loc] = {}
+    for value, loc in items:
+        if value in first:
+            p0 = locate(first[value], "")
+            yield locate(loc, f"duplicate {what} '{value}', also at {p0.file}:{p0.line}; each must be unique")
+        else:
+            first[value] = loc
+
+
+@rule
+def unique_names(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Node names, VM names, vmids and VM addresses are each unique."""
+    yield from _duplicates([(n.name, ("nodes", i, "name")) for i, n in enumerate(inv.nodes)], "node name", locate)
+    yield from _duplicates([(vm.name, ("vms", i, "name")) for i, vm in enumerate(inv.vms)], "VM name", locate)
+    yield from _duplicates([(str(vm.vmid), ("vms", i, "vmid")) for i, vm in enumerate(inv.vms)], "vmid", locate)
+    yield from _duplicates([(vm.address, ("vms", i, "ip")) for i, vm in enumerate(inv.vms)], "IP address", locate)
+
+
+@rule
+def vm_fields(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Each VM (in order): its node exists, its vmid is not the template's, only a docker VM carries stacks."""
     nodes = {n.name for n in inv.nodes}
     for i, vm in enumerate(inv.vms):
         if vm.node not in nodes:
-            problems.append(
-                locate(("vms", i, "node"), f"node '{vm.node}' is not in nodes: ({', '.join(sorted(nodes))})")
-            )
+            yield locate(("vms", i, "node"), f"node '{vm.node}' is not in nodes: ({', '.join(sorted(nodes))})")
         if vm.vmid == inv.proxmox.template_vmid:
-            problems.append(locate(("vms", i, "vmid"), f"vmid {vm.vmid} is the template's (proxmox.template_vmid)"))
+            yield locate(("vms", i, "vmid"), f"vmid {vm.vmid} is the template's (proxmox.template_vmid)")
         if vm.role != "docker" and vm.stacks:
-            problems.append(locate(("vms", i, "stacks"), f"only docker VMs carry stacks; {vm.name} is {vm.role}"))
+            yield locate(("vms", i, "stacks"), f"only docker VMs carry stacks; {vm.name} is {vm.role}")
 
-    placed: dict[str, list[tuple[str | int, ...]]] = defaultdict(list)
+
+def _stack_entries(inv: Inventory) -> Iterator[tuple[str, Loc]]:
     for i, vm in enumerate(inv.vms):
         for stack, names in vm.stacks.items():
             for j, svc in enumerate(names):
-                loc: tuple[str | int, ...] = ("vms", i, "stacks", stack, j)
-                placed[svc].append(loc)
-                service = inv.services.get(svc)
-                if service is None:
-                    problems.append(locate(loc, _unknown_service(svc, inv)))
-                elif "compose" not in service.platforms:
-                    problems.append(locate(loc, f"service '{svc}' cannot run on Docker Compose; place it on k3s"))
+                yield svc, ("vms", i, "stacks", stack, j)
 
+
+def _k3s_entries(inv: Inventory) -> Iterator[tuple[str, Loc]]:
+    if inv.k3s:
+        for j, svc in enumerate(inv.k3s.services):
+            yield svc, ("k3s", "services", j)
+
+
+@rule
+def stack_services(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Each service in a stack is known and can run on Docker Compose."""
+    for svc, loc in _stack_entries(inv):
+        service = inv.services.get(svc)
+        if service is None:
+            yield locate(loc, _unknown_service(svc, inv))
+        elif "compose" not in service.platforms:
+            yield locate(loc, f"service '{svc}' cannot run on Docker Compose; place it on k3s")
+
+
+@rule
+def k3s_vm(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """The k3s: section's VM exists and has role k3s; a VM with role k3s needs a k3s: section."""
     if inv.k3s:
         try:
             k3s_vm = inv.vm(inv.k3s.vm)
             if k3s_vm.role != "k3s":
-                problems.append(locate(("k3s", "vm"), f"VM '{inv.k3s.vm}' has role {k3s_vm.role}; it needs role: k3s"))
+                yield locate(("k3s", "vm"), f"VM '{inv.k3s.vm}' has role {k3s_vm.role}; it needs role: k3s")
         except KeyError:
-            problems.append(locate(("k3s", "vm"), f"VM '{inv.k3s.vm}' is not in vms:"))
-        for j, svc in enumerate(inv.k3s.services):
-            kloc: tuple[str | int, ...] = ("k3s", "services", j)
-            placed[svc].append(kloc)
-            service = inv.services.get(svc)
-            if service is None:
-                problems.append(locate(kloc, _unknown_service(svc, inv)))
-            elif "k3s" not in service.platforms:
-                problems.append(locate(kloc, f"service '{svc}' cannot run on K3s; place it in a Compose stack"))
+            yield locate(("k3s", "vm"), f"VM '{inv.k3s.vm}' is not in vms:")
     elif any(vm.role == "k3s" for vm in inv.vms):
-        problems.append(locate(("vms",), "a VM has role k3s but there is no k3s: section; add one"))
+        yield locate(("vms",), "a VM has role k3s but there is no k3s: section; add one")
 
+
+@rule
+def k3s_services(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Each service placed on K3s is known and can run on K3s."""
+    for svc, loc in _k3s_entries(inv):
+        service = inv.services.get(svc)
+        if service is None:
+            yield locate(loc, _unknown_service(svc, inv))
+        elif "k3s" not in service.platforms:
+            yield locate(loc, f"service '{svc}' cannot run on K3s; place it in a Compose stack")
+
+
+@rule
+def placed_once(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """A service runs in one place (in a stack or on K3s), unless it is per_host."""
+    placed: dict[str, list[Loc]] = defaultdict(list)
+    for svc, loc in (*_stack_entries(inv), *_k3s_entries(inv)):
+        placed[svc].append(loc)
     for svc, locs in placed.items():
         service = inv.services.get(svc)
         if len(locs) > 1 and service is not None and not service.per_host:
             where = locate(locs[0], "")
-            problems.append(
-                locate(
-                    locs[1],
-                    f"service '{svc}' is placed twice (first at {where.file}:{where.line}); "
-                    "a service runs in one place (per_host services excepted)",
-                )
+            yield locate(
+                locs[1],
+                f"service '{svc}' is placed twice (first at {where.file}:{where.line}); "
+                "a service runs in one place (per_host services excepted)",
             )
 
+
+@rule
+def node_capacity(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Each node can give its VMs' cores and memory (after its reserve, with the overcommit)."""
     for i, load in enumerate(node_loads(inv)):
         if load.cores > load.cores_limit:
-            problems.append(
-                locate(
-                    ("nodes", i, "cores"),
-                    f"node {load.node} is over capacity: its VMs ask {load.cores} cores, it may give "
-                    f"{load.cores_limit:g} ({load.physical_cores} x overcommit {inv.overcommit.cores:g}); "
-                    "move a VM or lower its cores",
-                )
+            yield locate(
+                ("nodes", i, "cores"),
+                f"node {load.node} is over capacity: its VMs ask {load.cores} cores, it may give "
+                f"{load.cores_limit:g} ({load.physical_cores} x overcommit {inv.overcommit.cores:g}); "
+                "move a VM or lower its cores",
             )
         if load.memory_mib > load.memory_limit_mib:
-            problems.append(
-                locate(
-                    ("nodes", i, "memory_gib"),
-                    f"node {load.node} is over capacity: its VMs ask {load.memory_mib} MiB of memory, it may "
-                    f"give {load.memory_limit_mib:.0f} MiB (after the host's reserve, overcommit "
-                    f"{inv.overcommit.memory:g}); move a VM or lower its memory_mib",
-                )
+            yield locate(
+                ("nodes", i, "memory_gib"),
+                f"node {load.node} is over capacity: its VMs ask {load.memory_mib} MiB of memory, it may "
+                f"give {load.memory_limit_mib:.0f} MiB (after the host's reserve, overcommit "
+                f"{inv.overcommit.memory:g}); move a VM or lower its memory_mib",
             )
 
+
+@rule
+def backup_targets(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Each backups.rpo_hours key names a service or a VM."""
     known = set(inv.services) | {vm.name for vm in inv.vms}
     for name in inv.backups.rpo_hours:
         if name not in known:
-            problems.append(locate(("backups", "rpo_hours", name), f"'{name}' is neither a service nor a VM"))
+            yield locate(("backups", "rpo_hours", name), f"'{name}' is neither a service nor a VM")
 
-    if inv.monitoring:
-        hosts = {vm.name for vm in inv.docker_hosts}
-        if inv.monitoring.prometheus_host not in hosts:
-            problems.append(
-                locate(
-                    ("monitoring", "prometheus_host"),
-                    f"'{inv.monitoring.prometheus_host}' is not a docker VM ({', '.join(sorted(hosts))})",
-                )
-            )
-        mon = inv.monitoring
-        nodes = {n.name for n in inv.nodes}
-        for node in mon.node_exporters:
-            if node not in nodes:
-                problems.append(locate(("monitoring", "node_exporters", node), f"'{node}' is not a node"))
-        if mon.pve_exporter and mon.pve_exporter.vm not in hosts:
-            problems.append(locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM"))
-        if mon.k3s and inv.k3s is None:
-            problems.append(locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section"))
-        for svc in mon.k3s_node_ports:  # a service on K3s, or one that may move there (runbook 05)
-            service = inv.services.get(svc)
-            if inv.k3s is None or service is None or "k3s" not in service.platforms:
-                problems.append(
-                    locate(("monitoring", "k3s_node_ports", svc), f"'{svc}' is not a service that can run on K3s")
-                )
 
-    if inv.profile == "lab" and inv.lab is None:
-        problems.append(locate(("profile",), "profile lab needs a lab: section (state_dir)"))
-    if inv.profile == "real" and inv.lab is not None:
-        problems.append(locate(("lab",), "a lab: section belongs to profile: lab only; remove it"))
-    if inv.proxmox.token_id and inv.proxmox.token_secret is None:
-        problems.append(locate(("proxmox", "token_id"), "token_id needs token_secret (env:NAME or file:PATH)"))
-    if not inv.proxmox.token_id and inv.proxmox.password is None:
-        problems.append(locate(("proxmox",), "give token_id + token_secret (preferred) or password"))
-    if not inv.proxmox.verify_tls and inv.profile == "real":
-        problems.append(
-            locate(
-                ("proxmox", "verify_tls"),
-                "TLS verification is off; give ca_file for a self-signed cluster instead",
-            )
+@rule
+def monitoring_targets(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """The monitoring: section names docker VMs, nodes and K3s services that are there."""
+    mon = inv.monitoring
+    if not mon:
+        return
+    hosts = {vm.name for vm in inv.docker_hosts}
+    if mon.prometheus_host not in hosts:
+        yield locate(
+            ("monitoring", "prometheus_host"),
+            f"'{mon.prometheus_host}' is not a docker VM ({', '.join(sorted(hosts))})",
         )
-    return problems
+    nodes = {n.name for n in inv.nodes}
+    for node in mon.node_exporters:
+        if node not in nodes:
+            yield locate(("monitoring", "node_exporters", node), f"'{node}' is not a node")
+    if mon.pve_exporter and mon.pve_exporter.vm not in hosts:
+        yield locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM")
+    if mon.k3s and inv.k3s is None:
+        yield locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section")
+    for svc in mon.k3s_node_ports:  # a service on K3s, or one that may move there (runbook 05)
+        service = inv.services.get(svc)
+        if inv.k3s is None or service is None or "k3s" not in service.platforms:
+            yield locate(("monitoring", "k3s_node_ports", svc), f"'{svc}' is not a service that can run on K3s")
+
+
+@rule
+def profile_sections(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Profile lab has a lab: section; profile real has none."""
+    if inv.profile == "lab" and inv.lab is None:
+        yield locate(("profile",), "profile lab needs a lab: section (state_dir)")
+    if inv.profile == "real" and inv.lab is not None:
+        yield locate(("lab",), "a lab: section belongs to profile: lab only; remove it")
+
+
+@rule
+def proxmox_access(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """Proxmox is reached with a token (and its secret) or a password; a real homelab verifies TLS."""
+    if inv.proxmox.token_id and inv.proxmox.token_secret is None:
+        yield locate(("proxmox", "token_id"), "token_id needs token_secret (env:NAME or file:PATH)")
+    if not inv.proxmox.token_id and inv.proxmox.password is None:
+        yield locate(("proxmox",), "give token_id + token_secret (preferred) or password")
+    if not inv.proxmox.verify_tls and inv.profile == "real":
+        yield locate(
+            ("proxmox", "verify_tls"), "TLS verification is off; give ca_file for a self-signed cluster instead"
+        )
 
 
 def _unknown_service(name: str, inv: Inventory) -> str:

@@ -6,7 +6,7 @@ differ (the fields it would change), the toolkit's own objects the manifests no 
 default StorageClass; plan = create / update (fields) / no-op / delete / conflict, pure; apply =
 server-side apply (field manager ``homelab``) in kind order, deletes reversed, then every changed
 workload, Job and HelmChart waited for; verify = every object as applied, workloads rolled out,
-install Jobs Complete, claims Bound, each Ingress host answering.
+install Jobs Complete, claims Bound (or waiting for their first pod), each Ingress host answering.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+SELECTED_NODE = "volume.kubernetes.io/selected-node"  # set on a claim when a pod that uses it is scheduled
 WAITED = ("Deployment", "StatefulSet", "Job", "HelmChart")
 
 
@@ -227,11 +228,30 @@ class KubeManifests(BaseAdapter[KubeDesired, KubeObserved, KubeReport]):
                 in_scope = not desired.scope or (k.namespace or k.name) in desired.scope
                 if in_scope and k not in wanted and not (found.get("metadata") or {}).get("deletionTimestamp"):
                     strays.add(k)
+        return KubeObserved(states, tuple(sorted(strays)), self._default_class())
+
+    def _default_class(self) -> str:
+        """The name of the cluster's default StorageClass ('' when none is)."""
         default = ""
         for sc in self.kube.list("storage.k8s.io/v1", "StorageClass"):
             if ((sc.get("metadata") or {}).get("annotations") or {}).get(DEFAULT_CLASS) == "true":
                 default = sc["metadata"]["name"]
-        return KubeObserved(states, tuple(sorted(strays)), default)
+        return default
+
+    def _claim_state(self, claim: KubeObject) -> tuple[bool, str]:
+        """Bound; or Pending and as applied while its class binds at first use (WaitForFirstConsumer) and no
+        pod has used it yet (no node selected): a CronJob's archive claim until its first run."""
+        phase = str((claim.get("status") or {}).get("phase", "Pending"))
+        if phase == "Bound":
+            return True, phase
+        annotations = (claim.get("metadata") or {}).get("annotations") or {}
+        if phase != "Pending" or SELECTED_NODE in annotations:
+            return False, phase
+        name = (claim.get("spec") or {}).get("storageClassName") or self._default_class()
+        sc = self.kube.get(Key("storage.k8s.io/v1", "StorageClass", "", name)) if name else None
+        if sc is not None and sc.get("volumeBindingMode") == "WaitForFirstConsumer":
+            return True, "Pending until its first pod (WaitForFirstConsumer)"
+        return False, phase
 
     def plan(self, desired: KubeDesired, observed: KubeObserved) -> Plan:
         """Per object: create, update (the dry run's fields), no-op; strays deleted; no default class: conflict."""
@@ -284,7 +304,8 @@ class KubeManifests(BaseAdapter[KubeDesired, KubeObserved, KubeReport]):
         return Carried(tuple(outcomes), tuple(steps))
 
     def check(self, desired: KubeDesired, result: ApplyResult) -> VerifyResult[KubeReport]:
-        """Each object as applied (config hash), rolled out, Complete or Bound; each Ingress host answers."""
+        """Each object as applied (config hash), rolled out, Complete or Bound (or waiting for its first pod); each
+        Ingress host answers."""
         checks: list[Check] = []
         rows: list[tuple[str, str, str, str]] = []
         for obj in desired.objects:
@@ -304,8 +325,7 @@ class KubeManifests(BaseAdapter[KubeDesired, KubeObserved, KubeReport]):
                 state = f"helm-install-{k.name}: " + (rollout.job_state(job) if job else "no job")
                 ok = job is not None and rollout.job_state(job) == "Complete"
             elif ok and k.kind == "PersistentVolumeClaim":
-                phase = (now.get("status") or {}).get("phase", "Pending")
-                ok, state = phase == "Bound", phase
+                ok, state = self._claim_state(now)
             checks.append(Check(k.kind, k.target, "", ok, state))
             rows.append((k.kind, k.namespace or "-", k.name, state))
         answers = []

@@ -1,7 +1,8 @@
 """Tables and charts the notebooks and the CLI show.
 
 Functions take the inventory (and results) and return pandas DataFrames or
-matplotlib Figures; notebooks display them, the CLI prints them. Rows are in
+matplotlib Figures; notebooks display them (a table with every cell in full by
+:func:`homelab_lib.core.tables.show`), the CLI prints them. Rows are in
 inventory order so that outputs are deterministic for nbval.
 """
 
@@ -115,14 +116,6 @@ def validate(files: str | Path | Sequence[str | Path], *, check_secrets: bool = 
         return Validation(names, None, e.problems)
     problems = [s.as_problem() for s in statuses if not s.resolves]
     return Validation(names, inv, sorted(problems, key=lambda p: (p.file, p.line, p.path)), tuple(statuses))
-
-
-def show(table: pd.DataFrame) -> None:
-    """Display a table in a notebook with every cell in full (pandas cuts text over 50 characters with '...')."""
-    from IPython.display import display
-
-    with pd.option_context("display.max_colwidth", None, "display.width", 250):
-        display(table)  # type: ignore[no-untyped-call]
 
 
 def nodes_table(inv: Inventory) -> pd.DataFrame:

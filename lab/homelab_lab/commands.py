@@ -25,7 +25,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import homelab_lab as lab
-    from homelab_lib.cli import print_table
+    from homelab_lib.core.tables import show as print_table
 
     inv = _lab_inventory(args)
     if args.action == "up":
@@ -42,7 +42,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
     import homelab_lab as lab
-    from homelab_lib.cli import print_table
+    from homelab_lib.core.tables import show as print_table
     from homelab_lib.runs.rehearse import rehearse
 
     inv = _lab_inventory(args)

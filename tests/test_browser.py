@@ -205,7 +205,7 @@ def test_toy_runbook_plan_confirm_result_in_chromium(walkthrough_of: object, tmp
 
 
 def test_runbook_01_with_its_widget_cells_on_a_served_fakepve(walkthrough_of: object, tmp_path: Path) -> None:
-    """Runbook 01 as the integrator will have it (tests/widget_fixtures.UI_CELLS), against a fakepve served
+    """Runbook 01 with its widget cells, against a fakepve served
     here over HTTPS on 127.0.25.3 (no lab): the picker takes `homelab jupyter`'s parameter file, the plan
     creates the four VMs, Confirm creates them through an archived run, and verify's VM table shows them."""
     with served_pve(tmp_path, host="127.0.25.3") as pve:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from homelab_lib.cli.args import params_files_option
 from homelab_lib.core import tables
 from homelab_lib.runs.archive import Archive
 
@@ -149,14 +150,8 @@ def register(sub: Subparsers) -> None:
         if name == "report":
             a.add_argument("-o", "--out", required=True, type=Path, metavar="DIR", help="the report's folder")
         if name in ("verify", "repair", "report"):
-            a.add_argument(
-                "-f",
-                "--file",
-                action="append",
-                default=[],
-                type=Path,
-                metavar="PARAMS",
-                help="parameter file: its audit: section signs HEAD (repair), names allowed signers (verify, report)",
+            params_files_option(
+                a, "parameter file: its audit: section signs HEAD (repair), names allowed signers (verify, report)"
             )
         if name == "verify":
             a.add_argument("--head", metavar="VALUE", help="a chain head kept elsewhere (from `audit head`)")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from homelab_lib.cli.args import parameters
+from homelab_lib.cli.args import parameters, params_files_option
 from homelab_lib.core.errors import ApprovalRefused, NotebookFailed
 
 if TYPE_CHECKING:
@@ -106,15 +106,7 @@ def register(sub: Subparsers) -> None:
 
     p = sub.add_parser("run", help="run a notebook with papermill and archive it")
     p.add_argument("notebook", type=Path)
-    p.add_argument(
-        "-f",
-        "--file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PARAMS",
-        help="homelab parameter file (repeat to layer); passed as params_file",
-    )
+    params_files_option(p, "homelab parameter file (repeat to layer); passed as params_file")
     p.add_argument(
         "-p",
         "--param",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from homelab_lib.cli.args import parameters
+from homelab_lib.cli.args import parameters, params_files_option
 from homelab_lib.core import tables
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("schedule", help="run a notebook on a schedule: systemd timer + service (and a crontab line)")
     p.add_argument("notebook", type=Path, nargs="?")
     p.add_argument("--every", metavar="SPEC", help="systemd calendar (daily, hourly, '*-*-* 02:00:00') or 15m / 6h")
-    p.add_argument("-f", "--file", action="append", default=[], type=Path, metavar="PARAMS", help="parameter file")
+    params_files_option(p, "parameter file")
     p.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
     p.add_argument("--name", default="", help="suffix of the units' name (to schedule a notebook twice)")
     p.add_argument("--archive", type=Path, help="archive folder (default: archive/ in the repository)")

@@ -55,15 +55,9 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
 
 
 def _lab_file_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-f",
-        "--file",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PARAMS",
-        help=f"lab parameter file (default: {DEFAULT_LAB})",
-    )
+    from homelab_lib.cli.args import params_files_option
+
+    params_files_option(p, f"lab parameter file (default: {DEFAULT_LAB})")
 
 
 def register(sub: Any) -> None:

@@ -322,3 +322,37 @@ def test_compose_only_service_on_k3s_without_any_stacks(make_params: Callable[..
 
     msg = only_problem(make_params(edit=edit))
     assert "k3s.services[3]: service 'plex' cannot run on K3s" in msg
+
+
+def test_an_install_url_with_shell_in_it_is_refused_at_its_line(
+    make_params: Callable[..., Path], tmp_path: Path
+) -> None:
+    pwned = tmp_path / "pwned"
+    path = make_params(edit=lambda d: d["k3s"].__setitem__("install_url", f"https://x/'$(touch {pwned})'"))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'install_url: https://x/')}: k3s.install_url: ")
+    assert "would be read by the VM's shell" in msg
+    assert not pwned.exists()
+
+
+def test_a_real_homelab_installs_k3s_over_https_and_checks_an_airgap_script(
+    make_params: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = make_params(edit=lambda d: d["k3s"].__setitem__("install_url", "http://get.k3s.io/"))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'http://get.k3s.io/')}: k3s.install_url: ")
+    assert "give an https:// URL" in msg
+    (tmp_path / "k3s").write_bytes(b"binary")
+    (tmp_path / "install.sh").write_text("#!/bin/sh\n")
+    airgap = {"binary": "k3s", "sha256": "a" * 64, "install_script": "install.sh"}
+    path = make_params(edit=lambda d: d["k3s"].__setitem__("airgap", airgap))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'airgap:')}: k3s.airgap: ")
+    assert "give k3s.install_sha256" in msg
+
+    def pinned(d: dict) -> None:
+        d["k3s"]["airgap"] = airgap
+        d["k3s"]["install_sha256"] = "b" * 64
+
+    assert load_inventory(make_params(edit=pinned)).k3s.install_sha256 == "b" * 64  # type: ignore[union-attr]
+

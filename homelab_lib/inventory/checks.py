@@ -115,6 +115,7 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
                 problems.append(locate(kloc, f"service '{svc}' cannot run on K3s; place it in a Compose stack"))
     elif any(vm.role == "k3s" for vm in inv.vms):
         problems.append(locate(("vms",), "a VM has role k3s but there is no k3s: section; add one"))
+    problems += _k3s_trust(inv, locate)
 
     for svc, locs in placed.items():
         service = inv.services.get(svc)
@@ -191,6 +192,31 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
             locate(
                 ("proxmox", "verify_tls"),
                 "TLS verification is off; give ca_file for a self-signed cluster instead",
+            )
+        )
+    return problems
+
+
+def _k3s_trust(inv: Inventory, locate: Locate) -> list[Problem]:
+    """What the K3s install is trusted by: https, and the air-gapped script's checksum."""
+    k = inv.k3s
+    if k is None:
+        return []
+    problems = []
+    if inv.profile == "real" and not k.install_url.startswith("https://"):
+        problems.append(
+            locate(
+                ("k3s", "install_url"),
+                "the install script runs as root on the VM, and over http:// anyone on the way can change it; "
+                "give an https:// URL (and k3s.install_sha256 to pin the script)",
+            )
+        )
+    if k.airgap is not None and k.install_sha256 is None:
+        problems.append(
+            locate(
+                ("k3s", "airgap"),
+                "an air-gapped install checks its script too: give k3s.install_sha256 (sha256sum of "
+                "airgap.install_script, once you have read it)",
             )
         )
     return problems

@@ -184,6 +184,8 @@ class Vm(Model):
         return str(self.ip.ip)
 
 
+#: A URL as the install's shell is given it: no character a shell reads (quotes, $, `, parentheses, \, spaces).
+URL = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!&+,;=%*-]+")
 K3S_COMPONENTS = ("coredns", "traefik", "local-storage", "metrics-server", "servicelb")
 LabelKey = Annotated[str, Field(pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")]
 Taint = Annotated[str, Field(pattern=r"^[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")]
@@ -220,8 +222,13 @@ class K3s(Model):
         default=60,
         description="the run Lease's duration: a crashed run's lock frees after this (renewed every third of it)",
     )
-    install_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = Field(
-        default="https://get.k3s.io", description="the K3s install script (curl -sfL URL | sh -s -)"
+    install_url: str = Field(
+        default="https://get.k3s.io",
+        description="the K3s install script (curl -sfL URL | sh -s -); https:// for profile real",
+    )
+    install_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description="the install script's sha256, checked on the VM before sh runs it (needed with airgap)",
     )
     token: Secret | None = Field(
         default=None,
@@ -249,6 +256,16 @@ class K3s(Model):
     rollout_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=600.0, description="how long a service of runbook 04 may take to roll out (install Jobs too)"
     )
+
+    @field_validator("install_url")
+    @classmethod
+    def _plain_url(cls, v: str) -> str:
+        if not URL.fullmatch(v):
+            raise ValueError(
+                "install_url must be a plain http(s) URL of letters, digits and -._~:/?#[]@!&+,;=%* only: a quote, "
+                "$, `, (, ), \\ or a space would be read by the VM's shell, which runs the download as root"
+            )
+        return v
 
 
 class Port(Model):

@@ -356,3 +356,20 @@ def test_a_real_homelab_installs_k3s_over_https_and_checks_an_airgap_script(
 
     assert load_inventory(make_params(edit=pinned)).k3s.install_sha256 == "b" * 64  # type: ignore[union-attr]
 
+
+def test_the_k3s_scrape_of_a_real_homelab_needs_the_cluster_ca(
+    make_params: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    (tmp_path / "secrets" / "k3s-token").write_text("k3s-metrics-token\n")
+    path = make_params(edit=lambda d: d["monitoring"].__setitem__("k3s", {"token": "file:secrets/k3s-token"}))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'file:secrets/k3s-token') - 1}: monitoring.k3s.ca_file: ")
+    assert "give ca_file" in msg
+    assert "insecure_skip_verify" in msg
+
+    def with_ca(d: dict) -> None:
+        d["monitoring"]["k3s"] = {"token": "file:secrets/k3s-token", "ca_file": "secrets/k3s-ca.pem"}
+
+    assert load_inventory(make_params(edit=with_ca)).monitoring.k3s.ca_file is not None  # type: ignore[union-attr]
+

@@ -172,6 +172,15 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
             problems.append(locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM"))
         if mon.k3s and inv.k3s is None:
             problems.append(locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section"))
+        if mon.k3s and mon.k3s.ca_file is None and inv.profile == "real":
+            problems.append(
+                locate(
+                    ("monitoring", "k3s", "ca_file"),
+                    "the K3s scrape sends a bearer token, and without ca_file TLS would not be verified "
+                    "(insecure_skip_verify): whoever sits between Prometheus and the VM takes the token; give "
+                    "ca_file, the cluster's CA (/var/lib/rancher/k3s/server/tls/server-ca.crt on the K3s VM)",
+                )
+            )
         for svc in mon.k3s_node_ports:  # a service on K3s, or one that may move there (runbook 05)
             service = inv.services.get(svc)
             if inv.k3s is None or service is None or "k3s" not in service.platforms:

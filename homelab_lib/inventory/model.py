@@ -500,7 +500,9 @@ class K3sScrape(Model):
     """
 
     token: Secret = Field(description="env:NAME or file:PATH: a bearer token allowed to read the metrics")
-    ca_file: FilePath | None = Field(default=None, description="the cluster CA (default: TLS not verified)")
+    ca_file: FilePath | None = Field(
+        default=None, description="the cluster CA (required for profile real; without it, lab only: TLS not verified)"
+    )
     kubelet: bool = Field(default=True, description="scrape the kubelet (:10250/metrics and /metrics/cadvisor)")
     apiserver: bool = Field(default=True, description="scrape the API server (:6443/metrics)")
     kube_state_metrics_port: Annotated[int, Field(ge=30000, le=32767)] | None = Field(

@@ -373,3 +373,11 @@ def test_the_k3s_scrape_of_a_real_homelab_needs_the_cluster_ca(
 
     assert load_inventory(make_params(edit=with_ca)).monitoring.k3s.ca_file is not None  # type: ignore[union-attr]
 
+
+def test_the_scheduled_runs_image_of_a_real_homelab_is_named_by_digest(make_params: Callable[..., Path]) -> None:
+    path = make_params(edit=lambda d: d["k3s"].__setitem__("run_image", "registry.example.org/runbooks:2.0"))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'registry.example.org/runbooks:2.0')}: k3s.run_image: ")
+    assert "name it by digest" in msg
+    digest = "registry.home.arpa/homelab-runbooks:1.0@sha256:" + "c" * 64
+    assert load_inventory(make_params(edit=lambda d: d["k3s"].__setitem__("run_image", digest))).k3s.run_image == digest  # type: ignore[union-attr]

@@ -115,7 +115,7 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
                 problems.append(locate(kloc, f"service '{svc}' cannot run on K3s; place it in a Compose stack"))
     elif any(vm.role == "k3s" for vm in inv.vms):
         problems.append(locate(("vms",), "a VM has role k3s but there is no k3s: section; add one"))
-    problems += _k3s_trust(inv, locate)
+    problems += _trust(inv, locate)
 
     for svc, locs in placed.items():
         service = inv.services.get(svc)
@@ -172,15 +172,6 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
             problems.append(locate(("monitoring", "pve_exporter", "vm"), f"'{mon.pve_exporter.vm}' is not a docker VM"))
         if mon.k3s and inv.k3s is None:
             problems.append(locate(("monitoring", "k3s"), "scraping K3s needs a k3s: section"))
-        if mon.k3s and mon.k3s.ca_file is None and inv.profile == "real":
-            problems.append(
-                locate(
-                    ("monitoring", "k3s", "ca_file"),
-                    "the K3s scrape sends a bearer token, and without ca_file TLS would not be verified "
-                    "(insecure_skip_verify): whoever sits between Prometheus and the VM takes the token; give "
-                    "ca_file, the cluster's CA (/var/lib/rancher/k3s/server/tls/server-ca.crt on the K3s VM)",
-                )
-            )
         for svc in mon.k3s_node_ports:  # a service on K3s, or one that may move there (runbook 05)
             service = inv.services.get(svc)
             if inv.k3s is None or service is None or "k3s" not in service.platforms:
@@ -206,12 +197,23 @@ def check(inv: Inventory, locate: Locate) -> list[Problem]:
     return problems
 
 
-def _k3s_trust(inv: Inventory, locate: Locate) -> list[Problem]:
-    """What the K3s install is trusted by: https, and the air-gapped script's checksum."""
+def _trust(inv: Inventory, locate: Locate) -> list[Problem]:
+    """What a real homelab trusts is checked: the K3s install (https, checksums), the K3s scrape's TLS, the
+    scheduled runs' image (by digest)."""
+    problems = []
+    scrape = inv.monitoring.k3s if inv.monitoring else None
+    if scrape is not None and scrape.ca_file is None and inv.profile == "real":
+        problems.append(
+            locate(
+                ("monitoring", "k3s", "ca_file"),
+                "the K3s scrape sends a bearer token, and without ca_file TLS would not be verified "
+                "(insecure_skip_verify): whoever sits between Prometheus and the VM takes the token; give "
+                "ca_file, the cluster's CA (/var/lib/rancher/k3s/server/tls/server-ca.crt on the K3s VM)",
+            )
+        )
     k = inv.k3s
     if k is None:
-        return []
-    problems = []
+        return problems
     if inv.profile == "real" and not k.install_url.startswith("https://"):
         problems.append(
             locate(
@@ -226,6 +228,15 @@ def _k3s_trust(inv: Inventory, locate: Locate) -> list[Problem]:
                 ("k3s", "airgap"),
                 "an air-gapped install checks its script too: give k3s.install_sha256 (sha256sum of "
                 "airgap.install_script, once you have read it)",
+            )
+        )
+    if inv.profile == "real" and k.run_image is not None and "@sha256:" not in k.run_image:
+        problems.append(
+            locate(
+                ("k3s", "run_image"),
+                f"'{k.run_image}' is named by tag only: whoever can push that tag chooses what the scheduled runs "
+                "(which hold the parameters' secrets) execute; name it by digest, NAME:TAG@sha256:<64 hex> "
+                "(docker buildx imagetools inspect NAME:TAG prints it)",
             )
         )
     return problems

@@ -250,6 +250,11 @@ class K3s(Model):
         default=None, description="install from local files (INSTALL_K3S_SKIP_DOWNLOAD=true) instead of install_url"
     )
     devenvs: list[DevEnv] = Field(default_factory=list, description="development environments (runbook 04)")
+    run_image: Annotated[str, Field(pattern=r"^[a-z0-9][A-Za-z0-9_./:-]*(@sha256:[0-9a-f]{64})?$")] | None = Field(
+        default=None,
+        description="the toolkit's image that scheduled runs on K3s run in (homelab schedule --k3s), by digest "
+        "for profile real: registry/homelab-runbooks:1.0@sha256:...",
+    )
     gitlab_root_password: Secret | None = Field(default=None, description="GitLab's initial root password")
     harbor_admin_password: Secret | None = Field(default=None, description="Harbor's admin password")
     harbor_chart_version: str = Field(default="1.16.0", description="the goharbor/harbor chart (Harbor v2.12.0)")

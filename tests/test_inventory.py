@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -324,14 +325,13 @@ def test_compose_only_service_on_k3s_without_any_stacks(make_params: Callable[..
     assert "k3s.services[3]: service 'plex' cannot run on K3s" in msg
 
 
-def test_an_install_url_with_shell_in_it_is_refused_at_its_line(
-    make_params: Callable[..., Path], tmp_path: Path
-) -> None:
-    pwned = tmp_path / "pwned"
-    path = make_params(edit=lambda d: d["k3s"].__setitem__("install_url", f"https://x/'$(touch {pwned})'"))
-    msg = only_problem(path)
-    assert msg.startswith(f"{path}:{line_of(path, 'install_url: https://x/')}: k3s.install_url: ")
-    assert "would be read by the VM's shell" in msg
+def test_an_install_url_with_shell_in_it_is_refused_at_its_line(make_params: Callable[..., Path]) -> None:
+    pwned = Path("/tmp") / f"pwned-{uuid.uuid4().hex[:8]}"  # short: the value stays on its key's line
+    for url in (f"https://x/'$(touch${{IFS}}{pwned})'", f"https://x/'$(touch {pwned})'"):  # with a space, too
+        path = make_params(edit=lambda d, url=url: d["k3s"].__setitem__("install_url", url))
+        msg = only_problem(path)
+        assert msg.startswith(f"{path}:{line_of(path, 'install_url: https://x/')}: k3s.install_url: ")
+        assert "would be read by the VM's shell" in msg
     assert not pwned.exists()
 
 

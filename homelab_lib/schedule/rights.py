@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from homelab_lib.core.errors import ConfigError, Problem
 from homelab_lib.inventory import Inventory
 from homelab_lib.kube import lease
@@ -131,7 +133,7 @@ def rights_of(notebook: Path, parameters: Mapping[str, Any]) -> Rights:
         raise _bad(
             str(notebook),
             "no rights are known for this notebook, so its pod would have none it needs or more than it needs; "
-            "add it to homelab_lib.schedule.cronjob.RIGHTS (what it needs of the cluster), or schedule it with a "
+            "add it to homelab_lib.schedule.rights.RIGHTS (what it needs of the cluster), or schedule it with a "
             "timer (homelab schedule without --k3s)",
         )
     if rights.refused:
@@ -160,10 +162,8 @@ def pod_kubeconfig(source: Path, homelab: str, namespace: str, account: str) -> 
     Only what is public is taken from ``source`` (it holds cluster-admin's key: never carried).
 
     Raises:
-        ConfigError: source names no cluster with a server.
+        ConfigError: source is not there, or names no cluster with a server.
     """
-    import yaml
-
     where = f"k3s.kubeconfig ({source})"
     if not source.is_file():
         raise _bad(where, "is not a file here; run 03_bootstrap_k3s (it fetches the kubeconfig)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -322,3 +323,61 @@ def test_compose_only_service_on_k3s_without_any_stacks(make_params: Callable[..
 
     msg = only_problem(make_params(edit=edit))
     assert "k3s.services[3]: service 'plex' cannot run on K3s" in msg
+
+
+def test_an_install_url_with_shell_in_it_is_refused_at_its_line(make_params: Callable[..., Path]) -> None:
+    pwned = Path("/tmp") / f"pwned-{uuid.uuid4().hex[:8]}"  # short: the value stays on its key's line
+    for url in (f"https://x/'$(touch${{IFS}}{pwned})'", f"https://x/'$(touch {pwned})'"):  # with a space, too
+        path = make_params(edit=lambda d, url=url: d["k3s"].__setitem__("install_url", url))
+        msg = only_problem(path)
+        assert msg.startswith(f"{path}:{line_of(path, 'install_url: https://x/')}: k3s.install_url: ")
+        assert "would be read by the VM's shell" in msg
+    assert not pwned.exists()
+
+
+def test_a_real_homelab_installs_k3s_over_https_and_checks_an_airgap_script(
+    make_params: Callable[..., Path], tmp_path: Path
+) -> None:
+    path = make_params(edit=lambda d: d["k3s"].__setitem__("install_url", "http://get.k3s.io/"))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'http://get.k3s.io/')}: k3s.install_url: ")
+    assert "give an https:// URL" in msg
+    (tmp_path / "k3s").write_bytes(b"binary")
+    (tmp_path / "install.sh").write_text("#!/bin/sh\n")
+    airgap = {"binary": "k3s", "sha256": "a" * 64, "install_script": "install.sh"}
+    path = make_params(edit=lambda d: d["k3s"].__setitem__("airgap", airgap))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'airgap:')}: k3s.airgap: ")
+    assert "give k3s.install_sha256" in msg
+
+    def pinned(d: dict) -> None:
+        d["k3s"]["airgap"] = airgap
+        d["k3s"]["install_sha256"] = "b" * 64
+
+    assert load_inventory(make_params(edit=pinned)).k3s.install_sha256 == "b" * 64  # type: ignore[union-attr]
+
+
+def test_the_k3s_scrape_of_a_real_homelab_needs_the_cluster_ca(
+    make_params: Callable[..., Path], tmp_path: Path
+) -> None:
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    (tmp_path / "secrets" / "k3s-token").write_text("k3s-metrics-token\n")
+    path = make_params(edit=lambda d: d["monitoring"].__setitem__("k3s", {"token": "file:secrets/k3s-token"}))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'file:secrets/k3s-token') - 1}: monitoring.k3s.ca_file: ")
+    assert "give ca_file" in msg
+    assert "insecure_skip_verify" in msg
+
+    def with_ca(d: dict) -> None:
+        d["monitoring"]["k3s"] = {"token": "file:secrets/k3s-token", "ca_file": "secrets/k3s-ca.pem"}
+
+    assert load_inventory(make_params(edit=with_ca)).monitoring.k3s.ca_file is not None  # type: ignore[union-attr]
+
+
+def test_the_scheduled_runs_image_of_a_real_homelab_is_named_by_digest(make_params: Callable[..., Path]) -> None:
+    path = make_params(edit=lambda d: d["k3s"].__setitem__("run_image", "registry.example.org/runbooks:2.0"))
+    msg = only_problem(path)
+    assert msg.startswith(f"{path}:{line_of(path, 'registry.example.org/runbooks:2.0')}: k3s.run_image: ")
+    assert "name it by digest" in msg
+    digest = "registry.home.arpa/homelab-runbooks:1.0@sha256:" + "c" * 64
+    assert load_inventory(make_params(edit=lambda d: d["k3s"].__setitem__("run_image", digest))).k3s.run_image == digest  # type: ignore[union-attr]

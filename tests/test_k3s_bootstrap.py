@@ -7,6 +7,7 @@ Do not run this beside tests/test_k3s_install.py: that one uninstalls K3s at its
 
 from __future__ import annotations
 
+import hashlib
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -230,7 +231,10 @@ def test_an_airgap_binary_with_another_checksum_installs_nothing(
 
     binary, _sha, script = airgap_files(bootstrapped, tmp_path, "v1.31.4+k3s1")
     airgap = K3sAirgap(binary=str(binary), sha256="0" * 64, install_script=str(script))
-    runbook = K3sBootstrap(with_k3s(bootstrapped, version="v1.31.9+k3s1", airgap=airgap), host=nappy)
+    pinned = hashlib.sha256(script.read_bytes()).hexdigest()
+    runbook = K3sBootstrap(
+        with_k3s(bootstrapped, version="v1.31.9+k3s1", airgap=airgap, install_sha256=pinned), host=nappy
+    )
     desired = runbook.desired()
     with pytest.raises(K3sInstallFailed) as e:
         runbook.apply(desired, runbook.plan(desired, runbook.observe(desired)), confirm=True)
@@ -252,6 +256,7 @@ def test_an_airgap_install_on_a_fresh_vm_then_converges_with_the_usual_parameter
             bootstrapped,
             install_url="http://127.0.0.2:1/unreachable.sh",  # an air-gapped VM reaches no download
             airgap=K3sAirgap(binary=str(binary), sha256=sha, install_script=str(script)),
+            install_sha256=hashlib.sha256(script.read_bytes()).hexdigest(),  # checked on the VM before sh runs it
         ),
         host=nappy,
     )

@@ -3,7 +3,10 @@ localizing, the token made once and reused, the install command and its redacted
 
 from __future__ import annotations
 
+import hashlib
+import os
 import stat
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -226,10 +229,60 @@ def test_the_install_command_downloads_first_and_keeps_the_token_off_the_command
     desired: K3sDesired,
 ) -> None:
     command = remote.install_command(desired, with_token=True)
-    assert command.index("curl -sfL http://127.0.0.2:8089/k3s-install.sh") < command.index("sh -s -")
+    assert command.index('curl -sfL -o "$script" http://127.0.0.2:8089/k3s-install.sh') < command.index("sh -s -")
     assert "INSTALL_K3S_VERSION=v1.31.4+k3s1 INSTALL_K3S_EXEC=server" in command
     assert f"exit {remote.DOWNLOAD_FAILED}" in command
     assert f'K3S_TOKEN="$(cat {remote.TOKEN_FILE})"; rm -f {remote.TOKEN_FILE}' in command
+    assert "sha256sum" not in command  # no install_sha256: nothing to check against
+
+
+def run_locally(command: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    """The remote command run by bash here, in folder (its temporary files there too)."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(folder), "TMPDIR": str(folder)}
+    return subprocess.run(["bash", "-c", command], cwd=folder, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_an_install_url_with_shell_in_it_runs_nothing_on_the_vm(desired: K3sDesired, tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned"
+    url = f"https://x/'$(touch {pwned})'`touch {pwned}`"  # "x" resolves nowhere: the download fails, the message runs
+    for pinned in ({}, {"install_sha256": "0" * 64}):
+        command = remote.install_command(replace(desired, install_url=url, **pinned), with_token=False)
+        done = run_locally(command, tmp_path)
+        assert done.returncode == remote.DOWNLOAD_FAILED, done
+        assert not pwned.exists(), "the URL was run as shell"
+        assert f"cannot download the K3s install script from {url}" in done.stderr  # said as given, not run
+        assert list(tmp_path.iterdir()) == []  # the temporary script is gone too
+
+
+def test_the_script_runs_only_when_its_sha256_matches(desired: K3sDesired, tmp_path: Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    ran = tmp_path / "ran"
+    script = served / "install.sh"
+    script.write_text(f'echo "$INSTALL_K3S_VERSION $INSTALL_K3S_EXEC" > {ran}\n')
+    url = script.as_uri()  # curl reads a file: URL as it reads an https: one
+    good = hashlib.sha256(script.read_bytes()).hexdigest()
+    work = tmp_path / "work"
+    work.mkdir()
+    bad = run_locally(remote.install_command(replace(desired, install_url=url, install_sha256="0" * 64),
+                                              with_token=False), work)  # fmt: skip
+    assert bad.returncode == remote.CHECKSUM_FAILED, bad
+    assert "sha256 is not k3s.install_sha256" in bad.stderr
+    assert not ran.exists()
+    assert list(work.iterdir()) == []
+    ok = run_locally(remote.install_command(replace(desired, install_url=url, install_sha256=good),
+                                             with_token=False), work)  # fmt: skip
+    assert ok.returncode == 0, ok
+    assert ran.read_text() == "v1.31.4+k3s1 server\n"
+    assert list(work.iterdir()) == []
+
+
+def test_the_airgap_command_checks_the_script_before_sh_runs_it(desired: K3sDesired) -> None:
+    sha = "ab" * 32
+    command = remote.airgap_command(replace(desired, install_sha256=sha), with_token=False)
+    check = command.index(f"printf '%s  %s\\n' {sha} {remote.AIRGAP_SCRIPT} | sha256sum -c -")
+    assert check < command.index(f"sh {remote.AIRGAP_SCRIPT}")
+    assert f"exit {remote.CHECKSUM_FAILED}" in command
 
 
 def test_the_tail_is_the_last_lines_with_secrets_redacted() -> None:

@@ -20,6 +20,7 @@ from homelab_lib.monitoring.render import Settings
 
 WEBHOOK = "https://hooks.example.org/services/T000/very-secret-token-0x5eed"
 TOKEN = "k3s-bearer-token-value-77f1"
+CA = "-----BEGIN CERTIFICATE-----\nthe K3s cluster CA\n-----END CERTIFICATE-----\n"
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/promtool").exists(), reason="promtool is not installed")
 
@@ -30,6 +31,7 @@ def inv(make_params: Callable[..., Path], tmp_path: Path) -> Inventory:
     (tmp_path / "secrets").mkdir(exist_ok=True)
     (tmp_path / "secrets" / "webhook").write_text(WEBHOOK + "\n")
     (tmp_path / "secrets" / "k3s-token").write_text(TOKEN + "\n")
+    (tmp_path / "secrets" / "k3s-ca.pem").write_text(CA)
 
     def edit(d: dict[str, Any]) -> None:
         d["services"] = {"postgres": {"secrets": {"postgres_password": {"ref": "file:secrets/postgres-password"}}}}
@@ -42,7 +44,11 @@ def inv(make_params: Callable[..., Path], tmp_path: Path) -> Inventory:
                     stack.remove("sonarr")
         d["services"]["sonarr"] = {"metrics": "/metrics"}
         d["alerts"] = {"webhook": "file:secrets/webhook", "kind": "json"}
-        d["monitoring"]["k3s"] = {"token": "file:secrets/k3s-token", "kube_state_metrics_port": 30808}
+        d["monitoring"]["k3s"] = {
+            "token": "file:secrets/k3s-token",
+            "ca_file": "secrets/k3s-ca.pem",
+            "kube_state_metrics_port": 30808,
+        }
         d["monitoring"]["k3s_node_ports"] = {"sonarr": 30989}
         d["monitoring"]["node_exporters"] = {"drowzee": "192.168.1.11:9100"}
         d["monitoring"]["pve_exporter"] = {"vm": "docker-hypno"}
@@ -98,6 +104,8 @@ def test_render_passes_promtool_and_amtool_and_keeps_secrets_out_of_the_text(inv
     kubelet = next(j for j in prom["scrape_configs"] if j["job_name"] == "kubelet")
     assert kubelet["authorization"] == {"type": "Bearer", "credentials_file": "secrets/k3s_token"}
     assert kubelet["scheme"] == "https"
+    assert kubelet["tls_config"] == {"ca_file": "secrets/k3s_ca.pem"}  # TLS verified: the token goes to the cluster
+    assert rendered.file("prometheus/secrets/k3s_ca.pem").content() == CA.encode()
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["192.168.1.23:9093"]
     pve = next(j for j in prom["scrape_configs"] if j["job_name"] == "pve-exporter")
     assert pve["metrics_path"] == "/pve"
@@ -105,6 +113,20 @@ def test_render_passes_promtool_and_amtool_and_keeps_secrets_out_of_the_text(inv
     # files land in the folders the catalog's services bind-mount
     assert rendered.file("prometheus/prometheus.yml").remote_path == "/srv/homelab/monitoring/prometheus/prometheus.yml"
     assert rendered.file("alertmanager/alertmanager.yml").vm == "docker-hypno"
+
+
+def test_the_k3s_scrape_of_a_real_homelab_never_skips_tls_verification(inv: Inventory) -> None:
+    assert inv.monitoring is not None
+    assert inv.monitoring.k3s is not None
+    no_ca = inv.monitoring.k3s.model_copy(update={"ca_file": None})  # past the inventory's checks
+    unchecked = inv.model_copy(update={"monitoring": inv.monitoring.model_copy(update={"k3s": no_ca})})
+    with pytest.raises(MonitoringError, match="without verifying TLS") as e:
+        monitoring.render(unchecked)
+    assert "give ca_file" in e.value.hint
+    lab = monitoring.render(unchecked.model_copy(update={"profile": "lab"}))  # the lab's own cluster: allowed
+    prom = yaml.safe_load(lab.file("prometheus/prometheus.yml").text)
+    kubelet = next(j for j in prom["scrape_configs"] if j["job_name"] == "kubelet")
+    assert kubelet["tls_config"] == {"insecure_skip_verify": True}
 
 
 def test_render_is_byte_identical_run_to_run(inv: Inventory) -> None:

@@ -150,7 +150,7 @@ def register(sub: Subparsers) -> None:
     k3s = p.add_argument_group("on the homelab's K3s instead (a CronJob; needs -f PARAMS with k3s:)")
     k3s.add_argument("--k3s", action="store_true", help="a CronJob on K3s instead of a systemd timer (plan only)")
     k3s.add_argument("--confirm", action="store_true", help="(--k3s) apply the plan shown")
-    k3s.add_argument("--image", default="homelab-runbooks:latest", help="(--k3s) the toolkit's image")
+    k3s.add_argument("--image", default="", help="(--k3s) the toolkit's image (default: k3s.run_image; by digest)")
     k3s.add_argument("--namespace", help="(--k3s) the namespace (default: homelab-runs; --list: all)")
     k3s.add_argument("--archive-size", default="2Gi", help="(--k3s) the archive claim's size (default: 2Gi)")
     p.set_defaults(func=cmd_schedule)

@@ -147,6 +147,12 @@ def k3s_vm(inv: Inventory, locate: Locate) -> Iterator[Problem]:
 
 
 @rule
+def trust(inv: Inventory, locate: Locate) -> Iterator[Problem]:
+    """What a real homelab trusts: the K3s install (https, checksums), the K3s scrape's TLS, the runs' image."""
+    yield from _trust(inv, locate)
+
+
+@rule
 def k3s_services(inv: Inventory, locate: Locate) -> Iterator[Problem]:
     """Each service placed on K3s is known and can run on K3s."""
     for svc, loc in _k3s_entries(inv):
@@ -249,6 +255,51 @@ def proxmox_access(inv: Inventory, locate: Locate) -> Iterator[Problem]:
         yield locate(
             ("proxmox", "verify_tls"), "TLS verification is off; give ca_file for a self-signed cluster instead"
         )
+
+
+def _trust(inv: Inventory, locate: Locate) -> list[Problem]:
+    """What a real homelab trusts is checked: the K3s install (https, checksums), the K3s scrape's TLS, the
+    scheduled runs' image (by digest)."""
+    problems = []
+    scrape = inv.monitoring.k3s if inv.monitoring else None
+    if scrape is not None and scrape.ca_file is None and inv.profile == "real":
+        problems.append(
+            locate(
+                ("monitoring", "k3s", "ca_file"),
+                "the K3s scrape sends a bearer token, and without ca_file TLS would not be verified "
+                "(insecure_skip_verify): whoever sits between Prometheus and the VM takes the token; give "
+                "ca_file, the cluster's CA (/var/lib/rancher/k3s/server/tls/server-ca.crt on the K3s VM)",
+            )
+        )
+    k = inv.k3s
+    if k is None:
+        return problems
+    if inv.profile == "real" and not k.install_url.startswith("https://"):
+        problems.append(
+            locate(
+                ("k3s", "install_url"),
+                "the install script runs as root on the VM, and over http:// anyone on the way can change it; "
+                "give an https:// URL (and k3s.install_sha256 to pin the script)",
+            )
+        )
+    if k.airgap is not None and k.install_sha256 is None:
+        problems.append(
+            locate(
+                ("k3s", "airgap"),
+                "an air-gapped install checks its script too: give k3s.install_sha256 (sha256sum of "
+                "airgap.install_script, once you have read it)",
+            )
+        )
+    if inv.profile == "real" and k.run_image is not None and "@sha256:" not in k.run_image:
+        problems.append(
+            locate(
+                ("k3s", "run_image"),
+                f"'{k.run_image}' is named by tag only: whoever can push that tag chooses what the scheduled runs "
+                "(which hold the parameters' secrets) execute; name it by digest, NAME:TAG@sha256:<64 hex> "
+                "(docker buildx imagetools inspect NAME:TAG prints it)",
+            )
+        )
+    return problems
 
 
 def _unknown_service(name: str, inv: Inventory) -> str:

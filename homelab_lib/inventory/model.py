@@ -184,6 +184,8 @@ class Vm(Model):
         return str(self.ip.ip)
 
 
+#: A URL as the install's shell is given it: no character a shell reads (quotes, $, `, parentheses, \, spaces).
+URL = re.compile(r"https?://[A-Za-z0-9._~:/?#\[\]@!&+,;=%*-]+")
 K3S_COMPONENTS = ("coredns", "traefik", "local-storage", "metrics-server", "servicelb")
 LabelKey = Annotated[str, Field(pattern=r"^([a-z0-9.-]+/)?[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$")]
 Taint = Annotated[str, Field(pattern=r"^[A-Za-z0-9./_-]+(=[A-Za-z0-9._-]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$")]
@@ -220,8 +222,13 @@ class K3s(Model):
         default=60,
         description="the run Lease's duration: a crashed run's lock frees after this (renewed every third of it)",
     )
-    install_url: Annotated[str, Field(pattern=r"^https?://\S+$")] = Field(
-        default="https://get.k3s.io", description="the K3s install script (curl -sfL URL | sh -s -)"
+    install_url: str = Field(
+        default="https://get.k3s.io",
+        description="the K3s install script (curl -sfL URL | sh -s -); https:// for profile real",
+    )
+    install_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description="the install script's sha256, checked on the VM before sh runs it (needed with airgap)",
     )
     token: Secret | None = Field(
         default=None,
@@ -243,12 +250,27 @@ class K3s(Model):
         default=None, description="install from local files (INSTALL_K3S_SKIP_DOWNLOAD=true) instead of install_url"
     )
     devenvs: list[DevEnv] = Field(default_factory=list, description="development environments (runbook 04)")
+    run_image: Annotated[str, Field(pattern=r"^[a-z0-9][A-Za-z0-9_./:-]*(@sha256:[0-9a-f]{64})?$")] | None = Field(
+        default=None,
+        description="the toolkit's image that scheduled runs on K3s run in (homelab schedule --k3s), by digest "
+        "for profile real: registry/homelab-runbooks:1.0@sha256:...",
+    )
     gitlab_root_password: Secret | None = Field(default=None, description="GitLab's initial root password")
     harbor_admin_password: Secret | None = Field(default=None, description="Harbor's admin password")
     harbor_chart_version: str = Field(default="1.16.0", description="the goharbor/harbor chart (Harbor v2.12.0)")
     rollout_timeout_s: Annotated[float, Field(gt=0)] = Field(
         default=600.0, description="how long a service of runbook 04 may take to roll out (install Jobs too)"
     )
+
+    @field_validator("install_url")
+    @classmethod
+    def _plain_url(cls, v: str) -> str:
+        if not URL.fullmatch(v):
+            raise ValueError(
+                "install_url must be a plain http(s) URL of letters, digits and -._~:/?#[]@!&+,;=%* only: a quote, "
+                "$, `, (, ), \\ or a space would be read by the VM's shell, which runs the download as root"
+            )
+        return v
 
 
 class Port(Model):
@@ -483,7 +505,9 @@ class K3sScrape(Model):
     """
 
     token: Secret = Field(description="env:NAME or file:PATH: a bearer token allowed to read the metrics")
-    ca_file: FilePath | None = Field(default=None, description="the cluster CA (default: TLS not verified)")
+    ca_file: FilePath | None = Field(
+        default=None, description="the cluster CA (required for profile real; without it, lab only: TLS not verified)"
+    )
     kubelet: bool = Field(default=True, description="scrape the kubelet (:10250/metrics and /metrics/cadvisor)")
     apiserver: bool = Field(default=True, description="scrape the API server (:6443/metrics)")
     kube_state_metrics_port: Annotated[int, Field(ge=30000, le=32767)] | None = Field(

@@ -6,8 +6,12 @@ The install is K3s's documented one, the same on every VM::
 
 with the settings in ``/etc/rancher/k3s/config.yaml`` (written first) and the cluster token
 handed over as ``K3S_TOKEN`` from a private file that is removed at once (the installer keeps it
-in ``k3s.service.env``, mode 600). The script is downloaded before it runs, so a failed
-download is an error rather than an empty script run by ``sh``.
+in ``k3s.service.env``, mode 600). The script is downloaded to a private temporary file before it
+runs, so a failed download is an error rather than an empty script run by ``sh``, and with
+``k3s.install_sha256`` the file is checked (``sha256sum -c``) before ``sh`` reads it; the
+air-gapped install checks its copied script the same way. Every value put into the remote
+command (the URL, the version, the checksum) is quoted with :func:`shlex.quote`: nothing of the
+parameters is ever read by the VM's shell as shell.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ TOKEN_FILE = "/root/.homelab-k3s-token"
 TAIL_LINES = 12
 #: The exit code :func:`install_command` gives when the script cannot be downloaded (curl's "HTTP error").
 DOWNLOAD_FAILED = 22
+#: The exit code the install commands give when the script's sha256 is not ``k3s.install_sha256`` (nothing ran).
+CHECKSUM_FAILED = 86
 
 
 def read_file(host: DockerHost, path: str) -> str | None:
@@ -131,13 +137,30 @@ def _token_prefix(with_token: bool) -> str:
     return f'K3S_TOKEN="$(cat {TOKEN_FILE})"; rm -f {TOKEN_FILE}; export K3S_TOKEN; ' if with_token else ""
 
 
-def install_command(desired: K3sDesired, *, with_token: bool) -> str:
-    """The documented install, the script downloaded first (exit 22 when it cannot be)."""
+def _checked(script: str, sha256: str | None) -> str:
+    """Shell that stops (exit CHECKSUM_FAILED, the script removed) unless the file script has sha256; '' for None."""
+    if sha256 is None:
+        return ""
     q = shlex.quote
+    wrong = f"the K3s install script's sha256 is not k3s.install_sha256 ({sha256}); nothing was run"
     return (
-        f"{_token_prefix(with_token)}script=$(curl -sfL {q(desired.install_url)}) || "
-        f"{{ echo 'cannot download the K3s install script from {desired.install_url}' >&2; exit {DOWNLOAD_FAILED}; }}; "
-        f'printf "%s\\n" "$script" | INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server sh -s - 2>&1'
+        f"printf '%s  %s\\n' {q(sha256)} {script} | sha256sum -c - >/dev/null 2>&1 || "
+        f"{{ echo {q(wrong)} >&2; rm -f {script}; exit {CHECKSUM_FAILED}; }}; "
+    )
+
+
+def install_command(desired: K3sDesired, *, with_token: bool) -> str:
+    """The documented install: the script downloaded to a private file first (exit 22 when it cannot be),
+    checked against ``install_sha256`` (exit 86 when it differs), then run by ``sh -s -``; every value quoted."""
+    q, script = shlex.quote, '"$script"'
+    failed = f"cannot download the K3s install script from {desired.install_url}"
+    return (
+        f"{_token_prefix(with_token)}script=$(mktemp) || exit 1; "
+        f"curl -sfL -o {script} {q(desired.install_url)} || "
+        f"{{ echo {q(failed)} >&2; rm -f {script}; exit {DOWNLOAD_FAILED}; }}; "
+        f"{_checked(script, desired.install_sha256)}"
+        f"INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server sh -s - <{script} 2>&1; "
+        f"rc=$?; rm -f {script}; exit $rc"
     )
 
 
@@ -146,26 +169,34 @@ BIN = "/usr/local/bin/k3s"
 
 
 def airgap_command(desired: K3sDesired, *, with_token: bool) -> str:
-    """The documented air-gapped install: the copied script with INSTALL_K3S_SKIP_DOWNLOAD=true."""
+    """The documented air-gapped install: the copied script, checked against ``install_sha256`` on the VM,
+    with INSTALL_K3S_SKIP_DOWNLOAD=true."""
     q = shlex.quote
     return (
-        f"{_token_prefix(with_token)}INSTALL_K3S_SKIP_DOWNLOAD=true "
+        f"{_token_prefix(with_token)}{_checked(AIRGAP_SCRIPT, desired.install_sha256)}INSTALL_K3S_SKIP_DOWNLOAD=true "
         f"INSTALL_K3S_VERSION={q(desired.version)} INSTALL_K3S_EXEC=server "
         f"sh {AIRGAP_SCRIPT} 2>&1; rc=$?; rm -f {AIRGAP_SCRIPT}; exit $rc"
     )
 
 
 def copy_airgap(host: DockerHost, desired: K3sDesired) -> None:
-    """Check the local binary's sha256, copy it and the install script to the VM, check it there, put it in place.
+    """Check the local binary's and script's sha256, copy both to the VM, check the binary there, put it in place.
 
     Raises:
-        K3sInstallFailed: the binary's sha256 is not the one the parameters name (nothing was copied),
-            or the copy on the VM does not match (it was removed; nothing installed).
+        K3sInstallFailed: the binary's or the script's sha256 is not the one the parameters name (nothing
+            was copied), or the binary's copy on the VM does not match (it was removed; nothing installed).
+        K3sError: the files cannot be read, or k3s.install_sha256 is not set (the script would run unchecked).
     """
     import hashlib
 
     assert desired.airgap is not None
     binary, sha, script = desired.airgap
+    if desired.install_sha256 is None:
+        raise K3sError(
+            "an air-gapped install runs its script only checked, and k3s.install_sha256 is not set",
+            where=desired.where,
+            hint="set k3s.install_sha256 to the sha256sum of airgap.install_script, once you have read it",
+        )
     try:
         data = binary.read_bytes()
         script_text = script.read_bytes()
@@ -175,20 +206,25 @@ def copy_airgap(host: DockerHost, desired: K3sDesired) -> None:
             where=desired.where,
             hint="download the release's k3s binary and install script to the paths in k3s.airgap",
         ) from None
-    have = hashlib.sha256(data).hexdigest()
-    if have != sha:
-        raise K3sInstallFailed(
-            f"checksum mismatch: {binary} has sha256 {have}, k3s.airgap.sha256 says {sha}; nothing was installed",
-            exit_code=0,
-            where=desired.where,
-            hint="download the binary again from the release (and its sha256sum-amd64.txt), then run again",
-        )
+    for path, content, want, named in (
+        (binary, data, sha, "k3s.airgap.sha256"),
+        (script, script_text, desired.install_sha256, "k3s.install_sha256"),
+    ):
+        have = hashlib.sha256(content).hexdigest()
+        if have != want:
+            raise K3sInstallFailed(
+                f"checksum mismatch: {path} has sha256 {have}, {named} says {want}; nothing was installed",
+                exit_code=0,
+                where=desired.where,
+                hint="download the file again from the release (the binary's sha256sum-amd64.txt; the script "
+                "from the install URL, read before you pin it), then run again",
+            )
     folder, name = BIN.rsplit("/", 1)
     host.put_files(folder, {f"{name}.homelab-new": (data, 0o755)})
     host.put_files(AIRGAP_SCRIPT.rsplit("/", 1)[0], {AIRGAP_SCRIPT.rsplit("/", 1)[1]: (script_text, 0o700)})
+    q, new = shlex.quote, shlex.quote(f"{BIN}.homelab-new")
     check = host.run(
-        f"echo '{sha}  {BIN}.homelab-new' | sha256sum -c - >/dev/null 2>&1 && mv -f {BIN}.homelab-new {BIN}",
-        timeout=120,
+        f"printf '%s  %s\\n' {q(sha)} {new} | sha256sum -c - >/dev/null 2>&1 && mv -f {new} {q(BIN)}", timeout=120
     )
     if not check.ok:
         host.run(f"rm -f {BIN}.homelab-new {AIRGAP_SCRIPT}", timeout=60)
@@ -240,6 +276,9 @@ def install(host: DockerHost, desired: K3sDesired, *, timeout: float = INSTALL_T
                 "K3s on the VM holds data made with another token: set k3s.token to the token it was installed "
                 "with, or uninstall K3s there (k3s-uninstall.sh) to start over"
                 if different
+                else "the script is not the one k3s.install_sha256 names: read the new one (it runs as root), "
+                "then set its sha256, or find out who changed it"
+                if done.exit_code == CHECKSUM_FAILED
                 else "read the last lines above; fix the cause (URL, version, disk, network), then run again"
             ),
         )

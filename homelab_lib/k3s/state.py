@@ -50,6 +50,8 @@ class K3sDesired:
         components: the kube-system Deployments verify expects available.
         ready_timeout_s: how long the API, the node and kube-system may take to be ready.
         airgap: (binary, sha256, install script) on this machine for an air-gapped install; None: install_url.
+        install_sha256: the install script's sha256, checked on the VM before it runs (None: not checked;
+            an air-gapped install needs it).
     """
 
     homelab: str
@@ -63,6 +65,7 @@ class K3sDesired:
     components: tuple[str, ...]
     ready_timeout_s: float
     airgap: tuple[Path, str, Path] | None = None
+    install_sha256: str | None = None
 
     @property
     def where(self) -> str:
@@ -84,6 +87,8 @@ class K3sDesired:
                 f"curl -sfL {self.install_url} | INSTALL_K3S_VERSION={self.version} INSTALL_K3S_EXEC=server sh -s -",
             ),
         ]
+        if self.install_sha256:
+            rows.append(("install script sha256", self.install_sha256))
         rows += [(f"config.yaml: {k}", _show(v)) for k, v in self.settings().items()]
         rows += [
             ("kubeconfig", _near(self.kubeconfig) if self.kubeconfig else "- (not kept)"),
@@ -269,6 +274,7 @@ def desired_state(inv: Inventory) -> K3sDesired:
         components=components,
         ready_timeout_s=k.ready_timeout_s,
         airgap=(k.airgap.binary, k.airgap.sha256, k.airgap.install_script) if k.airgap else None,
+        install_sha256=k.install_sha256,
     )
 
 

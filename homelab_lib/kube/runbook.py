@@ -57,6 +57,9 @@ class KubeDesired:
             neither applied nor proposed for deletion.
         kinds: more (apiVersion, kind) pairs whose objects of this runbook are proposed for deletion when
             not wanted, besides the kinds of ``objects`` (a removal wants none of a kind any more).
+        owner_labels: labels that make an object of this runbook outside ``scope`` its own too (all of them,
+            with their values): a scheduled run's Roles in kube-system and its ClusterRole, whose runbook
+            label alone another namespace's schedule of the same name shares.
     """
 
     homelab: str
@@ -66,6 +69,15 @@ class KubeDesired:
     rollout_timeout_s: float = 600.0
     scope: tuple[str, ...] = ()
     kinds: tuple[tuple[str, str], ...] = ()
+    owner_labels: tuple[tuple[str, str], ...] = ()
+
+    def owns(self, found: KubeObject) -> bool:
+        """Whether an object of this runbook's label is this desired state's to delete: in scope, or marked."""
+        k = key(found)
+        if not self.scope or (k.namespace or k.name) in self.scope:
+            return True
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        return bool(self.owner_labels) and all(labels.get(name) == value for name, value in self.owner_labels)
 
     def table(self) -> pd.DataFrame:
         import pandas as pd
@@ -225,8 +237,11 @@ class KubeManifests(BaseAdapter[KubeDesired, KubeObserved, KubeReport]):
                 found.setdefault("apiVersion", api_version)
                 found.setdefault("kind", kind)
                 k = key(found)
-                in_scope = not desired.scope or (k.namespace or k.name) in desired.scope
-                if in_scope and k not in wanted and not (found.get("metadata") or {}).get("deletionTimestamp"):
+                if (
+                    desired.owns(found)
+                    and k not in wanted
+                    and not (found.get("metadata") or {}).get("deletionTimestamp")
+                ):
                     strays.add(k)
         return KubeObserved(states, tuple(sorted(strays)), self._default_class())
 

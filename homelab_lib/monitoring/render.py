@@ -402,6 +402,12 @@ def render(inv: Inventory, settings: Settings | None = None) -> Rendered:
     for path, text in rule_files(settings).items():
         files.append(_file("prometheus", prom_vm.name, folder, path, text))
     if inv.monitoring.k3s is not None:
+        if inv.monitoring.k3s.ca_file is None and inv.profile == "real":  # the inventory's checks say so first
+            raise MonitoringError(
+                "the K3s scrape would send its bearer token without verifying TLS (no monitoring.k3s.ca_file)",
+                where="monitoring.k3s.ca_file",
+                hint="give ca_file: the cluster's CA (/var/lib/rancher/k3s/server/tls/server-ca.crt on the K3s VM)",
+            )
         files.append(
             _file("prometheus", prom_vm.name, folder, "secrets/k3s_token", "", (("", inv.monitoring.k3s.token),))
         )

@@ -3,21 +3,33 @@
 ``homelab schedule NOTEBOOK --every SPEC --k3s -f PARAMS`` makes, in one namespace (default ``homelab-runs``):
 
 - a ConfigMap ``<name>-params``: the parameter files, with every file they name rewritten to where
-  the pod finds it (they hold references, never secret values);
+  the pod finds it (they hold references, never secret values), and the pod's kubeconfig (below);
 - a Secret ``<name>-files``: the files the parameters name (``file:`` secret references and path
-  keys: ``kubeconfig``, ``ca_file``, ``known_hosts``, ...), projected with the ConfigMap into
-  ``/homelab/params``; a Secret ``<name>-env`` with the values of the ``env:`` references, given to
-  the pod as those variables (values read at apply time, never shown: a plan says ``(set)``);
+  keys: ``ca_file``, ``known_hosts``, ...), projected with the ConfigMap into ``/homelab/params``; a
+  Secret ``<name>-env`` with the values of the ``env:`` references, given to the pod as those
+  variables (values read at apply time, never shown: a plan says ``(set)``);
 - a PersistentVolumeClaim ``homelab-archive`` at ``/homelab/archive``: the archive of every run the
   CronJobs of the namespace start;
+- a ServiceAccount ``<name>`` the pod runs as, with only the rights its runbook needs
+  (:data:`~homelab_lib.schedule.rights.RIGHTS`): a Role and RoleBinding ``<namespace>.<name>`` in each
+  namespace it works in, a ClusterRole and ClusterRoleBinding of that name for what is cluster-wide;
 - the CronJob ``<name>``: SPEC as cron (``15m``, ``6h``, ``daily``, ``*-*-* 02:00:00``; a SPEC that cron
   cannot say is refused with the ones it can), ``concurrencyPolicy: Forbid``, no retries (a failed run
   is archived and alerts; the next one comes at its time), running ``homelab run`` on the notebook's
-  path in the image.
+  path in the image, named by digest (``k3s.run_image`` or ``--image``; a tag alone is refused for
+  ``profile: real``: whoever can push the tag would choose what runs with the parameters' secrets).
 
-The carried kubeconfig lets the pod's run take the run Lease (:mod:`homelab_lib.kube.lease`) on the
-same cluster, so a CronJob's run and a laptop's never overlap; its API address must be one the pod
-reaches (the VM's address, as runbook 03 writes it). The objects are applied by the Kubernetes adapter
+What each runbook needs of the cluster, and so what its ServiceAccount may do, is the table of
+:mod:`homelab_lib.schedule.rights`; the pod's kubeconfig (``k3s.kubeconfig`` rewritten to it) names the
+cluster as the operator's does and that ServiceAccount's mounted token as its user: the cluster-admin
+kubeconfig is never carried. With it the pod's run takes the run Lease (:mod:`homelab_lib.kube.lease`),
+so a CronJob's run and a laptop's never overlap; the server address must be one the pod reaches (the
+VM's address, as runbook 03 writes it).
+
+The audit signing key (``audit.signing_key``) stays off the cluster: it is left out of the pod's
+parameters and of every Secret, so the pod's runs are unsigned (its archive has no ``HEAD.sig``, and the
+CronJob says so in its ``homelab.io/audit`` annotation); ``homelab audit verify -f PARAMS`` where the key
+lives reports that and checks every hash. The objects are applied by the Kubernetes adapter
 (:class:`~homelab_lib.kube.runbook.KubeManifests`: server-side apply, plan first).
 """
 
@@ -40,6 +52,7 @@ from homelab_lib.inventory.load import PATH_KEYS
 from homelab_lib.kube.client import Kube
 from homelab_lib.kube.objects import MANAGED, MANAGER, PART_OF, KubeObject, ordered, sealed, validate
 from homelab_lib.kube.runbook import KubeDesired, KubeManifests
+from homelab_lib.schedule.rights import Rule, pod_kubeconfig, rights_of, roles_of
 from homelab_lib.schedule.systemd import Every, repo_root, unit_name
 
 NAMESPACE = "homelab-runs"
@@ -51,6 +64,14 @@ ARCHIVE_CLAIM = "homelab-archive"
 MAX_FILE = 256 * 1024  # a Secret holds 1 MiB in all; the files a homelab's parameters name are small
 KEY = re.compile(r"[^-._a-zA-Z0-9]+")
 RUNBOOK_PREFIX = "schedule-"  # the homelab.io/runbook label of a scheduled run's objects: schedule-<name>
+#: The label that tells a scheduled run's objects outside its namespace (Roles, a ClusterRole) from those of
+#: a schedule of the same name in another namespace: its value is the schedule's namespace.
+SCHEDULE_NAMESPACE = "homelab.io/schedule-namespace"
+KUBECONFIG = "kubeconfig.yaml"  # the pod's kubeconfig: a key of the params ConfigMap, a file in PARAMS_DIR
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+UNSIGNED = (
+    "unsigned: the audit signing key stays off the cluster; check the archive with homelab audit verify where it lives"
+)
 
 
 @dataclass(frozen=True)
@@ -65,8 +86,11 @@ class CronJobSpec:
         params: ConfigMap data: file name -> the parameter file's text, rewritten.
         files: Secret data: key -> (the file on this machine, its path under PARAMS_DIR).
         env: the ``env:`` references' variable names.
-        image: the toolkit's image.
+        image: the toolkit's image (by digest for profile real).
         archive_size: the archive claim's size.
+        roles: the ServiceAccount's rights: (namespace, rules) for a Role there; namespace '' for the ClusterRole.
+        kubeconfig: the pod's kubeconfig (the cluster as the operator's names it, the ServiceAccount's token
+            as its user); '' when its runbook needs no cluster (no token is mounted either).
     """
 
     name: str
@@ -78,6 +102,8 @@ class CronJobSpec:
     env: tuple[str, ...]
     image: str
     archive_size: str
+    roles: tuple[tuple[str, tuple[Rule, ...]], ...] = ()
+    kubeconfig: str = ""
 
 
 def _bad(where: str, message: str) -> ConfigError:
@@ -105,12 +131,20 @@ def _here(path: Path, folder: Path) -> Path:
     return path if path.is_absolute() else (folder / path).resolve()
 
 
-def _rewrite(text: str, folder: Path, carried: dict[Path, tuple[str, str]], where: str) -> tuple[str, list[str]]:
-    """A parameter file with every file it names pointed under PARAMS_DIR; the ``env:`` names it reads."""
+def _rewrite(
+    text: str, folder: Path, carried: dict[Path, tuple[str, str]], where: str, *, cluster: bool
+) -> tuple[str, list[str], Path | None]:
+    """A parameter file as the pod reads it; the ``env:`` names it reads; the kubeconfig it names (None: none).
+
+    Every file it names is pointed under PARAMS_DIR (and carried), but two: ``k3s.kubeconfig`` points at
+    the pod's own kubeconfig (or goes, when the runbook needs no cluster: ``cluster`` False), and
+    ``audit.signing_key`` goes (the key stays off the cluster).
+    """
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     data = yaml.load(text)
     env: list[str] = []
+    kubeconfig: list[Path] = []
 
     def carry(path: Path) -> str:
         path = _here(path, folder)
@@ -124,12 +158,20 @@ def _rewrite(text: str, folder: Path, carried: dict[Path, tuple[str, str]], wher
             carried[path] = (key, f"files/{key}")
         return f"{PARAMS_DIR}/{carried[path][1]}"
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, at: tuple[Any, ...]) -> None:
         items = (
             list(node.items()) if isinstance(node, dict) else list(enumerate(node)) if isinstance(node, list) else []
         )
         for k, v in items:
-            if isinstance(v, str):
+            if (*at, k) == ("audit", "signing_key"):
+                del node[k]  # never carried: the pod's runs are unsigned
+            elif (*at, k) == ("k3s", "kubeconfig") and isinstance(v, str):
+                kubeconfig.append(_here(Path(v), folder))
+                if cluster:
+                    node[k] = f"{PARAMS_DIR}/{KUBECONFIG}"
+                else:
+                    del node[k]
+            elif isinstance(v, str):
                 m = REF_PATTERN.match(v) if v.startswith(("file:", "env:")) else None
                 if m is not None and v.startswith("file:"):
                     node[k] = "file:" + carry(Path(v[len("file:") :]))
@@ -141,12 +183,29 @@ def _rewrite(text: str, folder: Path, carried: dict[Path, tuple[str, str]], wher
                 elif k in PATH_KEYS and k != "state_dir":
                     node[k] = carry(Path(v))
             else:
-                walk(v)
+                walk(v, (*at, k))
 
-    walk(data)
+    walk(data, ())
     out = io.StringIO()
     yaml.dump(data, out)
-    return out.getvalue(), env
+    return out.getvalue(), env, kubeconfig[-1] if kubeconfig else None
+
+
+def image_of(inv: Inventory, given: str) -> str:
+    """The toolkit's image: ``--image``, else ``k3s.run_image``, else :data:`IMAGE` (profile lab only).
+
+    Raises:
+        ConfigError: profile real and the image is not named by digest.
+    """
+    image = given or (inv.k3s.run_image if inv.k3s is not None else None) or IMAGE
+    if inv.profile == "real" and not DIGEST.search(image):
+        raise _bad(
+            "--image" if given else "k3s.run_image",
+            f"the image '{image}' is not named by digest: whoever can push its tag would choose what runs with the "
+            "parameters' secrets; give NAME:TAG@sha256:<64 hex> (docker buildx imagetools inspect NAME:TAG prints "
+            "it) as k3s.run_image or --image",
+        )
+    return image
 
 
 def cronjob_spec(
@@ -157,7 +216,7 @@ def cronjob_spec(
     parameters: Mapping[str, Any] | None = None,
     name: str = "",
     namespace: str = NAMESPACE,
-    image: str = IMAGE,
+    image: str = "",
     image_root: str = IMAGE_ROOT,
     archive_size: str = "2Gi",
 ) -> CronJobSpec:
@@ -170,13 +229,15 @@ def cronjob_spec(
         parameters: notebook parameters (``-p``); secrets must be references.
         name: a suffix, to schedule one notebook more than once.
         namespace: where the objects go.
-        image: the toolkit's image (this package installed, the repository at image_root).
+        image: the toolkit's image (this package installed, the repository at image_root); '' for
+            ``k3s.run_image``, else :data:`IMAGE` (profile lab only: a real homelab's is named by digest).
         image_root: the repository's folder in the image.
         archive_size: the archive claim's size.
 
     Raises:
         ConfigError: no such notebook or parameter file, no parameter file, a literal secret, a SPEC
-            cron cannot say, or a file the parameters name that cannot be carried.
+            cron cannot say, a runbook not scheduled on K3s (:data:`RIGHTS`), an image not named by
+            digest (profile real), or a file the parameters name that cannot be carried.
     """
     nb = Path(notebook).resolve()
     if not nb.is_file():
@@ -188,15 +249,23 @@ def cronjob_spec(
     if secret:
         raise _bad(f"-p {secret[0]}", "looks like a secret and holds a value; pass a reference (env:NAME or file:PATH)")
     cron = cron_of(every)
+    rights = rights_of(nb, params)
+    cluster = rights.lease or rights.claims
     carried: dict[Path, tuple[str, str]] = {}
     texts: list[tuple[str, str]] = []
     env: list[str] = []
-    for i, f in enumerate(Path(p).resolve() for p in param_files):
+    source: Path | None = None
+    files = [Path(p).resolve() for p in param_files]
+    for i, f in enumerate(files):
         if not f.is_file():
             raise _bad(str(f), "no such parameter file")
-        text, names = _rewrite(f.read_text(), f.parent, carried, str(f))
+        text, names, named = _rewrite(f.read_text(), f.parent, carried, str(f), cluster=cluster)
         texts.append((KEY.sub("-", f"p{i}-{f.name}"), text))
         env += names
+        source = named or source
+    inv = load_inventory(files)
+    job = unit_name(nb, name).lower().replace("_", "-")[:52].rstrip("-")
+    kubeconfig = pod_kubeconfig(source, inv.name, namespace, job) if cluster and source is not None else ""
     root = repo_root(nb)
     try:
         inside = nb.relative_to(root).as_posix()
@@ -208,45 +277,55 @@ def cronjob_spec(
     for key, value in params.items():
         argv += ["-p", str(key), "true" if value is True else "false" if value is False else str(value)]
     argv += ["--archive", ARCHIVE_DIR, "--log-output", "-q"]
-    files = tuple((key, path, rel) for path, (key, rel) in carried.items())
     return CronJobSpec(
-        unit_name(nb, name).lower().replace("_", "-")[:52].rstrip("-"),
+        job,
         namespace,
         cron,
         tuple(argv),
         tuple(texts),
-        files,
+        tuple((key, path, rel) for path, (key, rel) in carried.items()),
         tuple(sorted(set(env))),
-        image,
+        image_of(inv, image),
         archive_size,
+        roles_of(inv, rights) if kubeconfig else (),
+        kubeconfig,
     )
 
 
-def _meta(name: str, namespace: str) -> dict[str, Any]:
-    return {"name": name, "namespace": namespace}
+def _meta(name: str, namespace: str, schedule: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {SCHEDULE_NAMESPACE: schedule}}
+    if namespace:
+        meta["namespace"] = namespace
+    return meta
 
 
-def manifests(spec: CronJobSpec, *, reveal: bool = True) -> list[KubeObject]:
-    """The objects of a scheduled run (unsealed, in apply order).
-
-    Args:
-        spec: the scheduled run.
-        reveal: read the carried files and the ``env:`` values into the Secrets (False: placeholders,
-            for showing the manifests).
-
-    Raises:
-        UnresolvedSecret: an ``env:`` variable is not set here (reveal).
-    """
+def rbac(spec: CronJobSpec) -> list[KubeObject]:
+    """The ServiceAccount the pod runs as, and its Roles and ClusterRole with their bindings (:data:`RIGHTS`)."""
     ns = spec.namespace
+    objs: list[KubeObject] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(spec.name, ns, ns),
+         "automountServiceAccountToken": False}
+    ]  # fmt: skip
+    rbac_name = f"{ns}.{spec.name}"  # unique beyond the namespace: schedules of one name in two namespaces differ
+    subject = [{"kind": "ServiceAccount", "name": spec.name, "namespace": ns}]
+    for space, rules in spec.roles:
+        kind = "Role" if space else "ClusterRole"
+        objs.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                     "metadata": _meta(rbac_name, space, ns), "rules": [r.manifest() for r in rules]})  # fmt: skip
+        objs.append(
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": f"{kind}Binding",
+             "metadata": _meta(rbac_name, space, ns), "subjects": subject,
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": rbac_name}}
+        )  # fmt: skip
+    return objs
 
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode() if reveal else "KHNldCBhdCBhcHBseSk="  # "(set at apply)"
 
-    files_data = {key: b64(path.read_bytes() if reveal else b"") for key, path, _ in spec.files}
-    env_data = {n: b64(SecretRef("env", n).reveal().encode() if reveal else b"") for n in spec.env}
-    projected: list[dict[str, Any]] = [
-        {"configMap": {"name": f"{spec.name}-params", "items": [{"key": k, "path": k} for k, _ in spec.params]}}
-    ]
+def _cronjob(spec: CronJobSpec) -> KubeObject:
+    """The CronJob: its pod runs ``homelab run`` as the ServiceAccount, with the parameters and the archive."""
+    params = [{"key": k, "path": k} for k, _ in spec.params]
+    if spec.kubeconfig:
+        params.append({"key": KUBECONFIG, "path": KUBECONFIG})
+    projected: list[dict[str, Any]] = [{"configMap": {"name": f"{spec.name}-params", "items": params}}]
     if spec.files:
         projected.append(
             {
@@ -268,57 +347,77 @@ def manifests(spec: CronJobSpec, *, reveal: bool = True) -> list[KubeObject]:
             {"name": "archive", "mountPath": ARCHIVE_DIR},
         ],
     }
+    pod = {
+        "restartPolicy": "Never",
+        "serviceAccountName": spec.name,
+        "automountServiceAccountToken": bool(spec.kubeconfig),  # the token only for a runbook that needs the cluster
+        "containers": [container],
+        "volumes": [
+            {"name": "params", "projected": {"sources": projected}},
+            {"name": "archive", "persistentVolumeClaim": {"claimName": ARCHIVE_CLAIM}},
+        ],
+    }
+    meta = _meta(spec.name, spec.namespace, spec.namespace)
+    meta["annotations"] = {"homelab.io/audit": UNSIGNED}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta,
+        "spec": {
+            "schedule": spec.cron,
+            "concurrencyPolicy": "Forbid",
+            "startingDeadlineSeconds": 600,
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {"metadata": {"labels": {"homelab.io/schedule": spec.name}}, "spec": pod},
+                }
+            },
+        },
+    }
+
+
+def manifests(spec: CronJobSpec, *, reveal: bool = True) -> list[KubeObject]:
+    """The objects of a scheduled run (unsealed, in apply order).
+
+    Args:
+        spec: the scheduled run.
+        reveal: read the carried files and the ``env:`` values into the Secrets (False: placeholders,
+            for showing the manifests).
+
+    Raises:
+        UnresolvedSecret: an ``env:`` variable is not set here (reveal).
+    """
+    ns = spec.namespace
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode() if reveal else "KHNldCBhdCBhcHBseSk="  # "(set at apply)"
+
+    files_data = {key: b64(path.read_bytes() if reveal else b"") for key, path, _ in spec.files}
+    env_data = {n: b64(SecretRef("env", n).reveal().encode() if reveal else b"") for n in spec.env}
+    config = dict(spec.params) | ({KUBECONFIG: spec.kubeconfig} if spec.kubeconfig else {})
     objs: list[KubeObject] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": _meta(f"{spec.name}-params", ns),
-            "data": dict(spec.params),
-        },
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(f"{spec.name}-params", ns, ns), "data": config},
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
-            "metadata": _meta(ARCHIVE_CLAIM, ns),
+            "metadata": {"name": ARCHIVE_CLAIM, "namespace": ns},
             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": spec.archive_size}}},
         },
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": _meta(spec.name, ns),
-            "spec": {
-                "schedule": spec.cron,
-                "concurrencyPolicy": "Forbid",
-                "startingDeadlineSeconds": 600,
-                "successfulJobsHistoryLimit": 3,
-                "failedJobsHistoryLimit": 3,
-                "jobTemplate": {
-                    "spec": {
-                        "backoffLimit": 0,
-                        "template": {
-                            "metadata": {"labels": {"homelab.io/schedule": spec.name}},
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [container],
-                                "volumes": [
-                                    {"name": "params", "projected": {"sources": projected}},
-                                    {"name": "archive", "persistentVolumeClaim": {"claimName": ARCHIVE_CLAIM}},
-                                ],
-                            },
-                        },
-                    }
-                },
-            },
-        },
+        *rbac(spec),
+        _cronjob(spec),
     ]
     if spec.files:
         objs.append(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(f"{spec.name}-files", ns), "type": "Opaque",
+            {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(f"{spec.name}-files", ns, ns), "type": "Opaque",
              "data": files_data}
         )  # fmt: skip
     if spec.env:
         objs.append(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(f"{spec.name}-env", ns), "type": "Opaque",
+            {"apiVersion": "v1", "kind": "Secret", "metadata": _meta(f"{spec.name}-env", ns, ns), "type": "Opaque",
              "data": env_data}
         )  # fmt: skip
     return ordered(objs)
@@ -340,7 +439,13 @@ def desired_cronjob(inv: Inventory, spec: CronJobSpec, *, reveal: bool = True) -
     except ValueError as e:
         raise _bad(f"CronJob {spec.namespace}/{spec.name}", str(e)) from None
     runbook = RUNBOOK_PREFIX + spec.name
-    return KubeDesired(inv.name, runbook, tuple(sealed(o, runbook) for o in objs), scope=(spec.namespace,))
+    return KubeDesired(
+        inv.name,
+        runbook,
+        tuple(sealed(o, runbook) for o in objs),
+        scope=(spec.namespace,),
+        owner_labels=((SCHEDULE_NAMESPACE, spec.namespace),),
+    )
 
 
 def _cluster(param_files: Sequence[str | Path]) -> tuple[Inventory, Callable[[], Kube]]:
@@ -436,13 +541,23 @@ def scheduled_runs(client: Kube, namespace: str = "") -> list[ScheduledRun]:
     return sorted(found, key=lambda r: (r.namespace, r.name))
 
 
-#: The kinds a scheduled run's removal deletes; its namespace and the archive claim (every run's
-#: archive, shared by the namespace's CronJobs) stay.
-REMOVED_KINDS = (("batch/v1", "CronJob"), ("v1", "ConfigMap"), ("v1", "Secret"))
+#: The kinds a scheduled run's removal deletes (its ServiceAccount and rights too, wherever they are); its
+#: namespace and the archive claim (every run's archive, shared by the namespace's CronJobs) stay.
+REMOVED_KINDS = (
+    ("batch/v1", "CronJob"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+)
 
 
 def removal_adapter(param_files: Sequence[str | Path], name: str, namespace: str = NAMESPACE) -> KubeManifests:
-    """The Kubernetes adapter whose plan deletes a scheduled run: its CronJob, ConfigMap and Secrets.
+    """The Kubernetes adapter whose plan deletes a scheduled run: its CronJob, ConfigMap, Secrets, ServiceAccount,
+    and its Roles, ClusterRole and bindings (in kube-system, the services' namespaces, cluster-wide).
 
     The namespace and the archive claim ``homelab-archive`` are kept: the archive is the audit log of
     every run. The plan's deletes are applied with ``allow_delete``.
@@ -463,7 +578,14 @@ def removal_adapter(param_files: Sequence[str | Path], name: str, namespace: str
                 where=f"namespace {namespace}",
                 hint="see them with: homelab schedule --list --k3s -f PARAMS",
             )
-        return KubeDesired(inv.name, RUNBOOK_PREFIX + name, (), scope=(namespace,), kinds=REMOVED_KINDS)
+        return KubeDesired(
+            inv.name,
+            RUNBOOK_PREFIX + name,
+            (),
+            scope=(namespace,),
+            kinds=REMOVED_KINDS,
+            owner_labels=((SCHEDULE_NAMESPACE, namespace),),
+        )
 
     adapter = KubeManifests(desired, kube, name=f"remove schedule {name}")
     return adapter
@@ -479,8 +601,10 @@ __all__ = [
     "cronjob_adapter",
     "cronjob_spec",
     "desired_cronjob",
+    "image_of",
     "list_cronjobs",
     "manifests",
+    "rbac",
     "removal_adapter",
     "scheduled_runs",
 ]

@@ -29,7 +29,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts" / "audit-report"
 
 PLAN_NB = [
-    "from homelab_lib import contract\nfrom homelab_lib.core.plan import Action, Change, Plan\n"
+    "from homelab_lib.core import contract\nfrom homelab_lib.core.plan import Action, Change, Plan\n"
     "plan = Plan.of([Change('vm', 'web-1', Action.CREATE, where='node1', reason='not on node1')], adapter='test')\n"
     "contract.show_plan(plan)",
     "if approved_plan:\n    print('applying the approved plan', approved_plan[:12])",

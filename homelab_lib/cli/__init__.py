@@ -183,7 +183,7 @@ def _audit_archive(args: argparse.Namespace) -> Archive:
     """The archive, with the signing settings of -f PARAMS' audit: section (none without -f)."""
     from dataclasses import replace
 
-    from homelab_lib.runs.archive import Signing, signing_of
+    from homelab_lib.runs.signing import Signing, signing_of
 
     files = getattr(args, "file", [])
     signing = Signing()
@@ -572,4 +572,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `homelab audit list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-

@@ -32,7 +32,7 @@ CATALOG = Path(__file__).with_name("catalog.yaml")
 FIELDWISE = ("healthcheck", "resources", "backup")  # service keys whose override is merged field by field
 PATH_KEYS = {
     "ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers", "binary", "install_script",
-    "placement_file",
+    "placement_file", "witness",
 }  # fmt: skip
 Loc = tuple[str | int, ...]
 

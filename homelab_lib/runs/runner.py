@@ -54,8 +54,9 @@ from homelab_lib.core.plan import diff_documents
 from homelab_lib.core.secrets import Redactor, find_leaks, literal_secrets, redact_params
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.load import shown_path
-from homelab_lib.runs.archive import Archive, Record, Signing, signing_of
+from homelab_lib.runs.archive import Archive, Record
 from homelab_lib.runs.runlock import run_lock
+from homelab_lib.runs.signing import Signing, signing_of
 
 if TYPE_CHECKING:
     from homelab_lib.kube.lease import RunLease

@@ -11,7 +11,9 @@ loudly. Every outcome is recorded.
 
 Reviewed plans: a runbook's plan cell emits its plan (:func:`homelab_lib.core.contract.show_plan`);
 the runner finds it in the executed notebook and records its sha256 and the plan
-with the run. ``approve=RUN_ID`` (``homelab run ... --approve RUN_ID``) runs the
+with the run. ``approve=RUN_ID`` (``homelab run ... --approve RUN_ID``) first checks that
+the archive vouches for that run's record (the chain up to it, its notebook, its
+stored plan hashing to its ``plan_hash``), then runs the
 notebook with ``confirm=True`` and ``approved_plan=<that run's plan hash>``: the
 notebook's apply step changes nothing unless the plan it computes now is that
 plan; on a mismatch the run fails with :class:`~homelab_lib.core.errors.ApprovalRefused`
@@ -230,8 +232,9 @@ def run_notebook(
             when the inventory has ``k3s:`` and its kubeconfig exists, anywhere (the run Lease on K3s).
         LockUnsafe: the lock folder is not private to this user (see :mod:`homelab_lib.runs.runlock`).
         AuditError: the archive's HEAD does not match its index, or (with ``audit.signing_key``) the archive
-            is not as the key left it (nothing is run); or the record could not be signed (the run is
-            recorded, unsigned).
+            is not as the key left it (nothing is run); (approve) the archive does not vouch for the approved
+            record: the chain through it, its notebook or its stored plan (nothing is run); or the record
+            could not be signed (the run is recorded, unsigned).
         NotebookFailed: a cell raised; the notebook is archived with status ``failed``.
         SecretLeak: a secret value appeared in the executed notebook; it was not archived.
     """
@@ -247,9 +250,6 @@ def run_notebook(
         files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
     redactor, homelab, signing, lease = _secret_values(files)
     archive = Archive(Path(archive_dir), signing)
-    approved = _approved(nb_path, archive, approve, homelab) if approve else None
-    if approved is not None:
-        params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
 
     since = clock.now()
     holder = f"{nb_path.name}, pid {os.getpid()}, since {since.isoformat(timespec='seconds')}"
@@ -261,6 +261,9 @@ def run_notebook(
         repaired = archive.prepare()  # the archive's end checked (and, unsigned, a HEAD one record behind repaired)
         if repaired:
             logging.getLogger(__name__).warning("%s: %s", archive.root, repaired)
+        approved = _approved(nb_path, archive, approve, homelab) if approve else None
+        if approved is not None:
+            params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
         run = Run(nb_path, files, params, archive, redactor, homelab, clock, approved, on_record)
         return _execute(run, Papermill(progress_bar, log_output, kernel_name))
 
@@ -425,11 +428,14 @@ def _raise_for(
 
 
 def _approved(nb_path: Path, archive: Archive, run: str, homelab: str) -> Record:
-    """The archived dry run whose plan a run may apply, after checking it can be approved.
+    """The archived dry run whose plan a run may apply, after checking it can be approved and the archive vouches
+    for it: the chain through its record holds, its notebook is unaltered and shows that plan, and its stored
+    plan hashes to its ``plan_hash``.
 
     Raises:
         ConfigError: no such run, or it is not an ok dry run of this notebook and homelab with a plan,
             or the notebook has no ``approved_plan`` parameter to enforce it with.
+        AuditError: the archive does not vouch for the record (named, with what is wrong); nothing is run.
     """
 
     def refuse(message: str) -> ConfigError:
@@ -455,7 +461,33 @@ def _approved(nb_path: Path, archive: Archive, run: str, homelab: str) -> Record
             f"{nb_path.name} has no '{APPROVED_PLAN}' parameter, so it could not refuse another plan; "
             f"add {APPROVED_PLAN} = '' to its parameters cell and pass it to apply"
         )
+    _vouch(archive, record)
     return record
+
+
+def _vouch(archive: Archive, record: Record) -> None:
+    """Refuse a record the archive does not vouch for: the chain through it, its notebook, its plan.
+
+    Raises:
+        AuditError: naming the record and what is wrong.
+    """
+    problems = archive.problems_through(record.run)
+    if not problems and record.archived:
+        with (archive.root / record.archived).open() as f:
+            shown = plan_in_notebook(json.load(f))
+        if shown is None or shown["sha256"] != record.plan_hash:
+            problems.append(
+                f"{archive.root / record.archived}: the notebook of run {record.run} shows "
+                f"{'no plan' if shown is None else 'plan ' + str(shown['sha256'])[:12]}, not its record's plan "
+                f"{record.plan_hash[:12]}"
+            )
+    if problems:
+        raise AuditError(
+            f"--approve {record.run}: the archive does not vouch for that run's record, so nothing was run: "
+            + "; ".join(problems),
+            where=str(archive.index),
+            hint="look into it with `homelab audit verify`; make a new dry run and approve that one",
+        )
 
 
 def _record(run: Run, done: Executed, status: str, cell: int | None, error: str, plan: dict[str, Any] | None) -> Record:

@@ -328,6 +328,8 @@ def test_a_record_appended_without_the_key_stays_detected_after_the_next_run(
     assert len(problems) == 1, err
     assert "index.jsonl:3: record 3 (run 20991231T000000Z-step) is not signed" in problems[0]
     assert json.loads(lines(archive)[3])["sig"]  # record 4, the operator's run, is signed
+    assert "signed: no" in cli(capsys, "audit", "show", "#3", "--archive", str(archive))[1]
+    assert "signed: yes" in cli(capsys, "audit", "show", "#4", "--archive", str(archive))[1]
 
 
 def test_an_archive_rolled_back_to_an_older_copy_is_reported(

@@ -162,8 +162,9 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     archive = Archive(Path(args.archive))
     record = archive.find(args.run)
     for key, value in vars(record).items():
-        if key != "plan":
+        if key not in ("plan", "sig"):
             print(f"{key:>16}: {value}")
+    print(f"{'signed':>16}: {'yes (audit verify -f PARAMS checks it)' if record.sig else 'no'}")
     if record.approves:
         approved = archive.find(record.approves)
         print(f"{'reviewed':>16}: plan {approved.plan_hash[:12]} of dry run {approved.run}, "

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ IP = "127.0.25.2"
 @contextmanager
 def homelab_jupyter(root: Path, archive: Path, *, ignore_sigint: bool = False) -> Iterator[subprocess.Popen[str]]:
     """`homelab jupyter` in a process group of its own (SIGINT ignored, if asked, as in a background job);
-    that group killed on the way out, whatever happened."""
+    what is left of that group killed on the way out, whatever happened."""
 
     def dispositions() -> None:
         if ignore_sigint:
@@ -45,7 +45,7 @@ def homelab_jupyter(root: Path, archive: Path, *, ignore_sigint: bool = False) -
     try:
         yield child
     finally:
-        if child.poll() is None:
+        with suppress(ProcessLookupError):  # the command and whatever it left behind (its server, if it died)
             os.killpg(child.pid, signal.SIGKILL)
         child.wait(30)
         for stream in (child.stdout, child.stderr):

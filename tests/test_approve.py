@@ -9,8 +9,10 @@ before any request that changes something.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ from homelab_lib.cli import main
 from homelab_lib.core.plan import document_sha256
 from homelab_lib.runs.archive import Archive
 from tests.contract_fixtures import ServedPve, served_pve, write_params
+from tests.test_audit import lines, rewrite
+from tests.test_audit_report import plan_notebook
+from tests.test_runner import write_nb
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "01_provision_nodes.ipynb"
@@ -118,3 +123,74 @@ def test_approve_applies_the_reviewed_plan_and_refuses_a_changed_one(
     assert refused.plan_hash != second.plan_hash
     assert "~ vm docker-sleepy (sleepy): was no-op; now update (memory: 4096 -> 6144)" in refused.error
     assert index.verify() == []  # the records with plans chain and seal like any other
+
+
+# ---------------------------------------------------------------- the archive vouches for the approved record
+
+
+def small_homelab(tmp_path: Path, make_params: Callable[..., Path]) -> tuple[Path, Path, Path]:
+    """A notebook that shows a plan (and would apply it), a homelab of its own (its own lock), an archive."""
+    nb = plan_notebook(tmp_path / "provision.ipynb")
+    return nb, make_params(name=f"vouch-{secrets.token_hex(3)}"), tmp_path / "archive"
+
+
+def run_it(nb: Path, params: Path, archive: Path, *extra: str) -> int:
+    return main(["run", str(nb), "-f", str(params), "--archive", str(archive), "-q", *extra])
+
+
+def test_approve_refuses_a_stored_plan_that_was_altered(
+    tmp_path: Path, make_params: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    nb, params, archive = small_homelab(tmp_path, make_params)
+    assert run_it(nb, params, archive) == 0
+    dry = Archive(archive).records()[-1]
+    original = lines(archive)
+    edited = json.loads(original[-1])
+    edited["plan"]["changes"][0]["target"] = "web-666"  # what a reviewer would read is no longer what was shown
+    rewrite(archive, [json.dumps(edited).encode() + b"\n"])  # resealed, HEAD rewritten: the chain holds
+    assert Archive(archive).verify() == []  # (which is why the approve must look at the plan itself)
+    capsys.readouterr()
+    assert run_it(nb, params, archive, "--approve", dry.run) == 1
+    err = capsys.readouterr().err
+    assert f"--approve {dry.run}: the archive does not vouch for that run's record, so nothing was run" in err
+    assert f"record 1 (run {dry.run}): its stored plan does not hash to its plan_hash" in err
+    assert len(Archive(archive).records()) == 1  # nothing ran
+
+    edited["plan_hash"] = document_sha256(edited["plan"])  # the hash made to match the altered plan, too
+    rewrite(archive, [json.dumps(edited).encode() + b"\n"])
+    assert run_it(nb, params, archive, "--approve", dry.run) == 1
+    err = capsys.readouterr().err
+    assert f"the notebook of run {dry.run} shows plan {dry.plan_hash[:12]}, not its record's plan" in err
+    assert len(Archive(archive).records()) == 1
+
+    (archive / "index.jsonl").write_bytes(b"".join(original))  # as it was: approved and applied
+    (archive / "HEAD").write_text(f"{hashlib.sha256(original[-1]).hexdigest()} 1\n")
+    assert run_it(nb, params, archive, "--approve", dry.run) == 0
+    assert Archive(archive).records()[-1].approves == dry.run
+
+
+def test_approve_refuses_a_record_after_a_break_in_the_chain(
+    tmp_path: Path, make_params: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    nb, params, archive = small_homelab(tmp_path, make_params)
+    hello = write_nb(tmp_path / "hello.ipynb", "print('hello')")
+    assert run_it(hello, params, archive) == 0
+    assert run_it(hello, params, archive) == 0
+    assert run_it(nb, params, archive) == 0
+    first, dry = Archive(archive).records()[0], Archive(archive).records()[-1]
+    records = lines(archive)
+    edited = json.loads(records[0])
+    edited["status"] = "failed"  # history altered before the approved record; HEAD (record 3) still matches
+    (archive / "index.jsonl").write_bytes(json.dumps(edited).encode() + b"\n" + b"".join(records[1:]))
+    capsys.readouterr()
+    assert run_it(nb, params, archive, "--approve", dry.run) == 1
+    err = capsys.readouterr().err
+    assert f"--approve {dry.run}: the archive does not vouch for that run's record, so nothing was run" in err
+    assert f"index.jsonl:1: record 1 (run {first.run}) was altered: its seal does not match" in err
+    assert len(Archive(archive).records()) == 3  # nothing ran
+
+    (archive / "index.jsonl").write_bytes(records[0] + records[2])  # record 2 taken out, HEAD still on record 3
+    (archive / "HEAD").write_text(f"{hashlib.sha256(records[2]).hexdigest()} 2\n")
+    assert run_it(nb, params, archive, "--approve", dry.run) == 1
+    assert "record 2 (run " in capsys.readouterr().err
+    assert "does not chain to the record before it" in Archive(archive).verify()[0]

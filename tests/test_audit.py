@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -187,6 +188,7 @@ def signer(tmp_path: Path) -> dict[str, str]:
         "signing_key": f"file:{keys / 'op'}",
         "allowed_signers": "allowed_signers",  # relative to the parameter file
         "identity": "operator@homelab",
+        "witness": "state/witness.json",  # the signer's own note (default: under $XDG_STATE_HOME)
     }
 
 
@@ -234,8 +236,12 @@ def test_each_run_signs_head_and_verify_checks_it(
     assert code == 1
     assert "HEAD is not signed" in err
 
-    code, out, _ = cli(capsys, "audit", "repair", "--archive", str(archive), "-f", str(params))
+    code, _, err = cli(capsys, "audit", "repair", "--archive", str(archive), "-f", str(params))
+    assert code == 1  # with a signing key nothing is repaired without --accept
+    assert "nothing is repaired without --accept" in err
+    code, out, _ = cli(capsys, "audit", "repair", "--archive", str(archive), "-f", str(params), "--accept")
     assert code == 0  # the operator, with the key, signs the end they accept
+    assert "accepted: " in out
     assert cli(capsys, "audit", "verify", "--archive", str(archive), "-f", str(params))[0] == 0
 
 
@@ -245,10 +251,12 @@ def test_another_identity_does_not_verify(
     runs(tmp_path, archive, 1, make_params(audit=signer))
     other = make_params("other.yaml", audit={**signer, "identity": "someone-else@homelab"})
     from homelab_lib.inventory import load_inventory
-    from homelab_lib.runs.archive import signing_of
+    from homelab_lib.runs.signing import signing_of
 
-    (problem,) = Archive(archive, signing_of(load_inventory(other).audit)).verify()
-    assert "does not verify for someone-else@homelab" in problem
+    record, head = Archive(archive, signing_of(load_inventory(other).audit)).verify()
+    assert "record 1 (run " in record
+    assert "its signature does not verify for someone-else@homelab" in record
+    assert "HEAD's signature does not verify for someone-else@homelab" in head
 
 
 def test_a_key_that_cannot_sign_is_a_clear_error(
@@ -259,7 +267,7 @@ def test_a_key_that_cannot_sign_is_a_clear_error(
     params = make_params(audit={**signer, "signing_key": f"file:{locked}"})
     with pytest.raises(AuditError) as e:
         runs(tmp_path, archive, 1, params)  # fails, never prompts for the passphrase
-    assert "ssh-keygen could not sign HEAD with file:" in str(e.value)
+    assert "ssh-keygen could not sign record 1 with file:" in str(e.value)
     assert "without passphrase" in e.value.hint
     assert Archive(archive).records()[0].status == "ok"  # the run itself is recorded
 
@@ -276,3 +284,76 @@ def test_audit_section_is_validated(make_params: Callable[..., Path], signer: di
     assert "audit.signing_key" in str(e.value)
     assert "PRIVATE KEY" not in str(e.value)
     assert key_text.splitlines()[1] not in str(e.value)
+
+
+def test_a_record_appended_without_the_key_stays_detected_after_the_next_run(
+    tmp_path: Path,
+    archive: Path,
+    make_params: Callable[..., Path],
+    signer: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    params = make_params(audit=signer)
+    runs(tmp_path, archive, 2, params)
+    before = lines(archive)
+    fields = {k: v for k, v in json.loads(before[-1]).items() if k != "sig"}
+    fields.update(run="20991231T000000Z-step", error="", prev=hashlib.sha256(before[-1]).hexdigest())
+    forged = Record(**fields).sealed().line()  # chained and sealed like any record: only the key is missing
+    with (archive / "index.jsonl").open("ab") as f:
+        f.write(forged)  # HEAD left one record behind, as a run that stopped would leave it
+
+    with pytest.raises(AuditError, match="not as the signing key left it, so nothing was run") as e:
+        runs(tmp_path, archive, 1, params)  # the next run neither repairs HEAD nor signs over the record
+    assert "record 3 (run 20991231T000000Z-step) is not signed" in str(e.value)
+    assert "--accept" in e.value.hint
+    assert len(lines(archive)) == 3
+    code, _, err = cli(capsys, "audit", "verify", "--archive", str(archive), "-f", str(params))
+    assert code == 1
+    assert "record 3 (run 20991231T000000Z-step) is not signed" in err
+
+    (archive / "HEAD").write_text(f"{hashlib.sha256(forged).hexdigest()} 3\n")  # HEAD made to match: the same
+    with pytest.raises(AuditError, match="record 3 \\(run 20991231T000000Z-step\\) is not signed"):
+        runs(tmp_path, archive, 1, params)
+    code, _, err = cli(capsys, "audit", "repair", "--archive", str(archive), "-f", str(params))
+    assert code == 1  # not without --accept
+    assert "nothing is repaired without --accept" in err
+
+    code, out, _ = cli(capsys, "audit", "repair", "--archive", str(archive), "-f", str(params), "--accept")
+    assert code == 0  # the operator looked, and accepts the archive's end as it is
+    assert "record 3 (run 20991231T000000Z-step) is not signed" in out  # what was accepted is said
+    runs(tmp_path, archive, 1, params)  # the next run signs its own record and HEAD, not the forged record
+    code, _, err = cli(capsys, "audit", "verify", "--archive", str(archive), "-f", str(params))
+    assert code == 1
+    problems = [line for line in err.splitlines() if not line.startswith("audit verify: FAILED")]
+    assert len(problems) == 1, err
+    assert "index.jsonl:3: record 3 (run 20991231T000000Z-step) is not signed" in problems[0]
+    assert json.loads(lines(archive)[3])["sig"]  # record 4, the operator's run, is signed
+    assert "signed: no" in cli(capsys, "audit", "show", "#3", "--archive", str(archive))[1]
+    assert "signed: yes" in cli(capsys, "audit", "show", "#4", "--archive", str(archive))[1]
+
+
+def test_an_archive_rolled_back_to_an_older_copy_is_reported(
+    tmp_path: Path,
+    archive: Path,
+    make_params: Callable[..., Path],
+    signer: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    params = make_params(audit=signer)
+    runs(tmp_path, archive, 2, params)
+    older = tmp_path / "older"
+    shutil.copytree(archive, older)  # a copy someone kept, with its own HEAD, HEAD.sig and signed records
+    runs(tmp_path, archive, 1, params)
+    shutil.rmtree(archive)
+    shutil.copytree(older, archive)  # ... put back: the third run is gone, every signature still valid
+
+    assert cli(capsys, "audit", "verify", "--archive", str(archive))[0] == 0  # nothing to compare it with
+    code, _, err = cli(capsys, "audit", "verify", "--archive", str(archive), "-f", str(params))
+    assert code == 1
+    assert f"the signer's witness ({tmp_path / 'state' / 'witness.json'}) says this machine signed record 3" in err
+    assert "the index ends at record 2: the archive was rolled back to an older copy" in err
+    assert "signature does not verify" not in err  # the copy is genuine; only its age gives it away
+    with pytest.raises(AuditError, match="rolled back to an older copy"):
+        runs(tmp_path, archive, 1, params)  # and no run is signed onto it
+    assert len(lines(archive)) == 2
+    assert oct((tmp_path / "state" / "witness.json").stat().st_mode & 0o777) == "0o600"

@@ -210,6 +210,31 @@ def test_duplicate_yaml_key(tmp_path: Path) -> None:
     assert "duplicate" in msg.lower()
 
 
+def test_a_duplicate_key_names_both_lines_and_prints_no_value(make_params: Callable[..., Path]) -> None:
+    path = make_params()
+    good = path.read_text()
+    secret = "hunter2-pasted-secret-value"  # a value where a reference belongs: never echoed
+    again = f"services:\n  postgres:\n    secrets:\n      postgres_password:\n        ref: {secret}\n"
+    path.write_text(good + again)  # `services:` a second time, at the end
+    first = 1 + next(n for n, line in enumerate(good.splitlines()) if line.startswith("services:"))
+    second = len(good.splitlines()) + 1
+    msg = only_problem(path)
+    shown = str(path)
+    assert msg.startswith(f"{shown}:{second}: services: duplicate key 'services': ")
+    assert f"first at {shown}:{first}, again at {shown}:{second}" in msg
+    assert "merge the two into one 'services:' or remove one" in msg
+    assert secret not in msg
+    assert "postgres" not in msg  # nor any other value of either mapping
+    assert "with value" not in msg
+
+    nested = good.replace("  token_secret: ", "  token_secret: env:NOT_THIS_ONE\n  token_secret: ", 1)
+    path.write_text(nested)  # a key twice inside a section
+    msg = only_problem(path)
+    assert "proxmox.token_secret: duplicate key 'token_secret': first at " in msg
+    assert "NOT_THIS_ONE" not in msg
+    assert "secrets/pve-token" not in msg
+
+
 def test_unknown_service_suggests(make_params: Callable[..., Path]) -> None:
     path = make_params(edit=lambda d: d["vms"][1]["stacks"]["arr"].__setitem__(0, "sonar"))
     msg = only_problem(path)

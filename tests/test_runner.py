@@ -298,3 +298,64 @@ def test_malformed_head_is_a_problem_not_a_crash(tmp_path: Path, archive: Path, 
     assert Archive(archive).verify() == [
         f"{archive / 'HEAD'}: missing or unreadable; the index's end cannot be checked"
     ]
+
+
+KERNEL_PROBE = """\
+import json, os, stat
+from ipykernel import get_connection_file
+
+connection = get_connection_file()
+info = json.load(open(connection))
+folder = os.path.dirname(connection)
+sockets = set()
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    if target.startswith("socket:["):
+        sockets.add(target[len("socket:["):-1])
+listening = []
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    with open(table) as f:
+        for row in list(f)[1:]:
+            cols = row.split()
+            if cols[3] == "0A" and cols[9] in sockets:  # LISTEN, and this process's socket
+                listening.append(int(cols[1].split(":")[1], 16))
+from ipykernel.kernelapp import IPKernelApp
+
+pipe = IPKernelApp.instance().iopub_thread._pipe_port
+print(json.dumps({
+    "transport": info["transport"], "ip": info["ip"], "folder": folder, "files": sorted(os.listdir(folder)),
+    "mode": stat.S_IMODE(os.stat(folder).st_mode), "owner": os.stat(folder).st_uid, "tcp_listening": listening,
+    "iopub_pipe": pipe,
+}))
+"""
+
+
+def test_the_kernel_of_a_run_is_on_ipc_in_a_private_folder_and_listens_on_no_tcp_port(
+    tmp_path: Path, archive: Path
+) -> None:
+    nb = write_nb(tmp_path / "probe.ipynb", KERNEL_PROBE)
+    done = subprocess.run(
+        [sys.executable, "-m", "homelab_lib.cli", "run", str(nb), "--archive", str(archive), "-q"],
+        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "rt")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Kernel is running over TCP" not in done.stderr  # the warning went because its cause went
+    (record,) = Archive(archive).records()
+    executed = nbformat.read(str(archive / record.archived), as_version=4)
+    seen = json.loads(executed.cells[-1].outputs[0].text)
+    assert seen["transport"] == "ipc"
+    # no kernel channel on TCP: what is left is ipykernel's IOPub pipe for forked subprocesses, which it binds
+    # to loopback whatever the transport; a PULL socket that forwards only messages with its random token
+    assert [port for port in seen["tcp_listening"] if port != seen["iopub_pipe"]] == []
+    assert len(seen["tcp_listening"]) <= 1
+    assert seen["mode"] & 0o777 == 0o700  # (jupyter_client adds the sticky bit)
+    assert seen["owner"] == os.getuid()
+    assert seen["ip"].startswith(seen["folder"] + "/")  # the sockets are in that folder too
+    assert {"kernel.json", "kernel-1", "kernel-2", "kernel-3", "kernel-4", "kernel-5"} <= set(seen["files"])
+    assert not Path(seen["folder"]).exists()  # removed with the run's temporary folder

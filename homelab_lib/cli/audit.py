@@ -42,8 +42,9 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     archive = Archive(Path(args.archive))
     record = archive.find(args.run)
     for key, value in vars(record).items():
-        if key != "plan":
+        if key not in ("plan", "sig"):
             print(f"{key:>16}: {value}")
+    print(f"{'signed':>16}: {'yes (audit verify -f PARAMS checks it)' if record.sig else 'no'}")
     if record.approves:
         approved = archive.find(record.approves)
         print(f"{'reviewed':>16}: plan {approved.plan_hash[:12]} of dry run {approved.run}, "
@@ -63,7 +64,7 @@ def _audit_archive(args: argparse.Namespace) -> Archive:
     """The archive, with the signing settings of -f PARAMS' audit: section (none without -f)."""
     from dataclasses import replace
 
-    from homelab_lib.runs.archive import Signing, signing_of
+    from homelab_lib.runs.signing import Signing, signing_of
 
     files = getattr(args, "file", [])
     signing = Signing()

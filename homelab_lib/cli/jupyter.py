@@ -22,15 +22,13 @@ def cmd_jupyter(args: argparse.Namespace) -> int:
     if not params.is_file():
         raise ConfigError([Problem(str(args.file), 0, "", "no such parameter file (give one with -f)")])
     root = Path.cwd()
-    with jupyter.running(root, ip=args.ip, port=args.port, params_file=params, archive_dir=args.archive) as server:
+
+    def ready(server: jupyter.Server) -> None:
         print(f"JupyterLab serves {root}; parameters {params}; runs confirmed there are archived in {args.archive}/")
         print(f"open: {server.url(str(args.notebook))}", flush=True)
         print("stop with Ctrl-C", flush=True)
-        try:
-            assert server.process is not None
-            return server.process.wait()
-        except KeyboardInterrupt:
-            return 0
+
+    return jupyter.serve(root, ip=args.ip, port=args.port, params_file=params, archive_dir=args.archive, on_ready=ready)
 
 
 def register(sub: Subparsers) -> None:

@@ -18,7 +18,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from homelab_lib.core.errors import ConfigError, Problem, SecretError
 from homelab_lib.core.secrets import REF_PATTERN, SECRET_NAME, SecretRef, SecretStatus, check_secret
@@ -30,7 +32,7 @@ CATALOG = Path(__file__).with_name("catalog.yaml")
 FIELDWISE = ("healthcheck", "resources", "backup")  # service keys whose override is merged field by field
 PATH_KEYS = {
     "ca_file", "known_hosts", "public_key", "kubeconfig", "state_dir", "allowed_signers", "binary", "install_script",
-    "placement_file",
+    "placement_file", "witness",
 }  # fmt: skip
 Loc = tuple[str | int, ...]
 
@@ -132,6 +134,8 @@ def read_yaml(path: Path, index: LineIndex, loc: Loc = ()) -> Any:
     yaml = YAML(typ="rt")
     try:
         data = yaml.load(text)
+    except DuplicateKeyError:
+        raise ConfigError([duplicate_key(text, shown)]) from None
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 0
@@ -141,6 +145,46 @@ def read_yaml(path: Path, index: LineIndex, loc: Loc = ()) -> Any:
         raise ConfigError([Problem(shown, 0, "", f"YAML error: {e}")]) from None
     index.add(loc, Where(shown, 1))
     return plain(data, loc, shown, index)
+
+
+def duplicate_key(text: str, shown: str) -> Problem:
+    """The first key written twice in one mapping of text: its path and both lines, and the fix; no value.
+
+    ruamel's own message quotes both values whole (a mapping of secrets, say), so it is not shown.
+    """
+    found = _first_duplicate(YAML(typ="rt").compose(text), ())
+    if found is None:  # not expected: ruamel found one; say so without its message
+        return Problem(shown, 0, "", "duplicate key in a mapping (YAML would keep only one of them); remove one")
+    loc, key, first, again = found
+    path = dotted((*loc, key))
+    return Problem(
+        shown,
+        again,
+        path,
+        f"duplicate key '{key}': first at {shown}:{first}, again at {shown}:{again} (YAML would keep only "
+        f"one of them); merge the two into one '{key}:' or remove one",
+    )
+
+
+def _first_duplicate(node: Node | None, loc: Loc) -> tuple[Loc, str, int, int] | None:
+    """(path of the mapping, key, first line, second line) of the first repeated key under node, in file order."""
+    if isinstance(node, MappingNode):
+        seen: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value) if isinstance(key_node, ScalarNode) else "(a complex key)"
+            line = key_node.start_mark.line + 1
+            if key in seen and key != "<<":
+                return loc, key, seen[key], line
+            seen.setdefault(key, line)
+            found = _first_duplicate(value_node, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _first_duplicate(item, (*loc, i))
+            if found is not None:
+                return found
+    return None
 
 
 def shown_path(path: Path) -> str:

@@ -546,15 +546,22 @@ class Monitoring(Model):
 class Audit(Model):
     """Anchoring of the audit archive: every run signs HEAD with the operator's SSH key; verify checks it.
 
-    ``signing_key`` signs (``ssh-keygen -Y sign -n homelab-audit``): a private key without passphrase,
-    or the public key of one held by ssh-agent. ``allowed_signers`` (``identity keytype key`` lines,
-    as ssh-keygen's ALLOWED SIGNERS) and ``identity`` are what ``homelab audit verify -f`` checks with.
+    ``signing_key`` signs each record and HEAD (``ssh-keygen -Y sign -n homelab-audit``): a private key
+    without passphrase, or the public key of one held by ssh-agent. ``allowed_signers`` (``identity
+    keytype key`` lines, as ssh-keygen's ALLOWED SIGNERS) and ``identity`` are what ``homelab audit
+    verify -f`` checks with. ``witness`` is where the signer notes the last head it signed, per archive
+    (:mod:`homelab_lib.runs.signing`).
     """
 
     signing_key: Secret | None = Field(default=None, description="file:~/.ssh/id_ed25519, or a .pub with ssh-agent")
     allowed_signers: FilePath | None = Field(default=None, description="keep a copy off the archive's machine")
     identity: Annotated[str, Field(pattern=r"^\S+$")] | None = Field(
         default=None, description="the signer's name in allowed_signers, e.g. you@example.org"
+    )
+    witness: Path | None = Field(
+        default=None,
+        description="the signer's note of the last head it signed, per archive, kept off the archive "
+        "(default $XDG_STATE_HOME/homelab/audit-witness.json): an archive rolled back to an older copy shows",
     )
 
     @model_validator(mode="after")

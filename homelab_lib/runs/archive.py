@@ -13,21 +13,28 @@ breaks the chain; ``HEAD`` catches records cut from the end. :meth:`Archive.veri
 recomputes it all and names the first thing that does not match.
 
 Anchoring. Whoever can write the archive can rewrite the index and HEAD
-consistently; two things catch that:
+consistently; three things catch that:
 
 - a copy of the chain head kept elsewhere (``homelab audit head`` prints it;
   ``homelab audit verify --head VALUE`` checks the archive against it: a cut
   tail shows as missing records, a rewrite as the record where the chain no
   longer holds the anchored head);
-- a signature: with ``audit.signing_key`` in the parameters, every run signs
-  HEAD with ``ssh-keygen -Y sign -n homelab-audit`` into ``HEAD.sig``, and
-  ``audit verify`` checks it against ``audit.allowed_signers`` for
-  ``audit.identity``.
+- signatures: with ``audit.signing_key`` in the parameters, every run signs its
+  record (its number, time, ``prev`` and seal: the record's ``sig``) and HEAD
+  (``HEAD.sig``) with ``ssh-keygen -Y sign -n homelab-audit``; ``audit verify``
+  checks them against ``audit.allowed_signers`` for ``audit.identity``, and
+  reports a record without a signature (see :mod:`homelab_lib.runs.signing`);
+- the signer's witness, outside the archive: the last head each machine signed.
+  An older copy of the archive put back (its own HEAD and signatures valid)
+  no longer holds it.
 
 A run that stops between appending its record and writing HEAD leaves HEAD
-one record behind, its last record valid: that is repaired (HEAD rewritten,
-and re-signed) by the next run or by ``homelab audit repair``, and reported as
-such, not as tampering.
+one record behind, its last record valid. Without signing that is repaired
+(HEAD rewritten) by the next run or by ``homelab audit repair``, and reported
+as such, not as tampering. With a signing key, nothing is repaired by itself:
+a record that is not the signer's would be signed over. A run refuses an
+archive whose end is in doubt, and ``homelab audit repair --accept`` signs it
+as it is, once the operator has looked (an unsigned record stays reported).
 """
 
 from __future__ import annotations
@@ -37,27 +44,27 @@ import hashlib
 import json
 import os
 import re
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock, Timeout
 
 from homelab_lib.core.errors import AuditError
-from homelab_lib.core.secrets import SecretRef, UnresolvedSecret
-
-if TYPE_CHECKING:
-    from homelab_lib.inventory.model import Audit
+from homelab_lib.core.plan import document_sha256
+from homelab_lib.runs.signing import Checker, Signing, armored, compact
 
 GENESIS = "0" * 64
 INDEX = "index.jsonl"
 HEAD = "HEAD"
-OPTIONAL = ("plan_hash", "plan", "approves")  # written only when set: older records keep their seals
+OPTIONAL = ("plan_hash", "plan", "approves", "sig")  # written only when set: older records keep their seals
 HEAD_SIG = "HEAD.sig"
-NAMESPACE = "homelab-audit"  # the ssh-keygen -Y signature namespace
+ACCEPT_HINT = (
+    "look into it with `homelab audit verify -f PARAMS` (and `--head` with a copy kept elsewhere); once you know "
+    "why, `homelab audit repair --accept -f PARAMS` signs the index's end as it is (a record without a signature "
+    "stays reported)"
+)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -96,8 +103,10 @@ class Record:
         plan_hash: sha256 of the plan the notebook showed (:func:`homelab_lib.core.contract.show_plan`), '' if none.
         plan: that plan's canonical document (changes, summary), None if none.
         approves: the run whose reviewed plan this run applied (``homelab run --approve RUN_ID``), '' if none.
+        sig: the signer's SSH signature of :meth:`statement` (base64, see :mod:`homelab_lib.runs.signing`),
+            '' when the run was not signed; not covered by the seal (it signs the seal).
 
-    The last three are written only when set, so records made before they existed keep their
+    The last four are written only when set, so records made before they existed keep their
     lines and seals.
     """
 
@@ -120,14 +129,22 @@ class Record:
     plan_hash: str = ""
     plan: dict[str, Any] | None = None
     approves: str = ""
+    sig: str = ""
 
     def fields(self) -> dict[str, Any]:
-        """The record's fields in order; the optional ones (plan_hash, plan, approves) only when set."""
+        """The record's fields in order; the optional ones (plan_hash, plan, approves, sig) only when set."""
         return {k: v for k, v in asdict(self).items() if k not in OPTIONAL or v not in (None, "")}
 
     def expected_seal(self) -> str:
-        """The seal this record's fields call for."""
-        return sha256_bytes(json.dumps({**self.fields(), "seal": ""}, ensure_ascii=False).encode())
+        """The seal this record's fields call for (its signature left out: that signs the seal)."""
+        body = {k: v for k, v in self.fields().items() if k != "sig"}
+        return sha256_bytes(json.dumps({**body, "seal": ""}, ensure_ascii=False).encode())
+
+    def statement(self, number: int) -> bytes:
+        """What the signer signs for this record, the number-th of the index: its place, time, chain and seal."""
+        return (
+            f"homelab-audit record {number}\nrun {self.run}\nstart {self.start}\nprev {self.prev}\nseal {self.seal}\n"
+        ).encode()
 
     def sealed(self) -> Record:
         return replace(self, seal=self.expected_seal())
@@ -183,88 +200,6 @@ GENESIS_HEAD = Head(GENESIS, 0)
 
 
 @dataclass(frozen=True)
-class Signing:
-    """How HEAD is signed and checked with SSH keys (``ssh-keygen -Y``), from the parameters' ``audit:``.
-
-    Attributes:
-        key: the signing key (a reference; ``file:`` a private key without passphrase, or a public key
-            whose private half is in ssh-agent); None: runs do not sign.
-        allowed_signers: the allowed-signers file (``identity keytype key`` lines); None: not checked.
-        identity: the signer's identity in that file.
-    """
-
-    key: SecretRef | None = None
-    allowed_signers: Path | None = None
-    identity: str = ""
-
-    def sign(self, data: bytes, where: str) -> bytes:
-        """The SSH signature of data (namespace ``homelab-audit``).
-
-        Raises:
-            AuditError: the key does not resolve or ssh-keygen refuses it.
-        """
-        assert self.key is not None
-        hint = (
-            "audit.signing_key must name an SSH private key without passphrase (mode 600), or the public "
-            "key of one loaded in ssh-agent"
-        )
-        with tempfile.TemporaryDirectory(prefix="homelab-sign-") as tmp:
-            try:
-                if self.key.kind == "file":
-                    key_path = self.key.path
-                    self.key.reveal()  # exists and is readable, or a clear error
-                else:
-                    key_path = Path(tmp) / "key"
-                    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "w") as f:
-                        f.write(self.key.reveal().rstrip("\n") + "\n")
-            except UnresolvedSecret as e:
-                raise AuditError(
-                    f"the signing key {self.key} does not resolve: {e.message}", where=where, hint=hint
-                ) from None
-            done = _ssh_keygen(["-Y", "sign", "-f", str(key_path), "-n", NAMESPACE], data, where)
-        if done.returncode != 0 or not done.stdout.startswith(b"-----BEGIN SSH SIGNATURE-----"):
-            raise AuditError(
-                f"ssh-keygen could not sign HEAD with {self.key}: {_last_line(done.stderr)}", where=where, hint=hint
-            )
-        return done.stdout
-
-    def check(self, data: bytes, signature: Path) -> str | None:
-        """None when signature is a good signature of data by identity; else what is wrong."""
-        assert self.allowed_signers is not None
-        argv = ["-Y", "verify", "-f", str(self.allowed_signers), "-I", self.identity, "-n", NAMESPACE]
-        done = _ssh_keygen([*argv, "-s", str(signature)], data, str(signature))
-        if done.returncode == 0:
-            return None
-        return _last_line(done.stderr) or f"ssh-keygen -Y verify exited {done.returncode}"
-
-
-def signing_of(audit: Audit | None) -> Signing:
-    """The signing settings of an inventory's ``audit:`` section (none: no signing, no check)."""
-    if audit is None:
-        return Signing()
-    return Signing(audit.signing_key, audit.allowed_signers, audit.identity or "")
-
-
-def _ssh_keygen(args: list[str], data: bytes, where: str) -> subprocess.CompletedProcess[bytes]:
-    try:
-        return subprocess.run(  # its own session: a key that wants a passphrase fails instead of prompting
-            ["ssh-keygen", *args], input=data, capture_output=True, timeout=60, start_new_session=True, check=False
-        )
-    except FileNotFoundError:
-        raise AuditError(
-            "ssh-keygen is not installed", where=where, hint="install openssh-client (ssh-keygen signs HEAD)"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise AuditError("ssh-keygen did not answer within 60 s", where=where, hint="is ssh-agent stuck?") from None
-
-
-def _last_line(text: bytes) -> str:
-    lines = [line for line in text.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
-
-
-@dataclass(frozen=True)
 class HeadCheck:
     """HEAD against the index.
 
@@ -291,6 +226,7 @@ class Archive:
         self.head = self.root / HEAD
         self.head_sig = self.root / HEAD_SIG
         self.signing = signing or Signing()
+        self._signed = self.signing.key is not None or self.signing.allowed_signers is not None
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -336,7 +272,12 @@ class Archive:
             stem: the notebook's stem.
 
         Returns:
-            The record as written: chained, sealed, with a run id unique in the archive.
+            The record as written: chained, sealed, signed (with a signing key), with a run id unique in the
+            archive.
+
+        Raises:
+            AuditError: the signing key could not sign; the record is written all the same, unsigned, and
+                HEAD without a signature (``audit verify`` and the next run say so).
         """
         with self._lock():
             if notebook is not None:
@@ -358,21 +299,41 @@ class Archive:
                 run = f"{record.run}-{n}"
                 n += 1
             chained = replace(record, run=run, prev=last).sealed()
+            unsigned: AuditError | None = None
+            if self.signing.key is not None:
+                try:
+                    statement = chained.statement(count + 1)
+                    signature = self.signing.sign(statement, str(self.index), f"record {count + 1}")
+                    chained = replace(chained, sig=compact(signature))
+                except AuditError as e:
+                    unsigned = e  # the run is recorded all the same
             line = chained.line()
             with self.index.open("ab") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-            self._write_head(Head(sha256_bytes(line), count + 1))
+            self._write_head(Head(sha256_bytes(line), count + 1), sign=unsigned is None)
+            if unsigned is not None:
+                raise unsigned
             return chained
 
-    def _write_head(self, head: Head) -> None:
-        """Write HEAD, and HEAD.sig when a signing key is set (a signature that fails leaves none)."""
+    def _write_head(self, head: Head, *, sign: bool = True) -> None:
+        """Write HEAD; with a signing key, HEAD.sig and the witness too (a signature that fails leaves none).
+
+        Args:
+            head: the index's end.
+            sign: sign it (with a key); False leaves HEAD unsigned and the witness where it was.
+        """
         data = f"{head}\n".encode()
         _write_atomic(self.head, data)
-        if self.signing.key is not None:
-            self.head_sig.unlink(missing_ok=True)  # never leave a signature of an older HEAD beside it
-            _write_atomic(self.head_sig, self.signing.sign(data, str(self.head)))
+        if self.signing.key is None:
+            return
+        self.head_sig.unlink(missing_ok=True)  # never leave a signature of an older HEAD beside it
+        if not sign:
+            return
+        _write_atomic(self.head_sig, self.signing.sign(data, str(self.head)))
+        if self.signing.witness is not None and head.count:
+            self.signing.witness.put(self.root, head.hash, head.count)
 
     def _lines(self) -> Iterator[bytes]:
         if not self.index.exists():
@@ -451,8 +412,14 @@ class Archive:
                 chain,
                 written,
                 f"{self.head}: HEAD is one record behind the index: record {n} (run {run}) is valid but HEAD "
-                f"was not written after it (a run stopped in between; this is not tampering): "
-                "`homelab audit repair`, or the next run, brings HEAD up to date",
+                f"was not written after it"
+                + (
+                    " (a run stopped in between, or someone without the signing key appended it): look into it, "
+                    "then `homelab audit repair --accept -f PARAMS` signs it"
+                    if self._signed
+                    else " (a run stopped in between; this is not tampering): `homelab audit repair`, or the next "
+                    "run, brings HEAD up to date"
+                ),
             )
         if written is None:
             return HeadCheck(
@@ -493,16 +460,28 @@ class Archive:
         return True
 
     def prepare(self) -> str:
-        """Before a run appends to the archive: repair a HEAD one record behind; refuse a HEAD that does not match.
+        """Before a run appends to the archive: check its end; without a signing key, repair a HEAD one record behind.
 
         Returns:
             What was repaired ('' when nothing was).
 
         Raises:
-            AuditError: HEAD does not match the index (nothing is run onto a chain whose end is in doubt).
+            AuditError: HEAD does not match the index; or, with a signing key, the archive is not as the
+                signer left it (HEAD behind or not signed, a record after the witness's head unsigned or not
+                verifying, that head gone from the chain). Nothing is run onto a chain whose end is in doubt,
+                and nothing is signed over it.
         """
         with self._lock():
             check = self._head_check()
+            if self.signing.key is not None:
+                doubts = ([check.detail] if check.state != "ok" else []) + self._trust_problems(check)
+                if not doubts:
+                    return ""
+                raise AuditError(
+                    "the archive is not as the signing key left it, so nothing was run: " + "; ".join(doubts),
+                    where=str(self.root),
+                    hint=ACCEPT_HINT,
+                )
             if check.state == "ok":
                 return ""
             if check.state == "behind":
@@ -518,22 +497,26 @@ class Archive:
     def repair(self, *, accept: bool = False) -> str:
         """Bring HEAD up to date after a run stopped between its index append and its HEAD write.
 
+        With a signing key nothing is repaired without accept: what looks like a stopped run may be a
+        record appended by someone without the key, and repairing would sign it.
+
         Args:
-            accept: also when HEAD does not match for another reason: make HEAD the index's end (after
-                looking into it; the message says what HEAD said before).
+            accept: also when HEAD does not match for another reason (or, with a signing key, at all): make
+                HEAD the index's end, signed, and the witness's head (after looking into it; the message
+                says what was accepted). A record without a signature stays reported by ``audit verify``.
 
         Returns:
             What was done, in words.
 
         Raises:
-            AuditError: HEAD does not match the index for another reason, and accept is not given.
+            AuditError: HEAD does not match the index for another reason (with a signing key: for any
+                reason, or the archive is not as the signer left it), and accept is not given.
         """
         with self._lock():
             check = self._head_check()
+            if self.signing.key is not None:
+                return self._repair_signed(check, accept)
             if check.state == "ok":
-                if self.signing.key is not None and self.root.exists() and check.chain.count:
-                    self._write_head(check.chain)
-                    return f"HEAD matches the index ({check.chain}); signed it again"
                 return f"HEAD matches the index ({check.chain}); nothing to repair"
             if check.state == "behind" or accept:
                 self._write_head(check.chain)
@@ -547,6 +530,52 @@ class Archive:
             "makes HEAD the index's end",
         )
 
+    def _repair_signed(self, check: HeadCheck, accept: bool) -> str:
+        doubts = ([check.detail] if check.state != "ok" else []) + self._trust_problems(check)
+        if not doubts:
+            return f"HEAD matches the index ({check.chain}) and the signing key vouches for it; nothing to repair"
+        if not accept:
+            raise AuditError(
+                "with a signing key, nothing is repaired without --accept: " + "; ".join(doubts),
+                where=str(self.root),
+                hint=ACCEPT_HINT,
+            )
+        self._write_head(check.chain)
+        was = str(check.written) if check.written else "nothing"
+        return f"HEAD said {was}; it now says {check.chain}, signed (accepted: {'; '.join(doubts)})"
+
+    def _trust_problems(self, check: HeadCheck) -> list[str]:
+        """With a signing key: what it does not vouch for. The witness's head gone from the chain, a record
+        after it unsigned or not verifying, HEAD.sig missing or not verifying (under the index lock)."""
+        lines = list(self._lines())
+        problems, vouched = self._witness_problems(lines)
+        with self.signing.checker(str(self.index)) as checker:
+            problems += self._record_signature_problems(lines, checker, vouched, check_vouched=False)
+            problems += self._head_signature_problems(check, checker)
+        return problems
+
+    def problems_through(self, run: str) -> list[str]:
+        """What is wrong from the first record through the record of run: seals and chain, its notebook, and
+        whether its stored plan hashes to its ``plan_hash`` (under the index lock). Empty: the archive
+        vouches for that record as far as the chain can."""
+        with self._lock():
+            prev = GENESIS
+            problems: list[str] = []
+            for i, raw in enumerate(self._lines(), 1):
+                rec, found = self._line_problems(i, raw, prev)
+                problems += found
+                prev = sha256_bytes(raw)
+                if rec is None or rec.run != run:
+                    continue
+                problems += self._notebook_problems(i, rec)
+                if rec.plan is None or document_sha256(rec.plan) != rec.plan_hash:
+                    problems.append(
+                        f"{self.index}:{i}: record {i} (run {rec.run}): its stored plan does not hash to its "
+                        f"plan_hash ({rec.plan_hash[:12]}...): the plan was altered"
+                    )
+                return problems
+        return [*problems, f"{self.index}: no record of run {run}"]
+
     def verify(self, anchor: Head | None = None) -> list[str]:
         """Recompute every record's seal, the chain, every notebook's hash and HEAD (under the index lock).
 
@@ -555,8 +584,10 @@ class Archive:
                 must still hold it, at its place.
 
         Returns:
-            Problems in archive order (empty when all is intact); the first is the first break. HEAD,
-            its signature (when ``signing.allowed_signers`` is set) and the anchor come last.
+            Problems in archive order (empty when all is intact); the first is the first break. Then
+            HEAD; with ``signing.allowed_signers``, every record's signature (a record without one is a
+            problem, unless it comes before the first signed record) and HEAD's; the witness's head (an
+            archive rolled back to an older copy); the anchor.
         """
         with self._lock():
             return self._verify(anchor)
@@ -565,61 +596,130 @@ class Archive:
         problems: list[str] = []
         prev = GENESIS
         listed: set[Path] = set()
-        hashes: list[str] = []
-        runs: list[str] = []
-        for i, raw in enumerate(self._lines(), 1):
-            where = f"{self.index}:{i}"
-            hashes.append(sha256_bytes(raw))
-            runs.append(_run_of(raw))
-            try:
-                rec = Record(**json.loads(raw))
-            except (ValueError, TypeError):
-                problems.append(f"{where}: record {i} is not a valid record: the index was altered")
-                prev = sha256_bytes(raw)
-                continue
-            if rec.seal != rec.expected_seal():
-                problems.append(f"{where}: record {i} (run {rec.run}) was altered: its seal does not match")
-            elif rec.prev != prev:
-                problems.append(
-                    f"{where}: record {i} (run {rec.run}) does not chain to the record before it: "
-                    "a record before it was removed or altered"
-                )
+        lines = list(self._lines())
+        for i, raw in enumerate(lines, 1):
+            rec, found = self._line_problems(i, raw, prev)
+            problems += found
             prev = sha256_bytes(raw)
-            if not rec.archived:
-                continue
-            path = self.root / rec.archived
-            listed.add(path.resolve())
-            if not path.exists():
-                problems.append(f"{path}: archived notebook of run {rec.run} (record {i}) was removed")
-            elif sha256_file(path) != rec.sha256:
-                problems.append(f"{path}: archived notebook of run {rec.run} (record {i}) was altered")
+            if rec is not None and rec.archived:
+                listed.add((self.root / rec.archived).resolve())
+                problems += self._notebook_problems(i, rec)
         check = self._head_check()
         if check.state != "ok":
             problems.append(check.detail)
         for path in sorted(self.root.rglob("*.ipynb")):
             if path.resolve() not in listed:
                 problems.append(f"{path}: a notebook in the archive that no record lists")
-        problems += self._signature_problems(check)
+        witnessed, vouched = self._witness_problems(lines)
+        if self.signing.allowed_signers is not None:
+            with self.signing.checker(str(self.index)) as checker:
+                problems += self._record_signature_problems(lines, checker, vouched, check_vouched=True)
+                problems += self._head_signature_problems(check, checker)
+        problems += witnessed
         if anchor is not None:
-            problems += self._anchor_problems(anchor, hashes, runs)
+            problems += self._anchor_problems(
+                anchor, [sha256_bytes(raw) for raw in lines], [_run_of(raw) for raw in lines]
+            )
         return problems
 
-    def _signature_problems(self, check: HeadCheck) -> list[str]:
-        if self.signing.allowed_signers is None or not check.chain.count:
+    def _line_problems(self, i: int, raw: bytes, prev: str) -> tuple[Record | None, list[str]]:
+        """The record on line i, and what is wrong with it: not a record, its seal, its link to prev."""
+        where = f"{self.index}:{i}"
+        try:
+            rec = Record(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None, [f"{where}: record {i} is not a valid record: the index was altered"]
+        if rec.seal != rec.expected_seal():
+            return rec, [f"{where}: record {i} (run {rec.run}) was altered: its seal does not match"]
+        if rec.prev != prev:
+            return rec, [
+                f"{where}: record {i} (run {rec.run}) does not chain to the record before it: "
+                "a record before it was removed or altered"
+            ]
+        return rec, []
+
+    def _notebook_problems(self, i: int, rec: Record) -> list[str]:
+        if not rec.archived:
+            return []
+        path = self.root / rec.archived
+        if not path.exists():
+            return [f"{path}: archived notebook of run {rec.run} (record {i}) was removed"]
+        if sha256_file(path) != rec.sha256:
+            return [f"{path}: archived notebook of run {rec.run} (record {i}) was altered"]
+        return []
+
+    def _witness_problems(self, lines: list[bytes]) -> tuple[list[str], int]:
+        """The witness's head against the chain: (problems, how many records it vouches for)."""
+        witness = self.signing.witness
+        seen = witness.get(self.root) if witness is not None else None
+        if witness is None or seen is None:
+            return [], 0
+        n = len(lines)
+        said = f"{self.index}: the signer's witness ({witness.path}) says this machine signed {seen.short()}"
+        if seen.count > n:
+            return [
+                f"{said}, but the index ends at record {n}: the archive was rolled back to an older copy, or "
+                f"records {n + 1}-{seen.count} were cut from its end"
+            ], 0
+        found = sha256_bytes(lines[seen.count - 1])
+        if found != seen.hash:
+            return [
+                f"{said}, but record {seen.count} (run {_run_of(lines[seen.count - 1])}) hashes to {found[:12]}...: "
+                f"the archive was replaced by another copy, or rewritten at or before record {seen.count}"
+            ], 0
+        return [], seen.count
+
+    def _record_signature_problems(
+        self, lines: list[bytes], checker: Checker, vouched: int, *, check_vouched: bool
+    ) -> list[str]:
+        """Records without a signature, and signatures that do not verify.
+
+        A record without a signature is reported when a signed record comes before it, or when none is
+        signed (records from before signing was set up come before the first signed one). With
+        check_vouched False (before a run), records up to vouched (the witness's head: this machine
+        signed or accepted them) are not looked at again; with it (``verify``), every record is.
+        """
+        records: list[tuple[int, Record]] = []
+        for i, raw in enumerate(lines, 1):
+            with contextlib.suppress(ValueError, TypeError):
+                records.append((i, Record(**json.loads(raw))))
+        first = next((i for i, rec in records if rec.sig), 0)
+        problems = []
+        for i, rec in records:
+            where = f"{self.index}:{i}: record {i} (run {rec.run})"
+            if i <= vouched and not check_vouched:
+                continue
+            if not rec.sig:
+                if not first or i > first:
+                    problems.append(
+                        f"{where} is not signed: it was appended by someone without the signing key "
+                        "(or its run could not sign)"
+                    )
+                continue
+            why = checker.check(rec.statement(i), armored(rec.sig))
+            if why is not None:
+                problems.append(
+                    f"{where}: its signature does not verify for {self.signing.signer}: {why}; the record was "
+                    "altered or moved, or signed by another key"
+                )
+        return problems
+
+    def _head_signature_problems(self, check: HeadCheck, checker: Checker) -> list[str]:
+        if not check.chain.count:
             return []
         if not self.head_sig.exists():
             return [
-                f"{self.head_sig}: HEAD is not signed, but the parameters name allowed signers: the signature was "
-                "removed, or runs are made without audit.signing_key"
+                f"{self.head_sig}: HEAD is not signed, but the parameters name a signing key or allowed signers: "
+                "the signature was removed, or runs are made without audit.signing_key"
             ]
         if not self.head.exists():
             return []
-        why = self.signing.check(self.head.read_bytes(), self.head_sig)
+        why = checker.check(self.head.read_bytes(), self.head_sig.read_bytes())
         if why is None:
             return []
         return [
-            f"{self.head_sig}: HEAD's signature does not verify for {self.signing.identity} "
-            f"(allowed signers {self.signing.allowed_signers}): {why}; HEAD or its signature was altered"
+            f"{self.head_sig}: HEAD's signature does not verify for {self.signing.signer}: {why}; "
+            "HEAD or its signature was altered"
         ]
 
     def _anchor_problems(self, anchor: Head, hashes: list[str], runs: list[str]) -> list[str]:

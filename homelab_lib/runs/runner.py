@@ -2,7 +2,8 @@
 
 A run: take the homelab's lock (the local lock, and the run Lease on the homelab's K3s when
 the inventory has one: :mod:`homelab_lib.kube.lease`) -> execute with papermill into a private
-temporary file -> scan the executed notebook for every resolved secret value ->
+temporary file (its kernel on the IPC transport, its sockets in a folder only this user can
+enter: :func:`ipc_kernel`) -> scan the executed notebook for every resolved secret value ->
 write it to the archive -> append a hash-chained record to the index. A failed
 notebook is archived too (status ``failed``, with the failing cell); a notebook
 in which a secret value appears is not kept (status ``leak``) and the run fails
@@ -10,7 +11,9 @@ loudly. Every outcome is recorded.
 
 Reviewed plans: a runbook's plan cell emits its plan (:func:`homelab_lib.core.contract.show_plan`);
 the runner finds it in the executed notebook and records its sha256 and the plan
-with the run. ``approve=RUN_ID`` (``homelab run ... --approve RUN_ID``) runs the
+with the run. ``approve=RUN_ID`` (``homelab run ... --approve RUN_ID``) first checks that
+the archive vouches for that run's record (the chain up to it, its notebook, its
+stored plan hashing to its ``plan_hash``), then runs the
 notebook with ``confirm=True`` and ``approved_plan=<that run's plan hash>``: the
 notebook's apply step changes nothing unless the plan it computes now is that
 plan; on a mismatch the run fails with :class:`~homelab_lib.core.errors.ApprovalRefused`
@@ -28,7 +31,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,8 +57,9 @@ from homelab_lib.core.plan import diff_documents
 from homelab_lib.core.secrets import Redactor, find_leaks, literal_secrets, redact_params
 from homelab_lib.inventory import load_inventory
 from homelab_lib.inventory.load import shown_path
-from homelab_lib.runs.archive import Archive, Record, Signing, signing_of
+from homelab_lib.runs.archive import Archive, Record
 from homelab_lib.runs.runlock import run_lock
+from homelab_lib.runs.signing import Signing, signing_of
 
 if TYPE_CHECKING:
     from homelab_lib.kube.lease import RunLease
@@ -227,8 +231,10 @@ def run_notebook(
         LockHeld: another run against the same homelab is under way: on this machine (the local lock) or,
             when the inventory has ``k3s:`` and its kubeconfig exists, anywhere (the run Lease on K3s).
         LockUnsafe: the lock folder is not private to this user (see :mod:`homelab_lib.runs.runlock`).
-        AuditError: the archive's HEAD does not match its index (nothing is run), or HEAD could not be
-            signed with ``audit.signing_key`` (the run is recorded).
+        AuditError: the archive's HEAD does not match its index, or (with ``audit.signing_key``) the archive
+            is not as the key left it (nothing is run); (approve) the archive does not vouch for the approved
+            record: the chain through it, its notebook or its stored plan (nothing is run); or the record
+            could not be signed (the run is recorded, unsigned).
         NotebookFailed: a cell raised; the notebook is archived with status ``failed``.
         SecretLeak: a secret value appeared in the executed notebook; it was not archived.
     """
@@ -244,9 +250,6 @@ def run_notebook(
         files = _params_files(nb_path, params)  # the homelab the notebook will use: lock it, scan for its secrets
     redactor, homelab, signing, lease = _secret_values(files)
     archive = Archive(Path(archive_dir), signing)
-    approved = _approved(nb_path, archive, approve, homelab) if approve else None
-    if approved is not None:
-        params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
 
     since = clock.now()
     holder = f"{nb_path.name}, pid {os.getpid()}, since {since.isoformat(timespec='seconds')}"
@@ -255,59 +258,105 @@ def run_notebook(
         run_lock(lock_dir or default_lock_dir(), homelab or "default", holder),
         run_lease(lease, homelab, run_id, clock),
     ):
-        repaired = archive.prepare()  # HEAD one record behind (a run stopped): repaired; not matching: refused
+        repaired = archive.prepare()  # the archive's end checked (and, unsigned, a HEAD one record behind repaired)
         if repaired:
             logging.getLogger(__name__).warning("%s: %s", archive.root, repaired)
-        return _execute(
-            nb_path,
-            files,
-            params,
-            archive,
-            redactor,
-            homelab,
-            clock,
-            progress_bar,
-            log_output,
-            kernel_name,
-            approved,
-            on_record,
-        )
+        approved = _approved(nb_path, archive, approve, homelab) if approve else None
+        if approved is not None:
+            params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
+        run = Run(nb_path, files, params, archive, redactor, homelab, clock, approved, on_record)
+        return _execute(run, Papermill(progress_bar, log_output, kernel_name))
 
 
-def _execute(
-    nb_path: Path,
-    files: list[Path],
-    params: dict[str, Any],
-    archive: Archive,
-    redactor: Redactor,
-    homelab: str,
-    clock: Clock,
-    progress_bar: bool,
-    log_output: bool,
-    kernel_name: str | None,
-    approved: Record | None = None,
-    on_record: Callable[[Record, Path], None] | None = None,
-) -> RunResult:
+@dataclass(frozen=True)
+class Run:
+    """One run, as it goes from papermill to the archive.
+
+    Attributes:
+        nb_path: the notebook.
+        files: the homelab parameter files it uses.
+        params: its notebook parameters (references, never values).
+        archive: where it is recorded.
+        redactor: every secret value of the homelab, to find and mask.
+        homelab: the inventory's name ('' without parameter files).
+        clock: the clock.
+        approved: the dry run whose plan it applies (``--approve``), if any.
+        on_record: called with the record once it is written.
+    """
+
+    nb_path: Path
+    files: list[Path]
+    params: dict[str, Any]
+    archive: Archive
+    redactor: Redactor
+    homelab: str
+    clock: Clock
+    approved: Record | None = None
+    on_record: Callable[[Record, Path], None] | None = None
+
+
+@dataclass(frozen=True)
+class Papermill:
+    """How papermill runs the notebook."""
+
+    progress_bar: bool = True
+    log_output: bool = False
+    kernel_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Executed:
+    """What papermill left: the executed notebook (None when it could not run), the failure, and when.
+
+    Attributes:
+        notebook: the executed notebook, or None.
+        failure: (failing cell, ename, evalue) when a cell raised or the kernel failed; None when it ran through.
+        start: when it started.
+        seconds: how long it took.
+    """
+
+    notebook: Any
+    failure: tuple[int | None, str, str] | None
+    start: datetime
+    seconds: float
+
+
+def ipc_kernel(folder: Path) -> dict[str, Any]:
+    """papermill options that start the kernel on the IPC transport, not TCP: its connection file and sockets
+    in folder (made mode 700 here), which only this user can enter; no port any local user could reach."""
+    from traitlets.config import Config
+
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)
+    config = Config()
+    config.KernelManager.transport = "ipc"
+    config.KernelManager.connection_file = str(folder / "kernel.json")
+    config.KernelManager.ip = str(folder / "kernel")  # the sockets: kernel-1 ... kernel-5
+    return {"config": config}
+
+
+def _papermill(run: Run, how: Papermill) -> Executed:
+    """Execute the notebook into a private temporary folder (its kernel on IPC there); secrets masked in the log."""
     os.environ["HOMELAB_HEADLESS"] = "1"  # the kernel inherits it: progress as lines, not widgets
-    start = clock.now()
-    stamp = start.strftime("%Y%m%dT%H%M%SZ")
-    t0 = clock.monotonic()
+    start = run.clock.now()
+    t0 = run.clock.monotonic()
     failure: tuple[int | None, str, str] | None = None  # (cell, ename, evalue)
-    log_filter = _RedactingFilter(redactor)
+    log_filter = _RedactingFilter(run.redactor)
     papermill_log = logging.getLogger("papermill")
     papermill_log.addFilter(log_filter)
     try:
         with tempfile.TemporaryDirectory(prefix="homelab-run-") as tmp:
-            out = Path(tmp) / nb_path.name
+            out = Path(tmp) / run.nb_path.name
             try:
                 papermill.execute_notebook(
-                    str(nb_path),
+                    str(run.nb_path),
                     str(out),
-                    parameters=params,
-                    cwd=str(nb_path.parent),
-                    progress_bar=progress_bar,
-                    log_output=log_output,
-                    kernel_name=kernel_name,
+                    parameters=run.params,
+                    cwd=str(run.nb_path.parent),
+                    progress_bar=how.progress_bar,
+                    log_output=how.log_output,
+                    kernel_name=how.kernel_name,
+                    **ipc_kernel(Path(tmp) / "kernel"),
                 )
             except PapermillExecutionError as e:
                 failure = (e.cell_index, e.ename, e.evalue)
@@ -316,74 +365,77 @@ def _execute(
             nb = nbformat.read(str(out), as_version=4) if out.exists() else None  # type: ignore[no-untyped-call]
     finally:
         papermill_log.removeFilter(log_filter)
+    return Executed(nb, failure, start, run.clock.monotonic() - t0)
 
-    plan = plan_in_notebook(nb) if nb is not None else None
+
+def _execute(run: Run, how: Papermill) -> RunResult:
+    """Run the notebook, then record the outcome: not run, leaked (not kept), failed, refused or ok."""
+    done = _papermill(run, how)
+    approved = run.approved
+    plan = plan_in_notebook(done.notebook) if done.notebook is not None else None
+    failure = done.failure
     refused = approved is not None and failure is not None and failure[1] == "PlanNotApproved"
     diff = diff_documents(approved.plan or {}, plan) if refused and approved is not None and plan else []
-
-    def record(status: str, error: str) -> Record:
-        done = _record(nb_path, files, params, homelab, start, clock.monotonic() - t0, status, cell, error)
-        kept = plan if status != "leak" else None  # what leaked may be in the plan too
-        return replace(
-            done,
-            plan_hash=str(kept["sha256"]) if kept else "",
-            plan=kept,
-            approves=approved.run if approved is not None else "",
-        )
-
-    error = redactor.redact(f"{failure[1]}: {failure[2]}") if failure else ""
-    if diff:
-        diff = [redactor.redact(line) for line in diff]
-        error += "\n" + "\n".join(diff)
+    diff = [run.redactor.redact(line) for line in diff]
+    error = run.redactor.redact(f"{failure[1]}: {failure[2]}") if failure else ""
+    error += "\n" + "\n".join(diff) if diff else ""
     cell = failure[0] if failure else None
 
-    def commit(done: Record, data: bytes | None) -> Record:
-        written = archive.commit(done, data, stamp, nb_path.stem)
-        if on_record is not None:
-            on_record(written, archive.root)
+    def commit(status: str, note: str, data: bytes | None) -> Record:
+        record = _record(run, done, status, cell, note, plan if status != "leak" else None)  # a leak may be in the plan
+        written = run.archive.commit(record, data, done.start.strftime("%Y%m%dT%H%M%SZ"), run.nb_path.stem)
+        if run.on_record is not None:
+            run.on_record(written, run.archive.root)
         return written
 
-    if nb is None:
-        commit(record("failed", error), None)
-        raise RunError(f"the notebook could not be run: {error}", where=str(nb_path))
-
-    places = find_leaks(nb, redactor)
+    if done.notebook is None:
+        commit("failed", error, None)
+        raise RunError(f"the notebook could not be run: {error}", where=str(run.nb_path))
+    places = find_leaks(done.notebook, run.redactor)
     if places:
-        note = f"secret value found in {', '.join(places)}; notebook not archived"
-        written = commit(record("leak", note), None)
+        written = commit("leak", f"secret value found in {', '.join(places)}; notebook not archived", None)
         raise SecretLeak(
             f"a secret value appeared in the executed notebook ({', '.join(places)}); it was NOT archived",
-            where=str(nb_path),
+            where=str(run.nb_path),
             hint=f"recorded as run {written.run}; make the notebook show references, never values",
         )
+    done.notebook.metadata.setdefault("papermill", {})["output_path"] = None  # it was a private temporary file
+    data = (json.dumps(done.notebook, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    written = commit("failed" if failure else "ok", error, data)
+    path = run.archive.root / written.archived
+    _raise_for(run, failure, refused, diff, written, path)
+    return RunResult(written, path)
 
-    status = "failed" if failure else "ok"
-    nb.metadata.setdefault("papermill", {})["output_path"] = None  # it was a private temporary file
-    data = (json.dumps(nb, indent=1, ensure_ascii=False, sort_keys=True) + "\n").encode()
-    written = commit(record(status, error), data)
-    path = archive.root / written.archived
+
+def _raise_for(
+    run: Run, failure: tuple[int | None, str, str] | None, refused: bool, diff: list[str], written: Record, path: Path
+) -> None:
+    """Raise what an archived run that did not deliver ends with: refused, failed, or applied another plan."""
+    approved = run.approved
+    name = run.nb_path.name
     if failure and refused and approved is not None:
-        raise ApprovalRefused(
-            nb_path.name, cell, redactor.redact(failure[2]), str(path), approved_run=approved.run, diff=diff
-        )
+        evalue = run.redactor.redact(failure[2])
+        raise ApprovalRefused(name, failure[0], evalue, str(path), approved_run=approved.run, diff=diff)
     if failure:
-        raise NotebookFailed(nb_path.name, cell, failure[1], redactor.redact(failure[2]), str(path))
+        raise NotebookFailed(name, failure[0], failure[1], run.redactor.redact(failure[2]), str(path))
     if approved is not None and written.plan_hash != approved.plan_hash:
         raise RunError(
             f"the notebook applied with approve={approved.run}, but the plan it showed "
             f"({written.plan_hash[:12] or 'none'}) is not the approved one ({approved.plan_hash[:12]})",
-            where=str(nb_path),
+            where=str(run.nb_path),
             hint="its apply step must be given approved_plan=approved_plan (see notebooks/01); check what it changed",
         )
-    return RunResult(written, path)
 
 
 def _approved(nb_path: Path, archive: Archive, run: str, homelab: str) -> Record:
-    """The archived dry run whose plan a run may apply, after checking it can be approved.
+    """The archived dry run whose plan a run may apply, after checking it can be approved and the archive vouches
+    for it: the chain through its record holds, its notebook is unaltered and shows that plan, and its stored
+    plan hashes to its ``plan_hash``.
 
     Raises:
         ConfigError: no such run, or it is not an ok dry run of this notebook and homelab with a plan,
             or the notebook has no ``approved_plan`` parameter to enforce it with.
+        AuditError: the archive does not vouch for the record (named, with what is wrong); nothing is run.
     """
 
     def refuse(message: str) -> ConfigError:
@@ -409,28 +461,44 @@ def _approved(nb_path: Path, archive: Archive, run: str, homelab: str) -> Record
             f"{nb_path.name} has no '{APPROVED_PLAN}' parameter, so it could not refuse another plan; "
             f"add {APPROVED_PLAN} = '' to its parameters cell and pass it to apply"
         )
+    _vouch(archive, record)
     return record
 
 
-def _record(
-    nb_path: Path,
-    files: list[Path],
-    params: dict[str, Any],
-    homelab: str,
-    start: datetime,
-    seconds: float,
-    status: str,
-    cell: int | None,
-    error: str,
-) -> Record:
+def _vouch(archive: Archive, record: Record) -> None:
+    """Refuse a record the archive does not vouch for: the chain through it, its notebook, its plan.
+
+    Raises:
+        AuditError: naming the record and what is wrong.
+    """
+    problems = archive.problems_through(record.run)
+    if not problems and record.archived:
+        with (archive.root / record.archived).open() as f:
+            shown = plan_in_notebook(json.load(f))
+        if shown is None or shown["sha256"] != record.plan_hash:
+            problems.append(
+                f"{archive.root / record.archived}: the notebook of run {record.run} shows "
+                f"{'no plan' if shown is None else 'plan ' + str(shown['sha256'])[:12]}, not its record's plan "
+                f"{record.plan_hash[:12]}"
+            )
+    if problems:
+        raise AuditError(
+            f"--approve {record.run}: the archive does not vouch for that run's record, so nothing was run: "
+            + "; ".join(problems),
+            where=str(archive.index),
+            hint="look into it with `homelab audit verify`; make a new dry run and approve that one",
+        )
+
+
+def _record(run: Run, done: Executed, status: str, cell: int | None, error: str, plan: dict[str, Any] | None) -> Record:
     return Record(
-        run=f"{start.strftime('%Y%m%dT%H%M%SZ')}-{nb_path.stem}",
-        notebook=shown_path(nb_path),
-        homelab=homelab,
-        parameter_files=[shown_path(f) for f in files],
-        parameters=redact_params(params),
-        start=start.isoformat(timespec="seconds"),
-        duration_s=round(seconds, 3),
+        run=f"{done.start.strftime('%Y%m%dT%H%M%SZ')}-{run.nb_path.stem}",
+        notebook=shown_path(run.nb_path),
+        homelab=run.homelab,
+        parameter_files=[shown_path(f) for f in run.files],
+        parameters=redact_params(run.params),
+        start=done.start.isoformat(timespec="seconds"),
+        duration_s=round(done.seconds, 3),
         status=status,
         failed_cell=cell,
         error=error,
@@ -438,6 +506,9 @@ def _record(
         sha256="",
         user=getpass.getuser(),
         host=socket.gethostname(),
+        plan_hash=str(plan["sha256"]) if plan else "",
+        plan=plan,
+        approves=run.approved.run if run.approved is not None else "",
     )
 
 

@@ -77,6 +77,7 @@ def write_params(
     for key in ("profile", "lab"):
         data.pop(key, None)
     data["k3s"]["kubeconfig"] = str(folder / "kubeconfig.yaml")
+    data["k3s"]["install_url"] = "https://get.k3s.io"  # a real homelab fetches the installer over https
     (folder / "pve-password").write_text(PASSWORD + "\n")
     (folder / "id.pub").write_text(PUBKEY + "\n")
     (folder / "id").write_text("not used by runbook 01\n")

@@ -21,8 +21,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
-
-import docker
+from typing import TYPE_CHECKING
 
 from homelab_lib import clients
 from homelab_lib.compose.render import project_name
@@ -33,8 +32,9 @@ from homelab_lib.inventory.model import Inventory
 from homelab_lib.inventory.placement import Move, edit_to_make
 from homelab_lib.k3s.services import RUNBOOK as K3S_SERVICES
 from homelab_lib.k3s.services import converted
-from homelab_lib.migrate.move import Backup, MoveAdapter, MoveDesired, PlacementRecord, VolumeMove, adapter, desired_of
-from homelab_lib.migrate.move import storage_root as k3s_storage_root
+
+if TYPE_CHECKING:  # the move (docker, paramiko, kubernetes) is imported when one is built
+    from homelab_lib.migrate.move import Backup, MoveAdapter, MoveDesired
 
 
 def origin(inv: Inventory, service: str) -> tuple[str, str]:
@@ -64,6 +64,8 @@ def measured_bytes(inv: Inventory, vm: str, volumes: Iterable[str]) -> dict[str,
 
     A volume that does not exist (yet) holds 0 bytes: its claim gets the smallest size.
     """
+    import docker
+
     used: dict[str, int] = {}
     with clients.docker_hosts(inv, [vm]) as pool:
         host = pool[vm]
@@ -101,6 +103,9 @@ def move_for(
         NotFound, MigrateError: the service is not one that can move (see :func:`origin`), or it keeps
             data in bind-mounted host folders the move does not copy.
     """
+    from homelab_lib.migrate.move import PlacementRecord, VolumeMove, adapter, desired_of
+    from homelab_lib.migrate.move import storage_root as k3s_storage_root
+
     if inv.k3s is None:
         raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
     if state_dir is None:  # beside the placement record, or this user's state folder

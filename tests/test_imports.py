@@ -2,14 +2,24 @@
 
 Read from the source with ``ast`` (every import, at module level or inside a function), so a
 late import cannot hide a dependency.
+
+And imports cost only what a runbook uses: a package that re-exports lazily
+(:mod:`homelab_lib.core.lazy`) exports exactly what its ``TYPE_CHECKING`` imports declare.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+import pytest
+
+from homelab_lib.core.lazy import TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "homelab_lib"
@@ -133,3 +143,48 @@ def test_a_planted_cycle_is_found(tmp_path: Path) -> None:
 def test_the_generic_kubernetes_package_imports_no_consumer() -> None:
     """kube/ is the floor under k3s/, migrate/, backup/ and the schedules: it imports none of them."""
     assert package_graph()["kube"] <= {"core"}
+
+
+# ---------------------------------------------------------------- imports cost only what is used
+
+LAZY = sorted(n for n, p in MODULES.items() if p.name == "__init__.py" and "lazy_exports(" in p.read_text())
+
+
+def declared(path: Path) -> dict[str, str]:
+    """What a package's ``if TYPE_CHECKING:`` block imports: name -> module."""
+    tree = ast.parse(path.read_text(), str(path))
+    (block,) = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
+    return {a.name: n.module for n in block.body if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+
+
+def test_the_adapter_packages_export_lazily() -> None:
+    assert {"homelab_lib.compose", "homelab_lib.k3s", "homelab_lib.kube", "homelab_lib.monitoring"} <= set(LAZY)
+
+
+@pytest.mark.parametrize("package", LAZY)
+def test_a_lazy_package_exports_what_it_declares(package: str) -> None:
+    module = importlib.import_module(package)
+    table = vars(module)[TABLE]
+    assert table == declared(MODULES[package]), "the table and the TYPE_CHECKING imports must say the same"
+    assert sorted(module.__all__) == sorted(table)
+    for name, where in table.items():
+        assert getattr(module, name) is getattr(importlib.import_module(where), name), name
+    assert set(table) <= set(dir(module))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        module.nope  # noqa: B018
+
+
+def test_a_name_spelt_as_one_of_its_packages_modules_keeps_what_the_package_exports() -> None:
+    """``compose.render`` is the function of compose/render.py, also when that module was loaded first;
+    a module the package does not export is there by its name, as the eager imports left it."""
+    code = (
+        "import importlib\n"
+        "render = importlib.import_module('homelab_lib.compose.render')\n"
+        "from homelab_lib import compose\n"
+        "assert compose.render is render.render, compose.render\n"
+        "from homelab_lib.proxmox import plan\n"
+        "assert plan is importlib.import_module('homelab_lib.proxmox.plan').plan, plan\n"
+        "from homelab_lib import monitoring\n"
+        "assert monitoring.targets.__name__ == 'homelab_lib.monitoring.targets'\n"  # a module, by its name
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -3,7 +3,8 @@
 Read from the source with ``ast`` (every import, at module level or inside a function), so a
 late import cannot hide a dependency.
 
-And imports cost only what a runbook uses: a package that re-exports lazily
+And imports cost only what a runbook uses: a notebook's imports cell loads no client library
+(those load where a runbook first needs them), and a package that re-exports lazily
 (:mod:`homelab_lib.core.lazy`) exports exactly what its ``TYPE_CHECKING`` imports declare.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -148,6 +150,22 @@ def test_the_generic_kubernetes_package_imports_no_consumer() -> None:
 # ---------------------------------------------------------------- imports cost only what is used
 
 LAZY = sorted(n for n, p in MODULES.items() if p.name == "__init__.py" and "lazy_exports(" in p.read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+# What an imports cell must not load: each is loaded where a runbook first needs it.
+CLIENT_LIBRARIES = (
+    "pandas", "matplotlib", "numpy", "kubernetes", "kubernetes_validate", "jsonschema", "docker", "paramiko",
+    "grafanalib", "ipywidgets", "papermill", "nbformat",
+)  # fmt: skip
+# A cell run as a kernel runs it (magics included; `%matplotlib inline` asks for no GUI loop), then what it loaded.
+CELL_PROBE = """\
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+class Shell(InteractiveShell):
+    def enable_gui(self, gui=None):
+        pass
+Shell.instance().run_cell(sys.stdin.read(), silent=True).raise_error()
+print(" ".join(m for m in sys.argv[1:] if m in sys.modules))
+"""
 
 
 def declared(path: Path) -> dict[str, str]:
@@ -188,3 +206,24 @@ def test_a_name_spelt_as_one_of_its_packages_modules_keeps_what_the_package_expo
         "assert monitoring.targets.__name__ == 'homelab_lib.monitoring.targets'\n"  # a module, by its name
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def imports_cell(path: Path) -> str:
+    """A runbook's imports cell: the first code cell after the one tagged ``parameters``."""
+    cells = json.loads(path.read_text())["cells"]
+    (at,) = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])]
+    return next("".join(c["source"]) for c in cells[at + 1 :] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_runbooks_imports_cell_loads_no_client_library(path: Path) -> None:
+    """The reader gets the widgets without waiting for pandas, matplotlib or a client (benchmarks/imports.py)."""
+    done = subprocess.run(
+        [sys.executable, "-c", CELL_PROBE, *CLIENT_LIBRARIES],
+        input=imports_cell(path),
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+        check=True,
+    )
+    assert done.stdout.split() == []

@@ -2,14 +2,26 @@
 
 Read from the source with ``ast`` (every import, at module level or inside a function), so a
 late import cannot hide a dependency.
+
+And imports cost only what a runbook uses: a notebook's imports cell loads no client library
+(those load where a runbook first needs them), and a package that re-exports lazily
+(:mod:`homelab_lib.core.lazy`) exports exactly what its ``TYPE_CHECKING`` imports declare.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+import pytest
+
+from homelab_lib.core.lazy import TABLE
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "homelab_lib"
@@ -133,3 +145,85 @@ def test_a_planted_cycle_is_found(tmp_path: Path) -> None:
 def test_the_generic_kubernetes_package_imports_no_consumer() -> None:
     """kube/ is the floor under k3s/, migrate/, backup/ and the schedules: it imports none of them."""
     assert package_graph()["kube"] <= {"core"}
+
+
+# ---------------------------------------------------------------- imports cost only what is used
+
+LAZY = sorted(n for n, p in MODULES.items() if p.name == "__init__.py" and "lazy_exports(" in p.read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+# What an imports cell must not load: each is loaded where a runbook first needs it.
+CLIENT_LIBRARIES = (
+    "pandas", "matplotlib", "numpy", "kubernetes", "kubernetes_validate", "jsonschema", "docker", "paramiko",
+    "grafanalib", "ipywidgets", "papermill", "nbformat",
+)  # fmt: skip
+# A cell run as a kernel runs it (magics included; `%matplotlib inline` asks for no GUI loop), then what it loaded.
+CELL_PROBE = """\
+import sys
+from IPython.core.interactiveshell import InteractiveShell
+class Shell(InteractiveShell):
+    def enable_gui(self, gui=None):
+        pass
+Shell.instance().run_cell(sys.stdin.read(), silent=True).raise_error()
+print(" ".join(m for m in sys.argv[1:] if m in sys.modules))
+"""
+
+
+def declared(path: Path) -> dict[str, str]:
+    """What a package's ``if TYPE_CHECKING:`` block imports: name -> module."""
+    tree = ast.parse(path.read_text(), str(path))
+    (block,) = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
+    return {a.name: n.module for n in block.body if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+
+
+def test_the_adapter_packages_export_lazily() -> None:
+    assert {"homelab_lib.compose", "homelab_lib.k3s", "homelab_lib.kube", "homelab_lib.monitoring"} <= set(LAZY)
+
+
+@pytest.mark.parametrize("package", LAZY)
+def test_a_lazy_package_exports_what_it_declares(package: str) -> None:
+    module = importlib.import_module(package)
+    table = vars(module)[TABLE]
+    assert table == declared(MODULES[package]), "the table and the TYPE_CHECKING imports must say the same"
+    assert sorted(module.__all__) == sorted(table)
+    for name, where in table.items():
+        assert getattr(module, name) is getattr(importlib.import_module(where), name), name
+    assert set(table) <= set(dir(module))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        module.nope  # noqa: B018
+
+
+def test_a_name_spelt_as_one_of_its_packages_modules_keeps_what_the_package_exports() -> None:
+    """``compose.render`` is the function of compose/render.py, also when that module was loaded first;
+    a module the package does not export is there by its name, as the eager imports left it."""
+    code = (
+        "import importlib\n"
+        "render = importlib.import_module('homelab_lib.compose.render')\n"
+        "from homelab_lib import compose\n"
+        "assert compose.render is render.render, compose.render\n"
+        "from homelab_lib.proxmox import plan\n"
+        "assert plan is importlib.import_module('homelab_lib.proxmox.plan').plan, plan\n"
+        "from homelab_lib import monitoring\n"
+        "assert monitoring.targets.__name__ == 'homelab_lib.monitoring.targets'\n"  # a module, by its name
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def imports_cell(path: Path) -> str:
+    """A runbook's imports cell: the first code cell after the one tagged ``parameters``."""
+    cells = json.loads(path.read_text())["cells"]
+    (at,) = [i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])]
+    return next("".join(c["source"]) for c in cells[at + 1 :] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_runbooks_imports_cell_loads_no_client_library(path: Path) -> None:
+    """The reader gets the widgets without waiting for pandas, matplotlib or a client (benchmarks/imports.py)."""
+    done = subprocess.run(
+        [sys.executable, "-c", CELL_PROBE, *CLIENT_LIBRARIES],
+        input=imports_cell(path),
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+        check=True,
+    )
+    assert done.stdout.split() == []

@@ -20,9 +20,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from matplotlib.figure import Figure
-
 from homelab_lib.backup.restic import Snapshot
 from homelab_lib.backup.rows import COLUMNS, BackupRow
 from homelab_lib.backup.targets import VolumeTarget
@@ -30,6 +27,9 @@ from homelab_lib.backup.volumes import RestoreResult
 from homelab_lib.core.errors import BackupError, ConfigError, Problem, RestoreTestFailed, RpoViolated
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
     from homelab_lib.inventory.model import Inventory
 
 
@@ -91,6 +91,8 @@ def frame(*layers: Iterable[BackupRow]) -> pd.DataFrame:
 
     A row with no violation, or no restore test result (the Proxmox layer's), shows ``''`` there.
     """
+    import pandas as pd
+
     records = [row.row() for rows in layers for row in rows]
     df = pd.DataFrame(records, columns=list(COLUMNS))
     df["violation"] = df["violation"].fillna("").astype(str)
@@ -140,6 +142,8 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _present(value: Any) -> bool:
+    import pandas as pd
+
     return value is not None and not bool(pd.isna(value))
 
 
@@ -199,6 +203,8 @@ def record_size(state_file: Path, when: datetime, stats: Mapping[str, Any], repo
 
 def size_history(state_file: Path) -> pd.DataFrame:
     """The state file as a table: time, repository, total_size, snapshots (empty when there is none)."""
+    import pandas as pd
+
     cols = ["time", "repository", "total_size", "snapshots"]
     if not state_file.exists():
         return pd.DataFrame(columns=cols)
@@ -213,6 +219,8 @@ def size_history(state_file: Path) -> pd.DataFrame:
 
 def plot_age_vs_rpo(df: pd.DataFrame, figsize: tuple[float, float] = (9.0, 4.0)) -> Figure:
     """Backup age against RPO per target: a bar per target (red past its RPO, grey with none), the RPO as a tick."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     ax = fig.subplots()
     records = _records(df)
@@ -238,6 +246,8 @@ def plot_age_vs_rpo(df: pd.DataFrame, figsize: tuple[float, float] = (9.0, 4.0))
 
 def plot_repository_size(history: pd.DataFrame, figsize: tuple[float, float] = (7.0, 3.0)) -> Figure:
     """The restic repository's size over time (one point per run, from :func:`size_history`)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=figsize)
     ax = fig.subplots()
     for repo, part in history.groupby("repository") if len(history) else []:

@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
-from proxmoxer import ProxmoxAPI
-
-from homelab_lib.clients.proxmox import ProxmoxClient
-from homelab_lib.clients.snippets import LocalSnippets, SnippetStore, SshSnippets
 from homelab_lib.core.errors import ProxmoxAuthError
 from homelab_lib.core.secrets import SecretRef, UnresolvedSecret
 from homelab_lib.inventory.model import Inventory
 
-if TYPE_CHECKING:  # the Compose package is imported by the functions that need it (01 need not pay for it)
+if TYPE_CHECKING:  # each client's module is imported by the function that builds it: a runbook pays for its own
+    from proxmoxer import ProxmoxAPI
+
+    from homelab_lib.clients.proxmox import ProxmoxClient
+    from homelab_lib.clients.snippets import SnippetStore
     from homelab_lib.hosts.docker import HostPool
     from homelab_lib.hosts.ssh import SshTarget
     from homelab_lib.kube.client import Kube
@@ -37,6 +37,8 @@ def proxmox_client(inv: Inventory) -> ProxmoxClient:
     only when ``proxmox.verify_tls`` is false (the loader refuses that for profile real).
     Nothing is sent until the first request.
     """
+    from homelab_lib.clients.proxmox import ProxmoxClient
+
     px = inv.proxmox
     url = urlsplit(px.endpoint)
     host, port = url.hostname or "", url.port or 8006
@@ -65,6 +67,8 @@ def proxmox_client(inv: Inventory) -> ProxmoxClient:
         raise ProxmoxAuthError("no credentials: give proxmox.token_id + token_secret, or password")
 
     def connect() -> ProxmoxAPI:
+        from proxmoxer import ProxmoxAPI
+
         check_ca()
         secret = reveal(ref, key)
         credentials = {"token_name": px.token_id, "token_value": secret} if auth == "token" else {"password": secret}
@@ -75,6 +79,8 @@ def proxmox_client(inv: Inventory) -> ProxmoxClient:
 
 def proxmox_snippets(inv: Inventory) -> SnippetStore | None:
     """Where role user-data snippets are written (``proxmox.snippets``), or None when not set."""
+    from homelab_lib.clients.snippets import LocalSnippets, SshSnippets
+
     sn = inv.proxmox.snippets
     if sn is None:
         return None

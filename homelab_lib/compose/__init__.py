@@ -16,32 +16,37 @@ they are pure or read-only. SSH and the docker SDK: :mod:`homelab_lib.hosts.dock
 names of the labels on what runs: :mod:`homelab_lib.hosts.labels`.
 """
 
-from homelab_lib.compose.deploy import UP_ERRORS, carry_out, project_folder
-from homelab_lib.compose.drift import plan, stacks_to_apply, stacks_to_remove
-from homelab_lib.compose.observe import Container, HostState, hosts_of, normal_image, observe, observe_all
-from homelab_lib.compose.render import (
-    PROXY_NETWORK,
-    DesiredService,
-    Project,
-    PublishedPort,
-    SecretFile,
-    project_name,
-    remote_dir,
-    render,
-    write,
-)
-from homelab_lib.compose.runbook import ComposeAdapter, ComposeDesired, adapter
-from homelab_lib.compose.validate import schema_problems, validate
-from homelab_lib.compose.verify import ComposeReport, ProbeResult, ServiceStatus, checks, probe, status
-from homelab_lib.hosts.docker import (
-    ENGINE_ERRORS,
-    SSH_ERRORS,
-    CommandResult,
-    DockerHost,
-    HostPool,
-    compose_command,
-)
-from homelab_lib.hosts.ssh import SshTarget
+from typing import TYPE_CHECKING
+
+from homelab_lib.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from homelab_lib.compose.deploy import UP_ERRORS, carry_out, project_folder
+    from homelab_lib.compose.drift import plan, stacks_to_apply, stacks_to_remove
+    from homelab_lib.compose.observe import Container, HostState, hosts_of, normal_image, observe, observe_all
+    from homelab_lib.compose.render import (
+        PROXY_NETWORK,
+        DesiredService,
+        Project,
+        PublishedPort,
+        SecretFile,
+        project_name,
+        remote_dir,
+        render,
+        write,
+    )
+    from homelab_lib.compose.runbook import ComposeAdapter, ComposeDesired, adapter
+    from homelab_lib.compose.validate import schema_problems, validate
+    from homelab_lib.compose.verify import ComposeReport, ProbeResult, ServiceStatus, checks, probe, status
+    from homelab_lib.hosts.docker import (
+        ENGINE_ERRORS,
+        SSH_ERRORS,
+        CommandResult,
+        DockerHost,
+        HostPool,
+        compose_command,
+    )
+    from homelab_lib.hosts.ssh import SshTarget
 
 __all__ = [
     "ENGINE_ERRORS",
@@ -84,3 +89,36 @@ __all__ = [
     "validate",
     "write",
 ]
+
+# Each name is imported from its module when first used (homelab_lib.core.lazy).
+lazy_exports(
+    __name__,
+    {
+        "homelab_lib.compose.deploy": ("UP_ERRORS", "carry_out", "project_folder"),
+        "homelab_lib.compose.drift": ("plan", "stacks_to_apply", "stacks_to_remove"),
+        "homelab_lib.compose.observe": ("Container", "HostState", "hosts_of", "normal_image", "observe", "observe_all"),
+        "homelab_lib.compose.render": (
+            "PROXY_NETWORK",
+            "DesiredService",
+            "Project",
+            "PublishedPort",
+            "SecretFile",
+            "project_name",
+            "remote_dir",
+            "render",
+            "write",
+        ),
+        "homelab_lib.compose.runbook": ("ComposeAdapter", "ComposeDesired", "adapter"),
+        "homelab_lib.compose.validate": ("schema_problems", "validate"),
+        "homelab_lib.compose.verify": ("ComposeReport", "ProbeResult", "ServiceStatus", "checks", "probe", "status"),
+        "homelab_lib.hosts.docker": (
+            "ENGINE_ERRORS",
+            "SSH_ERRORS",
+            "CommandResult",
+            "DockerHost",
+            "HostPool",
+            "compose_command",
+        ),
+        "homelab_lib.hosts.ssh": ("SshTarget",),
+    },
+)

@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
 import yaml
 
 from homelab_lib.compose.render import COMPOSE_FILE, Project
@@ -35,6 +34,8 @@ CONFIG_TIMEOUT_S = 60.0
 
 @functools.cache
 def _validator() -> Any:
+    import jsonschema  # type: ignore[import-untyped]  # here: its import is slow, and only a check needs it
+
     text = (importlib.resources.files(SCHEMA_PACKAGE) / SCHEMA_FILE).read_text()
     schema = json.loads(text)
     cls = jsonschema.validators.validator_for(schema)

@@ -25,11 +25,13 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from homelab_lib.core.errors import ManifestError, SshError
 from homelab_lib.hosts.ssh import run_command
+
+if TYPE_CHECKING:
+    import paramiko
 
 #: The file a backup stores its manifest in, at the top of the backed-up folder's copy.
 MANIFEST_NAME = ".homelab-manifest"

@@ -19,12 +19,13 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from homelab_lib.core.errors import HostKeyRejected, SshError
 from homelab_lib.core.secrets import SecretRef
+
+if TYPE_CHECKING:  # paramiko is imported where a connection is made: SshTarget and CommandResult cost nothing
+    import paramiko
 
 
 def known_hosts_pattern(address: str, port: int) -> str:
@@ -72,6 +73,8 @@ def _fingerprint(key: paramiko.PKey) -> str:
 
 def _load_key(ref: SecretRef) -> dict[str, Any]:
     """paramiko connect() arguments for the key: a file path, or a key object for an env: reference."""
+    import paramiko
+
     if ref.kind == "file":
         return {"key_filename": str(ref.path)}
     text = ref.reveal()
@@ -90,6 +93,8 @@ def connect(target: SshTarget) -> paramiko.SSHClient:
         HostKeyRejected: the host offers another key than known_hosts has, or known_hosts has none.
         SshError: the connection is refused or times out, or the login is refused.
     """
+    import paramiko
+
     where = f"{target.role} {target.host} (ssh {target.endpoint})"
     client = paramiko.SSHClient()
     try:
@@ -212,6 +217,8 @@ def run_command(
         SshError: the channel could not be opened or broke, or the command ran past timeout
             (the channel is closed; the remote command gets SIGHUP with it).
     """
+    import paramiko
+
     name = command.split()[0] if command.split() else "(empty)"
     deadline = time.monotonic() + timeout
     out: list[bytes] = []

@@ -26,20 +26,25 @@ store mode 0600), ``api`` (readiness through the kubernetes client; its errors' 
 ``runbook`` (the adapter).
 """
 
-from homelab_lib.k3s.kubeconfig import localize
-from homelab_lib.k3s.plan import parse_version, plan
-from homelab_lib.k3s.runbook import K3sBootstrap, adapter
-from homelab_lib.k3s.state import (
-    ApiState,
-    ComponentRow,
-    K3sDesired,
-    K3sObserved,
-    K3sReport,
-    NodeRow,
-    desired_state,
-    render_config,
-)
-from homelab_lib.kube.api import API_ERRORS
+from typing import TYPE_CHECKING
+
+from homelab_lib.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from homelab_lib.k3s.kubeconfig import localize
+    from homelab_lib.k3s.plan import parse_version, plan
+    from homelab_lib.k3s.runbook import K3sBootstrap, adapter
+    from homelab_lib.k3s.state import (
+        ApiState,
+        ComponentRow,
+        K3sDesired,
+        K3sObserved,
+        K3sReport,
+        NodeRow,
+        desired_state,
+        render_config,
+    )
+    from homelab_lib.kube.api import API_ERRORS
 
 __all__ = [
     "API_ERRORS",
@@ -57,3 +62,24 @@ __all__ = [
     "plan",
     "render_config",
 ]
+
+# Each name is imported from its module when first used (homelab_lib.core.lazy).
+lazy_exports(
+    __name__,
+    {
+        "homelab_lib.k3s.kubeconfig": ("localize",),
+        "homelab_lib.k3s.plan": ("parse_version", "plan"),
+        "homelab_lib.k3s.runbook": ("K3sBootstrap", "adapter"),
+        "homelab_lib.k3s.state": (
+            "ApiState",
+            "ComponentRow",
+            "K3sDesired",
+            "K3sObserved",
+            "K3sReport",
+            "NodeRow",
+            "desired_state",
+            "render_config",
+        ),
+        "homelab_lib.kube.api": ("API_ERRORS",),
+    },
+)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from homelab_lib.kube import Kube, KubeDesired
-
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
+
+    from homelab_lib.kube import Kube, KubeDesired
 
 UNITS = {"Ki": 1 / 1024, "Mi": 1.0, "Gi": 1024.0, "Ti": 1024.0 * 1024, "k": 1 / 1048.576, "M": 1 / 1.048576,
          "G": 1000 / 1.048576}  # fmt: skip

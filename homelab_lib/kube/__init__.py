@@ -7,9 +7,14 @@ the failing pod's reason and events), ``runbook`` (:class:`KubeManifests`, the a
 manifests runs on; runbook 04 is :mod:`homelab_lib.k3s.services`).
 """
 
-from homelab_lib.kube.client import KUBE_ERRORS, Kube
-from homelab_lib.kube.objects import CONFIG_HASH, MANAGER, RANK, Key, config_hash, key, ordered, sealed, validate
-from homelab_lib.kube.runbook import KubeDesired, KubeManifests, KubeObserved, KubeReport, ObjectState, Probe
+from typing import TYPE_CHECKING
+
+from homelab_lib.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from homelab_lib.kube.client import KUBE_ERRORS, Kube
+    from homelab_lib.kube.objects import CONFIG_HASH, MANAGER, RANK, Key, config_hash, key, ordered, sealed, validate
+    from homelab_lib.kube.runbook import KubeDesired, KubeManifests, KubeObserved, KubeReport, ObjectState, Probe
 
 __all__ = [
     "CONFIG_HASH",
@@ -30,3 +35,30 @@ __all__ = [
     "sealed",
     "validate",
 ]
+
+# Each name is imported from its module when first used (homelab_lib.core.lazy).
+lazy_exports(
+    __name__,
+    {
+        "homelab_lib.kube.client": ("KUBE_ERRORS", "Kube"),
+        "homelab_lib.kube.objects": (
+            "CONFIG_HASH",
+            "MANAGER",
+            "RANK",
+            "Key",
+            "config_hash",
+            "key",
+            "ordered",
+            "sealed",
+            "validate",
+        ),
+        "homelab_lib.kube.runbook": (
+            "KubeDesired",
+            "KubeManifests",
+            "KubeObserved",
+            "KubeReport",
+            "ObjectState",
+            "Probe",
+        ),
+    },
+)

@@ -13,12 +13,14 @@ image, ``CrashLoopBackOff``...) and the last events about it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homelab_lib.core.clock import Clock
 from homelab_lib.core.errors import K3sRolloutFailed
-from homelab_lib.kube.client import Kube
 from homelab_lib.kube.objects import Key, KubeObject
+
+if TYPE_CHECKING:
+    from homelab_lib.kube.client import Kube
 
 POLL_S = 1.0
 EVENTS = 5

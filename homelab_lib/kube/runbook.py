@@ -21,11 +21,12 @@ from homelab_lib.core.contract import DONE, ApplyResult, BaseAdapter, Carried, C
 from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 from homelab_lib.core.progress import Progress
 from homelab_lib.kube import rollout
-from homelab_lib.kube.client import Kube
 from homelab_lib.kube.objects import CONFIG_HASH, PART_OF, Key, KubeObject, key, rank
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from homelab_lib.kube.client import Kube
 
 DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
 SELECTED_NODE = "volume.kubernetes.io/selected-node"  # set on a claim when a pod that uses it is scheduled

@@ -29,27 +29,32 @@ A runbook::
     display(migrate.readiness_frame(inv)) # the whole homelab: verdicts and placement advice
 """
 
-from homelab_lib.convert import (
-    DEFAULT_KUBERNETES,
-    Conversion,
-    ReportLine,
-    VolumePlan,
-    convert_compose,
-    convert_inventory_service,
-    convert_service,
-    redacted,
-    report_frame,
-    report_markdown,
-)
-from homelab_lib.convert.source import ComposeFile, load_compose, parse_compose
-from homelab_lib.migrate.readiness import (
-    Readiness,
-    compose_dependency_order,
-    dependencies,
-    dependency_order,
-    readiness,
-    readiness_frame,
-)
+from typing import TYPE_CHECKING
+
+from homelab_lib.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from homelab_lib.convert import (
+        DEFAULT_KUBERNETES,
+        Conversion,
+        ReportLine,
+        VolumePlan,
+        convert_compose,
+        convert_inventory_service,
+        convert_service,
+        redacted,
+        report_frame,
+        report_markdown,
+    )
+    from homelab_lib.convert.source import ComposeFile, load_compose, parse_compose
+    from homelab_lib.migrate.readiness import (
+        Readiness,
+        compose_dependency_order,
+        dependencies,
+        dependency_order,
+        readiness,
+        readiness_frame,
+    )
 
 __all__ = [
     "DEFAULT_KUBERNETES",
@@ -72,3 +77,31 @@ __all__ = [
     "report_frame",
     "report_markdown",
 ]
+
+# Each name is imported from its module when first used (homelab_lib.core.lazy).
+lazy_exports(
+    __name__,
+    {
+        "homelab_lib.convert": (
+            "DEFAULT_KUBERNETES",
+            "Conversion",
+            "ReportLine",
+            "VolumePlan",
+            "convert_compose",
+            "convert_inventory_service",
+            "convert_service",
+            "redacted",
+            "report_frame",
+            "report_markdown",
+        ),
+        "homelab_lib.convert.source": ("ComposeFile", "load_compose", "parse_compose"),
+        "homelab_lib.migrate.readiness": (
+            "Readiness",
+            "compose_dependency_order",
+            "dependencies",
+            "dependency_order",
+            "readiness",
+            "readiness_frame",
+        ),
+    },
+)

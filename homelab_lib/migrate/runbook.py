@@ -21,20 +21,22 @@ from __future__ import annotations
 import shlex
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from homelab_lib import clients
 from homelab_lib.compose.render import project_name
 from homelab_lib.convert import Conversion, convert_inventory_service
 from homelab_lib.core.clock import SYSTEM, Clock
 from homelab_lib.core.errors import MigrateError, NotFound
-from homelab_lib.hosts.docker import DockerHost, DockerNotFound
 from homelab_lib.inventory.model import Inventory
 from homelab_lib.inventory.placement import Move, edit_to_make
 from homelab_lib.k3s.services import RUNBOOK as K3S_SERVICES
 from homelab_lib.k3s.services import converted
-from homelab_lib.migrate.desired import Backup, MoveDesired, PlacementRecord, VolumeMove, desired_of
-from homelab_lib.migrate.desired import storage_root as k3s_storage_root
-from homelab_lib.migrate.move import MoveAdapter, adapter
+
+if TYPE_CHECKING:  # the move (docker, paramiko, kubernetes) is imported when one is built
+    from homelab_lib.hosts.docker import DockerHost
+    from homelab_lib.migrate.desired import Backup, MoveDesired
+    from homelab_lib.migrate.move import MoveAdapter
 
 
 def origin(inv: Inventory, service: str) -> tuple[str, str]:
@@ -64,6 +66,8 @@ def measured_bytes(host: DockerHost, volumes: Iterable[str]) -> dict[str, int]:
 
     A volume that does not exist (yet) holds 0 bytes: its claim gets the smallest size.
     """
+    from homelab_lib.hosts.docker import DockerNotFound
+
     used: dict[str, int] = {}
     engine = host.docker()
     for volume in volumes:
@@ -103,6 +107,10 @@ def move_for(
             data in bind-mounted host folders the move does not copy.
         HostKeyRejected, SshError: the Docker VM or the K3s VM cannot be reached.
     """
+    from homelab_lib.migrate.desired import PlacementRecord, VolumeMove, desired_of
+    from homelab_lib.migrate.desired import storage_root as k3s_storage_root
+    from homelab_lib.migrate.move import adapter
+
     if inv.k3s is None:
         raise MigrateError("the inventory has no k3s section: nowhere to move to", where=inv.name)
     if state_dir is None:  # beside the placement record, or this user's state folder

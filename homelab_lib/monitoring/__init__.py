@@ -24,19 +24,24 @@ Panels: :func:`.dashboards.panel_queries` lists every dashboard query; :func:`.d
 runs them against a Prometheus (:class:`.prom.PrometheusApi`).
 """
 
-from homelab_lib.monitoring.check import ToolRun, check, run_rule_tests
-from homelab_lib.monitoring.dashboards import (
-    PanelQuery,
-    QueryCheck,
-    check_queries,
-    checks_table,
-    documents,
-    panel_queries,
-)
-from homelab_lib.monitoring.prom import FiringAlert, MonitoringReport, PrometheusApi, TargetStatus, status
-from homelab_lib.monitoring.render import ConfigFile, Rendered, Settings, render
-from homelab_lib.monitoring.runbook import MonitoringAdapter, MonitoringDesired, adapter
-from homelab_lib.monitoring.targets import ScrapeTarget, Targets, compute
+from typing import TYPE_CHECKING
+
+from homelab_lib.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from homelab_lib.monitoring.check import ToolRun, check, run_rule_tests
+    from homelab_lib.monitoring.dashboards import (
+        PanelQuery,
+        QueryCheck,
+        check_queries,
+        checks_table,
+        documents,
+        panel_queries,
+    )
+    from homelab_lib.monitoring.prom import FiringAlert, MonitoringReport, PrometheusApi, TargetStatus, status
+    from homelab_lib.monitoring.render import ConfigFile, Rendered, Settings, render
+    from homelab_lib.monitoring.runbook import MonitoringAdapter, MonitoringDesired, adapter
+    from homelab_lib.monitoring.targets import ScrapeTarget, Targets, compute
 
 __all__ = [
     "ConfigFile",
@@ -64,3 +69,23 @@ __all__ = [
     "run_rule_tests",
     "status",
 ]
+
+# Each name is imported from its module when first used (homelab_lib.core.lazy).
+lazy_exports(
+    __name__,
+    {
+        "homelab_lib.monitoring.check": ("ToolRun", "check", "run_rule_tests"),
+        "homelab_lib.monitoring.dashboards": (
+            "PanelQuery",
+            "QueryCheck",
+            "check_queries",
+            "checks_table",
+            "documents",
+            "panel_queries",
+        ),
+        "homelab_lib.monitoring.prom": ("FiringAlert", "MonitoringReport", "PrometheusApi", "TargetStatus", "status"),
+        "homelab_lib.monitoring.render": ("ConfigFile", "Rendered", "Settings", "render"),
+        "homelab_lib.monitoring.runbook": ("MonitoringAdapter", "MonitoringDesired", "adapter"),
+        "homelab_lib.monitoring.targets": ("ScrapeTarget", "Targets", "compute"),
+    },
+)

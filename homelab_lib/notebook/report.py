@@ -3,7 +3,9 @@
 Functions take the inventory (and results) and return pandas DataFrames or
 matplotlib Figures; notebooks display them (a table with every cell in full by
 :func:`homelab_lib.core.tables.show`), the CLI prints them. Rows are in
-inventory order so that outputs are deterministic for nbval.
+inventory order so that outputs are deterministic for nbval. pandas and
+matplotlib are imported by the functions that use them: a notebook's imports
+cell does not wait for them.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-from matplotlib.figure import Figure
-
 from homelab_lib.core.errors import ConfigError, Problem, SecretError
 from homelab_lib.core.secrets import SecretStatus, UnresolvedSecret
 from homelab_lib.inventory import Inventory, load_inventory, node_loads
 from homelab_lib.inventory.load import secret_readiness
 
 if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
     from homelab_lib.compose import HostState, ProbeResult, Project, ServiceStatus
     from homelab_lib.proxmox import Desired, VmReport
 
@@ -56,6 +58,8 @@ class Validation:
     def table(self) -> pd.DataFrame:
         """One row per problem (file, line, key, message) when the files do not validate; else one row
         saying they are valid (and how many secret references do not resolve yet)."""
+        import pandas as pd
+
         if self.inventory is None:
             return pd.DataFrame(
                 [{"file": p.file, "line": p.line, "key": p.path, "problem": p.message} for p in self.problems]
@@ -76,6 +80,8 @@ class Validation:
 
     def secrets_table(self) -> pd.DataFrame:
         """The readiness table: each secret reference, where it is written, whether it resolves, how to fix it."""
+        import pandas as pd
+
         return pd.DataFrame(
             [
                 {
@@ -120,6 +126,8 @@ def validate(files: str | Path | Sequence[str | Path], *, check_secrets: bool = 
 
 def nodes_table(inv: Inventory) -> pd.DataFrame:
     """Each node: capacity, what its VMs ask, and the limit the overcommit allows."""
+    import pandas as pd
+
     rows = []
     for load in node_loads(inv):
         rows.append(
@@ -140,6 +148,8 @@ def nodes_table(inv: Inventory) -> pd.DataFrame:
 
 def vms_table(inv: Inventory) -> pd.DataFrame:
     """Each VM: where it runs, its size, address and role."""
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {
@@ -160,6 +170,8 @@ def vms_table(inv: Inventory) -> pd.DataFrame:
 
 def stacks_table(inv: Inventory) -> pd.DataFrame:
     """Each Compose service: its host, stack, image and published ports."""
+    import pandas as pd
+
     rows = []
     for vm in inv.docker_hosts:
         for stack, names in vm.stacks.items():
@@ -180,6 +192,8 @@ def stacks_table(inv: Inventory) -> pd.DataFrame:
 
 def k3s_table(inv: Inventory) -> pd.DataFrame:
     """Each service placed on K3s."""
+    import pandas as pd
+
     rows = []
     if inv.k3s:
         for name in inv.k3s.services:
@@ -198,6 +212,8 @@ def k3s_table(inv: Inventory) -> pd.DataFrame:
 
 def secrets_table(inv: Inventory) -> pd.DataFrame:
     """Each secret reference and whether it resolves now; never the value."""
+    import pandas as pd
+
     rows = []
     for path, ref in inv.secrets():
         try:
@@ -215,6 +231,8 @@ def capacity_figure(inv: Inventory, figsize: tuple[float, float] = (10.0, 3.6)) 
     Returns:
         The Figure; the caller displays and closes it.
     """
+    from matplotlib.figure import Figure
+
     loads = node_loads(inv)
     names = [load.node for load in loads]
     x = list(range(len(names)))
@@ -252,6 +270,8 @@ def capacity_figure(inv: Inventory, figsize: tuple[float, float] = (10.0, 3.6)) 
 
 def compose_projects_table(projects: Sequence[Project]) -> pd.DataFrame:
     """Each rendered Compose project: host, stack, project name, services, published ports, secrets by reference."""
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {
@@ -287,6 +307,8 @@ def compose_status_table(
 ) -> pd.DataFrame:
     """The verify table: one row per service (of one host, or all): image, state, health, ports, uptime,
     restarts, and the answer of its health endpoint through the published port."""
+    import pandas as pd
+
     answers = {(p.host, p.stack, p.service): p for p in probes}
     out = []
     for r in rows:
@@ -319,6 +341,8 @@ def compose_health_figure(
     Returns:
         The Figure; the caller displays and closes it.
     """
+    from matplotlib.figure import Figure
+
     hosts = list(dict.fromkeys(r.host for r in rows))
     x = list(range(len(hosts)))
     failed_probe = {(p.host, p.stack, p.service) for p in probes if not p.ok}
@@ -350,6 +374,8 @@ def compose_health_figure(
 
 def proxmox_desired_table(desired: Desired) -> pd.DataFrame:
     """What each VM should be in Proxmox: where, size, tags and its cloud-init settings (no key material)."""
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {
@@ -372,6 +398,8 @@ def proxmox_desired_table(desired: Desired) -> pd.DataFrame:
 
 def proxmox_vms_table(vms: Sequence[VmReport]) -> pd.DataFrame:
     """Each inventory VM as the cluster has it: node, vmid, status, IP (and where it comes from), size."""
+    import pandas as pd
+
     return pd.DataFrame(
         [
             {
@@ -403,6 +431,8 @@ def allocation_figure(inv: Inventory, vms: Sequence[VmReport], figsize: tuple[fl
     Returns:
         The Figure; the caller displays and closes it.
     """
+    from matplotlib.figure import Figure
+
     loads = node_loads(inv)
     names = [load.node for load in loads]
     x = list(range(len(names)))
@@ -433,6 +463,8 @@ def allocation_figure(inv: Inventory, vms: Sequence[VmReport], figsize: tuple[fl
 
 def compose_engines_table(observed: Mapping[str, HostState], homelab: str) -> pd.DataFrame:
     """Each Docker VM's engine: version, whether other VMs share it, this homelab's containers on it, others."""
+    import pandas as pd
+
     counts = Counter(state.engine_id for state in observed.values())
     return pd.DataFrame(
         [

@@ -20,17 +20,22 @@ The steps' module functions (:func:`desired_state`, :func:`observe`, :func:`plan
 :func:`vm_status`) stay public: they are pure or read-only, and tests use them.
 """
 
-from homelab_lib.clients.proxmox import PROXMOX_ERRORS, At, ProxmoxClient
-from homelab_lib.clients.snippets import LocalSnippets, SnippetStore, SshSnippets
-from homelab_lib.clients.tasks import TaskResult, wait_task
-from homelab_lib.proxmox.apply import config_params
-from homelab_lib.proxmox.cloudinit import snippet_name, user_data
-from homelab_lib.proxmox.desired import desired_state, wait_for_agent
-from homelab_lib.proxmox.observe import observe
-from homelab_lib.proxmox.plan import plan
-from homelab_lib.proxmox.runbook import ProxmoxAdapter, adapter
-from homelab_lib.proxmox.state import MARKER, Cluster, Desired, DesiredVm, VmState
-from homelab_lib.proxmox.status import VmReport, vm_status
+from typing import TYPE_CHECKING
+
+from homelab_lib.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from homelab_lib.clients.proxmox import PROXMOX_ERRORS, At, ProxmoxClient
+    from homelab_lib.clients.snippets import LocalSnippets, SnippetStore, SshSnippets
+    from homelab_lib.clients.tasks import TaskResult, wait_task
+    from homelab_lib.proxmox.apply import config_params
+    from homelab_lib.proxmox.cloudinit import snippet_name, user_data
+    from homelab_lib.proxmox.desired import desired_state, wait_for_agent
+    from homelab_lib.proxmox.observe import observe
+    from homelab_lib.proxmox.plan import plan
+    from homelab_lib.proxmox.runbook import ProxmoxAdapter, adapter
+    from homelab_lib.proxmox.state import MARKER, Cluster, Desired, DesiredVm, VmState
+    from homelab_lib.proxmox.status import VmReport, vm_status
 
 __all__ = [
     "MARKER",
@@ -58,3 +63,21 @@ __all__ = [
     "wait_for_agent",
     "wait_task",
 ]
+
+# Each name is imported from its module when first used (homelab_lib.core.lazy).
+lazy_exports(
+    __name__,
+    {
+        "homelab_lib.clients.proxmox": ("PROXMOX_ERRORS", "At", "ProxmoxClient"),
+        "homelab_lib.clients.snippets": ("LocalSnippets", "SnippetStore", "SshSnippets"),
+        "homelab_lib.clients.tasks": ("TaskResult", "wait_task"),
+        "homelab_lib.proxmox.apply": ("config_params",),
+        "homelab_lib.proxmox.cloudinit": ("snippet_name", "user_data"),
+        "homelab_lib.proxmox.desired": ("desired_state", "wait_for_agent"),
+        "homelab_lib.proxmox.observe": ("observe",),
+        "homelab_lib.proxmox.plan": ("plan",),
+        "homelab_lib.proxmox.runbook": ("ProxmoxAdapter", "adapter"),
+        "homelab_lib.proxmox.state": ("MARKER", "Cluster", "Desired", "DesiredVm", "VmState"),
+        "homelab_lib.proxmox.status": ("VmReport", "vm_status"),
+    },
+)

@@ -192,6 +192,12 @@ def signer(tmp_path: Path) -> dict[str, str]:
     }
 
 
+@pytest.fixture
+def signed_params(make_params: Callable[..., Path], signer: dict[str, str]) -> Path:
+    """A parameter file whose audit: section signs with the operator's key."""
+    return make_params(audit=signer)
+
+
 def test_each_run_signs_head_and_verify_checks_it(
     tmp_path: Path,
     archive: Path,
@@ -287,13 +293,9 @@ def test_audit_section_is_validated(make_params: Callable[..., Path], signer: di
 
 
 def test_a_record_appended_without_the_key_stays_detected_after_the_next_run(
-    tmp_path: Path,
-    archive: Path,
-    make_params: Callable[..., Path],
-    signer: dict[str, str],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, archive: Path, signed_params: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    params = make_params(audit=signer)
+    params = signed_params
     runs(tmp_path, archive, 2, params)
     before = lines(archive)
     fields = {k: v for k, v in json.loads(before[-1]).items() if k != "sig"}
@@ -333,13 +335,9 @@ def test_a_record_appended_without_the_key_stays_detected_after_the_next_run(
 
 
 def test_an_archive_rolled_back_to_an_older_copy_is_reported(
-    tmp_path: Path,
-    archive: Path,
-    make_params: Callable[..., Path],
-    signer: dict[str, str],
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, archive: Path, signed_params: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    params = make_params(audit=signer)
+    params = signed_params
     runs(tmp_path, archive, 2, params)
     older = tmp_path / "older"
     shutil.copytree(archive, older)  # a copy someone kept, with its own HEAD, HEAD.sig and signed records

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from homelab_lib.core.lazy import TABLE
+from homelab_lib.core.lazy import TABLE, declared
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "homelab_lib"
@@ -168,13 +168,6 @@ print(" ".join(m for m in sys.argv[1:] if m in sys.modules))
 """
 
 
-def declared(path: Path) -> dict[str, str]:
-    """What a package's ``if TYPE_CHECKING:`` block imports: name -> module."""
-    tree = ast.parse(path.read_text(), str(path))
-    (block,) = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
-    return {a.name: n.module for n in block.body if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
-
-
 def test_the_adapter_packages_export_lazily() -> None:
     assert {"homelab_lib.compose", "homelab_lib.k3s", "homelab_lib.kube", "homelab_lib.monitoring"} <= set(LAZY)
 
@@ -183,7 +176,7 @@ def test_the_adapter_packages_export_lazily() -> None:
 def test_a_lazy_package_exports_what_it_declares(package: str) -> None:
     module = importlib.import_module(package)
     table = vars(module)[TABLE]
-    assert table == declared(MODULES[package]), "the table and the TYPE_CHECKING imports must say the same"
+    assert table == declared(MODULES[package].read_text())
     assert sorted(module.__all__) == sorted(table)
     for name, where in table.items():
         assert getattr(module, name) is getattr(importlib.import_module(where), name), name

@@ -91,34 +91,4 @@ __all__ = [
 ]
 
 # Each name is imported from its module when first used (homelab_lib.core.lazy).
-lazy_exports(
-    __name__,
-    {
-        "homelab_lib.compose.deploy": ("UP_ERRORS", "carry_out", "project_folder"),
-        "homelab_lib.compose.drift": ("plan", "stacks_to_apply", "stacks_to_remove"),
-        "homelab_lib.compose.observe": ("Container", "HostState", "hosts_of", "normal_image", "observe", "observe_all"),
-        "homelab_lib.compose.render": (
-            "PROXY_NETWORK",
-            "DesiredService",
-            "Project",
-            "PublishedPort",
-            "SecretFile",
-            "project_name",
-            "remote_dir",
-            "render",
-            "write",
-        ),
-        "homelab_lib.compose.runbook": ("ComposeAdapter", "ComposeDesired", "adapter"),
-        "homelab_lib.compose.validate": ("schema_problems", "validate"),
-        "homelab_lib.compose.verify": ("ComposeReport", "ProbeResult", "ServiceStatus", "checks", "probe", "status"),
-        "homelab_lib.hosts.docker": (
-            "ENGINE_ERRORS",
-            "SSH_ERRORS",
-            "CommandResult",
-            "DockerHost",
-            "HostPool",
-            "compose_command",
-        ),
-        "homelab_lib.hosts.ssh": ("SshTarget",),
-    },
-)
+lazy_exports(__name__)

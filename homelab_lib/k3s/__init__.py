@@ -64,22 +64,4 @@ __all__ = [
 ]
 
 # Each name is imported from its module when first used (homelab_lib.core.lazy).
-lazy_exports(
-    __name__,
-    {
-        "homelab_lib.k3s.kubeconfig": ("localize",),
-        "homelab_lib.k3s.plan": ("parse_version", "plan"),
-        "homelab_lib.k3s.runbook": ("K3sBootstrap", "adapter"),
-        "homelab_lib.k3s.state": (
-            "ApiState",
-            "ComponentRow",
-            "K3sDesired",
-            "K3sObserved",
-            "K3sReport",
-            "NodeRow",
-            "desired_state",
-            "render_config",
-        ),
-        "homelab_lib.kube.api": ("API_ERRORS",),
-    },
-)
+lazy_exports(__name__)

@@ -37,28 +37,4 @@ __all__ = [
 ]
 
 # Each name is imported from its module when first used (homelab_lib.core.lazy).
-lazy_exports(
-    __name__,
-    {
-        "homelab_lib.kube.client": ("KUBE_ERRORS", "Kube"),
-        "homelab_lib.kube.objects": (
-            "CONFIG_HASH",
-            "MANAGER",
-            "RANK",
-            "Key",
-            "config_hash",
-            "key",
-            "ordered",
-            "sealed",
-            "validate",
-        ),
-        "homelab_lib.kube.runbook": (
-            "KubeDesired",
-            "KubeManifests",
-            "KubeObserved",
-            "KubeReport",
-            "ObjectState",
-            "Probe",
-        ),
-    },
-)
+lazy_exports(__name__)

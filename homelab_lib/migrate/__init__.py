@@ -79,29 +79,4 @@ __all__ = [
 ]
 
 # Each name is imported from its module when first used (homelab_lib.core.lazy).
-lazy_exports(
-    __name__,
-    {
-        "homelab_lib.convert": (
-            "DEFAULT_KUBERNETES",
-            "Conversion",
-            "ReportLine",
-            "VolumePlan",
-            "convert_compose",
-            "convert_inventory_service",
-            "convert_service",
-            "redacted",
-            "report_frame",
-            "report_markdown",
-        ),
-        "homelab_lib.convert.source": ("ComposeFile", "load_compose", "parse_compose"),
-        "homelab_lib.migrate.readiness": (
-            "Readiness",
-            "compose_dependency_order",
-            "dependencies",
-            "dependency_order",
-            "readiness",
-            "readiness_frame",
-        ),
-    },
-)
+lazy_exports(__name__)

@@ -71,21 +71,4 @@ __all__ = [
 ]
 
 # Each name is imported from its module when first used (homelab_lib.core.lazy).
-lazy_exports(
-    __name__,
-    {
-        "homelab_lib.monitoring.check": ("ToolRun", "check", "run_rule_tests"),
-        "homelab_lib.monitoring.dashboards": (
-            "PanelQuery",
-            "QueryCheck",
-            "check_queries",
-            "checks_table",
-            "documents",
-            "panel_queries",
-        ),
-        "homelab_lib.monitoring.prom": ("FiringAlert", "MonitoringReport", "PrometheusApi", "TargetStatus", "status"),
-        "homelab_lib.monitoring.render": ("ConfigFile", "Rendered", "Settings", "render"),
-        "homelab_lib.monitoring.runbook": ("MonitoringAdapter", "MonitoringDesired", "adapter"),
-        "homelab_lib.monitoring.targets": ("ScrapeTarget", "Targets", "compute"),
-    },
-)
+lazy_exports(__name__)

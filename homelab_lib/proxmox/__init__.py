@@ -65,19 +65,4 @@ __all__ = [
 ]
 
 # Each name is imported from its module when first used (homelab_lib.core.lazy).
-lazy_exports(
-    __name__,
-    {
-        "homelab_lib.clients.proxmox": ("PROXMOX_ERRORS", "At", "ProxmoxClient"),
-        "homelab_lib.clients.snippets": ("LocalSnippets", "SnippetStore", "SshSnippets"),
-        "homelab_lib.clients.tasks": ("TaskResult", "wait_task"),
-        "homelab_lib.proxmox.apply": ("config_params",),
-        "homelab_lib.proxmox.cloudinit": ("snippet_name", "user_data"),
-        "homelab_lib.proxmox.desired": ("desired_state", "wait_for_agent"),
-        "homelab_lib.proxmox.observe": ("observe",),
-        "homelab_lib.proxmox.plan": ("plan",),
-        "homelab_lib.proxmox.runbook": ("ProxmoxAdapter", "adapter"),
-        "homelab_lib.proxmox.state": ("MARKER", "Cluster", "Desired", "DesiredVm", "VmState"),
-        "homelab_lib.proxmox.status": ("VmReport", "vm_status"),
-    },
-)
+lazy_exports(__name__)

@@ -2,7 +2,8 @@
 
 desired = the rendered files (:func:`.render.render`: Prometheus config and rules, Alertmanager,
 Grafana provisioning) and the targets; observe = each file's sha256 on the VM that runs its
-component, read over SSH (SFTP; nothing is changed); plan = a ``file`` change per file that is
+component, read over SSH (SFTP; nothing is changed; a file that holds a secret is hashed with the homelab's
+hash key, :mod:`homelab_lib.core.hashkey`); plan = a ``file`` change per file that is
 missing or differs, and a ``reload`` change for Prometheus and Alertmanager when any of their
 files changes (a no-change run writes and reloads nothing); apply = ``promtool check config``,
 ``promtool check rules`` and ``amtool check-config`` on this machine first (a rejection stops the
@@ -18,7 +19,6 @@ a changed datasource needs a restart of Grafana (runbook 02 restarts it when its
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +36,7 @@ from homelab_lib.hosts.docker import DockerHost, HostPool
 from homelab_lib.hosts.ssh import sftp_makedirs
 from homelab_lib.monitoring.check import check as check_files
 from homelab_lib.monitoring.prom import MonitoringReport, PrometheusApi, status
-from homelab_lib.monitoring.render import Rendered, Settings, render, service_url
+from homelab_lib.monitoring.render import ConfigFile, Rendered, Settings, render, service_url
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory
@@ -61,8 +61,10 @@ class MonitoringDesired:
     urls: Mapping[str, str]
 
 
-#: What observe reads: file name (``component/path``) -> its sha256 on the VM ('' when missing).
+#: What observe reads: file name (``component/path``) -> its hash on the VM ('' when missing; :data:`STRAY` for a
+#: file of a managed folder that is not rendered). A file that holds a secret is hashed keyed, as render hashes it.
 Observed = Mapping[str, str]
+STRAY = "(not rendered)"
 
 
 def _sftp_error(e: BaseException, where: str) -> HomelabError:
@@ -156,7 +158,8 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
         return MonitoringDesired(rendered, MappingProxyType(urls))
 
     def observe(self, desired: MonitoringDesired) -> Observed:
-        """Each rendered file's sha256 on its VM ('' when missing), and the other files of the managed folders."""
+        """Each rendered file's hash on its VM ('' when missing; keyed for a file with a secret), and the other
+        files of the managed folders (:data:`STRAY`)."""
         found: dict[str, str] = {}
         rendered = desired.rendered
         for component, vm in sorted(rendered.components.items()):
@@ -169,7 +172,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                 for f in files:
                     try:
                         with sftp.open(f.remote_path, "rb") as fh:
-                            found[f.name] = hashlib.sha256(fh.read()).hexdigest()
+                            found[f.name] = f.digest(fh.read())
                     except FileNotFoundError:
                         found[f.name] = MISSING
                 for sub in MANAGED_DIRS.get(component, ()):
@@ -180,8 +183,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                     for entry in entries:
                         name = f"{component}/{sub}/{entry.filename}"
                         if name not in found and stat.S_ISREG(entry.st_mode or 0):
-                            with sftp.open(f"{folder}/{sub}/{entry.filename}", "rb") as fh:
-                                found[name] = hashlib.sha256(fh.read()).hexdigest()
+                            found[name] = STRAY  # not read: it may hold a secret, and only its removal is planned
         return MappingProxyType(found)
 
     def plan(self, desired: MonitoringDesired, observed: Observed) -> Plan:
@@ -196,7 +198,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                 changes.append(Change("file", f.name, Action.NOOP, f.vm, order=order))
                 continue
             action = Action.CREATE if have == MISSING else Action.UPDATE
-            fields = (FieldChange("sha256", have[:12] or None, f.sha256[:12]),)
+            fields = (FieldChange(_hashed(f), have[:12] or None, f.sha256[:12]),)
             changes.append(Change("file", f.name, action, f.vm, fields, reason=f.remote_path, order=order))
             touched.setdefault(f.component, f.vm)
         wanted = {f.name for f in desired.rendered.files}
@@ -320,7 +322,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
             have = observed.get(f.name, MISSING)
             ok = have == f.sha256
             found.append(Check("file", f.name, f.vm, ok, "as rendered" if ok else
-                               ("missing" if not have else f"differs (sha256 {have[:12]})")))  # fmt: skip
+                               ("missing" if not have else f"differs ({_hashed(f)} {have[:12]})")))  # fmt: skip
         api = PrometheusApi(desired.urls["prometheus"])
         try:
             report = self.settled(desired)
@@ -346,6 +348,11 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
     def close(self) -> None:
         """Close the SSH connections this adapter opened (not those passed in)."""
         self._own.close()
+
+
+def _hashed(f: ConfigFile) -> str:
+    """How the plan names a file's hash: ``hmac-sha256`` for one that holds a secret (keyed), else ``sha256``."""
+    return "hmac-sha256" if f.secrets else "sha256"
 
 
 if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments

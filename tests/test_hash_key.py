@@ -151,7 +151,7 @@ def test_a_rotated_secret_still_changes_the_compose_config_hash(inv: Inventory, 
     assert _postgres(inv)["labels"][HASH_LABEL] != before
 
 
-# ------------------------------------------------------------------ K3s: secrets-hash, a Secret's config hash, the table
+# ------------------------------------------------------------------ K3s: secrets-hash, a Secret's hash, the table
 
 
 def _gitlab(inv: Inventory) -> tuple[KubeObject, KubeObject, str]:
@@ -185,8 +185,9 @@ def test_a_rotated_secret_still_changes_the_k3s_hashes(inv: Inventory, tmp_path:
     assert secret2["metadata"]["annotations"][CONFIG_HASH] != secret["metadata"]["annotations"][CONFIG_HASH]
     assert sts2["metadata"]["annotations"][CONFIG_HASH] != sts["metadata"]["annotations"][CONFIG_HASH]
     annotation = "homelab.io/secrets-hash"
-    assert sts2["spec"]["template"]["metadata"]["annotations"][annotation] != (
-        sts["spec"]["template"]["metadata"]["annotations"][annotation]
+    assert (
+        sts2["spec"]["template"]["metadata"]["annotations"][annotation]
+        != (sts["spec"]["template"]["metadata"]["annotations"][annotation])
     )
 
 

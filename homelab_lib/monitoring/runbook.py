@@ -7,7 +7,9 @@ hash key, :mod:`homelab_lib.core.hashkey`); plan = a ``file`` change per file th
 missing or differs, and a ``reload`` change for Prometheus and Alertmanager when any of their
 files changes (a no-change run writes and reloads nothing); apply = ``promtool check config``,
 ``promtool check rules`` and ``amtool check-config`` on this machine first (a rejection stops the
-run before anything is copied), then each file copied atomically (SFTP, then rename), then
+run before anything is copied), then each file copied atomically (SFTP: a temp file made exclusive with
+its final mode before any byte, then renamed; one that holds a secret is given to the containers' group
+first, or the run stops), then
 ``POST /-/reload``; verify = the files on the VMs are the rendered ones, Prometheus's last reload
 succeeded, every expected target is up and none is unexpected (:func:`.prom.status`); the
 alerts that fire are in the report.
@@ -33,7 +35,7 @@ from homelab_lib.core.errors import ErrorTable, HomelabError, MonitoringError, N
 from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 from homelab_lib.core.progress import Progress
 from homelab_lib.hosts.docker import DockerHost, HostPool
-from homelab_lib.hosts.ssh import sftp_makedirs
+from homelab_lib.hosts.ssh import sftp_create, sftp_makedirs, sftp_replace
 from homelab_lib.monitoring.check import check as check_files
 from homelab_lib.monitoring.prom import MonitoringReport, PrometheusApi, status
 from homelab_lib.monitoring.render import ConfigFile, Rendered, Settings, render, service_url
@@ -251,13 +253,10 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                         sftp_makedirs(sftp, folder, 0o755)
                         if "/secrets" in folder:
                             sftp.chmod(folder, 0o711)
-                        tmp = f"{f.remote_path}.homelab-tmp"
-                        with sftp.open(tmp, "wb") as fh:
-                            fh.write(f.content())
-                        sftp.chmod(tmp, f.mode)
                         if f.secrets:
-                            self._restrict(sftp, tmp)
-                        sftp.posix_rename(tmp, f.remote_path)
+                            _write_secret(sftp, f)
+                        else:
+                            sftp_replace(sftp, f.remote_path, f.content(), f.mode)
                         done += 1
                         outcomes.append(Outcome.of(change, DONE, seconds=clock.monotonic() - start))
                         task.advance(change.target)
@@ -284,19 +283,6 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
             ) from e
         task.done()
         return Carried(tuple(outcomes), tuple(steps))
-
-    @staticmethod
-    def _restrict(sftp: paramiko.SFTPClient, path: str) -> None:
-        """A file with a secret: group nobody (the containers' user), mode 0640, when the SSH user may chown.
-
-        Without that right (the SSH user is not root) the file stays as written, readable by all, so the
-        containers still read it; give the config folder to a root SSH user to close it.
-        """
-        try:
-            sftp.chown(path, sftp.stat(path).st_uid or 0, CONTAINER_GID)
-        except OSError:
-            return
-        sftp.chmod(path, SECRET_MODE)
 
     def report(self, desired: MonitoringDesired) -> MonitoringReport:
         """Prometheus's view now: every target's health, the unexpected ones, and the alerts."""
@@ -353,6 +339,42 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
 def _hashed(f: ConfigFile) -> str:
     """How the plan names a file's hash: ``hmac-sha256`` for one that holds a secret (keyed), else ``sha256``."""
     return "hmac-sha256" if f.secrets else "sha256"
+
+
+def _write_secret(sftp: paramiko.SFTPClient, f: ConfigFile) -> None:
+    """Write a file that holds a secret: readable by its owner and the group of the containers' user (nobody).
+
+    The temp file is made exclusive with mode 0600 (:func:`~homelab_lib.hosts.ssh.sftp_create`) and given to
+    that group before any byte is written; then it is written, made 0640 and renamed into place. When the SSH
+    user may not give it to that group, it is removed and nothing is written: readable by all, the secret
+    would be anyone's on the VM; 0600, the containers could not read it.
+
+    Raises:
+        MonitoringError: the SSH user may not give the file to group 65534 (names the fix).
+        OSError: SFTP failed.
+    """
+    tmp = f"{f.remote_path}.homelab-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        sftp.remove(tmp)
+    denied: OSError | None = None
+    with sftp_create(sftp, tmp, 0o600) as fh:
+        try:
+            fh.chown(fh.stat().st_uid or 0, CONTAINER_GID)
+        except OSError as e:
+            denied = e
+        else:
+            fh.write(f.content())
+            fh.chmod(SECRET_MODE)
+    if denied is not None:
+        sftp.remove(tmp)
+        raise MonitoringError(
+            f"{f.name} holds a secret, and the SSH user may not give it to group {CONTAINER_GID} (nogroup), whose "
+            f"containers read it ({denied}); nothing was written: readable by all it would be anyone's on the VM",
+            where=f"{f.vm}:{f.remote_path}",
+            hint=f"log in as root (ssh.user), or add the SSH user to group {CONTAINER_GID} on {f.vm} "
+            "(usermod -aG nogroup USER), then run again",
+        ) from denied
+    sftp.posix_rename(tmp, f.remote_path)
 
 
 if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments

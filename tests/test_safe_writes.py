@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from homelab_lib.cli import main
 from homelab_lib.core.errors import MonitoringError
 from homelab_lib.core.plan import Action
 from homelab_lib.core.progress import Lines
@@ -29,6 +30,7 @@ from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.monitoring.runbook import CONTAINER_GID, MonitoringAdapter
 from tests.sshd_fixtures import free_port, start_sshd
 
+COMPOSE = Path(__file__).resolve().parent / "data" / "compose"
 TOKEN = "k3s-scrape-token-0x6b"
 ROOT_ADDRESS = "127.0.7.31"
 USER_ADDRESS = "127.0.7.32"
@@ -122,3 +124,24 @@ def test_a_monitoring_secret_is_made_0600_then_given_to_the_group_and_made_0640(
     tmp = f"{token}.homelab-tmp"
     assert f'open "{tmp}" flags WRITE,CREATE,EXCL mode 0600' in requests
     assert requests.index(f'open "{tmp}"') < requests.index(f'set "{tmp}" owner 0 group {CONTAINER_GID}')
+
+
+# ------------------------------------------------------------------ homelab convert -o
+
+
+def test_convert_o_replaces_a_planted_link_and_never_writes_through_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    victim.chmod(0o644)
+    for name in ("postgres.yaml", "report.md"):  # links someone who may write the output folder planted
+        (out / name).symlink_to(victim)
+    assert main(["convert", str(COMPOSE / "databases.yaml"), "-o", str(out)]) == 0
+    assert victim.read_text() == "keep\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644
+    assert sorted(p.name for p in out.iterdir()) == ["app-backend-v2.yaml", "postgres.yaml", "redis.yaml", "report.md"]
+    for name, mode in (("postgres.yaml", 0o600), ("report.md", 0o644)):
+        assert not (out / name).is_symlink()
+        assert stat.S_IMODE((out / name).stat().st_mode) == mode
+    assert "kind: Deployment" in (out / "postgres.yaml").read_text()

@@ -145,3 +145,32 @@ def test_convert_o_replaces_a_planted_link_and_never_writes_through_it(tmp_path:
         assert not (out / name).is_symlink()
         assert stat.S_IMODE((out / name).stat().st_mode) == mode
     assert "kind: Deployment" in (out / "postgres.yaml").read_text()
+
+
+# ------------------------------------------------------------------ migrate: what may be emptied or removed
+
+ROOT = "/var/lib/rancher/k3s/storage"
+
+
+@pytest.mark.parametrize(
+    "folder",
+    [ROOT, f"{ROOT}/", f"{ROOT}//", f"{ROOT}///", f"{ROOT}/.", f"{ROOT}/./", f"{ROOT}/..", f"{ROOT}/pvc-1/..",
+     f"{ROOT}/pvc-1/../..", f"{ROOT}//pvc-1", f"{ROOT}/pvc-1/", f"{ROOT}-other/pvc-1", "/var/lib/rancher", "", "/"],
+)  # fmt: skip
+def test_the_storage_root_in_disguise_is_never_a_pv_folder(folder: str) -> None:
+    """What the copy empties (``find . -mindepth 1 -delete``) and a rollback removes (``rm -rf``) is a PV
+    folder strictly under the root: ``<root>/`` and ``<root>//`` are the root itself."""
+    from homelab_lib.migrate.checkpoints import under
+
+    assert not under(folder, ROOT)
+    assert not under(folder, ROOT + "/")
+
+
+def test_a_pv_folder_under_the_root_is_one() -> None:
+    from homelab_lib.migrate.checkpoints import under
+
+    for folder in (f"{ROOT}/pvc-1_media_config", f"{ROOT}/pvc-1/sub", f"{ROOT}/.hidden-pvc"):
+        assert under(folder, ROOT)
+    assert under("/pvc-1", "/")
+    assert not under("/", "/")
+    assert not under("//", "/")

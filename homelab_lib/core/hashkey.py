@@ -45,6 +45,8 @@ def _create(path: Path) -> bool:
     except FileExistsError:
         return False
     except OSError as e:
+        if os.path.lexists(path):  # there, in a folder this user may not write (a pod's read-only parameters)
+            return False
         raise HashKeyUnsafe(
             f"the hash key cannot be made ({e.strerror})",
             where=str(path),

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from homelab_lib import compose, monitoring
-from homelab_lib.core.errors import HashKeyUnsafe
+from homelab_lib.core.errors import HashKeyUnsafe, UnresolvedSecret
 from homelab_lib.core.hashkey import KEY_FILE, load_key
 from homelab_lib.hosts.labels import HASH_LABEL
 from homelab_lib.inventory import Inventory, load_inventory
@@ -206,3 +206,27 @@ def test_the_monitoring_plan_hashes_the_token_file_keyed(inv: Inventory, tmp_pat
     assert not any(g in shown for g in guesses(TOKEN))
     (tmp_path / "secrets" / "token").write_text("rotated-token\n")
     assert monitoring.render(inv).file("prometheus/secrets/k3s_token").sha256 != token.sha256
+
+
+def test_nothing_a_reader_sees_is_a_plain_or_public_keyed_hash_of_any_resolved_secret(inv: Inventory) -> None:
+    """Every secret the inventory resolves, against everything runbooks 02, 04 and 07 show or apply: the Compose
+    files with their labels, the K3s objects with their annotations and the plan table, 07's plan."""
+    values = []
+    for _, ref in inv.secrets():
+        try:
+            values.append(ref.reveal())
+        except UnresolvedSecret:
+            continue
+    assert {PG, GITLAB, TOKEN} <= set(values)
+    public_keys = [f"homelab-secret:{inv.name}:{s.service}:{s.name}".encode()
+                   for p in compose.render(inv) for s in p.secrets]  # fmt: skip
+    made = services.desired_services(inv, only=["gitlab"])
+    adapter = MonitoringAdapter(inv)
+    desired = adapter.desired()
+    seen = json.dumps(
+        [[p.text for p in compose.render(inv)], list(made.objects), made.table().to_string(),
+         adapter.plan(desired, {}).document()]
+    )  # fmt: skip
+    for value in values:
+        keyed_publicly = {hmac.new(k, value.encode(), hashlib.sha256).hexdigest()[:16] for k in public_keys}
+        assert not [g for g in guesses(value) | keyed_publicly if g in seen]

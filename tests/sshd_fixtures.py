@@ -18,6 +18,7 @@ from homelab_lib.core.secrets import SecretRef
 from homelab_lib.hosts.ssh import SshTarget, connect
 
 SSHD = "/usr/sbin/sshd"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
 
 
 def free_port(address: str) -> int:
@@ -27,8 +28,18 @@ def free_port(address: str) -> int:
 
 
 @contextmanager
-def start_sshd(d: Path, address: str, host: str = "testvm") -> Iterator[SshTarget]:
-    """An sshd on ``address`` (a free port) logging in this user with a key made in ``d``; its target."""
+def start_sshd(
+    d: Path, address: str, host: str = "testvm", *, user: str = "", sftp_log: Path | None = None
+) -> Iterator[SshTarget]:
+    """An sshd on ``address`` (a free port) logging in ``user`` (default: this one) with a key made in ``d``;
+    its target.
+
+    With ``sftp_log``, SFTP is OpenSSH's sftp-server logging every request at INFO there (``open "PATH"
+    flags WRITE,CREATE,EXCL mode 0600``, ``set "PATH" mode 0644``...): what a client asked, in the order
+    it asked it. It runs through the user's shell; without it, SFTP is sshd's internal-sftp (any user).
+    """
+    user = user or getpass.getuser()
+    sftp = f"{SFTP_SERVER} -e -l INFO 2>>{sftp_log}" if sftp_log is not None else "internal-sftp"
     if not Path(SSHD).exists():
         pytest.fail("openssh-server is not installed: `make test` installs it (.ci/sysdeps.sh)")
     d.mkdir(parents=True, exist_ok=True)
@@ -49,10 +60,10 @@ def start_sshd(d: Path, address: str, host: str = "testvm") -> Iterator[SshTarge
                 "KbdInteractiveAuthentication no",
                 "UsePAM no",
                 "StrictModes no",
-                f"AllowUsers {getpass.getuser()}",
+                f"AllowUsers {user}",
                 "PermitRootLogin prohibit-password",
                 "UseDNS no",
-                "Subsystem sftp internal-sftp",
+                f"Subsystem sftp {sftp}",
                 "",
             ]
         )
@@ -65,7 +76,7 @@ def start_sshd(d: Path, address: str, host: str = "testvm") -> Iterator[SshTarge
         host=host,
         address=address,
         port=port,
-        user=getpass.getuser(),
+        user=user,
         key=SecretRef("file", str(d / "client")),
         known_hosts=d / "known_hosts",
         timeout=10,

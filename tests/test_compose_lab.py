@@ -31,6 +31,7 @@ from homelab_lib.core.errors import (
     PortTaken,
     Unhealthy,
 )
+from homelab_lib.core.hashkey import KEY_FILE, load_key
 from homelab_lib.core.plan import Action, Plan
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.runs.runner import run_notebook
@@ -64,9 +65,14 @@ def absolute(data: Any, base: Path) -> Any:
 
 
 def make_variant(tmp: Path, edit: Callable[[dict[str, Any]], None], name: str = "variant.yaml") -> Inventory:
-    """A copy of lab.yaml in tmp, changed by edit; same homelab name, so it uses the lab's stand-ins."""
+    """A copy of lab.yaml in tmp, changed by edit; same homelab name, so it uses the lab's stand-ins, and the
+    same hash key beside it (the homelab's: its hashes of secrets are the deployed ones)."""
     data = absolute(YAML(typ="safe").load(LAB_FILE.read_text()), LAB_FILE.parent)
     edit(data)
+    key = tmp / KEY_FILE
+    if not key.exists():
+        key.write_bytes(load_key(LAB_FILE.parent).hex().encode())
+        key.chmod(0o600)
     path = tmp / name
     with path.open("w") as f:
         YAML(typ="safe").dump(data, f)

@@ -716,13 +716,20 @@ def test_frames_for_the_notebooks(every: dict[str, Conversion]) -> None:
     assert "sonarr_config" in set(volumes["source"])
 
 
-def test_a_secret_on_the_command_line_is_flagged_and_reprs_show_no_secret(every: dict[str, Conversion]) -> None:
+def test_a_secret_on_the_command_line_moves_to_the_secret_and_reprs_show_no_secret(
+    every: dict[str, Conversion],
+) -> None:
     text = "services:\n  cache:\n    image: redis:7.4.1\n    command: redis-server --requirepass hunter2-pw\n"
     conv = convert_compose(parse_compose(text))[0]
-    flagged = [r for r in conv.report if r.key == "command" and r.status == "approximated"]
-    assert flagged
-    assert "hunter2-pw" not in flagged[0].detail
-    assert "command" not in keys_of(every["redis"], "approximated")  # "$${REDIS_PASSWORD}": a reference, not a value
+    assert container(conv)["args"] == [
+        "redis-server",
+        "--requirepass",
+        "$(REQUIREPASS)",
+    ]  # tests/test_convert_inline.py
+    (moved,) = [r for r in conv.report if r.key == "command" and "Secret cache-env key REQUIREPASS" in r.detail]
+    assert "hunter2-pw" not in moved.detail
+    assert "$(REDIS_PASSWORD)" not in json.dumps(every["redis"].objects)  # "$${REDIS_PASSWORD}": a reference
+    assert container(every["redis"])["args"][-1] == "${REDIS_PASSWORD}"
     for c in every.values():
         shown = repr(c)
         assert c.service in shown

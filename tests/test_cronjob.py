@@ -240,6 +240,22 @@ def test_no_secret_carries_the_signing_key_or_cluster_admins_kubeconfig(unit_par
     assert annotations["homelab.io/audit"].startswith("unsigned: the audit signing key stays off the cluster")
 
 
+def test_the_pod_reads_the_homelabs_hash_key_beside_its_parameters(unit_params: Path) -> None:
+    """The pod's parameters folder is read-only: the key it hashes secrets with (as the operator's runs do, so
+    its plans compare with theirs) is carried into it, from beside the operator's parameters."""
+    from homelab_lib.core.hashkey import KEY_FILE
+    from homelab_lib.schedule.cronjob import PARAMS_DIR, desired_cronjob
+
+    spec = cronjob_spec(runbook("06_verify_backups"), parse_every("6h", check=False), param_files=[unit_params])
+    (carried,) = [(key, path) for key, path, rel in spec.files if rel == KEY_FILE]  # /homelab/params/.homelab-hash-key
+    assert carried[1] == unit_params.parent / KEY_FILE
+    assert (carried[1].stat().st_mode & 0o777) == 0o600
+    assert all(arg.startswith(f"{PARAMS_DIR}/") for arg in spec.command[spec.command.index("-f") + 1 :][:1])
+    desired = desired_cronjob(load_inventory(unit_params), spec)
+    (files,) = [o for o in desired.objects if o["kind"] == "Secret" and o["metadata"]["name"].endswith("-files")]
+    assert base64.b64decode(files["data"][carried[0]]).decode() == carried[1].read_text()
+
+
 def test_a_runbook_that_needs_no_cluster_gets_no_token_no_kubeconfig_and_no_rights(unit_params: Path) -> None:
     spec = cronjob_spec(runbook("00_inventory"), parse_every("daily", check=False), param_files=[unit_params])
     objs = objects_of(spec)

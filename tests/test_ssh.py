@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from homelab_lib.clients.snippets import SshSnippets
 from homelab_lib.core.errors import ComposeError, SshError
 from homelab_lib.hosts.docker import DockerHost, check_stack_name
 from homelab_lib.hosts.ssh import SshTarget, connect, run_command
@@ -20,9 +21,17 @@ CHATTY = "sh -c 'head -c 3000000 /dev/zero | tr \"\\0\" x >&2; echo done'"
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshTarget]:
-    """An sshd of our own on ADDRESS, logging in this user with a key made here; its target."""
-    with start_sshd(tmp_path_factory.mktemp("sshd"), ADDRESS) as target:
+    """An sshd of our own on ADDRESS, logging in this user with a key made here, its SFTP requests logged; its
+    target."""
+    d = tmp_path_factory.mktemp("sshd")
+    with start_sshd(d, ADDRESS, sftp_log=d / "sftp.log") as target:
         yield target
+
+
+def sftp_requests(sshd: SshTarget) -> list[str]:
+    """The SFTP requests the server was asked, in order, as sftp-server logs them (``open "PATH" flags ...``)."""
+    log = Path(sshd.key.target).parent / "sftp.log"
+    return [line.strip() for line in log.read_text().splitlines()]
 
 
 @pytest.fixture
@@ -81,6 +90,46 @@ def test_put_files_writes_what_differs_atomically_and_seed_files_never_overwrite
     assert seed.read_bytes() == b"three"
     assert stat.S_IMODE(seed.stat().st_mode) == 0o600
     assert not list(tmp_path.rglob("*.homelab-tmp"))
+
+
+def test_sftp_files_are_made_exclusive_with_their_final_mode_before_any_byte(
+    sshd: SshTarget, host: DockerHost, tmp_path: Path
+) -> None:
+    """Each temp file is opened O_CREAT|O_EXCL with its final mode in the open itself (as the server logs the
+    request), and no chmod follows: it is never 0644 (the server's default) while the bytes go in."""
+    proj = tmp_path / "excl"
+    host.put_files(str(proj), {"secrets/pw": (b"pw-0x11", 0o600), "compose.yaml": (b"{}\n", 0o644)},
+                   private_dirs=("secrets",))  # fmt: skip
+    seed = tmp_path / "seeded" / "first.yml"
+    host.seed_files({str(seed): b"seed\n"}, 0o640)
+    snippets = SshSnippets("local", str(tmp_path / "snippets"), {"pve1": sshd.address}, sshd.user, sshd.port,
+                           sshd.key, sshd.known_hosts)  # fmt: skip
+    snippets.put("pve1", "user-data.yaml", "#cloud-config\n")
+    log = sftp_requests(sshd)
+    written = ((proj / "secrets" / "pw", 0o600), (proj / "compose.yaml", 0o644), (seed, 0o640),
+               (tmp_path / "snippets" / "user-data.yaml", 0o644))  # fmt: skip
+    for path, mode in written:
+        tmp = f"{path}.homelab-tmp"
+        assert [line for line in log if line.startswith(f'open "{tmp}"')] == [
+            f'open "{tmp}" flags WRITE,CREATE,EXCL mode 0{mode:o}'
+        ], "\n".join(log)
+        assert not [line for line in log if line.startswith(f'set "{tmp}"')]  # no chmod once the bytes are in
+        assert stat.S_IMODE(path.stat().st_mode) == mode
+    assert not list(tmp_path.rglob("*.homelab-tmp"))
+
+
+def test_a_link_planted_at_the_temp_name_is_never_written_through(host: DockerHost, tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    victim.chmod(0o600)
+    proj = tmp_path / "planted"
+    proj.mkdir()
+    (proj / "compose.yaml.homelab-tmp").symlink_to(victim)
+    assert host.put_files(str(proj), {"compose.yaml": (b"new\n", 0o644)}) == 1
+    assert victim.read_text() == "keep\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert (proj / "compose.yaml").read_bytes() == b"new\n"
+    assert not (proj / "compose.yaml").is_symlink()
 
 
 def test_remove_folder_removes_a_project_folder(host: DockerHost, tmp_path: Path) -> None:

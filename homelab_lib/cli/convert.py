@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from homelab_lib.cli.args import Subparsers
+
+
+def write_replacing(path: Path, text: str, mode: int) -> None:
+    """Write path whole, atomically: a new file beside it (``O_CREAT|O_EXCL|O_NOFOLLOW``, made ``mode`` before
+    any byte), then renamed over it. A link planted at path is replaced, never followed: nothing outside
+    the output folder is written, and no one reads a half-written file or one with a looser mode."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # O_EXCL|O_NOFOLLOW, 0600
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -37,12 +57,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for conv in conversions:
         path = out / f"{conv.k8s_name}.yaml"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold Secrets
-        with os.fdopen(fd, "w") as f:
-            f.write(conv.yaml())
+        write_replacing(path, conv.yaml(), 0o600)  # it may hold Secrets
         counts = ", ".join(f"{len(conv.lines(s))} {s}" for s in ("mapped", "approximated", "not mapped"))
         print(f"{path}: {conv.service} -> {len(conv.objects)} objects ({counts})")
-    (out / "report.md").write_text(report_markdown(conversions, source=compose.shown))
+    write_replacing(out / "report.md", report_markdown(conversions, source=compose.shown), 0o644)  # no values
     print(f"{out / 'report.md'}: every key of {len(conversions)} service(s), mapped or why not")
     return 0
 

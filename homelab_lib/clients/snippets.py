@@ -111,7 +111,7 @@ class SshSnippets:
         """
         import paramiko  # here: runbooks that write no snippet do not pay for its import
 
-        from homelab_lib.hosts.ssh import SshTarget, connect, sftp_makedirs
+        from homelab_lib.hosts.ssh import SshTarget, connect, sftp_makedirs, sftp_replace
 
         host = self.hosts.get(node, node)
         target = SshTarget(
@@ -128,12 +128,7 @@ class SshSnippets:
         try:
             with client.open_sftp() as sftp:
                 sftp_makedirs(sftp, self.folder)
-                final = posixpath.join(self.folder, filename)
-                tmp = posixpath.join(self.folder, f".{filename}.tmp")
-                with sftp.open(tmp, "w") as f:
-                    f.write(text.encode())
-                sftp.chmod(tmp, 0o644)
-                sftp.posix_rename(tmp, final)
+                sftp_replace(sftp, posixpath.join(self.folder, filename), text.encode(), 0o644)
         except (OSError, paramiko.SSHException) as e:
             raise NodeUnreachable(
                 f"cannot write snippet {filename} to {host}:{self.folder}: {e}",

@@ -15,7 +15,9 @@ Design points:
   ``homelab.service`` and ``homelab.config-hash`` (named in :mod:`homelab_lib.hosts.labels`)
   mark every container, so drift is scoped to its host and a change is found by
   comparing hashes with what runs. The hash covers each secret's current value
-  (salted, never stored), so a rotated secret redeploys the services that use it.
+  (an HMAC under the homelab's own hash key, :mod:`homelab_lib.core.hashkey`: never the
+  value, and nothing a reader of the label can test guesses against), so a rotated secret
+  redeploys the services that use it.
 - **Shared proxy network**: on a host that runs the reverse proxy (a catalog service
   with ``reverse_proxy: true``, traefik), the proxy and every service of that host
   with a ``proxy:`` sub-domain join the external network ``homelab-proxy``, which
@@ -30,7 +32,6 @@ look like real ones; nothing here knows about it.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from typing import Any
 import yaml
 
 from homelab_lib.core.errors import ConfigError, NotFound, Problem
+from homelab_lib.core.hashkey import keyed
 from homelab_lib.core.secrets import SecretRef, UnresolvedSecret
 from homelab_lib.hosts.labels import HASH_LABEL, HOMELAB_LABEL, HOST_LABEL, SERVICE_LABEL, STACK_LABEL
 from homelab_lib.inventory.model import Healthcheck, Inventory, Vm
@@ -196,17 +198,18 @@ def config_hash(definition: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def _secret_digest(homelab: str, service: str, name: str, ref: SecretRef) -> str:
-    """A salted hash of a secret's current value (never the value), so a rotation changes the config hash.
+def _secret_digest(key: bytes, ref: SecretRef) -> str:
+    """A keyed hash of a secret's current value (never the value), so a rotation changes the config hash.
 
+    The key is the homelab's hash key (:mod:`homelab_lib.core.hashkey`), kept beside the parameters: a hash
+    keyed with public names could be tested against guesses offline by whoever reads the label.
     An unresolvable reference hashes as such: the deploy then stops on it, naming the secret.
     """
     try:
         value = ref.reveal()
     except UnresolvedSecret:
         return f"unresolved:{ref}"
-    key = f"homelab-secret:{homelab}:{service}:{name}".encode()
-    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:16]
+    return keyed(key, value)[:16]
 
 
 def proxy_hosts(inv: Inventory) -> dict[str, int]:
@@ -369,7 +372,8 @@ def _service(
     _limits(out, inv, vm, stack, name, problems)
 
     labels = _labels(inv, vm, stack, name, networks)
-    secret_digests = {s.name: _secret_digest(inv.name, name, s.name, s.ref) for s in secret_files}
+    key = inv.hash_key() if secret_files else b""
+    secret_digests = {s.name: _secret_digest(key, s.ref) for s in secret_files}
     digest = config_hash({**out, "labels": labels, "secrets": secret_digests})
     labels[HASH_LABEL] = digest
     out["labels"] = dict(sorted(labels.items()))

@@ -11,7 +11,9 @@ Where kompose leaves the hard parts to its users, this converter does them and s
   paths, otherwise a PVC filled from the host path; tmpfs and ``shm_size`` become memory emptyDirs;
 - **environment** goes to a ConfigMap, and every value that is a secret or named like one to a
   Secret (a password never lands in a ConfigMap); Compose ``secrets:`` become a Secret mounted as
-  files at the same paths; ``configs:`` a ConfigMap mounted the same way;
+  files at the same paths; ``configs:`` a ConfigMap mounted the same way; a password written in the
+  **command**, the **healthcheck** or a **label** moves to the Secret too, read back as ``$(VAR)`` or
+  ``${VAR}`` (or, where nothing can read it from a variable, the conversion is refused at its line);
 - **healthcheck** becomes readiness, liveness and startup probes; ``depends_on`` an init container
   that waits for the dependency's Service (ready endpoints, for ``service_healthy``);
 - host devices, host networking, ``pid: host``, capabilities, privileged, read-only root, sysctls
@@ -29,7 +31,7 @@ Where what lives:
 - the rules, by concern: :mod:`.workload` (container, probes, resources, dependencies, the Deployment),
   :mod:`.network` (ports, Services, Ingress, names, DNS), :mod:`.storage` (volumes, binds, tmpfs, claims),
   :mod:`.secrets` (environment, secrets, configs), :mod:`.security` (users, devices, host namespaces,
-  capabilities, sysctls).
+  capabilities, sysctls); :mod:`.inline` moves secrets written in commands, healthchecks and labels.
 - :mod:`.converter`: :func:`convert_compose` and :func:`convert_service` run the rules and assemble and
   validate the objects; :mod:`.inventory`: :func:`convert_inventory_service`, a service of the inventory.
 

@@ -13,7 +13,7 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from homelab_lib.convert import network, secrets, security, storage, workload
+from homelab_lib.convert import inline, network, secrets, security, storage, workload
 from homelab_lib.convert.model import HANDLERS, WAIT_IMAGE, Build, Context, Handler
 from homelab_lib.convert.network import service_ports
 from homelab_lib.convert.report import Conversion, ReportLine
@@ -22,6 +22,9 @@ from homelab_lib.convert.units import dns_label
 from homelab_lib.core.errors import ConvertError, NotFound, Problem
 from homelab_lib.kube.objects import KubeObject, ordered
 from homelab_lib.kube.objects import validate as validate_objects
+
+#: A moved secret shorter than this is not looked for in the other objects (it would be found in any word).
+MIN_CHECKED = 4
 
 #: The Kubernetes minor the CLI validates for when no inventory names a K3s release (the lab's v1.31.4+k3s1).
 DEFAULT_KUBERNETES = "1.31.0"
@@ -203,6 +206,12 @@ def _convert(ctx: Context, name: str, *, with_namespace: bool) -> Conversion:
 
 
 def _assemble(b: Build, *, with_namespace: bool) -> Conversion:
+    """The objects: a secret written inline (command, healthcheck, label) moved to the Secret first, or refused.
+
+    Raises:
+        ConvertError: a secret written inline that no variable can carry, or that is written elsewhere too.
+    """
+    moved = inline.move_inline_secrets(b)
     network.services(b)
     objects: list[KubeObject] = []
     if with_namespace:
@@ -210,6 +219,20 @@ def _assemble(b: Build, *, with_namespace: bool) -> Conversion:
     objects += secrets.env_objects(b)
     deployment = workload.deployment(b)
     objects += [*b.objects, deployment]
+    left = inline.left_in(objects, [v for v in moved if len(v) >= MIN_CHECKED])
+    if left:
+        compose = b.ctx.compose
+        raise ConvertError(
+            [
+                Problem(
+                    compose.shown,
+                    compose.line(("services", b.name)),
+                    f"services.{b.name}",
+                    f"a secret of its command or healthcheck is written elsewhere in the service too (it would be "
+                    f"in {', '.join(left)}); write it once, in environment: (the converter moves it to the Secret)",
+                )
+            ]
+        )
     return Conversion(b.name, b.k8s, b.ctx.namespace, ordered(objects), b.report, b.volumes)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from homelab_lib.convert.model import Build, handles, key_path, pair_list
@@ -28,19 +27,6 @@ SECRET_VALUE = re.compile(
     r"(://[^/\s:@]+:[^/\s@]+@|-----BEGIN [A-Z ]*PRIVATE KEY|(pass(word|wd)?|secret|token)['\"\]]*\s*(=|:|=>)\s*\S)",
     re.I,
 )
-
-_SECRET_FLAG = re.compile(r"^--?[\w-]*(pass(word|wd)?|secret|token|api-?key|requirepass|auth)[\w-]*(=.+)?$", re.I)
-
-
-def secret_in_argv(argv: Sequence[str]) -> bool:
-    """An argument list with a secret in it: a credential URL or ``password=``, or a value after a secret flag."""
-    for i, arg in enumerate(argv):
-        if SECRET_VALUE.search(arg):
-            return True
-        m = _SECRET_FLAG.match(arg)
-        if m and (m.group(3) or (i + 1 < len(argv) and not argv[i + 1].startswith(("-", "$")))):
-            return True
-    return False
 
 
 def _is_secret(key: str, value: str, raw: Any) -> str:
@@ -209,4 +195,4 @@ def env_objects(b: Build) -> list[KubeObject]:
     return objects
 
 
-__all__ = ["SECRET_KEY", "SECRET_VALUE", "env_objects", "secret_in_argv"]
+__all__ = ["SECRET_KEY", "SECRET_VALUE", "env_objects"]

@@ -16,7 +16,6 @@ from typing import Any
 from homelab_lib.convert.model import Build, handles, pair_list
 from homelab_lib.convert.network import service_ports
 from homelab_lib.convert.report import Status
-from homelab_lib.convert.secrets import secret_in_argv
 from homelab_lib.convert.units import cpu, dns_label, quantity, seconds, size_bytes, whole_seconds
 from homelab_lib.kube.objects import KubeObject
 
@@ -66,14 +65,7 @@ def _cmd(b: Build, _value: Any) -> None:
     if "command" in b.svc and "args" not in b.container:
         b.container["args"] = _command(b.svc["command"])
         b.note("command", "mapped", "container args (the image's ENTRYPOINT gets them, as in Compose)")
-    for key in ("entrypoint", "command"):
-        if key in b.svc and secret_in_argv(_command(b.svc[key])):
-            b.note(
-                key,
-                "approximated",
-                "it holds what looks like a secret, which stays in the Deployment's args: pass it as an "
-                "environment variable (it goes to the Secret) and refer to it as $(NAME)",
-            )
+    # a secret written in either moves to the Secret once every rule has run (:mod:`.inline`)
 
 
 @handles("working_dir")

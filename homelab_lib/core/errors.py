@@ -23,6 +23,7 @@ passes through unchanged.
     │   ├── SecretError             a secret reference that does not resolve (located: file:line)
     │   └── ConvertError            a compose file the converter cannot read: not YAML, not Compose (file:line)
     ├── UnresolvedSecret            a secret reference cannot be read at the moment of use
+    ├── HashKeyUnsafe               the homelab's hash key cannot be made or read, or others may read it
     ├── NotFound (also a KeyError)  a name the inventory, a plan or a project does not have
     ├── RunbookError                the runbook contract: plan -> apply -> verify
     │   ├── PlanConflict            the plan has conflicts; nothing was changed
@@ -177,6 +178,11 @@ class UnresolvedSecret(HomelabError):
     Raised by :meth:`homelab_lib.core.secrets.SecretRef.reveal`; the inventory loader turns it into a
     located :class:`SecretError`, adapters into their own error (``ProxmoxAuthError``, ``DeployFailed``).
     """
+
+
+class HashKeyUnsafe(HomelabError):
+    """The homelab's hash key (:mod:`homelab_lib.core.hashkey`, beside the parameters) cannot be made or
+    read, is not a private regular file of 32 bytes, or may be read or written by others."""
 
 
 class NotFound(HomelabError, KeyError):

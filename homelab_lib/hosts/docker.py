@@ -51,7 +51,7 @@ from homelab_lib.core.errors import (
 )
 from homelab_lib.hosts.labels import NETWORK_LABEL, STACK_LABEL
 from homelab_lib.hosts.ssh import CommandResult as CommandResult  # re-exported: where it used to live
-from homelab_lib.hosts.ssh import SshTarget, connect, run_command, sftp_makedirs
+from homelab_lib.hosts.ssh import SshTarget, connect, run_command, sftp_makedirs, sftp_replace
 from homelab_lib.inventory.model import NAME
 
 COMMAND_TIMEOUT_S = 300.0
@@ -172,15 +172,6 @@ class _ChannelAdapter(SSHHTTPAdapter):  # type: ignore[misc]
         BaseHTTPAdapter.close(self)  # the SSH client belongs to DockerHost, which closes it
 
 
-def _replace(sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int) -> None:
-    """Write path over SFTP atomically: a temp file beside it, given mode, renamed over it."""
-    tmp = f"{path}.homelab-tmp"
-    with sftp.open(tmp, "wb") as f:
-        f.write(data)
-    sftp.chmod(tmp, mode)
-    sftp.posix_rename(tmp, path)
-
-
 class DockerHost:
     """One Docker host reached over SSH: run commands, copy files, and use the docker SDK.
 
@@ -249,7 +240,8 @@ class DockerHost:
     def put_files(
         self, folder: str, files: Mapping[str, tuple[bytes, int]], *, private_dirs: tuple[str, ...] = ()
     ) -> int:
-        """Write files under folder on the host, each only if its content differs; atomically (temp + rename).
+        """Write files under folder on the host, each only if its content differs; atomically: a temp file made
+        exclusive with its final mode before any byte (:func:`~homelab_lib.hosts.ssh.sftp_replace`), then renamed.
 
         Args:
             folder: the project folder (absolute, or relative to the user's home).
@@ -279,7 +271,7 @@ class DockerHost:
                             continue
                 except OSError:
                     pass
-                _replace(sftp, path, data, mode)
+                sftp_replace(sftp, path, data, mode)
                 written += 1
         return written
 
@@ -301,7 +293,7 @@ class DockerHost:
                 except FileNotFoundError:
                     pass
                 sftp_makedirs(sftp, path.rsplit("/", 1)[0], 0o755)
-                _replace(sftp, path, data, mode)
+                sftp_replace(sftp, path, data, mode)
                 written += 1
         return written
 

@@ -13,6 +13,7 @@ once the other fills the channel's window (a chatty stderr, ~2 MB).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import select
 import stat
@@ -178,6 +179,50 @@ def sftp_makedirs(sftp: paramiko.SFTPClient, folder: str, mode: int = 0o755) -> 
             except OSError:
                 if not stat.S_ISDIR(sftp.stat(sub).st_mode or 0):
                     raise
+
+
+def sftp_create(sftp: paramiko.SFTPClient, path: str, mode: int) -> paramiko.SFTPFile:
+    """Create a file over SFTP for writing: exclusive (``O_CREAT|O_EXCL``: never over a file or through a
+    link that is there) and with ``mode`` given in the open itself, so it has its final mode (or, under the
+    server's umask, a stricter one) before its first byte is written, never the server's default 0644.
+
+    paramiko's ``open()`` sends no attributes with the open, so the request is made here as it makes it,
+    with the permissions attribute set (SSH_FXF_WRITE|CREAT|EXCL, SSH_FILEXFER_ATTR_PERMISSIONS).
+
+    Raises:
+        OSError: the file is there already (``x``), or cannot be made.
+    """
+    from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
+
+    attrs = paramiko.SFTPAttributes()
+    attrs.st_mode = stat.S_IMODE(mode)
+    request = sftp._request  # type: ignore[attr-defined]  # the one way to send attributes with an open
+    where = sftp._adjust_cwd(path)  # type: ignore[attr-defined]  # as open() resolves a relative path
+    kind, msg = request(CMD_OPEN, where, SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_EXCL, attrs)
+    if kind != CMD_HANDLE:
+        raise paramiko.SFTPError("Expected handle")
+    return paramiko.SFTPFile(sftp, msg.get_binary(), "wb")
+
+
+def sftp_replace(sftp: paramiko.SFTPClient, path: str, data: bytes, mode: int) -> None:
+    """Write path over SFTP atomically: a temp file beside it, made exclusive with its final mode before any
+    byte (:func:`sftp_create`), written, then renamed over path.
+
+    A temp file an interrupted write left is removed first (a link there is removed, never followed). When
+    the server's umask took bits of ``mode`` from the new file, they are given back by its handle once it is
+    written (the file is never looser than ``mode``).
+
+    Raises:
+        OSError: the folder cannot be written, or the file renamed.
+    """
+    tmp = f"{path}.homelab-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        sftp.remove(tmp)
+    with sftp_create(sftp, tmp, mode) as f:
+        f.write(data)
+        if stat.S_IMODE(f.stat().st_mode or 0) != stat.S_IMODE(mode):
+            f.chmod(stat.S_IMODE(mode))
+    sftp.posix_rename(tmp, path)
 
 
 @dataclass(frozen=True)

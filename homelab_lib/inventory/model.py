@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from homelab_lib.core.errors import NotFound
+from homelab_lib.core.errors import HashKeyUnsafe, NotFound
 from homelab_lib.core.secrets import SECRET_NAME, SecretRef
 
 NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
@@ -647,6 +647,24 @@ class Inventory(Model):
             if node.name == name:
                 return node
         raise NotFound(name, what="node", known=[n.name for n in self.nodes], where=self._where("nodes"))
+
+    def hash_key(self) -> bytes:
+        """The homelab's key for every hash that covers a secret (:mod:`homelab_lib.core.hashkey`), kept beside
+        its first parameter file and made there at its first use.
+
+        Raises:
+            HashKeyUnsafe: the inventory was read from no file, or the key cannot be made or read, or
+                others may read it (the message names the file and the fix).
+        """
+        from homelab_lib.core.hashkey import load_key
+
+        if not self.source_files:
+            raise HashKeyUnsafe(
+                "the inventory was read from no parameter file: there is no folder to keep its hash key in",
+                where=f"inventory {self.name}",
+                hint="load the inventory from its parameter file (load_inventory(PATH))",
+            )
+        return load_key(self.source_files[0].parent)
 
     def _where(self, key: str) -> str:
         files = ", ".join(str(f) for f in self.source_files) or f"inventory {self.name}"

@@ -14,7 +14,8 @@ What each service is, in Kubernetes terms:
   a Service and an Ingress at its own host.
 
 Manifests are built from the inventory and the catalog only, validated with kubernetes-validate for
-the K3s release's Kubernetes minor, sealed with the config hash, and applied by
+the K3s release's Kubernetes minor, sealed with the config hash (a Secret's, and the
+``homelab.io/secrets-hash`` of the pods that read one, keyed with the homelab's hash key), and applied by
 :class:`homelab_lib.kube.KubeManifests`.
 """
 
@@ -102,11 +103,16 @@ def _probe(path: str, port: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, "periodSeconds": 5, "timeoutSeconds": 3, "failureThreshold": 3}
 
 
-def _roll_on(workload: KubeObject, secrets: list[KubeObject]) -> None:
-    """Annotate the pod template with the hash of the Secrets it reads, so a changed Secret rolls the pods."""
+def _roll_on(workload: KubeObject, secrets: list[KubeObject], hash_key: bytes) -> None:
+    """Annotate the pod template with the hash of the Secrets it reads, so a changed Secret rolls the pods.
+
+    The hash is keyed with the homelab's hash key (:mod:`homelab_lib.core.hashkey`): a plain hash of the
+    Secrets would let whoever reads the annotation test guesses of the passwords offline.
+    """
     if secrets:
         template = workload["spec"]["template"]["metadata"]
-        template.setdefault("annotations", {})["homelab.io/secrets-hash"] = config_hash({"secrets": secrets})[:16]
+        digest = config_hash({"secrets": secrets}, hash_key)[:16]
+        template.setdefault("annotations", {})["homelab.io/secrets-hash"] = digest
 
 
 def _health(svc: Service) -> str:
@@ -163,7 +169,8 @@ def gitlab(inv: Inventory, domain: str) -> list[KubeObject]:
             ],
         },
     }
-    _roll_on(sts, [o for o in objs if o["kind"] == "Secret"])
+    secrets = [o for o in objs if o["kind"] == "Secret"]
+    _roll_on(sts, secrets, inv.hash_key() if secrets else b"")
     objs += [sts, service("gitlab", ns, [("http", 80), ("ssh", 22)]), ingress("gitlab", ns, host, 80)]
     return objs
 
@@ -319,7 +326,8 @@ def desired_services(inv: Inventory, only: Sequence[str] = ()) -> KubeDesired:
         validate(objs, kubernetes_version(inv.k3s.version))
     except ValueError as e:
         raise ConfigError([Problem("runbook 04 manifests", 0, "k3s.services", str(e))]) from None
-    sealed_objs = tuple(ordered([sealed(o, RUNBOOK) for o in objs]))
+    hash_key = inv.hash_key() if any(o["kind"] == "Secret" for o in objs) else None  # a Secret's hash is keyed
+    sealed_objs = tuple(ordered([sealed(o, RUNBOOK, hash_key) for o in objs]))
     scope = tuple(chosen) if only else ()
     return KubeDesired(inv.name, RUNBOOK, sealed_objs, tuple(probes), inv.k3s.rollout_timeout_s, scope)
 

@@ -1,9 +1,11 @@
 """Kubernetes objects as the toolkit makes them: keys, apply order by kind, the config hash.
 
 Every object the toolkit applies carries the annotation :data:`CONFIG_HASH`: the sha256 of its
-manifest (that annotation left out). An object whose annotation equals the hash of the manifest
-made now is unchanged: a no-op without a request beyond its GET. The label :data:`MANAGED` marks
-what the toolkit owns, so a delete never reaches anything else.
+manifest (that annotation left out); a Secret's is an HMAC under the homelab's hash key
+(:mod:`homelab_lib.core.hashkey`), so it cannot be tested against guesses of the values. An object
+whose annotation equals the hash of the manifest made now is unchanged: a no-op without a request
+beyond its GET. The label :data:`MANAGED` marks what the toolkit owns, so a delete never reaches
+anything else.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from homelab_lib.core.hashkey import keyed
 
 #: A Kubernetes object as the API and YAML have it: apiVersion, kind, metadata, spec... (not a checksum
 #: manifest: that is :class:`homelab_lib.hosts.checksums.Manifest`).
@@ -75,20 +79,30 @@ def rank(obj: KubeObject) -> int:
     return RANK.get(str(obj.get("kind")), 8)
 
 
-def config_hash(obj: KubeObject) -> str:
-    """The sha256 of a manifest, its own :data:`CONFIG_HASH` annotation left out."""
+def config_hash(obj: KubeObject, hash_key: bytes | None = None) -> str:
+    """The hash of a manifest, its own :data:`CONFIG_HASH` annotation left out: sha256, or with ``hash_key`` (the
+    homelab's hash key, :mod:`homelab_lib.core.hashkey`) HMAC-SHA256, which no one without the key can test
+    guesses of a Secret's values against."""
     body = copy.deepcopy(obj)
     (body.get("metadata") or {}).get("annotations", {}).pop(CONFIG_HASH, None)
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return keyed(hash_key, canonical) if hash_key is not None else hashlib.sha256(canonical).hexdigest()
 
 
-def sealed(obj: KubeObject, runbook: str) -> KubeObject:
-    """The manifest with the toolkit's labels and its config hash annotation."""
+def sealed(obj: KubeObject, runbook: str, hash_key: bytes | None = None) -> KubeObject:
+    """The manifest with the toolkit's labels and its config hash annotation.
+
+    A Secret's hash covers its values, so it is keyed with ``hash_key``, the homelab's hash key (required for a
+    Secret: ValueError without it); other kinds are hashed plainly.
+    """
     out = copy.deepcopy(obj)
     meta = out.setdefault("metadata", {})
     meta.setdefault("labels", {}).update({MANAGED: MANAGER, PART_OF: runbook})
     meta.setdefault("annotations", {}).pop(CONFIG_HASH, None)
-    meta["annotations"][CONFIG_HASH] = config_hash(out)
+    secret = out.get("kind") == "Secret"
+    if secret and hash_key is None:
+        raise ValueError(f"{key(out)}: a Secret's config hash covers its values; seal it with the homelab's hash key")
+    meta["annotations"][CONFIG_HASH] = config_hash(out, hash_key if secret else None)
     return out
 
 

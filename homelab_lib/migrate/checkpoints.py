@@ -150,7 +150,22 @@ def _bound(reach: Reach, desired: MoveDesired, ns: str, name: str, clock: Clock)
 def copy(
     reach: Reach, desired: MoveDesired, st: MoveState, progress: Progress, *, state_dir: Path, faults: Faults
 ) -> tuple[dict[str, str], MoveState]:
-    """Stream each volume not copied yet to its PV folder; each one is recorded as copied at once (a resume point)."""
+    """Stream each volume not copied yet to its PV folder; each one is recorded as copied at once (a resume point).
+
+    Raises:
+        MigrateError: a PV folder the state record names is not strictly under the storage root (the copy
+            empties it first); nothing was deleted or copied.
+    """
+    for v in desired.volumes:
+        folder = st.fact("pvcs", f"pvc.{v.claim}.folder")
+        if v.volume not in st.copied and not under(folder, desired.storage_root):
+            raise MigrateError(
+                f"the PV folder {folder or '(none)'} of {v.claim} is not under the storage root "
+                f"{desired.storage_root}; nothing was deleted or copied",
+                where=f"volume {v.volume}",
+                hint=f"the move's state record {records.state_path(state_dir, desired.service)} names it: compare "
+                f"it with the PV of {v.claim} (kubectl get pv), which must lie under the storage root",
+            )
     src, dst = reach.docker.ssh(), reach.k3s.ssh()
     facts: dict[str, str] = {}
     for v in desired.volumes:
@@ -308,9 +323,13 @@ def binder_name(desired: MoveDesired) -> str:
 
 
 def under(folder: str, root: str) -> bool:
-    """Whether folder lies under root (no ``.`` or ``..`` parts): a PV folder the move may fill or remove."""
-    parts = folder.split("/")
-    return bool(folder) and folder.startswith(root.rstrip("/") + "/") and ".." not in parts and "." not in parts
+    """Whether folder lies strictly under root: ``<root>/<name>[/<name>...]``, no part empty, ``.`` or ``..``:
+    a PV folder the move may fill (``find -delete`` first) or remove (``rm -rf``). The root itself is not,
+    however it is written (``<root>/``, ``<root>//``, ``<root>/.``), nor anything outside it."""
+    prefix = root.rstrip("/") + "/"
+    if not folder.startswith(prefix):
+        return False
+    return all(part not in ("", ".", "..") for part in folder[len(prefix) :].split("/"))
 
 
 def summary(cp: str, facts: Mapping[str, str]) -> str:

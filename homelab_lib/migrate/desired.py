@@ -147,8 +147,12 @@ class MoveDesired:
 
     @property
     def manifests_sha256(self) -> str:
-        """One hash over the manifests (recorded by the apply checkpoint)."""
-        return document_sha256({"manifests": list(self.manifests)})
+        """One hash over the manifests (the plan shows it, the apply checkpoint records it). A Secret counts by
+        its config hash, keyed with the homelab's hash key, never by its values: a plain hash over them could
+        be tested against guesses offline; a rotated value still changes it."""
+        drop = ("data", "stringData")
+        shown = [{k: v for k, v in o.items() if o["kind"] != "Secret" or k not in drop} for o in self.manifests]
+        return document_sha256({"manifests": shown})
 
     @property
     def claims(self) -> tuple[KubeObject, ...]:
@@ -184,14 +188,19 @@ def desired_of(
     probes: Sequence[Probe] = (),
     placement: PlacementEdit | PlacementRecord | None = None,
     runbook: str = RUNBOOK,
+    hash_key: bytes | None = None,
     **options: Any,
 ) -> MoveDesired:
     """A move from the converter's output: its manifests sealed (labels, config hash) and put in apply order.
 
+    ``hash_key`` (the homelab's, :meth:`~homelab_lib.inventory.model.Inventory.hash_key`) keys the config hash
+    of each Secret; it is needed when the manifests have one.
+
     Raises:
         MigrateError: a volume names a PVC the manifests do not have.
+        ValueError: a Secret among the manifests, and no hash_key.
     """
-    objs = ordered([sealed(dict(o), runbook) for o in manifests])
+    objs = ordered([sealed(dict(o), runbook, hash_key) for o in manifests])
     claims = {key(o).target for o in objs if o["kind"] == "PersistentVolumeClaim"}
     for v in volumes:
         if v.claim not in claims:

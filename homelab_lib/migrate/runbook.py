@@ -152,6 +152,7 @@ def move_for(
             probes=[probe] if probe else [],
             placement=placement,
             runbook=K3S_SERVICES,
+            hash_key=inv.hash_key() if any(o["kind"] == "Secret" for o in manifests) else None,
             rollout_timeout_s=inv.k3s.rollout_timeout_s,
         )
     except BaseException:

@@ -6,7 +6,9 @@ whose container path is :data:`CONFIG_MOUNTS` ``[component]``), and its text. Se
 the text: a file that must hold one (Alertmanager's webhook URL: Debian's Alertmanager 0.25 has no
 ``url_file``) shows a placeholder, and the real bytes are made by :meth:`ConfigFile.content` at
 the moment they are checked or written; the bearer token for K3s goes to its own file
-(``secrets/k3s_token``), which Prometheus reads through ``credentials_file``.
+(``secrets/k3s_token``), which Prometheus reads through ``credentials_file``. The hash the plan
+compares of a file that holds a secret is keyed with the homelab's hash key
+(:mod:`homelab_lib.core.hashkey`), so the plan gives no one a way to test guesses of the secret.
 
 The Prometheus config uses only what 2.42 (Debian's) and 3.x (the catalog's image) both accept;
 paths in it are relative to the config file (``rules/*.yml``, ``secrets/...``), which Prometheus
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 import yaml
 
 from homelab_lib.core.errors import MonitoringError, UnresolvedSecret
+from homelab_lib.core.hashkey import keyed
 from homelab_lib.core.secrets import SecretRef
 from homelab_lib.inventory.model import Inventory, Vm
 from homelab_lib.monitoring.targets import K3S_AUTH, ScrapeTarget, Targets, compute, listen_port
@@ -88,7 +91,8 @@ class ConfigFile:
         text: what is shown and archived (placeholders where secrets go).
         secrets: placeholder -> the reference its value comes from (or, for a whole-file secret, ``""``).
         mode: its file mode on the VM.
-        sha256: the hash of the bytes written (secrets included), computed at render time.
+        sha256: the hash of the bytes written (secrets included), computed at render time (:meth:`digest`).
+        hash_key: for a file that holds a secret, the homelab's hash key its hash is keyed with.
     """
 
     component: str
@@ -99,6 +103,13 @@ class ConfigFile:
     secrets: tuple[tuple[str, SecretRef], ...] = ()
     mode: int = MODE
     sha256: str = ""
+    hash_key: bytes = field(default=b"", repr=False, compare=False)
+
+    def digest(self, data: bytes) -> str:
+        """The hash of this file's bytes as the plan compares them: sha256, or, for a file that holds a secret,
+        HMAC-SHA256 under the homelab's hash key (:mod:`homelab_lib.core.hashkey`): a plain hash of a token
+        could be tested against guesses by whoever reads the plan."""
+        return keyed(self.hash_key, data) if self.secrets else hashlib.sha256(data).hexdigest()
 
     @property
     def remote_path(self) -> str:
@@ -358,11 +369,16 @@ def grafana_files(inv: Inventory, prometheus_url: str) -> dict[str, str]:
 
 
 def _file(
-    component: str, vm: str, folder: str, path: str, text: str, secrets: tuple[tuple[str, SecretRef], ...] = ()
+    component: str,
+    vm: str,
+    folder: str,
+    path: str,
+    text: str,
+    secrets: tuple[tuple[str, SecretRef], ...] = (),
+    hash_key: bytes = b"",
 ) -> ConfigFile:
-    draft = ConfigFile(component, vm, folder, path, text, secrets)
-    digest = hashlib.sha256(draft.content() if secrets else text.encode()).hexdigest()
-    return ConfigFile(component, vm, folder, path, text, secrets, sha256=digest)
+    draft = ConfigFile(component, vm, folder, path, text, secrets, hash_key=hash_key)
+    return replace(draft, sha256=draft.digest(draft.content()))
 
 
 def render(inv: Inventory, settings: Settings | None = None) -> Rendered:
@@ -408,9 +424,8 @@ def render(inv: Inventory, settings: Settings | None = None) -> Rendered:
                 where="monitoring.k3s.ca_file",
                 hint="give ca_file: the cluster's CA (/var/lib/rancher/k3s/server/tls/server-ca.crt on the K3s VM)",
             )
-        files.append(
-            _file("prometheus", prom_vm.name, folder, "secrets/k3s_token", "", (("", inv.monitoring.k3s.token),))
-        )
+        token = (("", inv.monitoring.k3s.token),)
+        files.append(_file("prometheus", prom_vm.name, folder, "secrets/k3s_token", "", token, inv.hash_key()))
         if inv.monitoring.k3s.ca_file:
             ca = inv.monitoring.k3s.ca_file
             try:
@@ -427,8 +442,9 @@ def render(inv: Inventory, settings: Settings | None = None) -> Rendered:
         secrets = ((WEBHOOK_PLACEHOLDER, inv.alerts.webhook),) if inv.alerts else ()
         if not inv.alerts:
             notes.append("no alerts: section: Alertmanager has no receiver to send to")
+        key = inv.hash_key() if secrets else b""
         files.append(_file("alertmanager", am_vm.name, config_folder(inv, "alertmanager"), MAIN_FILE["alertmanager"],
-                           alertmanager_config(inv, settings), secrets))  # fmt: skip
+                           alertmanager_config(inv, settings), secrets, key))  # fmt: skip
     graf_vm = placed_on(inv, "grafana")
     if graf_vm is not None:
         components["grafana"] = graf_vm.name

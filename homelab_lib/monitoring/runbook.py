@@ -2,11 +2,14 @@
 
 desired = the rendered files (:func:`.render.render`: Prometheus config and rules, Alertmanager,
 Grafana provisioning) and the targets; observe = each file's sha256 on the VM that runs its
-component, read over SSH (SFTP; nothing is changed); plan = a ``file`` change per file that is
+component, read over SSH (SFTP; nothing is changed; a file that holds a secret is hashed with the homelab's
+hash key, :mod:`homelab_lib.core.hashkey`); plan = a ``file`` change per file that is
 missing or differs, and a ``reload`` change for Prometheus and Alertmanager when any of their
 files changes (a no-change run writes and reloads nothing); apply = ``promtool check config``,
 ``promtool check rules`` and ``amtool check-config`` on this machine first (a rejection stops the
-run before anything is copied), then each file copied atomically (SFTP, then rename), then
+run before anything is copied), then each file copied atomically (SFTP: a temp file made exclusive with
+its final mode before any byte, then renamed; one that holds a secret is given to the containers' group
+first, or the run stops), then
 ``POST /-/reload``; verify = the files on the VMs are the rendered ones, Prometheus's last reload
 succeeded, every expected target is up and none is unexpected (:func:`.prom.status`); the
 alerts that fire are in the report.
@@ -18,7 +21,6 @@ a changed datasource needs a restart of Grafana (runbook 02 restarts it when its
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,10 +35,10 @@ from homelab_lib.core.errors import ErrorTable, HomelabError, MonitoringError, N
 from homelab_lib.core.plan import Action, Change, FieldChange, Plan
 from homelab_lib.core.progress import Progress
 from homelab_lib.hosts.docker import DockerHost, HostPool
-from homelab_lib.hosts.ssh import sftp_makedirs
+from homelab_lib.hosts.ssh import sftp_create, sftp_makedirs, sftp_replace
 from homelab_lib.monitoring.check import check as check_files
 from homelab_lib.monitoring.prom import MonitoringReport, PrometheusApi, status
-from homelab_lib.monitoring.render import Rendered, Settings, render, service_url
+from homelab_lib.monitoring.render import ConfigFile, Rendered, Settings, render, service_url
 
 if TYPE_CHECKING:
     from homelab_lib.inventory.model import Inventory
@@ -61,8 +63,10 @@ class MonitoringDesired:
     urls: Mapping[str, str]
 
 
-#: What observe reads: file name (``component/path``) -> its sha256 on the VM ('' when missing).
+#: What observe reads: file name (``component/path``) -> its hash on the VM ('' when missing; :data:`STRAY` for a
+#: file of a managed folder that is not rendered). A file that holds a secret is hashed keyed, as render hashes it.
 Observed = Mapping[str, str]
+STRAY = "(not rendered)"
 
 
 def _sftp_error(e: BaseException, where: str) -> HomelabError:
@@ -156,7 +160,8 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
         return MonitoringDesired(rendered, MappingProxyType(urls))
 
     def observe(self, desired: MonitoringDesired) -> Observed:
-        """Each rendered file's sha256 on its VM ('' when missing), and the other files of the managed folders."""
+        """Each rendered file's hash on its VM ('' when missing; keyed for a file with a secret), and the other
+        files of the managed folders (:data:`STRAY`)."""
         found: dict[str, str] = {}
         rendered = desired.rendered
         for component, vm in sorted(rendered.components.items()):
@@ -169,7 +174,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                 for f in files:
                     try:
                         with sftp.open(f.remote_path, "rb") as fh:
-                            found[f.name] = hashlib.sha256(fh.read()).hexdigest()
+                            found[f.name] = f.digest(fh.read())
                     except FileNotFoundError:
                         found[f.name] = MISSING
                 for sub in MANAGED_DIRS.get(component, ()):
@@ -180,8 +185,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                     for entry in entries:
                         name = f"{component}/{sub}/{entry.filename}"
                         if name not in found and stat.S_ISREG(entry.st_mode or 0):
-                            with sftp.open(f"{folder}/{sub}/{entry.filename}", "rb") as fh:
-                                found[name] = hashlib.sha256(fh.read()).hexdigest()
+                            found[name] = STRAY  # not read: it may hold a secret, and only its removal is planned
         return MappingProxyType(found)
 
     def plan(self, desired: MonitoringDesired, observed: Observed) -> Plan:
@@ -196,7 +200,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                 changes.append(Change("file", f.name, Action.NOOP, f.vm, order=order))
                 continue
             action = Action.CREATE if have == MISSING else Action.UPDATE
-            fields = (FieldChange("sha256", have[:12] or None, f.sha256[:12]),)
+            fields = (FieldChange(_hashed(f), have[:12] or None, f.sha256[:12]),)
             changes.append(Change("file", f.name, action, f.vm, fields, reason=f.remote_path, order=order))
             touched.setdefault(f.component, f.vm)
         wanted = {f.name for f in desired.rendered.files}
@@ -249,13 +253,10 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
                         sftp_makedirs(sftp, folder, 0o755)
                         if "/secrets" in folder:
                             sftp.chmod(folder, 0o711)
-                        tmp = f"{f.remote_path}.homelab-tmp"
-                        with sftp.open(tmp, "wb") as fh:
-                            fh.write(f.content())
-                        sftp.chmod(tmp, f.mode)
                         if f.secrets:
-                            self._restrict(sftp, tmp)
-                        sftp.posix_rename(tmp, f.remote_path)
+                            _write_secret(sftp, f)
+                        else:
+                            sftp_replace(sftp, f.remote_path, f.content(), f.mode)
                         done += 1
                         outcomes.append(Outcome.of(change, DONE, seconds=clock.monotonic() - start))
                         task.advance(change.target)
@@ -283,19 +284,6 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
         task.done()
         return Carried(tuple(outcomes), tuple(steps))
 
-    @staticmethod
-    def _restrict(sftp: paramiko.SFTPClient, path: str) -> None:
-        """A file with a secret: group nobody (the containers' user), mode 0640, when the SSH user may chown.
-
-        Without that right (the SSH user is not root) the file stays as written, readable by all, so the
-        containers still read it; give the config folder to a root SSH user to close it.
-        """
-        try:
-            sftp.chown(path, sftp.stat(path).st_uid or 0, CONTAINER_GID)
-        except OSError:
-            return
-        sftp.chmod(path, SECRET_MODE)
-
     def report(self, desired: MonitoringDesired) -> MonitoringReport:
         """Prometheus's view now: every target's health, the unexpected ones, and the alerts."""
         return status(PrometheusApi(desired.urls["prometheus"]), desired.rendered.targets.targets)
@@ -320,7 +308,7 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
             have = observed.get(f.name, MISSING)
             ok = have == f.sha256
             found.append(Check("file", f.name, f.vm, ok, "as rendered" if ok else
-                               ("missing" if not have else f"differs (sha256 {have[:12]})")))  # fmt: skip
+                               ("missing" if not have else f"differs ({_hashed(f)} {have[:12]})")))  # fmt: skip
         api = PrometheusApi(desired.urls["prometheus"])
         try:
             report = self.settled(desired)
@@ -346,6 +334,47 @@ class MonitoringAdapter(BaseAdapter[MonitoringDesired, Observed, MonitoringRepor
     def close(self) -> None:
         """Close the SSH connections this adapter opened (not those passed in)."""
         self._own.close()
+
+
+def _hashed(f: ConfigFile) -> str:
+    """How the plan names a file's hash: ``hmac-sha256`` for one that holds a secret (keyed), else ``sha256``."""
+    return "hmac-sha256" if f.secrets else "sha256"
+
+
+def _write_secret(sftp: paramiko.SFTPClient, f: ConfigFile) -> None:
+    """Write a file that holds a secret: readable by its owner and the group of the containers' user (nobody).
+
+    The temp file is made exclusive with mode 0600 (:func:`~homelab_lib.hosts.ssh.sftp_create`) and given to
+    that group before any byte is written; then it is written, made 0640 and renamed into place. When the SSH
+    user may not give it to that group, it is removed and nothing is written: readable by all, the secret
+    would be anyone's on the VM; 0600, the containers could not read it.
+
+    Raises:
+        MonitoringError: the SSH user may not give the file to group 65534 (names the fix).
+        OSError: SFTP failed.
+    """
+    tmp = f"{f.remote_path}.homelab-tmp"
+    with contextlib.suppress(FileNotFoundError):
+        sftp.remove(tmp)
+    denied: OSError | None = None
+    with sftp_create(sftp, tmp, 0o600) as fh:
+        try:
+            fh.chown(fh.stat().st_uid or 0, CONTAINER_GID)
+        except OSError as e:
+            denied = e
+        else:
+            fh.write(f.content())
+            fh.chmod(SECRET_MODE)
+    if denied is not None:
+        sftp.remove(tmp)
+        raise MonitoringError(
+            f"{f.name} holds a secret, and the SSH user may not give it to group {CONTAINER_GID} (nogroup), whose "
+            f"containers read it ({denied}); nothing was written: readable by all it would be anyone's on the VM",
+            where=f"{f.vm}:{f.remote_path}",
+            hint=f"log in as root (ssh.user), or add the SSH user to group {CONTAINER_GID} on {f.vm} "
+            "(usermod -aG nogroup USER), then run again",
+        ) from denied
+    sftp.posix_rename(tmp, f.remote_path)
 
 
 if TYPE_CHECKING:  # mypy proves the class offers the contract's steps, names and arguments

@@ -5,7 +5,8 @@
 - a ConfigMap ``<name>-params``: the parameter files, with every file they name rewritten to where
   the pod finds it (they hold references, never secret values), and the pod's kubeconfig (below);
 - a Secret ``<name>-files``: the files the parameters name (``file:`` secret references and path
-  keys: ``ca_file``, ``known_hosts``, ...), projected with the ConfigMap into ``/homelab/params``; a
+  keys: ``ca_file``, ``known_hosts``, ...) and the homelab's hash key (:mod:`homelab_lib.core.hashkey`: the
+  pod's hashes of secrets must be the operator's), projected with the ConfigMap into ``/homelab/params``; a
   Secret ``<name>-env`` with the values of the ``env:`` references, given to the pod as those
   variables (values read at apply time, never shown: a plan says ``(set)``);
 - a PersistentVolumeClaim ``homelab-archive`` at ``/homelab/archive``: the archive of every run the
@@ -46,6 +47,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from homelab_lib.core.errors import ConfigError, NotFound, Problem
+from homelab_lib.core.hashkey import KEY_FILE, key_path
 from homelab_lib.core.secrets import REF_PATTERN, SecretRef, literal_secrets
 from homelab_lib.inventory import Inventory, load_inventory
 from homelab_lib.inventory.load import PATH_KEYS
@@ -67,6 +69,7 @@ RUNBOOK_PREFIX = "schedule-"  # the homelab.io/runbook label of a scheduled run'
 #: The label that tells a scheduled run's objects outside its namespace (Roles, a ClusterRole) from those of
 #: a schedule of the same name in another namespace: its value is the schedule's namespace.
 SCHEDULE_NAMESPACE = "homelab.io/schedule-namespace"
+HASH_KEY = "homelab-hash-key"  # the hash key's key in the files Secret (projected as KEY_FILE in PARAMS_DIR)
 KUBECONFIG = "kubeconfig.yaml"  # the pod's kubeconfig: a key of the params ConfigMap, a file in PARAMS_DIR
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 UNSIGNED = (
@@ -264,6 +267,8 @@ def cronjob_spec(
         env += names
         source = named or source
     inv = load_inventory(files)
+    inv.hash_key()  # made now if it is not yet: the pod's read-only parameters folder cannot make it
+    carried[key_path(files[0].parent)] = (HASH_KEY, KEY_FILE)  # beside the pod's first parameter file
     job = unit_name(nb, name).lower().replace("_", "-")[:52].rstrip("-")
     kubeconfig = pod_kubeconfig(source, inv.name, namespace, job) if cluster and source is not None else ""
     root = repo_root(nb)
@@ -439,10 +444,11 @@ def desired_cronjob(inv: Inventory, spec: CronJobSpec, *, reveal: bool = True) -
     except ValueError as e:
         raise _bad(f"CronJob {spec.namespace}/{spec.name}", str(e)) from None
     runbook = RUNBOOK_PREFIX + spec.name
+    hash_key = inv.hash_key() if any(o["kind"] == "Secret" for o in objs) else None  # a Secret's hash is keyed
     return KubeDesired(
         inv.name,
         runbook,
-        tuple(sealed(o, runbook) for o in objs),
+        tuple(sealed(o, runbook, hash_key) for o in objs),
         scope=(spec.namespace,),
         owner_labels=((SCHEDULE_NAMESPACE, spec.namespace),),
     )

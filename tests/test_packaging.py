@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -103,13 +104,31 @@ def test_console_script_is_installed() -> None:
 
 
 def _wheel(project: Path, out: Path) -> Path:
-    """Build the wheel of the distribution in ``project`` (no download: this venv's setuptools)."""
+    """Build the wheel of the distribution in ``project`` from its tracked files alone (a copy: no stale
+    ``build/`` of an earlier build can slip into it), with this venv's setuptools (no download)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=project, capture_output=True, check=True).stdout
+    source = out / "source"
+    for rel in filter(None, listed.decode().split("\0")):
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project / rel, source / rel)
+    wheels = out / "wheels"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(project)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(source),
+        ],
         check=True,
         capture_output=True,
     )
-    (wheel,) = out.glob("*.whl")
+    (wheel,) = wheels.glob("*.whl")
     return wheel
 
 

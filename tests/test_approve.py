@@ -16,9 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook
 
 from homelab_lib.cli import main
+from homelab_lib.core.contract import PLANS_FORMAT
 from homelab_lib.core.plan import document_sha256
 from homelab_lib.runs.archive import Archive
 from tests.contract_fixtures import ServedPve, served_pve, write_params
@@ -75,7 +78,7 @@ def test_approve_applies_the_reviewed_plan_and_refuses_a_changed_one(
     assert applied.approves == dry.run
     assert applied.plan_hash == dry.plan_hash
     assert applied.parameters["confirm"] is True
-    assert applied.parameters["approved_plan"] == dry.plan_hash
+    assert applied.parameters["approved_plan"] == {"proxmox": dry.plan_hash}  # one approved plan per adapter
     assert managed(pve) == {vm: ("running", "4096" if vm != "k3s-nappy" else "8192") for vm in ALL}
 
     # the audit log shows who reviewed what before it was applied
@@ -194,3 +197,106 @@ def test_approve_refuses_a_record_after_a_break_in_the_chain(
     assert run_it(nb, params, archive, "--approve", dry.run) == 1
     assert "record 2 (run " in capsys.readouterr().err
     assert "does not chain to the record before it" in Archive(archive).verify()[0]
+
+
+# ---------------------------------------------------------------- a notebook with two plans: all applied or none
+
+TOY_ADAPTER = """
+import json
+from pathlib import Path
+
+from homelab_lib.core import contract
+from homelab_lib.core.contract import DONE, BaseAdapter, Carried, Check, Outcome, VerifyResult
+from homelab_lib.core.plan import Action, Change, FieldChange, Plan
+
+
+class Toy(BaseAdapter):
+    \"\"\"A world of keys and values in world-NAME.json; the inventory wants want-NAME.json.\"\"\"
+
+    def __init__(self, name):
+        self.name, self.world = name, f"the {name} world"
+        self.path, self.want = Path(f"world-{name}.json"), Path(f"want-{name}.json")
+
+    def desired(self):
+        return json.loads(self.want.read_text())
+
+    def observe(self, desired):
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def plan(self, desired, observed):
+        changes = [
+            Change("key", k, Action.UPDATE if k in observed else Action.CREATE,
+                   fields=(FieldChange("value", observed.get(k), v),))
+            for k, v in sorted(desired.items()) if observed.get(k) != v
+        ]
+        return Plan.of(changes, adapter=self.name)
+
+    def carry_out(self, desired, observed, plan, todo, *, allow_delete, progress, clock):
+        self.path.write_text(json.dumps({**observed, **{c.target: desired[c.target] for c in todo}}))
+        return Carried(tuple(Outcome.of(c, DONE) for c in todo))
+
+    def check(self, desired, result):
+        now = self.observe(desired)
+        return VerifyResult(self.name, result.confirmed,
+                            tuple(Check("key", k, "", now.get(k) == v, str(now.get(k))) for k, v in desired.items()),
+                            None)
+"""
+
+TWO_PLANS = [
+    TOY_ADAPTER,
+    "first, second = Toy('first'), Toy('second')\n"
+    "d1, d2 = first.desired(), second.desired()\n"
+    "p1, p2 = first.plan(d1, first.observe(d1)), second.plan(d2, second.observe(d2))\n"
+    "contract.show_plan(p1)\ncontract.show_plan(p2)",
+    "try:\n"
+    "    first.apply(d1, p1, confirm=confirm, approved_plan=approved_plan)\n"
+    "    second.apply(d2, p2, confirm=confirm, approved_plan=approved_plan)\n"
+    "finally:\n"
+    "    first.close()\n    second.close()",
+]
+
+
+def test_approve_covers_every_plan_a_notebook_shows_and_applies_all_or_none(
+    tmp_path: Path, make_params: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cells = [
+        new_code_cell("params_file = None\nconfirm = False\napproved_plan = None", metadata={"tags": ["parameters"]})
+    ]
+    kernel = {"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}
+    nb = tmp_path / "two.ipynb"
+    nbformat.write(new_notebook(cells=cells + [new_code_cell(s) for s in TWO_PLANS], metadata=kernel), str(nb))
+    params, archive = make_params(name=f"two-{secrets.token_hex(3)}"), tmp_path / "archive"
+    (tmp_path / "want-first.json").write_text('{"a": 1}')
+    (tmp_path / "want-second.json").write_text('{"b": 2}')
+    world = tmp_path / "world-second.json"
+
+    # the dry run archives both plans under one hash
+    assert run_it(nb, params, archive) == 0
+    dry = Archive(archive).records()[-1]
+    assert dry.plan is not None
+    assert dry.plan["format"] == PLANS_FORMAT
+    assert {k: p["summary"] for k, p in dry.plan["plans"].items()} == {"first": "1 create", "second": "1 create"}
+    assert dry.plan_hash == document_sha256(dry.plan)
+    assert not (tmp_path / "world-first.json").exists()
+    assert not world.exists()
+
+    # the second plan's world changes before the approve: the run fails, and the first plan is not applied either
+    world.write_text('{"b": 5}')
+    capsys.readouterr()
+    assert run_it(nb, params, archive, "--approve", dry.run) == 1
+    refused = Archive(archive).records()[-1]
+    assert refused.status == "failed"
+    assert refused.approves == dry.run
+    assert refused.parameters["approved_plan"] == {k: p["sha256"] for k, p in dry.plan["plans"].items()}
+    assert refused.error.startswith("PlanNotApproved")
+    assert "second: ~ key b" in refused.error  # the difference, named by its adapter
+    assert not (tmp_path / "world-first.json").exists()  # neither applied
+    assert json.loads(world.read_text()) == {"b": 5}
+
+    # a fresh dry run of the world as it is now, approved: both are applied
+    assert run_it(nb, params, archive) == 0
+    again = Archive(archive).records()[-1]
+    assert run_it(nb, params, archive, "--approve", again.run) == 0
+    assert json.loads((tmp_path / "world-first.json").read_text()) == {"a": 1}
+    assert json.loads(world.read_text()) == {"b": 2}
+    assert Archive(archive).records()[-1].plan_hash == again.plan_hash

@@ -32,12 +32,12 @@ PLAN_NB = [
     "from homelab_lib.core import contract\nfrom homelab_lib.core.plan import Action, Change, Plan\n"
     "plan = Plan.of([Change('vm', 'web-1', Action.CREATE, where='node1', reason='not on node1')], adapter='test')\n"
     "contract.show_plan(plan)",
-    "if approved_plan:\n    print('applying the approved plan', approved_plan[:12])",
+    "if approved_plan:\n    print('applying the approved plan', approved_plan['test'][:12])",
 ]
 
 
 def plan_notebook(path: Path) -> Path:
-    params = 'params_file = None\nconfirm = False\napproved_plan = ""'
+    params = "params_file = None\nconfirm = False\napproved_plan = None"
     cells = [new_code_cell(params, metadata={"tags": ["parameters"]}), *(new_code_cell(s) for s in PLAN_NB)]
     nb = new_notebook(
         cells=cells, metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}}

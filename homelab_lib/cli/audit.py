@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from homelab_lib.cli.args import params_files_option
 from homelab_lib.core import tables
+from homelab_lib.core.contract import recorded_plans
 from homelab_lib.runs.archive import Archive
 
 if TYPE_CHECKING:
@@ -49,9 +50,13 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
         approved = archive.find(record.approves)
         print(f"{'reviewed':>16}: plan {approved.plan_hash[:12]} of dry run {approved.run}, "
               f"by {approved.user}@{approved.host} at {approved.start}")  # fmt: skip
-    if record.plan:
-        print(f"{'plan':>16}: {record.plan.get('summary', '')} (sha256 {record.plan_hash})")
-        for change in record.plan.get("changes", []):
+    plans = recorded_plans(record.plan)
+    if len(plans) > 1:
+        print(f"{'plans':>16}: {len(plans)} (sha256 {record.plan_hash})")
+    for adapter, plan in plans.items():
+        named = f"{adapter}: " if len(plans) > 1 else ""
+        print(f"{'plan':>16}: {named}{plan.get('summary', '')} (sha256 {plan.get('sha256', record.plan_hash)})")
+        for change in plan.get("changes", []):
             fields = "; ".join(f"{n}: {old!r} -> {new!r}" for n, old, new in change.get("fields", []))
             detail = fields or change.get("reason") or ""
             print(

@@ -68,6 +68,48 @@ from homelab_lib.core.progress import Progress
 if TYPE_CHECKING:
     import pandas as pd
 
+Approval = str | Mapping[str, str] | None
+"""What ``approved_plan`` takes: ``{adapter: sha256}`` of a reviewed run's plans, one plan's sha256, or nothing."""
+
+_SHOWN: dict[str, str] = {}  # adapter -> sha256 of the last plan show_plan showed for it, in this process
+
+
+def shown_plans() -> dict[str, str]:
+    """``{adapter: sha256}`` of the last plan :func:`show_plan` showed for each adapter in this process."""
+    return dict(_SHOWN)
+
+
+def forget_shown_plans() -> None:
+    """Forget the plans shown so far (a test, or a notebook that starts its plans over)."""
+    _SHOWN.clear()
+
+
+def check_approved(adapter: str, digest: str, approved: Approval) -> None:
+    """Refuse to apply adapter's plan (sha256 digest) unless it, and every plan shown, is an approved one.
+
+    A str approves one plan (this one). A mapping ``{adapter: sha256}`` approves a reviewed run's plans
+    all together: this adapter's plan and every plan :func:`show_plan` showed must be its adapter's approved
+    one, no plan may be shown that was not reviewed, and every approved adapter must have shown its plan before
+    the first apply, so a notebook under ``--approve`` applies all its plans or none.
+
+    Raises:
+        PlanNotApproved: naming the adapter whose plan is not the approved one (or not shown yet).
+    """
+    if not approved:
+        return
+    if isinstance(approved, str):
+        if approved != digest:
+            raise PlanNotApproved(planned=digest, approved=approved, where=adapter)
+        return
+    now = {**_SHOWN, adapter: digest}
+    for name in sorted(approved.keys() | now.keys()):
+        if now.get(name) != approved.get(name):
+            planned = now.get(name) or "not-shown"
+            raise PlanNotApproved(planned=planned, approved=approved.get(name) or "none", where=name)
+
+
+PLANS_FORMAT = "homelab-plans/1"  # a run's record of the plans of several adapters
+
 D = TypeVar("D")
 O = TypeVar("O")  # noqa: E741 - the observed state, beside D and R
 R = TypeVar("R")
@@ -357,7 +399,7 @@ class Adapter(Protocol[D, O, R_co]):
         *,
         confirm: bool = False,
         allow_delete: bool = False,
-        approved_plan: str | None = None,
+        approved_plan: Approval = None,
         progress: Progress | None = None,
         clock: Clock | None = None,
     ) -> ApplyResult:
@@ -443,7 +485,7 @@ class BaseAdapter(ABC, Generic[D, O, R]):
         *,
         confirm: bool = False,
         allow_delete: bool = False,
-        approved_plan: str | None = None,
+        approved_plan: Approval = None,
         progress: Progress | None = None,
         clock: Clock | None = None,
     ) -> ApplyResult:
@@ -454,8 +496,12 @@ class BaseAdapter(ABC, Generic[D, O, R]):
             plan: the plan shown to the operator.
             confirm: really change things; without it this is a dry run.
             allow_delete: also carry out deletes.
-            approved_plan: the sha256 of a reviewed plan (``homelab run --approve`` passes it); the
-                plan must be exactly that one. Empty or None: no approval asked for.
+            approved_plan: the reviewed plans: ``{adapter: sha256}`` of every plan a reviewed dry run
+                showed (``homelab run --approve`` passes it), or one plan's sha256. The plan must be exactly
+                this adapter's approved one and (a mapping) every plan shown so far by :func:`show_plan` must be
+                its adapter's approved one, and every approved adapter must have shown its plan already: a
+                notebook shows all its plans before applying any, so all are applied or none.
+                Empty or None: no approval asked for.
             progress: where progress goes (default :func:`homelab_lib.core.progress.auto`).
             clock: the clock to wait by (default the adapter's).
 
@@ -463,15 +509,15 @@ class BaseAdapter(ABC, Generic[D, O, R]):
             An outcome per change that is not a no-op.
 
         Raises:
-            PlanNotApproved: approved_plan is given and the plan is another; nothing was changed.
+            PlanNotApproved: approved_plan is given and this plan, or another shown (or not yet shown), is not
+                the approved one; nothing was changed.
             PlanConflict: (confirmed) the plan has conflicts and they block; nothing was changed.
             StalePlan: (confirmed) the world changed since the plan was made; nothing was changed.
             RunbookError: the plan was made by another adapter.
             HomelabError: the adapter's own failure of a change (what was done is in the error).
         """
         digest = plan.sha256
-        if approved_plan and approved_plan != digest:
-            raise PlanNotApproved(planned=digest, approved=approved_plan, where=self.name)
+        check_approved(self.name, digest, approved_plan)
         if plan.adapter and plan.adapter != self.name:
             raise RunbookError(
                 f"this plan was made by the {plan.adapter} adapter, not {self.name}",
@@ -559,7 +605,7 @@ def run(
     *,
     confirm: bool = False,
     allow_delete: bool = False,
-    approved_plan: str | None = None,
+    approved_plan: Approval = None,
     progress: Progress | None = None,
     clock: Clock | None = None,
 ) -> Run[D, O, R]:
@@ -602,9 +648,11 @@ def plan_bundle(plan: Plan) -> dict[str, Any]:
 def show_plan(plan: Plan) -> None:
     """Show a plan in a notebook: its table, and (for the runner's archive) its JSON and sha256.
 
-    Outside a notebook the text is printed.
+    Outside a notebook the text is printed. The plan's hash is remembered by its adapter's name
+    (:func:`shown_plans`): an apply under a reviewed run's approval checks every plan shown.
     """
     bundle = plan_bundle(plan)
+    _SHOWN[plan.adapter] = plan.sha256
     if tables.in_kernel():
         from IPython.display import display
 
@@ -621,23 +669,52 @@ def show(result: ApplyResult | VerifyResult[Any]) -> None:
         tables.show(table)
 
 
-def plan_in_notebook(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The last plan a notebook emitted with :func:`show_plan` (nbformat JSON), its ``sha256`` recomputed.
-
-    Returns:
-        The plan document with ``sha256`` set to the hash of its canonical form (what was shown is
-        not trusted), or None when the notebook emitted no plan.
-    """
-    found: Mapping[str, Any] | None = None
+def plans_in_notebook(notebook: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every plan a notebook emitted with :func:`show_plan` (nbformat JSON): the last one per adapter, in the
+    order first shown, each with ``sha256`` set to the hash of its canonical form (what was shown is not trusted)."""
+    found: dict[str, Mapping[str, Any]] = {}
     for cell in notebook.get("cells", []):
         for output in cell.get("outputs", []) or []:
             data = output.get("data") or {}
             if PLAN_MIME in data and isinstance(data[PLAN_MIME], Mapping):
-                found = data[PLAN_MIME]
-    if found is None:
+                found[str(data[PLAN_MIME].get("adapter") or "")] = data[PLAN_MIME]
+    out = {}
+    for adapter, shown in found.items():
+        body = {k: v for k, v in shown.items() if k != "sha256"}
+        out[adapter] = {**body, "sha256": document_sha256(body)}
+    return out
+
+
+def plan_in_notebook(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a run records of the plans its notebook showed (:func:`plans_in_notebook`), with one ``sha256``.
+
+    Returns:
+        None when the notebook showed no plan; the plan document itself when it showed one; when it showed
+        plans of several adapters, ``{"format": PLANS_FORMAT, "plans": {adapter: plan document}}``, its
+        ``sha256`` that of its canonical form (so one hash covers every plan). :func:`recorded_plans` reads
+        either shape back.
+    """
+    plans = plans_in_notebook(notebook)
+    if not plans:
         return None
-    body = {k: v for k, v in found.items() if k != "sha256"}
+    if len(plans) == 1:
+        return next(iter(plans.values()))
+    body = {"format": PLANS_FORMAT, "plans": plans}
     return {**body, "sha256": document_sha256(body)}
+
+
+def recorded_plans(recorded: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``{adapter: plan document}`` of what :func:`plan_in_notebook` returned (either shape), {} for None."""
+    if not recorded:
+        return {}
+    if recorded.get("format") == PLANS_FORMAT:
+        return {str(k): dict(v) for k, v in (recorded.get("plans") or {}).items()}
+    return {str(recorded.get("adapter") or ""): dict(recorded)}
+
+
+def approval(recorded: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{adapter: sha256}`` of a recorded run's plans: the ``approved_plan`` that applies them, all or none."""
+    return {name: str(doc.get("sha256") or document_sha256(doc)) for name, doc in recorded_plans(recorded).items()}
 
 
 __all__ = [
@@ -646,10 +723,12 @@ __all__ = [
     "FAILED",
     "NEEDS_ALLOW_DELETE",
     "NOT_STARTED",
+    "PLANS_FORMAT",
     "PLAN_MIME",
     "Action",
     "Adapter",
     "ApplyResult",
+    "Approval",
     "BaseAdapter",
     "Carried",
     "Change",
@@ -661,11 +740,17 @@ __all__ = [
     "Run",
     "SystemClock",
     "VerifyResult",
+    "approval",
+    "check_approved",
+    "forget_shown_plans",
     "mapped",
     "plan_bundle",
     "plan_in_notebook",
+    "plans_in_notebook",
+    "recorded_plans",
     "run",
     "show",
     "show_plan",
+    "shown_plans",
     "would",
 ]

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from homelab_lib.core import contract
 from homelab_lib.core import progress as progress_mod
 from homelab_lib.core.errors import HomelabError, NotFound
 from homelab_lib.core.plan import PLAN_MIME, Plan, diff_documents
@@ -99,7 +100,7 @@ class ConfirmedRun:
     """What a click on Confirm did: the run it started, as archived.
 
     Attributes:
-        approved_plan: the sha256 of the plan shown, which the run was allowed to apply.
+        approved_plan: the plans shown (``{adapter: sha256}``, or one sha256), which the run was allowed to apply.
         exit_code: ``homelab run``'s exit code (0 ok, 1 failed or refused, 2 bad input, 3 lock held).
         record: the run's archive record (None when none was written: bad input, lock held).
         archived: the executed notebook in the archive (None when not kept).
@@ -109,7 +110,7 @@ class ConfirmedRun:
         outputs: the archived notebook's outputs after its plan cell (nbformat output dicts).
     """
 
-    approved_plan: str
+    approved_plan: str | Mapping[str, str]
     exit_code: int
     record: Record | None
     archived: Path | None
@@ -125,7 +126,9 @@ class ConfirmedRun:
         """One line: applied and archived as run X, or refused / failed and why."""
         run = f"run {self.record.run}" if self.record else "no run recorded"
         if self.ok:
-            return f"applied the plan shown (sha256 {self.approved_plan[:12]}): {run}, archived at {self.archived}"
+            shown = self.approved_plan
+            short = shown[:12] if isinstance(shown, str) else ", ".join(h[:12] for h in shown.values())
+            return f"applied the plan shown (sha256 {short}): {run}, archived at {self.archived}"
         error = self.record.error.splitlines()[0] if self.record and self.record.error else self._last_line()
         if self.refused:
             return f"REFUSED, nothing was changed: {error} ({run})"
@@ -146,13 +149,15 @@ def homelab_command() -> list[str]:
     return [sys.executable, "-m", "homelab_lib.cli"]
 
 
-def run_command(notebook: Path, parameters: Mapping[str, Any], approved_plan: str, archive_dir: Path) -> list[str]:
+def run_command(
+    notebook: Path, parameters: Mapping[str, Any], approved_plan: str | Mapping[str, str], archive_dir: Path
+) -> list[str]:
     """The ``homelab run`` command a click starts: confirm, the plan shown as the only approved one.
 
     Args:
         notebook: the runbook (absolute).
         parameters: its parameters as the plan was made (``params_file`` as -f files, the rest as -p).
-        approved_plan: the sha256 of the plan shown.
+        approved_plan: the plans shown, ``{adapter: sha256}`` (or one plan's sha256).
         archive_dir: the archive folder.
     """
     cmd = [*homelab_command(), "run", str(notebook), "--archive", str(archive_dir), "--log-output", "-q"]
@@ -160,7 +165,7 @@ def run_command(notebook: Path, parameters: Mapping[str, Any], approved_plan: st
     for f in [files] if isinstance(files, str) else list(files or []):
         cmd += ["-f", str(f)]
     wanted = {**{k: v for k, v in parameters.items() if k != "params_file"}, "confirm": True}
-    wanted["approved_plan"] = approved_plan
+    wanted["approved_plan"] = approved_plan if isinstance(approved_plan, str) else dict(approved_plan)
     for key, value in wanted.items():
         cmd += ["-p", key, json.dumps(value)]  # JSON is YAML: `homelab run -p` reads it back as typed
     return cmd
@@ -169,7 +174,7 @@ def run_command(notebook: Path, parameters: Mapping[str, Any], approved_plan: st
 def start_confirmed_run(
     notebook: Path,
     parameters: Mapping[str, Any],
-    approved_plan: str,
+    approved_plan: str | Mapping[str, str],
     archive_dir: Path,
     on_line: Callable[[str], None] = lambda line: None,
 ) -> ConfirmedRun:
@@ -181,7 +186,7 @@ def start_confirmed_run(
     Args:
         notebook: the runbook (absolute).
         parameters: its parameters as the plan was made.
-        approved_plan: the sha256 of the plan shown.
+        approved_plan: the plans shown, ``{adapter: sha256}`` (or one plan's sha256).
         archive_dir: the archive folder.
         on_line: called with each line the run prints, as it prints it.
     """
@@ -209,12 +214,14 @@ def start_confirmed_run(
     return ConfirmedRun(approved_plan, code, record, archived, refused, tuple(lines), outputs)
 
 
-def _record_of(archive_dir: Path, before: int, notebook: str, approved_plan: str) -> Record | None:
+def _record_of(archive_dir: Path, before: int, notebook: str, approved_plan: str | Mapping[str, str]) -> Record | None:
     """The record the child run appended (after the first `before` records) for this notebook and plan."""
     if not (archive_dir / "index.jsonl").exists():
         return None
     for record in reversed(Archive(archive_dir).records()[before:]):
-        if Path(record.notebook).name == notebook and record.parameters.get("approved_plan") == approved_plan:
+        if Path(record.notebook).name == notebook and record.parameters.get("approved_plan") == (
+            approved_plan if isinstance(approved_plan, str) else dict(approved_plan)
+        ):
             return record
     return None
 
@@ -284,6 +291,7 @@ class Confirm:
     ) -> None:
         self.plan = plan
         self.sha256 = plan.sha256
+        self.approved = {**contract.shown_plans(), plan.adapter: plan.sha256}  # every plan shown so far: all or none
         self.notebook = notebook
         self.parameters = dict(parameters)
         self.archive_dir = archive_dir
@@ -336,7 +344,7 @@ class Confirm:
         self.button.description = f"applying plan {self.sha256[:12]}..."
         try:
             self.result = start_confirmed_run(
-                self.notebook, self.parameters, self.sha256, self.archive_dir, on_line=self._line
+                self.notebook, self.parameters, self.approved, self.archive_dir, on_line=self._line
             )
         except (OSError, HomelabError) as e:
             self.button.description = "could not start the run"
@@ -416,7 +424,10 @@ def compare_text(archive_dir: Path, run: str, plan: Plan) -> str:
     record = Archive(archive_dir).find(run)
     if not record.plan:
         return f"run {record.run} archived no plan"
-    old = {k: v for k, v in record.plan.items() if k != "sha256"}
+    mine = contract.recorded_plans(record.plan).get(plan.adapter)
+    if mine is None:
+        return f"run {record.run} archived no plan of the {plan.adapter} adapter"
+    old = {k: v for k, v in mine.items() if k != "sha256"}
     lines = diff_documents(old, plan.document())
     if not lines:
         return f"the same plan as run {record.run} (sha256 {plan.sha256[:12]})"

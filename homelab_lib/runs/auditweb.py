@@ -27,13 +27,15 @@ import io
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from homelab_lib.core.contract import recorded_plans
 from homelab_lib.core.errors import AuditError
 from homelab_lib.runs.archive import Archive, Record
 
@@ -218,7 +220,16 @@ def runbook_html(stem: str, records: Sequence[Record], *, figsize: tuple[float, 
 
 
 def _plan_html(record: Record) -> str:
-    plan = record.plan or {}
+    plans = recorded_plans(record.plan)
+    if len(plans) == 1:
+        return _one_plan_html(record.plan_hash, next(iter(plans.values())), "Plan")
+    head = f'<h2 id="plan">Plans <code>{html.escape(record.plan_hash)}</code></h2>'
+    return head + "".join(
+        _one_plan_html(str(plan.get("sha256", "")), plan, f"Plan of {adapter}") for adapter, plan in plans.items()
+    )
+
+
+def _one_plan_html(sha256: str, plan: Mapping[str, Any], title: str) -> str:
     rows = []
     for c in plan.get("changes", []):
         fields = "; ".join(f"{n}: {old!r} -> {new!r}" for n, old, new in c.get("fields", []))
@@ -237,7 +248,7 @@ def _plan_html(record: Record) -> str:
             + "</tr>"
         )
     return (
-        f'<h2 id="plan">Plan <code>{html.escape(record.plan_hash)}</code></h2>'
+        f'<h2 id="plan">{html.escape(title)} <code>{html.escape(sha256)}</code></h2>'
         f"<p>{html.escape(str(plan.get('summary', '')))}</p>"
         "<table><tr><th>action</th><th>kind</th><th>target</th><th>where</th><th>detail</th></tr>"
         + "".join(rows)

@@ -9,14 +9,16 @@ notebook is archived too (status ``failed``, with the failing cell); a notebook
 in which a secret value appears is not kept (status ``leak``) and the run fails
 loudly. Every outcome is recorded.
 
-Reviewed plans: a runbook's plan cell emits its plan (:func:`homelab_lib.core.contract.show_plan`);
-the runner finds it in the executed notebook and records its sha256 and the plan
-with the run. ``approve=RUN_ID`` (``homelab run ... --approve RUN_ID``) first checks that
+Reviewed plans: a runbook's plan cells emit its plans (:func:`homelab_lib.core.contract.show_plan`);
+the runner finds every one in the executed notebook (the last per adapter) and records
+them, under one sha256, with the run (:func:`homelab_lib.core.contract.plan_in_notebook`).
+``approve=RUN_ID`` (``homelab run ... --approve RUN_ID``) first checks that
 the archive vouches for that run's record (the chain up to it, its notebook, its
-stored plan hashing to its ``plan_hash``), then runs the
-notebook with ``confirm=True`` and ``approved_plan=<that run's plan hash>``: the
-notebook's apply step changes nothing unless the plan it computes now is that
-plan; on a mismatch the run fails with :class:`~homelab_lib.core.errors.ApprovalRefused`
+stored plan hashing to its ``plan_hash``), then runs the notebook with ``confirm=True``
+and ``approved_plan={adapter: sha256}`` of that run's plans: each apply step changes
+nothing unless the plan it computes now, and every plan shown before it, is its
+adapter's approved one and every approved plan has been shown (so all are applied or
+none); on a mismatch the run fails with :class:`~homelab_lib.core.errors.ApprovalRefused`
 and the difference. The record of the run names the run it approves (``approves``).
 """
 
@@ -41,7 +43,7 @@ import papermill
 from papermill.exceptions import PapermillExecutionError
 
 from homelab_lib.core.clock import SYSTEM, Clock
-from homelab_lib.core.contract import plan_in_notebook
+from homelab_lib.core.contract import approval, plan_in_notebook, recorded_plans
 from homelab_lib.core.errors import (
     ApprovalRefused,
     AuditError,
@@ -64,7 +66,7 @@ from homelab_lib.runs.signing import Signing, signing_of
 if TYPE_CHECKING:
     from homelab_lib.kube.lease import RunLease
 
-APPROVED_PLAN = "approved_plan"  # the notebook parameter that carries an approved plan's sha256
+APPROVED_PLAN = "approved_plan"  # the notebook parameter that carries the approved plans: {adapter: sha256}
 
 
 def default_lock_dir() -> Path:
@@ -263,7 +265,7 @@ def run_notebook(
             logging.getLogger(__name__).warning("%s: %s", archive.root, repaired)
         approved = _approved(nb_path, archive, approve, homelab) if approve else None
         if approved is not None:
-            params.update(confirm=True, **{APPROVED_PLAN: approved.plan_hash})
+            params.update(confirm=True, **{APPROVED_PLAN: approval(approved.plan)})
         run = Run(nb_path, files, params, archive, redactor, homelab, clock, approved, on_record)
         return _execute(run, Papermill(progress_bar, log_output, kernel_name))
 
@@ -375,7 +377,7 @@ def _execute(run: Run, how: Papermill) -> RunResult:
     plan = plan_in_notebook(done.notebook) if done.notebook is not None else None
     failure = done.failure
     refused = approved is not None and failure is not None and failure[1] == "PlanNotApproved"
-    diff = diff_documents(approved.plan or {}, plan) if refused and approved is not None and plan else []
+    diff = _diff(approved.plan, plan) if refused and approved is not None and plan else []
     diff = [run.redactor.redact(line) for line in diff]
     error = run.redactor.redact(f"{failure[1]}: {failure[2]}") if failure else ""
     error += "\n" + "\n".join(diff) if diff else ""
@@ -405,6 +407,18 @@ def _execute(run: Run, how: Papermill) -> RunResult:
     path = run.archive.root / written.archived
     _raise_for(run, failure, refused, diff, written, path)
     return RunResult(written, path)
+
+
+def _diff(approved: dict[str, Any] | None, shown: dict[str, Any]) -> list[str]:
+    """What differs between the approved run's plans and the plans shown now, adapter by adapter."""
+    was, now = recorded_plans(approved), recorded_plans(shown)
+    several = len(was.keys() | now.keys()) > 1
+    lines = []
+    for name in sorted(was.keys() | now.keys()):
+        lines += [
+            f"{name}: {line}" if several else line for line in diff_documents(was.get(name, {}), now.get(name, {}))
+        ]
+    return lines
 
 
 def _raise_for(
@@ -459,7 +473,7 @@ def _approved(nb_path: Path, archive: Archive, run: str, homelab: str) -> Record
     if APPROVED_PLAN not in declared:
         raise refuse(
             f"{nb_path.name} has no '{APPROVED_PLAN}' parameter, so it could not refuse another plan; "
-            f"add {APPROVED_PLAN} = '' to its parameters cell and pass it to apply"
+            f"add {APPROVED_PLAN} = None to its parameters cell and pass it to every apply"
         )
     _vouch(archive, record)
     return record

@@ -102,6 +102,29 @@ def test_ok_run_is_archived_and_chained(
     assert json.loads(lines[1])["prev"] == hashlib.sha256(lines[0]).hexdigest()
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+def test_the_archive_is_private_whatever_the_umask(tmp_path: Path, locks: Path, umask: int) -> None:
+    """Archived notebooks, the index, HEAD and the lock are 600, every folder made (parents too) 700."""
+    archive = tmp_path / "made" / "archive"
+    nb = write_nb(tmp_path / "hello.ipynb", 'print("hello")')
+    old = os.umask(umask)
+    try:
+        for when in ("2026-11-25T17:42:05", "2026-11-26T08:00:00"):
+            run_notebook(nb, archive_dir=archive, lock_dir=locks, clock=fixed_clock(when), progress_bar=False)
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "made").rglob("*") if p.is_file()]
+    folders = [tmp_path / "made", *(p for p in (tmp_path / "made").rglob("*") if p.is_dir())]
+    assert {p.name for p in files} >= {"index.jsonl", "HEAD", ".index.lock", "174205Z-hello-ok.ipynb"}
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in files} == {
+        str(p.relative_to(tmp_path)): "0o600" for p in files
+    }
+    assert {str(p.relative_to(tmp_path)): oct(p.stat().st_mode & 0o777) for p in folders} == {
+        str(p.relative_to(tmp_path)): "0o700" for p in folders
+    }
+    assert Archive(archive).verify() == []
+
+
 def test_failed_notebook_is_archived_with_its_cell(tmp_path: Path, archive: Path, locks: Path) -> None:
     nb = write_nb(tmp_path / "broken.ipynb", "x = 1", 'raise ValueError("boom at step 2")', "print('never')")
     with pytest.raises(NotebookFailed) as e:

@@ -154,9 +154,29 @@ class Record:
         return (json.dumps(self.fields(), ensure_ascii=False) + "\n").encode()
 
 
+def private_dirs(path: Path) -> None:
+    """Make folder path and its missing parents, each mode 700 (this user's only) whatever the umask."""
+    missing = []
+    at = path
+    while not at.exists():
+        missing.append(at)
+        at = at.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+        folder.chmod(0o700)
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """Open (create) path for writing, mode 600 whatever the umask (an older file made wider is narrowed)."""
+    fd = os.open(path, flags | os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    with tmp.open("wb") as f:
+    with os.fdopen(_open_private(tmp, os.O_TRUNC), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
@@ -230,8 +250,8 @@ class Archive:
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / ".index.lock"), timeout=60)
+        private_dirs(self.root)
+        lock = FileLock(str(self.root / ".index.lock"), timeout=60, mode=0o600)
         try:
             lock.acquire()
         except Timeout:
@@ -282,7 +302,7 @@ class Archive:
         with self._lock():
             if notebook is not None:
                 path = self.path_for(start_utc, stem, record.status)
-                path.parent.mkdir(parents=True, exist_ok=True)
+                private_dirs(path.parent)
                 _write_atomic(path, notebook)
                 record = replace(record, archived=str(path.relative_to(self.root)), sha256=sha256_bytes(notebook))
             last = GENESIS
@@ -308,7 +328,7 @@ class Archive:
                 except AuditError as e:
                     unsigned = e  # the run is recorded all the same
             line = chained.line()
-            with self.index.open("ab") as f:
+            with os.fdopen(_open_private(self.index, os.O_APPEND), "ab") as f:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())

@@ -461,3 +461,33 @@ def test_every_adapter_offers_the_same_steps_with_the_same_arguments() -> None:
                 (p.name, p.kind, p.default) for p in want.parameters.values()
             ], f"{cls.__name__}.{step}"
     assert all(hasattr(contract, name) for name in contract.__all__)
+
+
+def test_a_mapping_approval_checks_every_plan_shown_and_every_plan_approved(capsys: pytest.CaptureFixture[str]) -> None:
+    """Under {adapter: sha256}, an apply refuses unless its plan, every plan shown, and every approved plan agree."""
+    one = Plan.of([Change("vm", "a", Action.CREATE)], adapter="one")
+    two = Plan.of([Change("vm", "b", Action.CREATE)], adapter="two")
+    moved = Plan.of([Change("vm", "b", Action.UPDATE, fields=(FieldChange("memory", 1, 2),))], adapter="two")
+    approved = {"one": one.sha256, "two": two.sha256}
+    contract.forget_shown_plans()
+    try:
+        contract.show_plan(one)
+        with pytest.raises(PlanNotApproved) as not_yet:  # two's plan is approved but not shown before this apply
+            contract.check_approved("one", one.sha256, approved)
+        assert not_yet.value.where == "two"
+        contract.show_plan(moved)
+        with pytest.raises(PlanNotApproved) as other:  # one's own plan is right, another shown is not
+            contract.check_approved("one", one.sha256, approved)
+        assert other.value.where == "two"
+        contract.show_plan(two)
+        contract.check_approved("one", one.sha256, approved)  # all as reviewed
+        contract.check_approved("two", two.sha256, approved)
+        with pytest.raises(PlanNotApproved):  # an adapter the reviewed run had no plan of
+            contract.check_approved("three", one.sha256, approved)
+        contract.check_approved("one", one.sha256, one.sha256)  # one plan's sha256: that plan only
+        with pytest.raises(PlanNotApproved):
+            contract.check_approved("two", two.sha256, one.sha256)
+        assert contract.shown_plans() == approved
+    finally:
+        contract.forget_shown_plans()
+    capsys.readouterr()

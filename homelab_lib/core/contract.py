@@ -18,8 +18,10 @@ The rules, enforced here once for every adapter by :class:`BaseAdapter`:
 
 - **plan** is pure: a :class:`~homelab_lib.core.plan.Plan` of typed changes, computed from
   (desired, observed) and nothing else; its canonical form has a sha256.
-- **apply** with ``approved_plan`` (a plan's sha256, from a reviewed dry run) refuses a plan
-  whose hash differs (:class:`~homelab_lib.core.errors.PlanNotApproved`), before anything else; without
+- **apply** with ``approved_plan`` (``{adapter: sha256}`` of a reviewed dry run's plans, or one
+  plan's sha256) refuses a plan whose hash differs, or (a mapping) any plan shown that differs or an
+  approved one not shown yet (:func:`check_approved`; :class:`~homelab_lib.core.errors.PlanNotApproved`),
+  before anything else; without
   ``confirm`` it changes nothing and says what it would do; a delete needs ``allow_delete`` too;
   conflicts are never applied (and refuse the whole plan where the adapter says so); just before it
   changes anything it observes again and refuses a plan the world no longer matches
@@ -37,8 +39,8 @@ are methods (``summary()``, ``table()``), as on :class:`~homelab_lib.core.plan.P
 
 Reviewed plans: :func:`show_plan` emits the plan under the MIME type
 :data:`~homelab_lib.core.plan.PLAN_MIME` beside its table; the runner finds it in the executed
-notebook (:func:`plan_in_notebook`) and archives it with its hash, and
-``homelab run NOTEBOOK --approve RUN_ID`` passes that hash back as ``approved_plan``.
+notebook (every plan, the last per adapter: :func:`plan_in_notebook`) and archives them under one hash,
+and ``homelab run NOTEBOOK --approve RUN_ID`` passes ``{adapter: sha256}`` back as ``approved_plan``.
 """
 
 from __future__ import annotations

@@ -26,11 +26,12 @@ change applies to the cells run after it (Run > Run Selected Cell and All Below)
 
 **Confirm applies exactly the plan shown, through the reviewed-plan check, archived.** The button
 does not apply anything in the kernel: it starts ``homelab run NOTEBOOK -f PARAMS -p confirm true
--p approved_plan <sha256 of the plan shown>`` with the parameters the plan was made with (captured
-when :meth:`Runbook.confirm` ran) in a child process. That run computes the plan again and its apply
-step refuses any other plan (:class:`~homelab_lib.core.errors.PlanNotApproved`), and re-observes just
-before changing anything (:class:`~homelab_lib.core.errors.StalePlan`): the same check as ``--approve``,
-in the same code. It takes the homelab's run lock and is archived like any other run (the executed
+-p approved_plan {adapter: sha256}`` (every plan shown so far, this one last) with the
+parameters the plan was made with (captured when :meth:`Runbook.confirm` ran) in a child process.
+That run computes the plan again and its apply step refuses any other plan
+(:class:`~homelab_lib.core.errors.PlanNotApproved`), and re-observes just before changing anything
+(:class:`~homelab_lib.core.errors.StalePlan`): the same check as ``--approve``, in the same code.
+It takes the homelab's run lock and is archived like any other run (the executed
 notebook, its plan and sha256, ``approved_plan`` and ``confirm`` in its parameters, the user). Its
 progress lines become progress bars under the button; then the archived run's record and the
 outputs of its cells after the plan (the apply result, verify's tables) are shown, or why it was

@@ -18,6 +18,7 @@ import ipywidgets
 import papermill
 import pytest
 
+from homelab_lib.core import contract
 from homelab_lib.core.errors import NotFound
 from homelab_lib.inventory import load_inventory
 from homelab_lib.notebook import widgets
@@ -36,6 +37,7 @@ def toy(tmp_path: Path) -> Toy:
 
 def shown(toy: Toy, **parameters: object) -> tuple[widgets.Runbook, widgets.Confirm, dict[str, str]]:
     """What the notebook's cells do in JupyterLab, up to the plan: the choices, the plan, its Confirm button."""
+    contract.forget_shown_plans()  # a fresh kernel: no plan shown before this one
     ui = widgets.runbook(
         toy.notebook,
         params_file=str(toy.params),
@@ -161,7 +163,8 @@ def test_confirm_applies_exactly_the_plan_shown_in_an_archived_run(toy: Toy) -> 
     record = result.record
     assert record is not None
     assert record.parameters["confirm"] is True
-    assert record.parameters["approved_plan"] == confirm.sha256 == record.plan_hash
+    assert record.parameters["approved_plan"] == confirm.approved == {confirm.plan.adapter: confirm.sha256}
+    assert confirm.sha256 == record.plan_hash
     assert record.parameters["world"] == "world"
     assert result.archived is not None
     assert result.archived.is_file()

@@ -192,6 +192,7 @@ def sftp_create(sftp: paramiko.SFTPClient, path: str, mode: int) -> paramiko.SFT
     Raises:
         OSError: the file is there already (``x``), or cannot be made.
     """
+    import paramiko
     from paramiko.sftp import CMD_HANDLE, CMD_OPEN, SFTP_FLAG_CREATE, SFTP_FLAG_EXCL, SFTP_FLAG_WRITE
 
     attrs = paramiko.SFTPAttributes()

@@ -196,7 +196,7 @@ def test_toy_runbook_plan_confirm_result_in_chromium(walkthrough_of: object, tmp
     (record,) = Archive(toy.archive).records()
     assert record.status == "ok"
     assert record.parameters["confirm"] is True
-    assert record.parameters["approved_plan"] == record.plan_hash
+    assert list(record.parameters["approved_plan"].values()) == [record.plan_hash]  # {adapter: sha256}
     assert record.plan_hash[:12] in (ui.panel.locator(".homelab-confirm-output").text_content() or "")
     assert ui.panel.locator("button.homelab-confirm").is_disabled()
 
@@ -234,7 +234,7 @@ def test_runbook_01_with_its_widget_cells_on_a_served_fakepve(walkthrough_of: ob
         (record,) = Archive(archive).records()
         assert record.status == "ok"
         assert record.parameters["params_file"] == str(params)
-        assert record.parameters["approved_plan"] == record.plan_hash
+        assert list(record.parameters["approved_plan"].values()) == [record.plan_hash]  # {adapter: sha256}
 
 
 # ---------------------------------------------------------------- 00 and 01 against the rehearsal lab
@@ -305,4 +305,4 @@ def test_lab_00_and_01_plan_confirm_vm_table_in_chromium(
         assert vm.name in result  # the VM table of verify, under the button
     (record,) = [r for r in Archive(archive).records() if r.notebook.endswith("01_provision_nodes.ipynb")]
     assert record.status == "ok"
-    assert record.parameters["approved_plan"] == record.plan_hash
+    assert list(record.parameters["approved_plan"].values()) == [record.plan_hash]  # {adapter: sha256}

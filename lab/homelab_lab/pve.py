@@ -377,7 +377,7 @@ def wait(inv: Inventory, timeout: float = START_TIMEOUT_S) -> None:
                 f"fakepve exited while starting\n--- {log} (tail) ---\n{redactor.redact(common.log_tail(log))}",
                 where=where,
                 hint="is the address and port free (another lab, a real service)? is fakepve installed "
-                "(pip install '.[lab]')?",
+                "(pip install -e ./lab, the homelab-lab distribution)?",
             )
         return _ready(inv)
 
